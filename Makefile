@@ -1,0 +1,36 @@
+# netemu: make run (the scenario demo) and make test (the whole suite, network-isolated).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-quick bench tools install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+# Debian tools the tests drive for real; installed only when missing and only as root.
+tools:
+	@./scripts/ensure-tools curl:curl /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
+
+run: $(STAMP)
+	$(BIN)/python examples/walkthrough.py
+
+# The suite runs inside a fresh network namespace that holds only `lo`, so no test can reach
+# the real network, whatever it does.
+test: $(STAMP) tools
+	./scripts/isolated $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-quick: $(STAMP)
+	$(BIN)/pytest -q -x $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	./scripts/isolated $(BIN)/python bench/bringup.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

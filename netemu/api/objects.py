@@ -1,0 +1,716 @@
+"""Frozen Kubernetes object types: the subset of the v1, apps/v1 and discovery.k8s.io/v1 schemas
+that netemu emulates.
+
+Attributes are snake_case; their manifest (JSON) names are Kubernetes' camelCase, derived by
+``json_name`` or given in field metadata. Fields that exist in Kubernetes but that netemu does not
+emulate are listed in each type's ``IGNORED`` set: they are accepted, kept verbatim in ``extra``
+and written back on output, so any manifest kubectl accepts decodes. Any other field is unknown
+and refused, as kubectl's strict field validation does.
+
+Objects never change in place: controllers make new ones with ``dataclasses.replace``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Union
+
+IntOrString = Union[int, str]
+
+_UPPER_TOKENS = {"ip": "IP", "ips": "IPs", "cidr": "CIDR", "cidrs": "CIDRs", "uid": "UID"}
+
+
+def json_name(attr: str) -> str:
+    """snake_case attribute → Kubernetes camelCase (``cluster_ip`` → ``clusterIP``)."""
+    first, *rest = attr.split("_")
+    return first + "".join(_UPPER_TOKENS.get(t, t[:1].upper() + t[1:]) for t in rest)
+
+
+def jf(name: str, default: Any = None, **kw: Any) -> Any:
+    """A field whose manifest name does not follow ``json_name``."""
+    if "default_factory" in kw:
+        return field(metadata={"json": name}, **kw)
+    return field(default=default, metadata={"json": name}, **kw)
+
+
+def _extra() -> Any:
+    return field(default_factory=dict, repr=False, compare=False)
+
+
+frozen = dataclass(frozen=True, kw_only=True)
+
+# --------------------------------------------------------------------------- metadata
+
+
+@frozen
+class OwnerReference:
+    api_version: str = ""
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+    controller: bool | None = None
+    block_owner_deletion: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ObjectMeta:
+    name: str = ""
+    generate_name: str = ""
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    owner_references: tuple[OwnerReference, ...] = ()
+    finalizers: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"managedFields", "selfLink"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class LabelSelectorRequirement:
+    key: str = ""
+    operator: str = ""
+    values: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class LabelSelector:
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+# --------------------------------------------------------------------------- pods
+
+
+@frozen
+class ObjectFieldSelector:
+    field_path: str = ""
+    api_version: str = "v1"
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EnvVarSource:
+    field_ref: ObjectFieldSelector | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset(
+        {"resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EnvVar:
+    name: str = ""
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerPort:
+    name: str = ""
+    container_port: int = 0
+    protocol: str = "TCP"
+    host_port: int | None = None
+    host_ip: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ExecAction:
+    command: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class HTTPHeader:
+    name: str = ""
+    value: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class HTTPGetAction:
+    path: str = "/"
+    port: IntOrString = 0
+    host: str = ""
+    scheme: str = "HTTP"
+    http_headers: tuple[HTTPHeader, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class TCPSocketAction:
+    port: IntOrString = 0
+    host: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Probe:
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    initial_delay_seconds: int = 0
+    timeout_seconds: int = 1
+    period_seconds: int = 10
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    termination_grace_period_seconds: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"grpc"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Container:
+    name: str = ""
+    image: str = ""
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    working_dir: str = ""
+    ports: tuple[ContainerPort, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+    image_pull_policy: str = ""
+    termination_message_path: str = "/dev/termination-log"
+    termination_message_policy: str = "File"
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    restart_policy: str = ""  # "Always" marks a native sidecar init container
+    IGNORED: ClassVar[frozenset[str]] = frozenset({
+        "envFrom", "resources", "resizePolicy", "volumeMounts", "volumeDevices", "lifecycle",
+        "securityContext", "restartPolicyRules"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodDNSConfigOption:
+    name: str = ""
+    value: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodDNSConfig:
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[PodDNSConfigOption, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodSpec:
+    containers: tuple[Container, ...] = ()
+    init_containers: tuple[Container, ...] = ()
+    restart_policy: str = "Always"
+    termination_grace_period_seconds: int = 30
+    active_deadline_seconds: int | None = None
+    dns_policy: str = "ClusterFirst"
+    dns_config: PodDNSConfig | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    node_name: str = ""
+    host_network: bool = False
+    hostname: str = ""
+    subdomain: str = ""
+    set_hostname_as_fqdn: bool | None = jf("setHostnameAsFQDN")
+    enable_service_links: bool | None = True
+    scheduler_name: str = "default-scheduler"
+    service_account_name: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset({
+        "volumes", "ephemeralContainers", "serviceAccount", "automountServiceAccountToken",
+        "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets",
+        "affinity", "tolerations", "hostAliases", "priorityClassName", "priority",
+        "readinessGates", "runtimeClassName", "preemptionPolicy", "overhead",
+        "topologySpreadConstraints", "os", "hostUsers", "schedulingGates", "resourceClaims",
+        "resources"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodCondition:
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    last_probe_time: str | None = None
+    last_transition_time: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"observedGeneration"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerStateWaiting:
+    reason: str = ""
+    message: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerStateRunning:
+    started_at: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerStateTerminated:
+    exit_code: int = 0
+    signal: int | None = None
+    reason: str = ""
+    message: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    container_id: str = jf("containerID", "")
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerState:
+    waiting: ContainerStateWaiting | None = None
+    running: ContainerStateRunning | None = None
+    terminated: ContainerStateTerminated | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ContainerStatus:
+    name: str = ""
+    ready: bool = False
+    started: bool | None = None
+    restart_count: int = 0
+    image: str = ""
+    image_id: str = jf("imageID", "")
+    container_id: str = jf("containerID", "")
+    state: ContainerState = field(default_factory=ContainerState)
+    last_state: ContainerState = field(default_factory=ContainerState)
+    IGNORED: ClassVar[frozenset[str]] = frozenset(
+        {"resources", "allocatedResources", "volumeMounts", "user", "stopSignal"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodIP:
+    ip: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodStatus:
+    phase: str = ""
+    conditions: tuple[PodCondition, ...] = ()
+    message: str = ""
+    reason: str = ""
+    host_ip: str = ""
+    host_ips: tuple[PodIP, ...] = ()
+    pod_ip: str = ""
+    pod_ips: tuple[PodIP, ...] = ()
+    start_time: str | None = None
+    container_statuses: tuple[ContainerStatus, ...] = ()
+    init_container_statuses: tuple[ContainerStatus, ...] = ()
+    qos_class: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset(
+        {"nominatedNodeName", "ephemeralContainerStatuses", "resize", "resourceClaimStatuses",
+         "observedGeneration"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PodTemplateSpec:
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PodSpec = field(default_factory=PodSpec)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Pod:
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Pod"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "Pod"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PodSpec = field(default_factory=PodSpec)
+    status: PodStatus = field(default_factory=PodStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+# --------------------------------------------------------------------------- services
+
+
+@frozen
+class ServicePort:
+    name: str = ""
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+    port: int = 0
+    target_port: IntOrString | None = None
+    node_port: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ClientIPConfig:
+    timeout_seconds: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class SessionAffinityConfig:
+    client_ip: ClientIPConfig | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ServiceSpec:
+    type: str = "ClusterIP"
+    selector: Mapping[str, str] | None = None
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ip: str = ""
+    cluster_ips: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    external_name: str = ""
+    session_affinity: str = "None"
+    session_affinity_config: SessionAffinityConfig | None = None
+    external_traffic_policy: str = ""
+    internal_traffic_policy: str = ""
+    publish_not_ready_addresses: bool = False
+    load_balancer_ip: str = ""
+    load_balancer_class: str | None = None
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    allocate_load_balancer_node_ports: bool | None = None
+    health_check_node_port: int | None = None
+    ip_families: tuple[str, ...] = ()
+    ip_family_policy: str = ""
+    traffic_distribution: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PortStatus:
+    port: int = 0
+    protocol: str = "TCP"
+    error: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class LoadBalancerIngress:
+    ip: str = ""
+    hostname: str = ""
+    ip_mode: str | None = None
+    ports: tuple[PortStatus, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class LoadBalancerStatus:
+    ingress: tuple[LoadBalancerIngress, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ServiceStatus:
+    load_balancer: LoadBalancerStatus = field(default_factory=LoadBalancerStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"conditions"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Service:
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Service"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "Service"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: ServiceSpec = field(default_factory=ServiceSpec)
+    status: ServiceStatus = field(default_factory=ServiceStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+    @property
+    def is_headless(self) -> bool:
+        return self.spec.cluster_ip == "None"
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+@frozen
+class RollingUpdateDeployment:
+    max_unavailable: IntOrString | None = None
+    max_surge: IntOrString | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DeploymentStrategy:
+    type: str = "RollingUpdate"
+    rolling_update: RollingUpdateDeployment | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DeploymentSpec:
+    replicas: int | None = None
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    strategy: DeploymentStrategy | None = None
+    min_ready_seconds: int = 0
+    revision_history_limit: int | None = None
+    progress_deadline_seconds: int | None = None
+    paused: bool = False
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DeploymentCondition:
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    last_update_time: str | None = None
+    last_transition_time: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DeploymentStatus:
+    observed_generation: int = 0
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    unavailable_replicas: int = 0
+    conditions: tuple[DeploymentCondition, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"collisionCount", "terminatingReplicas"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Deployment:
+    API_VERSION: ClassVar[str] = "apps/v1"
+    KIND: ClassVar[str] = "Deployment"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "apps/v1"
+    kind: str = "Deployment"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: DeploymentSpec = field(default_factory=DeploymentSpec)
+    status: DeploymentStatus = field(default_factory=DeploymentStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+# --------------------------------------------------------------------------- endpoint slices
+
+
+@frozen
+class EndpointConditions:
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ObjectReference:
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+    api_version: str = ""
+    resource_version: str = ""
+    field_path: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Endpoint:
+    addresses: tuple[str, ...] = ()
+    conditions: EndpointConditions = field(default_factory=EndpointConditions)
+    hostname: str | None = None
+    target_ref: ObjectReference | None = None
+    node_name: str | None = None
+    zone: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"hints", "deprecatedTopology"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EndpointPort:
+    name: str | None = None
+    protocol: str = "TCP"
+    port: int | None = None
+    app_protocol: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EndpointSlice:
+    API_VERSION: ClassVar[str] = "discovery.k8s.io/v1"
+    KIND: ClassVar[str] = "EndpointSlice"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "discovery.k8s.io/v1"
+    kind: str = "EndpointSlice"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    address_type: str = ""
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+    SERVICE_NAME_LABEL: ClassVar[str] = "kubernetes.io/service-name"
+    MANAGED_BY_LABEL: ClassVar[str] = "endpointslice.kubernetes.io/managed-by"
+    CONTROLLER_NAME: ClassVar[str] = "endpointslice-controller.k8s.io"
+
+
+# --------------------------------------------------------------------------- namespaces, nodes
+
+
+@frozen
+class NamespaceSpec:
+    finalizers: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class NamespaceStatus:
+    phase: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"conditions"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Namespace:
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Namespace"
+    NAMESPACED: ClassVar[bool] = False
+    api_version: str = "v1"
+    kind: str = "Namespace"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: NamespaceSpec = field(default_factory=NamespaceSpec)
+    status: NamespaceStatus = field(default_factory=NamespaceStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class NodeAddress:
+    type: str = ""
+    address: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class NodeCondition:
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    last_heartbeat_time: str | None = None
+    last_transition_time: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class NodeSpec:
+    pod_cidr: str = ""
+    pod_cidrs: tuple[str, ...] = ()
+    unschedulable: bool = False
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"taints", "providerID", "configSource"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class NodeStatus:
+    addresses: tuple[NodeAddress, ...] = ()
+    conditions: tuple[NodeCondition, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset(
+        {"capacity", "allocatable", "nodeInfo", "images", "daemonEndpoints", "phase",
+         "volumesInUse", "volumesAttached", "config", "runtimeHandlers", "features"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Node:
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Node"
+    NAMESPACED: ClassVar[bool] = False
+    api_version: str = "v1"
+    kind: str = "Node"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: NodeSpec = field(default_factory=NodeSpec)
+    status: NodeStatus = field(default_factory=NodeStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+    @property
+    def internal_ip(self) -> str:
+        for a in self.status.addresses:
+            if a.type == "InternalIP":
+                return a.address
+        return ""
+
+
+# --------------------------------------------------------------------------- registry
+
+TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, EndpointSlice, Node)
+KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
+KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
+
+KubeObject = Union[Namespace, Pod, Service, Deployment, EndpointSlice, Node]
+
+
+def key_of(obj: Any) -> tuple[str, str, str]:
+    """Store key: (kind, namespace, name); namespace is "" for cluster-scoped kinds."""
+    return (obj.KIND, obj.metadata.namespace if obj.NAMESPACED else "", obj.metadata.name)
+
+
+def ident(obj: Any) -> str:
+    """``namespace/name`` (or ``name`` for cluster-scoped kinds), for messages."""
+    ns = obj.metadata.namespace if obj.NAMESPACED else ""
+    return f"{ns}/{obj.metadata.name}" if ns else obj.metadata.name
