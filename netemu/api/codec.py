@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
+import json
 import types
 import typing
 from typing import Any, Mapping
@@ -66,6 +67,23 @@ def _got(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    """A bad value as an error shows it: scalars as JSON, containers by their type."""
+    if isinstance(value, (list, dict)):
+        return _got(value)
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return _got(value)
+
+
+def _zero(hint: Any) -> Any:
+    """Go's zero value for a list item given as null (``ports: [null]`` is one empty port)."""
+    if dataclasses.is_dataclass(hint):
+        return hint()
+    return {str: "", int: 0, bool: False}.get(hint)
+
+
 def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -74,7 +92,7 @@ def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> 
             return None
         if set(args) == {int, str}:  # IntOrString
             if isinstance(value, bool) or not isinstance(value, (int, str)):
-                problems.append(FieldProblem(path, f"Invalid value: {value!r}: must be an integer or a string"))
+                problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: must be an integer or a string"))
                 return None
             return value
         return _convert(args[0], value, path, problems)
@@ -85,35 +103,38 @@ def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> 
     if hint is str:
         if isinstance(value, str):
             return value
-        problems.append(FieldProblem(path, f"Invalid value: {_got(value)}: expected string, got {_got(value)}"))
+        problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected string, got {_got(value)}"))
         return None
     if hint is bool:
         if isinstance(value, bool):
             return value
-        problems.append(FieldProblem(path, f"Invalid value: {_got(value)}: expected boolean, got {_got(value)}"))
+        problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected boolean, got {_got(value)}"))
         return None
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        problems.append(FieldProblem(path, f"Invalid value: {_got(value)}: expected integer, got {_got(value)}"))
+        problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected integer, got {_got(value)}"))
         return None
     if origin is tuple:
         (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
         if not isinstance(value, list):
-            problems.append(FieldProblem(path, f"Invalid value: {_got(value)}: expected array, got {_got(value)}"))
+            problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected array, got {_got(value)}"))
             return ()
-        return tuple(_convert(item, v, f"{path}[{i}]", problems) for i, v in enumerate(value))
+        items = (_convert(item, v, f"{path}[{i}]", problems) for i, v in enumerate(value))
+        return tuple(_zero(item) if v is None else v for v in items)
     if origin in (collections.abc.Mapping, dict):
         if not isinstance(value, dict):
-            problems.append(FieldProblem(path, f"Invalid value: {_got(value)}: expected object, got {_got(value)}"))
+            problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected object, got {_got(value)}"))
             return {}
         _, vtype = typing.get_args(hint)
         out = {}
         for k, v in value.items():
+            if vtype is str and v is None:
+                v = ""  # Go decodes null in a map[string]string as ""
             if vtype is str and not isinstance(v, str):
-                problems.append(FieldProblem(f"{path}.{k}", f"Invalid value: {_got(v)}: expected string, got {_got(v)}"))
+                problems.append(FieldProblem(f"{path}.{k}", f"Invalid value: {_shown(v)}: expected string, got {_got(v)}"))
                 continue
             out[str(k)] = v
         return out
@@ -124,7 +145,7 @@ def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> 
 
 def _decode(cls: type, data: Any, path: str, problems: list[FieldProblem]) -> Any:
     if not isinstance(data, dict):
-        problems.append(FieldProblem(path, f"Invalid value: {_got(data)}: expected object, got {_got(data)}"))
+        problems.append(FieldProblem(path, f"Invalid value: {_shown(data)}: expected object, got {_got(data)}"))
         return cls()
     known = {j: (a, h) for a, j, h, _ in _fields(cls)}
     kwargs: dict[str, Any] = {}

@@ -1,0 +1,266 @@
+"""The API server's defaulting, as a pure function: ``apply_defaults(obj) -> obj``.
+
+Follows ``pkg/apis/core/v1/defaults.go`` (Service, Pod, PodSpec, Container, Probe, HTTPGetAction,
+ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment) and
+``pkg/apis/discovery/v1/defaults.go`` (EndpointPort). Two steps the API server performs outside
+defaulting are included because validation depends on them:
+
+- Service ``clusterIPs`` is filled from ``clusterIP`` (the REST strategy's ``normalizeClusterIPs``
+  on create).
+- Service ``ipFamilyPolicy``/``ipFamilies`` are filled as the service allocator does for a
+  single-stack IPv4 cluster (``initIPFamilyFields``): ``SingleStack`` and the family of the given
+  clusterIP (else IPv4); a headless service without selector gets ``RequireDualStack`` and
+  ``[IPv4, IPv6]``. ExternalName services get neither.
+
+Zero values ("" / None / 0 where Kubernetes uses a pointer or an empty string) count as unset.
+Objects are frozen: every step returns new objects made with ``dataclasses.replace``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from . import objects as o
+
+T = TypeVar("T")
+
+DEFAULT_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_CLIENT_IP_TIMEOUT = 10800
+
+
+def apply_defaults(obj: T) -> T:
+    """``obj`` with every Kubernetes default filled in (a new object; ``obj`` is not changed)."""
+    if isinstance(obj, o.Service):
+        return _service(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.Pod):
+        return _pod(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.Deployment):
+        return _deployment(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.EndpointSlice):
+        return _endpoint_slice(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.Namespace):
+        return _namespace(obj)  # type: ignore[return-value]
+    return obj
+
+
+# --------------------------------------------------------------------------- services
+
+
+def externally_accessible(svc: o.Service) -> bool:
+    """apiservice.ExternallyAccessible: NodePort, LoadBalancer, or ClusterIP with externalIPs."""
+    t = svc.spec.type
+    return t in ("LoadBalancer", "NodePort") or (t == "ClusterIP" and bool(svc.spec.external_ips))
+
+
+def _ip_family(ip: str) -> str | None:
+    try:
+        return "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
+    except ValueError:
+        return None
+
+
+def _service(svc: o.Service) -> o.Service:
+    spec = svc.spec
+    changes: dict[str, Any] = {}
+
+    affinity = spec.session_affinity or "None"
+    changes["session_affinity"] = affinity
+    if affinity == "None":
+        changes["session_affinity_config"] = None
+    elif affinity == "ClientIP":
+        cfg = spec.session_affinity_config
+        if cfg is None or cfg.client_ip is None or cfg.client_ip.timeout_seconds is None:
+            changes["session_affinity_config"] = o.SessionAffinityConfig(
+                client_ip=o.ClientIPConfig(timeout_seconds=DEFAULT_CLIENT_IP_TIMEOUT))
+
+    svc_type = spec.type or "ClusterIP"
+    changes["type"] = svc_type
+    changes["ports"] = tuple(_service_port(p) for p in spec.ports)
+    spec = replace(spec, **changes)
+    svc = replace(svc, spec=spec)
+    changes = {}
+
+    if externally_accessible(svc) and not spec.external_traffic_policy:
+        changes["external_traffic_policy"] = "Cluster"
+    if not spec.internal_traffic_policy and svc_type in ("ClusterIP", "NodePort", "LoadBalancer"):
+        changes["internal_traffic_policy"] = "Cluster"
+    if svc_type == "LoadBalancer" and spec.allocate_load_balancer_node_ports is None:
+        changes["allocate_load_balancer_node_ports"] = True
+
+    # REST strategy: a client that sets only clusterIP gets clusterIPs = [clusterIP].
+    cluster_ips = spec.cluster_ips
+    if spec.cluster_ip and not cluster_ips:
+        cluster_ips = (spec.cluster_ip,)
+        changes["cluster_ips"] = cluster_ips
+
+    if svc_type != "ExternalName":
+        headless_selectorless = spec.cluster_ip == "None" and not spec.selector
+        policy = spec.ip_family_policy or ("RequireDualStack" if headless_selectorless else "SingleStack")
+        changes["ip_family_policy"] = policy
+        families = list(spec.ip_families)
+        for i, ip in enumerate(cluster_ips):
+            if ip == "None":
+                break
+            fam = _ip_family(ip)
+            if fam and i >= len(families):
+                families.append(fam)
+        if not families:
+            families = ["IPv4"]
+        if headless_selectorless and len(families) < 2 and policy != "SingleStack":
+            families.append("IPv6" if families[0] == "IPv4" else "IPv4")
+        changes["ip_families"] = tuple(families)
+
+    svc = replace(svc, spec=replace(spec, **changes))
+    if svc_type == "LoadBalancer":
+        ingress = tuple(replace(i, ip_mode="VIP") if i.ip and i.ip_mode is None else i
+                        for i in svc.status.load_balancer.ingress)
+        svc = replace(svc, status=replace(svc.status, load_balancer=replace(
+            svc.status.load_balancer, ingress=ingress)))
+    return svc
+
+
+def _service_port(p: o.ServicePort) -> o.ServicePort:
+    protocol = p.protocol or "TCP"
+    target = p.target_port
+    if target is None or target == 0 or target == "":
+        target = p.port
+    return replace(p, protocol=protocol, target_port=target)
+
+
+# --------------------------------------------------------------------------- pods
+
+
+def _pod(pod: o.Pod) -> o.Pod:
+    spec = _pod_spec(pod.spec)
+    extra: dict[str, Any] = {}
+    if spec.enable_service_links is None:
+        extra["enable_service_links"] = True
+    if spec.host_network:
+        extra["containers"] = _host_network_ports(spec.containers)
+        extra["init_containers"] = _host_network_ports(spec.init_containers)
+    return replace(pod, spec=replace(spec, **extra) if extra else spec)
+
+
+def _host_network_ports(containers: tuple[o.Container, ...]) -> tuple[o.Container, ...]:
+    """With hostNetwork every container port is also a host port (Pod only, not templates)."""
+    return tuple(replace(c, ports=tuple(replace(p, host_port=p.container_port) if not p.host_port else p
+                                        for p in c.ports))
+                 for c in containers)
+
+
+def _pod_spec(spec: o.PodSpec) -> o.PodSpec:
+    return replace(
+        spec,
+        dns_policy=spec.dns_policy or "ClusterFirst",
+        restart_policy=spec.restart_policy or "Always",
+        termination_grace_period_seconds=(30 if spec.termination_grace_period_seconds is None
+                                          else spec.termination_grace_period_seconds),
+        scheduler_name=spec.scheduler_name or "default-scheduler",
+        containers=tuple(_container(c) for c in spec.containers),
+        init_containers=tuple(_container(c) for c in spec.init_containers),
+    )
+
+
+def _container(c: o.Container) -> o.Container:
+    return replace(
+        c,
+        image_pull_policy=c.image_pull_policy or default_pull_policy(c.image),
+        termination_message_path=c.termination_message_path or "/dev/termination-log",
+        termination_message_policy=c.termination_message_policy or "File",
+        ports=tuple(replace(p, protocol=p.protocol or "TCP") for p in c.ports),
+        env=tuple(_env_var(e) for e in c.env),
+        readiness_probe=_probe(c.readiness_probe),
+        liveness_probe=_probe(c.liveness_probe),
+        startup_probe=_probe(c.startup_probe),
+    )
+
+
+def _env_var(e: o.EnvVar) -> o.EnvVar:
+    src = e.value_from
+    if src is None or src.field_ref is None or src.field_ref.api_version:
+        return e
+    return replace(e, value_from=replace(src, field_ref=replace(src.field_ref, api_version="v1")))
+
+
+def _probe(p: o.Probe | None) -> o.Probe | None:
+    if p is None:
+        return None
+    http = p.http_get
+    if http is not None:
+        http = replace(http, path=http.path or "/", scheme=http.scheme or "HTTP")
+    return replace(
+        p,
+        http_get=http,
+        timeout_seconds=p.timeout_seconds or 1,
+        period_seconds=p.period_seconds or 10,
+        success_threshold=p.success_threshold or 1,
+        failure_threshold=p.failure_threshold or 3,
+    )
+
+
+# Docker reference grammar (distribution/reference), enough to find the tag as kubelet's
+# parsers.ParseImageName does: an unparsable name yields no tag, hence IfNotPresent.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*" \
+          r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}))?$")
+
+
+def default_pull_policy(image: str) -> str:
+    """``Always`` for ``:latest`` or an untagged, undigested image; ``IfNotPresent`` otherwise."""
+    m = _REFERENCE.match(image)
+    if not m:
+        return "IfNotPresent"
+    tag, digest = m.group("tag"), m.group("digest")
+    if not tag and not digest:
+        tag = "latest"
+    return "Always" if tag == "latest" else "IfNotPresent"
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def _deployment(d: o.Deployment) -> o.Deployment:
+    spec = d.spec
+    strategy = spec.strategy or o.DeploymentStrategy()
+    if not strategy.type:
+        strategy = replace(strategy, type="RollingUpdate")
+    if strategy.type == "RollingUpdate":
+        ru = strategy.rolling_update or o.RollingUpdateDeployment()
+        ru = replace(ru,
+                     max_unavailable="25%" if ru.max_unavailable is None else ru.max_unavailable,
+                     max_surge="25%" if ru.max_surge is None else ru.max_surge)
+        strategy = replace(strategy, rolling_update=ru)
+    template = replace(spec.template, spec=_pod_spec(spec.template.spec))
+    return replace(d, spec=replace(
+        spec,
+        replicas=1 if spec.replicas is None else spec.replicas,
+        strategy=strategy,
+        revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
+        progress_deadline_seconds=(600 if spec.progress_deadline_seconds is None
+                                   else spec.progress_deadline_seconds),
+        template=template,
+    ))
+
+
+# --------------------------------------------------------------------------- endpoint slices, namespaces
+
+
+def _endpoint_slice(es: o.EndpointSlice) -> o.EndpointSlice:
+    ports = tuple(replace(p, name="" if p.name is None else p.name,
+                          protocol="TCP" if p.protocol is None else p.protocol)
+                  for p in es.ports)
+    return replace(es, ports=ports)
+
+
+def _namespace(ns: o.Namespace) -> o.Namespace:
+    meta = ns.metadata
+    if meta.name:
+        meta = replace(meta, labels={**meta.labels, DEFAULT_NAMESPACE_LABEL: meta.name})
+    status = ns.status if ns.status.phase else replace(ns.status, phase="Active")
+    return replace(ns, metadata=meta, status=status)

@@ -1,0 +1,1313 @@
+"""Validation of decoded, defaulted objects, in the API server's words.
+
+``validate(obj)`` is the create-time check (``ValidateService``, ``ValidatePodCreate``,
+``ValidateDeployment``, ``ValidateEndpointSlice``, ``ValidateNamespace``, ``ValidateNode``);
+``validate_update(old, new)`` adds the update rules (immutable fields). Both return every problem
+found, as ``FieldProblem(path, message)`` whose ``str`` is what kubectl prints, e.g.
+``spec.ports[1].name: Required value`` or
+``spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'``.
+
+Sources: ``pkg/apis/core/validation/validation.go``, ``pkg/apis/apps/validation/validation.go``,
+``pkg/apis/discovery/validation/validation.go``, apimachinery's ``api/validation`` (object meta)
+and ``apis/meta/v1/validation`` (labels, selectors). Feature gates are taken as in Kubernetes
+1.33: relaxed env-var names and relaxed DNS search names. Bad values are rendered as the API
+server up to 1.33 renders them: strings quoted, numbers bare, lists and maps in Go syntax
+(``[]string{"a"}``, ``map[string]string{"app":"web"}``); 1.34 switched composite values to JSON
+(kubernetes#132314).
+
+Deliberate differences, because netemu allocates and emulates on loopback:
+
+- Objects are validated *before* the allocators run (the API server allocates first). So a
+  missing ``healthCheckNodePort`` is not reported; range checks of clusterIP and nodePort belong
+  to the allocators.
+- EndpointSlice addresses may be loopback addresses (netemu's loopback backend gives pods
+  127.244.x.y); Kubernetes refuses loopback and link-local endpoint addresses.
+
+Apply over an existing object: kubectl apply sends a patch, so values the server allocated
+(clusterIP, clusterIPs, nodePorts, healthCheckNodePort) or set (a pod's nodeName) survive a
+re-apply of the same file. ``merge_service_allocations``/``merge_server_fields`` reproduce that
+(``patchAllocatedValues`` in the service registry): call one on the defaulted new object, then
+``validate_update(old, merged)``. A manifest that does name a different clusterIP is refused:
+``spec.clusterIPs[0]: Invalid value: []string{"10.96.0.20"}: may not change once set`` (the
+wording of Kubernetes ≥ 1.20; older servers said ``spec.clusterIP: ... field is immutable``).
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from netemu.errors import FieldProblem
+
+from . import objects as o
+from .codec import to_dict
+from .defaults import default_pull_policy, externally_accessible
+from .labels import (
+    SELECTOR_OPERATORS, inclusive_range_error, is_dns1123_label, is_dns1123_subdomain,
+    is_dns1123_subdomain_with_underscore, is_http_header_name, is_label_value, is_qualified_name,
+    is_relaxed_env_var_name, is_valid_percent, is_valid_port_name, is_valid_port_num,
+    name_is_dns1035_label, name_is_dns_label, name_is_dns_subdomain, selector_matches,
+)
+
+NameFn = Callable[[str, bool], list[str]]
+MAX_INT32 = 2**31 - 1
+
+# --------------------------------------------------------------------------- field problems
+
+
+class GoValue(str):
+    """A value already rendered as Go's ``%#v`` would print it."""
+
+
+def go_quote(s: str) -> str:
+    """Go's strconv.Quote (close enough for anything a manifest holds)."""
+    out = ['"']
+    for ch in s:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                        "\v": "\\v"}[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif not ch.isprintable():
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def go_repr(value: Any) -> str:
+    """How a bad value appears in a Kubernetes field error."""
+    if isinstance(value, GoValue):
+        return str(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return go_quote(value)
+    if isinstance(value, (tuple, list)):
+        return "[]string{" + ", ".join(go_quote(str(v)) for v in value) + "}"
+    if isinstance(value, Mapping):
+        if not value:
+            return "map[string]string(nil)"
+        return "map[string]string{" + ", ".join(
+            f"{go_quote(str(k))}:{go_quote(str(value[k]))}" for k in sorted(value)) + "}"
+    return str(value)
+
+
+def required(path: str, detail: str = "") -> FieldProblem:
+    return FieldProblem(path, "Required value" + (f": {detail}" if detail else ""))
+
+
+def forbidden(path: str, detail: str) -> FieldProblem:
+    return FieldProblem(path, "Forbidden" + (f": {detail}" if detail else ""))
+
+
+def invalid(path: str, value: Any, detail: str) -> FieldProblem:
+    return FieldProblem(path, f"Invalid value: {go_repr(value)}" + (f": {detail}" if detail else ""))
+
+
+def not_supported(path: str, value: Any, supported: Iterable[str]) -> FieldProblem:
+    values = ", ".join(go_quote(v) for v in supported)
+    return FieldProblem(path, f"Unsupported value: {go_repr(value)}" + (f": supported values: {values}" if values else ""))
+
+
+def duplicate(path: str, value: Any) -> FieldProblem:
+    return FieldProblem(path, f"Duplicate value: {go_repr(value)}")
+
+
+def not_found(path: str, value: Any) -> FieldProblem:
+    return FieldProblem(path, f"Not found: {go_repr(value)}")
+
+
+def too_long(path: str, max_bytes: int) -> FieldProblem:
+    return FieldProblem(path, f"Too long: must have at most {max_bytes} bytes")
+
+
+def _invalid_each(path: str, value: Any, messages: Iterable[str]) -> list[FieldProblem]:
+    return [invalid(path, value, m) for m in messages]
+
+
+def _nonnegative(path: str, value: int | None) -> list[FieldProblem]:
+    if value is not None and value < 0:
+        return [invalid(path, value, "must be greater than or equal to 0")]
+    return []
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def parse_ip_sloppy(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Go's netutils.ParseIPSloppy: like ParseIP, but IPv4 octets may have leading zeros."""
+    if "%" in value:
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    parts = value.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        return ipaddress.IPv4Address(".".join(str(int(p)) for p in parts))
+    return None
+
+
+def _is_v4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.version == 4 or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None)
+
+
+def is_valid_ip(path: str, value: str) -> list[FieldProblem]:
+    if parse_ip_sloppy(value) is None:
+        return [invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")]
+    return []
+
+
+def is_valid_ipv4(path: str, value: str) -> list[FieldProblem]:
+    ip = parse_ip_sloppy(value)
+    return [] if ip is not None and _is_v4(ip) else [invalid(path, value, "must be a valid IPv4 address")]
+
+
+def is_valid_ipv6(path: str, value: str) -> list[FieldProblem]:
+    ip = parse_ip_sloppy(value)
+    return [] if ip is not None and not _is_v4(ip) else [invalid(path, value, "must be a valid IPv6 address")]
+
+
+def is_valid_cidr(path: str, value: str) -> list[FieldProblem]:
+    addr, _, bits = value.partition("/")
+    ok = bool(bits) and bits.isdigit() and parse_ip_sloppy(addr) is not None
+    if ok:
+        ip = parse_ip_sloppy(addr)
+        ok = int(bits) <= (32 if ip is not None and ip.version == 4 else 128)
+    return [] if ok else [invalid(path, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")]
+
+
+def validate_non_special_ip(path: str, value: str) -> list[FieldProblem]:
+    ip = parse_ip_sloppy(value)
+    if ip is None:
+        return [invalid(path, value, "must be a valid IP address")]
+    errs = []
+    if ip.is_unspecified:
+        errs.append(invalid(path, value, f"may not be unspecified ({value})"))
+    if ip.is_loopback:
+        errs.append(invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
+    if ip.is_link_local:
+        errs.append(invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"))
+    if ip in ipaddress.ip_network("224.0.0.0/24") or (ip.version == 6 and ip in ipaddress.ip_network("ff02::/16")):
+        errs.append(invalid(path, value, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"))
+    return errs
+
+
+# --------------------------------------------------------------------------- metadata, labels, selectors
+
+
+def validate_labels(labels: Mapping[str, str], path: str) -> list[FieldProblem]:
+    errs = []
+    for key, value in labels.items():
+        errs += _invalid_each(path, key, is_qualified_name(key))
+        errs += _invalid_each(path, value, is_label_value(value))
+    return errs
+
+
+def validate_annotations(annotations: Mapping[str, str], path: str) -> list[FieldProblem]:
+    errs = []
+    for key in annotations:
+        errs += _invalid_each(path, key, is_qualified_name(key.lower()))
+    if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
+        errs.append(too_long(path, 256 * 1024))
+    return errs
+
+
+def go_label_selector(sel: o.LabelSelector) -> GoValue:
+    labels = GoValue("map[string]string(nil)") if not sel.match_labels else go_repr(sel.match_labels)
+    if not sel.match_expressions:
+        exprs = "[]v1.LabelSelectorRequirement(nil)"
+    else:
+        exprs = "[]v1.LabelSelectorRequirement{" + ", ".join(
+            f"v1.LabelSelectorRequirement{{Key:{go_quote(r.key)}, Operator:{go_quote(r.operator)}, "
+            f"Values:{go_repr(r.values) if r.values else '[]string(nil)'}}}" for r in sel.match_expressions) + "}"
+    return GoValue(f"v1.LabelSelector{{MatchLabels:{labels}, MatchExpressions:{exprs}}}")
+
+
+def validate_label_selector(sel: o.LabelSelector | None, path: str) -> list[FieldProblem]:
+    """metav1 ValidateLabelSelector (label values strictly checked)."""
+    if sel is None:
+        return []
+    errs = validate_labels(sel.match_labels, f"{path}.matchLabels")
+    for i, req in enumerate(sel.match_expressions):
+        rp = f"{path}.matchExpressions[{i}]"
+        if req.operator in ("In", "NotIn"):
+            if not req.values:
+                errs.append(required(f"{rp}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif req.operator in ("Exists", "DoesNotExist"):
+            if req.values:
+                errs.append(forbidden(f"{rp}.values",
+                                      "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        else:
+            errs.append(invalid(f"{rp}.operator", req.operator, "not a valid selector operator"))
+        errs += _invalid_each(f"{rp}.key", req.key, is_qualified_name(req.key))
+        for j, value in enumerate(req.values):
+            errs += _invalid_each(f"{rp}.values[{j}]", value, is_label_value(value))
+    return errs
+
+
+def _selector_buildable(sel: o.LabelSelector) -> bool:
+    """Whether metav1.LabelSelectorAsSelector would succeed."""
+    for key, value in sel.match_labels.items():
+        if is_qualified_name(key) or is_label_value(value):
+            return False
+    for req in sel.match_expressions:
+        if req.operator not in SELECTOR_OPERATORS or is_qualified_name(req.key):
+            return False
+        if (req.operator in ("In", "NotIn")) != bool(req.values):
+            return False
+        if any(is_label_value(v) for v in req.values):
+            return False
+    return True
+
+
+_STANDARD_FINALIZERS = {"kubernetes", "orphan", "foregroundDeletion"}
+
+
+def _finalizer_name(name: str, path: str) -> list[FieldProblem]:
+    errs = _invalid_each(path, name, is_qualified_name(name))
+    if not errs and "/" not in name and name not in _STANDARD_FINALIZERS:
+        errs.append(invalid(path, name, "name is neither a standard finalizer name nor is it fully qualified"))
+    return errs
+
+
+def validate_object_meta(meta: o.ObjectMeta, namespaced: bool, name_fn: NameFn,
+                         path: str = "metadata") -> list[FieldProblem]:
+    """ValidateObjectMeta; ``generateName`` alone is fine (the server makes the name first)."""
+    errs: list[FieldProblem] = []
+    if meta.generate_name:
+        errs += _invalid_each(f"{path}.generateName", meta.generate_name, name_fn(meta.generate_name, True))
+    if not meta.name:
+        if not meta.generate_name:
+            errs.append(required(f"{path}.name", "name or generateName is required"))
+    else:
+        errs += _invalid_each(f"{path}.name", meta.name, name_fn(meta.name, False))
+    if namespaced:
+        if not meta.namespace:
+            errs.append(required(f"{path}.namespace"))
+        else:
+            errs += _invalid_each(f"{path}.namespace", meta.namespace, name_is_dns_label(meta.namespace, False))
+    elif meta.namespace:
+        errs.append(forbidden(f"{path}.namespace", "not allowed on this type"))
+    errs += _nonnegative(f"{path}.generation", meta.generation)
+    errs += validate_labels(meta.labels, f"{path}.labels")
+    errs += validate_annotations(meta.annotations, f"{path}.annotations")
+    for ref in meta.owner_references:
+        rp = f"{path}.ownerReferences"
+        version = ref.api_version.rpartition("/")[2]
+        if not version:
+            errs.append(invalid(f"{rp}.apiVersion", ref.api_version, "version must not be empty"))
+        if not ref.kind:
+            errs.append(invalid(f"{rp}.kind", ref.kind, "must not be empty"))
+        if not ref.name:
+            errs.append(invalid(f"{rp}.name", ref.name, "must not be empty"))
+        if not ref.uid:
+            errs.append(invalid(f"{rp}.uid", ref.uid, "must not be empty"))
+    if sum(1 for r in meta.owner_references if r.controller) > 1:
+        errs.append(invalid(f"{path}.ownerReferences", GoValue("[...]"),
+                            "Only one reference can have Controller set to true"))
+    for i, fin in enumerate(meta.finalizers):
+        errs += _finalizer_name(fin, f"{path}.finalizers[{i}]")
+    return errs
+
+
+# --------------------------------------------------------------------------- services
+
+_SESSION_AFFINITIES = ("ClientIP", "None")
+_SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+_PROTOCOLS = ("SCTP", "TCP", "UDP")
+_TRAFFIC_POLICIES = ("Cluster", "Local")
+_IP_FAMILIES = ("IPv4", "IPv6")
+_IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
+_TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameNode", "PreferSameZone")
+MAX_CLIENT_IP_TIMEOUT = 86400
+LB_SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
+
+
+def _cluster_ips(spec: o.ServiceSpec) -> tuple[str, ...]:
+    """``clusterIPs``, or ``[clusterIP]`` for an object that was not normalized."""
+    return spec.cluster_ips or ((spec.cluster_ip,) if spec.cluster_ip else ())
+
+
+def is_headless(svc: o.Service) -> bool:
+    ips = _cluster_ips(svc.spec)
+    return len(ips) == 1 and ips[0] == "None"
+
+
+def _port_num_or_name(port: o.IntOrString | None, path: str) -> list[FieldProblem]:
+    if isinstance(port, str):
+        return _invalid_each(path, port, is_valid_port_name(port))
+    value = port or 0
+    return _invalid_each(path, value, is_valid_port_num(value))
+
+
+def _service_port(sp: o.ServicePort, require_name: bool, names: set[str], path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    if require_name and not sp.name:
+        errs.append(required(f"{path}.name"))
+    elif sp.name:
+        errs += _invalid_each(f"{path}.name", sp.name, is_dns1123_label(sp.name))
+        if sp.name in names:
+            errs.append(duplicate(f"{path}.name", sp.name))
+        else:
+            names.add(sp.name)
+    errs += _invalid_each(f"{path}.port", sp.port, is_valid_port_num(sp.port))
+    if not sp.protocol:
+        errs.append(required(f"{path}.protocol"))
+    elif sp.protocol not in _PROTOCOLS:
+        errs.append(not_supported(f"{path}.protocol", sp.protocol, _PROTOCOLS))
+    errs += _port_num_or_name(sp.target_port, f"{path}.targetPort")
+    if sp.app_protocol is not None:
+        errs += _invalid_each(f"{path}.appProtocol", sp.app_protocol, is_qualified_name(sp.app_protocol))
+    return errs
+
+
+def _go_service_port_key(protocol: str, port: int) -> GoValue:
+    return GoValue(f'core.ServicePort{{Name:"", Protocol:{go_quote(protocol)}, AppProtocol:(*string)(nil), '
+                   f'Port:{port}, TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:""}}, NodePort:0}}')
+
+
+def _client_ip_affinity(cfg: o.SessionAffinityConfig | None, path: str) -> list[FieldProblem]:
+    detail = "when session affinity type is ClientIP"
+    if cfg is None:
+        return [required(path, detail)]
+    if cfg.client_ip is None:
+        return [required(f"{path}.clientIP", detail)]
+    timeout = cfg.client_ip.timeout_seconds
+    if timeout is None:
+        return [required(f"{path}.clientIP.timeoutSeconds", detail)]
+    if timeout <= 0 or timeout > MAX_CLIENT_IP_TIMEOUT:
+        return [invalid(f"{path}.clientIP.timeoutSeconds", timeout,
+                        f"must be greater than 0 and less than {MAX_CLIENT_IP_TIMEOUT}")]
+    return []
+
+
+def _cluster_ips_related(svc: o.Service) -> list[FieldProblem]:
+    """ValidateServiceClusterIPsRelatedFields."""
+    spec = svc.spec
+    if spec.type == "ExternalName":
+        return []
+    errs: list[FieldProblem] = []
+    ips = spec.cluster_ips
+    if spec.cluster_ip:
+        if not ips:
+            errs.append(required("spec.clusterIPs"))
+        elif ips[0] != spec.cluster_ip:
+            errs.append(invalid("spec.clusterIPs", ips, "first value must match `clusterIP`"))
+    elif ips:
+        errs.append(invalid("spec.clusterIPs", ips, "must be empty when `clusterIP` is not specified"))
+    seen: set[str] = set()
+    for i, fam in enumerate(spec.ip_families):
+        if fam not in _IP_FAMILIES:
+            errs.append(not_supported(f"spec.ipFamilies[{i}]", fam, _IP_FAMILIES))
+        if fam in seen:
+            errs.append(duplicate(f"spec.ipFamilies[{i}]", fam))
+        seen.add(fam)
+    if spec.ip_family_policy and spec.ip_family_policy not in _IP_FAMILY_POLICIES:
+        errs.append(not_supported("spec.ipFamilyPolicy", spec.ip_family_policy, _IP_FAMILY_POLICIES))
+    has_invalid = False
+    parsed = []
+    for i, ip in enumerate(ips):
+        if i == 0 and ip == "None":
+            if len(ips) > 1:
+                has_invalid = True
+                errs.append(invalid("spec.clusterIPs", ips, "'None' must be the first and only value"))
+            continue
+        bad = is_valid_ip(f"spec.clusterIPs[{i}]", ip)
+        has_invalid = has_invalid or bool(bad)
+        errs += bad
+        if not bad:
+            parsed.append(parse_ip_sloppy(ip))
+    if len(ips) > 2:
+        errs.append(invalid("spec.clusterIPs", ips, "may only hold up to 2 values"))
+    if has_invalid:
+        return errs
+    if len(ips) > 1 and not (len(parsed) == 2 and _is_v4(parsed[0]) != _is_v4(parsed[1])):  # type: ignore[arg-type]
+        errs.append(invalid("spec.clusterIPs", ips, "may specify no more than one IP for each IP family"))
+    if not is_headless(svc) and ips and spec.ip_families:
+        for i, ip in enumerate(ips):
+            if i > len(spec.ip_families) - 1:
+                break
+            v4 = _is_v4(parse_ip_sloppy(ip))  # type: ignore[arg-type]
+            if spec.ip_families[i] == "IPv4" and not v4:
+                errs.append(invalid(f"spec.clusterIPs[{i}]", ip,
+                                    f"expected an IPv4 value as indicated by `ipFamilies[{i}]`"))
+            if spec.ip_families[i] == "IPv6" and v4:
+                errs.append(invalid(f"spec.clusterIPs[{i}]", ip,
+                                    f"expected an IPv6 value as indicated by `ipFamilies[{i}]`"))
+    return errs
+
+
+def _needs_health_check(svc: o.Service) -> bool:
+    return svc.spec.type == "LoadBalancer" and svc.spec.external_traffic_policy == "Local"
+
+
+def validate_service(svc: o.Service) -> list[FieldProblem]:
+    spec = svc.spec
+    errs = validate_object_meta(svc.metadata, True, name_is_dns1035_label)
+    headless = is_headless(svc)
+
+    if not spec.ports and not headless and spec.type != "ExternalName":
+        errs.append(required("spec.ports"))
+    if spec.type in ("LoadBalancer", "NodePort") and headless:
+        errs.append(invalid("spec.clusterIPs[0]", "None",
+                            f"may not be set to 'None' for {spec.type} services"))
+    elif spec.type == "ExternalName":
+        if _cluster_ips(spec):
+            errs.append(forbidden("spec.clusterIPs", "may not be set for ExternalName services"))
+        if spec.ip_families:
+            errs.append(forbidden("spec.ipFamilies", "may not be set for ExternalName services"))
+        if spec.ip_family_policy:
+            errs.append(forbidden("spec.ipFamilyPolicy", "may not be set for ExternalName services"))
+        cname = spec.external_name.removesuffix(".")
+        if cname:
+            errs += _invalid_each("spec.externalName", cname, is_dns1123_subdomain(cname))
+        else:
+            errs.append(required("spec.externalName"))
+
+    names: set[str] = set()
+    for i, port in enumerate(spec.ports):
+        errs += _service_port(port, len(spec.ports) > 1, names, f"spec.ports[{i}]")
+
+    if spec.selector is not None:
+        errs += validate_labels(spec.selector, "spec.selector")
+
+    if not spec.session_affinity:
+        errs.append(required("spec.sessionAffinity"))
+    elif spec.session_affinity not in _SESSION_AFFINITIES:
+        errs.append(not_supported("spec.sessionAffinity", spec.session_affinity, _SESSION_AFFINITIES))
+    if spec.session_affinity == "ClientIP":
+        errs += _client_ip_affinity(spec.session_affinity_config, "spec.sessionAffinityConfig")
+    elif spec.session_affinity == "None" and spec.session_affinity_config is not None:
+        errs.append(forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None"))
+
+    errs += _cluster_ips_related(svc)
+
+    for i, ip in enumerate(spec.external_ips):
+        bad = is_valid_ip(f"spec.externalIPs[{i}]", ip)
+        errs += bad or validate_non_special_ip(f"spec.externalIPs[{i}]", ip)
+
+    if not spec.type:
+        errs.append(required("spec.type"))
+    elif spec.type not in _SERVICE_TYPES:
+        errs.append(not_supported("spec.type", spec.type, _SERVICE_TYPES))
+
+    if spec.type == "ClusterIP":
+        for i, port in enumerate(spec.ports):
+            if port.node_port:
+                errs.append(forbidden(f"spec.ports[{i}].nodePort", "may not be used when `type` is 'ClusterIP'"))
+
+    node_ports: set[tuple[str, int]] = set()
+    for i, port in enumerate(spec.ports):
+        if not port.node_port:
+            continue
+        key = (port.protocol, port.node_port)
+        if key in node_ports:
+            errs.append(duplicate(f"spec.ports[{i}].nodePort", port.node_port))
+        node_ports.add(key)
+
+    ports: set[tuple[str, int]] = set()
+    for i, port in enumerate(spec.ports):
+        key = (port.protocol, port.port)
+        if key in ports:
+            errs.append(duplicate(f"spec.ports[{i}]", _go_service_port_key(*key)))
+        ports.add(key)
+
+    if spec.load_balancer_source_ranges:
+        rp = "spec.LoadBalancerSourceRanges"  # sic: Kubernetes spells this path with a capital L
+        if spec.type != "LoadBalancer":
+            errs.append(forbidden(rp, "may only be used when `type` is 'LoadBalancer'"))
+        for i, value in enumerate(spec.load_balancer_source_ranges):
+            errs += is_valid_cidr(f"{rp}[{i}]", value.strip())
+    elif LB_SOURCE_RANGES_ANNOTATION in svc.metadata.annotations:
+        rp = f"metadata.annotations[{LB_SOURCE_RANGES_ANNOTATION}]"
+        if spec.type != "LoadBalancer":
+            errs.append(forbidden(rp, "may only be used when `type` is 'LoadBalancer'"))
+        value = svc.metadata.annotations[LB_SOURCE_RANGES_ANNOTATION].strip()
+        for cidr in value.split(",") if value else ():
+            errs += is_valid_cidr(rp, cidr.strip())
+
+    if spec.allocate_load_balancer_node_ports is not None and spec.type != "LoadBalancer":
+        errs.append(forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'"))
+    if spec.type == "LoadBalancer" and spec.allocate_load_balancer_node_ports is None:
+        errs.append(required("allocateLoadBalancerNodePorts"))  # sic: no "spec." in Kubernetes either
+
+    if spec.type == "LoadBalancer":
+        if spec.load_balancer_class is not None:
+            errs += _invalid_each("spec.loadBalancerClass", spec.load_balancer_class,
+                                  is_qualified_name(spec.load_balancer_class))
+    elif spec.load_balancer_class is not None:
+        errs.append(forbidden("spec.loadBalancerClass", "may only be used when `type` is 'LoadBalancer'"))
+
+    if not externally_accessible(svc):
+        if spec.external_traffic_policy:
+            errs.append(invalid("spec.externalTrafficPolicy", spec.external_traffic_policy,
+                                "may only be set for externally-accessible services"))
+    elif not spec.external_traffic_policy:
+        errs.append(required("spec.externalTrafficPolicy"))
+    elif spec.external_traffic_policy not in _TRAFFIC_POLICIES:
+        errs.append(not_supported("spec.externalTrafficPolicy", spec.external_traffic_policy, _TRAFFIC_POLICIES))
+    if not _needs_health_check(svc):
+        if spec.health_check_node_port:
+            errs.append(invalid("spec.healthCheckNodePort", spec.health_check_node_port,
+                                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+    elif spec.health_check_node_port:
+        errs += _invalid_each("spec.healthCheckNodePort", spec.health_check_node_port,
+                              is_valid_port_num(spec.health_check_node_port))
+
+    if not spec.internal_traffic_policy:
+        if spec.type in ("NodePort", "LoadBalancer", "ClusterIP"):
+            errs.append(required("spec.internalTrafficPolicy"))
+    elif spec.internal_traffic_policy not in _TRAFFIC_POLICIES:
+        errs.append(not_supported("spec.internalTrafficPolicy", spec.internal_traffic_policy, _TRAFFIC_POLICIES))
+
+    if spec.traffic_distribution is not None and spec.traffic_distribution not in _TRAFFIC_DISTRIBUTIONS:
+        errs.append(not_supported("spec.trafficDistribution", spec.traffic_distribution, _TRAFFIC_DISTRIBUTIONS))
+    return errs
+
+
+def _service_update(old: o.Service, new: o.Service) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    if "ExternalName" not in (old.spec.type, new.spec.type):
+        errs += _cluster_ips_update(old, new)
+        errs += _ip_families_update(old, new)
+    if old.spec.type == "LoadBalancer" == new.spec.type and old.spec.load_balancer_class != new.spec.load_balancer_class:
+        errs.append(invalid("spec.loadBalancerClass", new.spec.load_balancer_class, "may not change once set"))
+    if (_needs_health_check(old) and _needs_health_check(new)
+            and (old.spec.health_check_node_port or 0) != (new.spec.health_check_node_port or 0)):
+        errs.append(forbidden("spec.healthCheckNodePort", "field is immutable"))
+    return errs + validate_service(new)
+
+
+def _cluster_ips_update(old: o.Service, new: o.Service) -> list[FieldProblem]:
+    """validateUpgradeDowngradeClusterIPs: the primary clusterIP never changes."""
+    if is_headless(old) and is_headless(new):
+        return []
+    old_ips, new_ips = old.spec.cluster_ips, new.spec.cluster_ips
+    errs = []
+    if len(old_ips) == len(new_ips):
+        for i, ip in enumerate(old_ips):
+            if ip != new_ips[i]:
+                errs.append(invalid(f"spec.clusterIPs[{i}]", new_ips, "may not change once set"))
+    elif len(old_ips) > len(new_ips):
+        if not new_ips:
+            errs.append(invalid("spec.clusterIPs[0]", new_ips, "primary clusterIP can not be unset"))
+        elif new_ips[0] != old_ips[0]:
+            errs.append(invalid("spec.clusterIPs[0]", new_ips, "may not change once set"))
+        if len(new_ips) == 1 and new.spec.ip_family_policy != "SingleStack":
+            errs.append(invalid("spec.ipFamilyPolicy", new.spec.ip_family_policy or None,
+                                "must be set to 'SingleStack' when releasing the secondary clusterIP"))
+    elif old_ips and new_ips[0] != old_ips[0]:
+        errs.append(invalid("spec.clusterIPs[0]", new_ips, "may not change once set"))
+    return errs
+
+
+def _ip_families_update(old: o.Service, new: o.Service) -> list[FieldProblem]:
+    """validateUpgradeDowngradeIPFamilies (its paths always say ipFamilies[0], as Kubernetes does)."""
+    if is_headless(old) or is_headless(new):
+        return []
+    old_f, new_f = old.spec.ip_families, new.spec.ip_families
+    errs = []
+    if len(old_f) == len(new_f):
+        for i, fam in enumerate(old_f):
+            if fam != new_f[i]:
+                errs.append(invalid("spec.ipFamilies[0]", new_f, "may not change once set"))
+    elif len(old_f) > len(new_f):
+        if not new.spec.cluster_ips:
+            errs.append(invalid("spec.ipFamilies[0]", new_f, "primary ipFamily can not be unset"))
+        if new_f and new_f[0] != old_f[0]:
+            errs.append(invalid("spec.ipFamilies[0]", new.spec.cluster_ips, "may not change once set"))
+        if len(new_f) == 1 and new.spec.ip_family_policy != "SingleStack":
+            errs.append(invalid("spec.ipFamilyPolicy", new.spec.ip_family_policy or None,
+                                "must be set to 'SingleStack' when releasing the secondary ipFamily"))
+    elif old_f and new_f and new_f[0] != old_f[0]:
+        errs.append(invalid("spec.ipFamilies[0]", new.spec.cluster_ips, "may not change once set"))
+    return errs
+
+
+def merge_service_allocations(old: o.Service, new: o.Service) -> o.Service:
+    """``new`` with the values the server allocated for ``old`` kept where ``new`` leaves them unset.
+
+    This is what makes re-applying an unchanged manifest (without clusterIP or nodePort) succeed,
+    as ``patchAllocatedValues`` does in Kubernetes' service registry:
+
+    - clusterIP and clusterIPs are copied when ``new`` has none, unless either side is ExternalName;
+    - a port without nodePort gets the nodePort of the old port *with the same name*, unless that
+      node port is used explicitly by both old and new (both NodePort or LoadBalancer);
+    - healthCheckNodePort is kept while both are LoadBalancer with externalTrafficPolicy Local.
+
+    A ``new`` that names a different clusterIP keeps it, and ``validate_update`` refuses it.
+    """
+    spec = new.spec
+    changes: dict[str, Any] = {}
+    if old.spec.type != "ExternalName" and spec.type != "ExternalName":
+        if not spec.cluster_ip:
+            changes["cluster_ip"] = old.spec.cluster_ip
+        if not spec.cluster_ips and old.spec.cluster_ips:
+            changes["cluster_ips"] = old.spec.cluster_ips
+    node_port_types = ("NodePort", "LoadBalancer")
+    if old.spec.type in node_port_types and spec.type in node_port_types:
+        used = ({p.node_port for p in old.spec.ports if p.node_port}
+                & {p.node_port for p in spec.ports if p.node_port})
+        by_name = {p.name: p.node_port for p in old.spec.ports}
+        ports = []
+        for p in spec.ports:
+            old_np = by_name.get(p.name)
+            if not p.node_port and old_np and old_np not in used:
+                p = replace(p, node_port=old_np)
+            ports.append(p)
+        changes["ports"] = tuple(ports)
+    if _needs_health_check(old) and _needs_health_check(new) and not spec.health_check_node_port:
+        changes["health_check_node_port"] = old.spec.health_check_node_port
+    return replace(new, spec=replace(spec, **changes)) if changes else new
+
+
+# --------------------------------------------------------------------------- pods
+
+_RESTART_POLICIES = ("Always", "OnFailure", "Never")
+_DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
+_HTTP_SCHEMES = ("HTTP", "HTTPS")
+_ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
+                    "spec.serviceAccountName", "status.hostIP", "status.hostIPs", "status.podIP",
+                    "status.podIPs")
+# podshelper.ConvertDownwardAPIFieldLabel: what the v1 API can name at all.
+_DOWNWARD_API_LABELS = ("metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace",
+                        "metadata.uid", "spec.nodeName", "spec.restartPolicy", "spec.serviceAccountName",
+                        "spec.schedulerName", "status.phase", "status.hostIP", "status.hostIPs",
+                        "status.podIP", "status.podIPs")
+MAX_DNS_NAMESERVERS = 3
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_CHARS = 2048
+UPDATABLE_POD_SPEC_FIELDS = (
+    "`spec.containers[*].image`", "`spec.initContainers[*].image`", "`spec.activeDeadlineSeconds`",
+    "`spec.tolerations` (only additions to existing tolerations)",
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+)
+
+
+def split_subscripted_path(field_path: str) -> tuple[str, str, bool]:
+    """fieldpath.SplitMaybeSubscriptedPath: ``metadata.labels['app']`` → (``metadata.labels``, ``app``)."""
+    if not field_path.endswith("']"):
+        return field_path, "", False
+    head, sep, sub = field_path[:-2].partition("['")
+    if not sep or not head:
+        return field_path, "", False
+    return head, sub, True
+
+
+def _object_field_selector(fs: o.ObjectFieldSelector, path: str) -> list[FieldProblem]:
+    if not fs.api_version:
+        return [required(f"{path}.apiVersion")]
+    if not fs.field_path:
+        return [required(f"{path}.fieldPath")]
+    fp = fs.field_path
+    if fs.api_version != "v1":
+        return [invalid(f"{path}.fieldPath", fp, f"error converting fieldPath: unsupported pod version: {fs.api_version}")]
+    head, sub, subscripted = split_subscripted_path(fp)
+    if subscripted:
+        if head == "metadata.annotations":
+            return _invalid_each(path, sub.lower(), is_qualified_name(sub.lower()))
+        if head == "metadata.labels":
+            return _invalid_each(path, sub, is_qualified_name(sub))
+        return [invalid(f"{path}.fieldPath", fp, f"error converting fieldPath: field label does not support subscript: {fp}")]
+    if fp == "spec.host":  # old v1 clients' name for spec.nodeName
+        fp = "spec.nodeName"
+    if fp not in _DOWNWARD_API_LABELS:
+        return [invalid(f"{path}.fieldPath", fp, f"error converting fieldPath: field label not supported: {fp}")]
+    if fp not in _ENV_FIELD_PATHS:
+        return [not_supported(f"{path}.fieldPath", fp, _ENV_FIELD_PATHS)]
+    return []
+
+
+def _env(env: Sequence[o.EnvVar], path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    for i, ev in enumerate(env):
+        ep = f"{path}[{i}]"
+        if not ev.name:
+            errs.append(required(f"{ep}.name"))
+        else:
+            errs += _invalid_each(f"{ep}.name", ev.name, is_relaxed_env_var_name(ev.name))
+        src = ev.value_from
+        if src is None:
+            continue
+        vp = f"{ep}.valueFrom"
+        sources = 0
+        if src.field_ref is not None:
+            sources += 1
+            errs += _object_field_selector(src.field_ref, f"{vp}.fieldRef")
+        sources += sum(1 for k in ("resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef")
+                       if src.extra.get(k) is not None)
+        if sources == 0:
+            errs.append(invalid(vp, "", "must specify one of: `fieldRef`, `resourceFieldRef`, "
+                                        "`configMapKeyRef` or `secretKeyRef`"))
+        elif ev.value:
+            errs.append(invalid(vp, "", "may not be specified when `value` is not empty"))
+        elif sources > 1:
+            errs.append(invalid(vp, "", "may not have more than one field specified at a time"))
+    return errs
+
+
+def _container_ports(ports: Sequence[o.ContainerPort], path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        pp = f"{path}[{i}]"
+        if port.name:
+            msgs = is_valid_port_name(port.name)
+            if msgs:
+                errs += _invalid_each(f"{pp}.name", port.name, msgs)
+            elif port.name in names:
+                errs.append(duplicate(f"{pp}.name", port.name))
+            else:
+                names.add(port.name)
+        if port.container_port == 0:
+            errs.append(required(f"{pp}.containerPort"))
+        else:
+            errs += _invalid_each(f"{pp}.containerPort", port.container_port, is_valid_port_num(port.container_port))
+        if port.host_port:
+            errs += _invalid_each(f"{pp}.hostPort", port.host_port, is_valid_port_num(port.host_port))
+        if not port.protocol:
+            errs.append(required(f"{pp}.protocol"))
+        elif port.protocol not in _PROTOCOLS:
+            errs.append(not_supported(f"{pp}.protocol", port.protocol, _PROTOCOLS))
+    return errs
+
+
+def _handler(probe: o.Probe, path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    grpc = probe.extra.get("grpc")
+    handlers: list[tuple[str, Any]] = [("exec", probe.exec), ("httpGet", probe.http_get),
+                                       ("tcpSocket", probe.tcp_socket), ("grpc", grpc)]
+    count = 0
+    for name, handler in handlers:
+        if handler is None:
+            continue
+        hp = f"{path}.{name}"
+        if count:
+            errs.append(forbidden(hp, "may not specify more than 1 handler type"))
+            continue
+        count += 1
+        if name == "exec":
+            if not handler.command:
+                errs.append(required(f"{hp}.command"))
+        elif name == "httpGet":
+            if not handler.path:
+                errs.append(required(f"{hp}.path"))
+            errs += _port_num_or_name(handler.port, f"{hp}.port")
+            if handler.scheme not in _HTTP_SCHEMES:
+                errs.append(not_supported(f"{hp}.scheme", handler.scheme, _HTTP_SCHEMES))
+            for header in handler.http_headers:
+                errs += _invalid_each(f"{hp}.httpHeaders", header.name, is_http_header_name(header.name))
+        elif name == "tcpSocket":
+            errs += _port_num_or_name(handler.port, f"{hp}.port")
+        elif name == "grpc":
+            port = handler.get("port", 0) if isinstance(handler, dict) else 0
+            if isinstance(port, int) and not isinstance(port, bool):
+                errs += _invalid_each(f"{hp}.port", port, is_valid_port_num(port))
+    if count == 0:
+        errs.append(required(path, "must specify a handler type"))
+    return errs
+
+
+def _probe(probe: o.Probe | None, kind: str, path: str) -> list[FieldProblem]:
+    """validateLivenessProbe / validateReadinessProbe / validateStartupProbe."""
+    if probe is None:
+        return []
+    errs = _handler(probe, path)
+    for attr, name in (("initial_delay_seconds", "initialDelaySeconds"), ("timeout_seconds", "timeoutSeconds"),
+                       ("period_seconds", "periodSeconds"), ("success_threshold", "successThreshold"),
+                       ("failure_threshold", "failureThreshold")):
+        errs += _nonnegative(f"{path}.{name}", getattr(probe, attr))
+    grace = probe.termination_grace_period_seconds
+    if grace is not None and grace <= 0:
+        errs.append(invalid(f"{path}.terminationGracePeriodSeconds", grace, "must be greater than 0"))
+    if kind in ("liveness", "startup") and probe.success_threshold != 1:
+        errs.append(invalid(f"{path}.successThreshold", probe.success_threshold, "must be 1"))
+    if kind == "readiness" and grace is not None:
+        errs.append(invalid(f"{path}.terminationGracePeriodSeconds", grace, "must not be set for readinessProbes"))
+    return errs
+
+
+def _probes(c: o.Container, path: str) -> list[FieldProblem]:
+    return (_probe(c.liveness_probe, "liveness", f"{path}.livenessProbe")
+            + _probe(c.readiness_probe, "readiness", f"{path}.readinessProbe")
+            + _probe(c.startup_probe, "startup", f"{path}.startupProbe"))
+
+
+def _container_common(c: o.Container, path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    if not c.name:
+        errs.append(required(f"{path}.name"))
+    else:
+        errs += _invalid_each(f"{path}.name", c.name, is_dns1123_label(c.name))
+    if not c.image:
+        errs.append(required(f"{path}.image"))
+    if not c.termination_message_policy:
+        errs.append(required(f"{path}.terminationMessagePolicy"))
+    elif c.termination_message_policy not in _TERMINATION_MESSAGE_POLICIES:
+        errs.append(not_supported(f"{path}.terminationMessagePolicy", c.termination_message_policy,
+                                  _TERMINATION_MESSAGE_POLICIES))
+    errs += _container_ports(c.ports, f"{path}.ports")
+    errs += _env(c.env, f"{path}.env")
+    if not c.image_pull_policy:
+        errs.append(required(f"{path}.imagePullPolicy"))
+    elif c.image_pull_policy not in _PULL_POLICIES:
+        errs.append(not_supported(f"{path}.imagePullPolicy", c.image_pull_policy, _PULL_POLICIES))
+    return errs
+
+
+def _host_port_conflicts(containers: Sequence[o.Container], path: str, offset: int = 0) -> list[FieldProblem]:
+    errs = []
+    seen: set[str] = set()
+    for ci, c in enumerate(containers, start=offset):
+        for pi, port in enumerate(c.ports):
+            if not port.host_port:
+                continue
+            key = f"{port.protocol}/{port.host_ip}/{port.host_port}"
+            if key in seen:
+                errs.append(duplicate(f"{path}[{ci}].ports[{pi}].hostPort", key))
+            seen.add(key)
+    return errs
+
+
+def _containers(containers: Sequence[o.Container], path: str) -> list[FieldProblem]:
+    if not containers:
+        return [required(path)]
+    errs: list[FieldProblem] = []
+    names: set[str] = set()
+    for i, c in enumerate(containers):
+        cp = f"{path}[{i}]"
+        errs += _container_common(c, cp)
+        if c.name in names:
+            errs.append(duplicate(f"{cp}.name", c.name))
+        else:
+            names.add(c.name)
+        errs += _probes(c, cp)
+        if c.restart_policy:
+            errs.append(forbidden(f"{cp}.restartPolicy", "may not be set for non-init containers"))
+    return errs + _host_port_conflicts(containers, path)
+
+
+def _init_containers(inits: Sequence[o.Container], regular: Sequence[o.Container], path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    names = {c.name for c in regular}
+    for i, c in enumerate(inits):
+        cp = f"{path}[{i}]"
+        errs += _container_common(c, cp)
+        restart_always = False
+        if c.restart_policy:
+            if c.restart_policy != "Always":
+                errs.append(not_supported(f"{cp}.restartPolicy", c.restart_policy, ("Always",)))
+            restart_always = c.restart_policy == "Always"
+        if c.name in names:
+            errs.append(duplicate(f"{cp}.name", c.name))
+        elif c.name:
+            names.add(c.name)
+        errs += _host_port_conflicts([c], path, offset=i)
+        if restart_always:
+            errs += _probes(c, cp)
+        else:
+            why = "may not be set for init containers without restartPolicy=Always"
+            if c.extra.get("lifecycle") is not None:
+                errs.append(forbidden(f"{cp}.lifecycle", why))
+            for probe, name in ((c.liveness_probe, "livenessProbe"), (c.readiness_probe, "readinessProbe"),
+                                (c.startup_probe, "startupProbe")):
+                if probe is not None:
+                    errs.append(forbidden(f"{cp}.{name}", why))
+    return errs
+
+
+def _dns_config(cfg: o.PodDNSConfig | None, policy: str, path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    if policy == "None":
+        if cfg is None:
+            return [required(path, "must provide `dnsConfig` when `dnsPolicy` is None")]
+        if not cfg.nameservers:
+            return [required(f"{path}.nameservers",
+                             "must provide at least one DNS nameserver when `dnsPolicy` is None")]
+    if cfg is None:
+        return errs
+    if len(cfg.nameservers) > MAX_DNS_NAMESERVERS:
+        errs.append(invalid(f"{path}.nameservers", cfg.nameservers,
+                            f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+    for i, ns in enumerate(cfg.nameservers):
+        errs += is_valid_ip(f"{path}.nameservers[{i}]", ns)
+    if len(cfg.searches) > MAX_DNS_SEARCH_PATHS:
+        errs.append(invalid(f"{path}.searches", cfg.searches,
+                            f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+    if len(" ".join(cfg.searches)) > MAX_DNS_SEARCH_CHARS:
+        errs.append(invalid(f"{path}.searches", cfg.searches,
+                            f"must not have more than {MAX_DNS_SEARCH_CHARS} characters (including spaces) "
+                            "in the search list"))
+    for i, search in enumerate(cfg.searches):
+        if search != ".":  # RelaxedDNSSearchValidation: "." and underscores are allowed
+            trimmed = search.removesuffix(".")
+            errs += _invalid_each(f"{path}.searches[{i}]", trimmed, is_dns1123_subdomain_with_underscore(trimmed))
+    for i, option in enumerate(cfg.options):
+        if not option.name:
+            errs.append(required(f"{path}.options[{i}]", "must not be empty"))
+    return errs
+
+
+def validate_pod_spec(spec: o.PodSpec, path: str, *, is_pod: bool) -> list[FieldProblem]:
+    """ValidatePodSpec (``is_pod``: a Pod rather than a template, for the hostNetwork port rule)."""
+    errs = _containers(spec.containers, f"{path}.containers")
+    errs += _init_containers(spec.init_containers, spec.containers, f"{path}.initContainers")
+    if spec.host_network:
+        for i, c in enumerate(spec.containers):
+            for j, port in enumerate(c.ports):
+                hp = port.host_port or 0
+                if (is_pod or hp) and hp != port.container_port:
+                    errs.append(invalid(f"{path}.containers[{i}].ports[{j}].hostPort", hp,
+                                        "must match `containerPort` when `hostNetwork` is true"))
+    if not spec.restart_policy:
+        errs.append(required(f"{path}.restartPolicy"))
+    elif spec.restart_policy not in _RESTART_POLICIES:
+        errs.append(not_supported(f"{path}.restartPolicy", spec.restart_policy, _RESTART_POLICIES))
+    if not spec.dns_policy:
+        errs.append(required(f"{path}.dnsPolicy"))
+    elif spec.dns_policy not in _DNS_POLICIES:
+        errs.append(not_supported(f"{path}.dnsPolicy", spec.dns_policy, _DNS_POLICIES))
+    errs += validate_labels(spec.node_selector, f"{path}.nodeSelector")
+    errs += _dns_config(spec.dns_config, spec.dns_policy, f"{path}.dnsConfig")
+    if spec.service_account_name:
+        errs += _invalid_each(f"{path}.serviceAccountName", spec.service_account_name,
+                              name_is_dns_subdomain(spec.service_account_name))
+    if spec.node_name:
+        errs += _invalid_each(f"{path}.nodeName", spec.node_name, name_is_dns_subdomain(spec.node_name))
+    if spec.active_deadline_seconds is not None and not 1 <= spec.active_deadline_seconds <= MAX_INT32:
+        errs.append(invalid(f"{path}.activeDeadlineSeconds", spec.active_deadline_seconds,
+                            inclusive_range_error(1, MAX_INT32)))
+    if spec.hostname:
+        errs += _invalid_each(f"{path}.hostname", spec.hostname, is_dns1123_label(spec.hostname))
+    if spec.subdomain:
+        errs += _invalid_each(f"{path}.subdomain", spec.subdomain, is_dns1123_label(spec.subdomain))
+    return errs
+
+
+def _image_whitespace(containers: Sequence[o.Container], path: str) -> list[FieldProblem]:
+    return [invalid(f"{path}[{i}].image", c.image, "must not have leading or trailing whitespace")
+            for i, c in enumerate(containers) if c.image != c.image.strip()]
+
+
+def validate_pod(pod: o.Pod) -> list[FieldProblem]:
+    errs = validate_object_meta(pod.metadata, True, name_is_dns_subdomain)
+    errs += validate_pod_spec(pod.spec, "spec", is_pod=True)
+    errs += _image_whitespace(pod.spec.containers, "spec.containers")
+    errs += _image_whitespace(pod.spec.init_containers, "spec.initContainers")
+    return errs
+
+
+def _spec_diff(old: Any, new: Any) -> str:
+    a = json.dumps(to_dict(old), indent=1, sort_keys=True).splitlines()
+    b = json.dumps(to_dict(new), indent=1, sort_keys=True).splitlines()
+    return "\n".join(line for line in difflib.unified_diff(a, b, "old", "new", n=1, lineterm="")
+                     if not line.startswith(("---", "+++")))
+
+
+def _pod_update(old: o.Pod, new: o.Pod) -> list[FieldProblem]:
+    """ValidatePodUpdate: only images, activeDeadlineSeconds and tolerations may change."""
+    errs = validate_pod(new)
+    for attr, name in (("containers", "containers"), ("init_containers", "initContainers")):
+        new_cs, old_cs = getattr(new.spec, attr), getattr(old.spec, attr)
+        if len(new_cs) != len(old_cs):
+            errs.append(forbidden(f"spec.{name}", "pod updates may not add or remove containers"))
+            return errs
+        for i, c in enumerate(new_cs):
+            if not c.image:
+                errs.append(required(f"spec.{name}[{i}].image"))
+    new_ads, old_ads = new.spec.active_deadline_seconds, old.spec.active_deadline_seconds
+    if new_ads is not None:
+        if not 0 <= new_ads <= MAX_INT32:
+            errs.append(invalid("spec.activeDeadlineSeconds", new_ads, inclusive_range_error(0, MAX_INT32)))
+            return errs
+        if old_ads is not None and old_ads < new_ads:
+            errs.append(invalid("spec.activeDeadlineSeconds", new_ads, "must be less than or equal to previous value"))
+            return errs
+    elif old_ads is not None:
+        errs.append(invalid("spec.activeDeadlineSeconds", None, "must not update from a positive integer to nil value"))
+    munged = replace(
+        new.spec,
+        containers=tuple(replace(c, image=oc.image) for c, oc in zip(new.spec.containers, old.spec.containers)),
+        init_containers=tuple(replace(c, image=oc.image)
+                              for c, oc in zip(new.spec.init_containers, old.spec.init_containers)),
+        active_deadline_seconds=old_ads,
+        extra={**{k: v for k, v in new.spec.extra.items() if k != "tolerations"},
+               **({"tolerations": old.spec.extra["tolerations"]} if "tolerations" in old.spec.extra else {})},
+    )
+    if to_dict(munged) != to_dict(old.spec):
+        errs.append(forbidden("spec", "pod updates may not change fields other than "
+                              + ",".join(UPDATABLE_POD_SPEC_FIELDS) + "\n" + _spec_diff(old.spec, munged)))
+    return errs
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def _go_int_or_string(v: o.IntOrString | None) -> GoValue:
+    return GoValue("0" if v is None else str(v))
+
+
+def _int_or_percent_value(v: o.IntOrString | None) -> tuple[int, bool]:
+    if isinstance(v, str):
+        if is_valid_percent(v):
+            return 0, False
+        return int(v[:-1]), True
+    return (v or 0), False
+
+
+def _positive_int_or_percent(v: o.IntOrString | None, path: str) -> list[FieldProblem]:
+    if isinstance(v, str):
+        return _invalid_each(path, _go_int_or_string(v), is_valid_percent(v))
+    return _nonnegative(path, v)
+
+
+def _strategy(strategy: o.DeploymentStrategy | None, path: str) -> list[FieldProblem]:
+    strategy = strategy or o.DeploymentStrategy(type="")
+    ru = strategy.rolling_update
+    if strategy.type == "Recreate":
+        if ru is not None:
+            return [forbidden(f"{path}.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")]
+        return []
+    if strategy.type == "RollingUpdate":
+        if ru is None:
+            return [required(f"{path}.rollingUpdate", "this should be defaulted and never be nil")]
+        rp = f"{path}.rollingUpdate"
+        errs = _positive_int_or_percent(ru.max_unavailable, f"{rp}.maxUnavailable")
+        errs += _positive_int_or_percent(ru.max_surge, f"{rp}.maxSurge")
+        if _int_or_percent_value(ru.max_unavailable)[0] == 0 and _int_or_percent_value(ru.max_surge)[0] == 0:
+            errs.append(invalid(f"{rp}.maxUnavailable", _go_int_or_string(ru.max_unavailable),
+                                "may not be 0 when `maxSurge` is 0"))
+        value, is_percent = _int_or_percent_value(ru.max_unavailable)
+        if is_percent and value > 100:
+            errs.append(invalid(f"{rp}.maxUnavailable", _go_int_or_string(ru.max_unavailable),
+                                "must not be greater than 100%"))
+        return errs
+    ru_repr = "(*apps.RollingUpdateDeployment)(nil)" if ru is None else "&apps.RollingUpdateDeployment{...}"
+    value = GoValue(f"apps.DeploymentStrategy{{Type:{go_quote(strategy.type)}, RollingUpdate:{ru_repr}}}")
+    return [not_supported(path, value, ("Recreate", "RollingUpdate"))]
+
+
+def validate_pod_template(template: o.PodTemplateSpec, path: str) -> list[FieldProblem]:
+    """ValidatePodTemplateSpec (labels are reported at ``<path>.labels``, as Kubernetes does)."""
+    errs = validate_labels(template.metadata.labels, f"{path}.labels")
+    errs += validate_annotations(template.metadata.annotations, f"{path}.annotations")
+    errs += validate_pod_spec(template.spec, f"{path}.spec", is_pod=False)
+    if template.spec.extra.get("ephemeralContainers"):
+        errs.append(forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template"))
+    return errs
+
+
+def validate_deployment(d: o.Deployment) -> list[FieldProblem]:
+    spec = d.spec
+    errs = validate_object_meta(d.metadata, True, name_is_dns_subdomain)
+    errs += _nonnegative("spec.replicas", spec.replicas)
+    selector = spec.selector
+    if selector is None:
+        errs.append(required("spec.selector"))
+    else:
+        errs += validate_label_selector(selector, "spec.selector")
+        if not selector.match_labels and not selector.match_expressions:
+            errs.append(invalid("spec.selector", go_label_selector(selector), "empty selector is invalid for deployment"))
+    template = spec.template
+    if selector is not None and not _selector_buildable(selector):
+        errs.append(invalid("spec.selector", go_label_selector(selector), "invalid label selector"))
+    else:
+        # A missing selector matches nothing (so the template never matches); an empty one matches
+        # everything and is not compared.
+        empty = selector is not None and not selector.match_labels and not selector.match_expressions
+        if not empty and not selector_matches(selector, template.metadata.labels):
+            errs.append(invalid("spec.template.metadata.labels", template.metadata.labels,
+                                "`selector` does not match template `labels`"))
+        errs += validate_pod_template(template, "spec.template")
+        if template.spec.restart_policy != "Always":
+            errs.append(not_supported("spec.template.spec.restartPolicy", template.spec.restart_policy, ("Always",)))
+        if template.spec.active_deadline_seconds is not None:
+            errs.append(invalid("spec.template.spec.activeDeadlineSeconds", template.spec.active_deadline_seconds,
+                                "activeDeadlineSeconds in ReplicaSet is not Supported"))
+    errs += _strategy(spec.strategy, "spec.strategy")
+    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
+    errs += _nonnegative("spec.revisionHistoryLimit", spec.revision_history_limit)
+    if spec.progress_deadline_seconds is not None:
+        errs += _nonnegative("spec.progressDeadlineSeconds", spec.progress_deadline_seconds)
+        if spec.progress_deadline_seconds <= spec.min_ready_seconds:
+            errs.append(invalid("spec.progressDeadlineSeconds", spec.progress_deadline_seconds,
+                                "must be greater than minReadySeconds"))
+    return errs
+
+
+def _deployment_update(old: o.Deployment, new: o.Deployment) -> list[FieldProblem]:
+    errs = validate_deployment(new)
+    if new.spec.selector != old.spec.selector:
+        value = go_label_selector(new.spec.selector) if new.spec.selector is not None else None
+        errs.append(invalid("spec.selector", value, "field is immutable"))
+    return errs
+
+
+# --------------------------------------------------------------------------- endpoint slices, namespaces, nodes
+
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+
+
+def _fqdn(path: str, name: str) -> list[FieldProblem]:
+    """IsFullyQualifiedDomainName."""
+    if not name:
+        return [required(path)]
+    name = name.removesuffix(".")
+    msgs = is_dns1123_subdomain(name)
+    if msgs:
+        return [invalid(path, name, ",".join(msgs))]
+    labels = name.split(".")
+    if len(labels) < 2:
+        return [invalid(path, name, "should be a domain with at least two segments separated by dots")]
+    for label in labels:
+        msgs = is_dns1123_label(label)
+        if msgs:
+            return [invalid(path, label, ",".join(msgs))]
+    return []
+
+
+def validate_endpoint_slice(es: o.EndpointSlice) -> list[FieldProblem]:
+    errs = validate_object_meta(es.metadata, True, name_is_dns_subdomain)
+    if not es.address_type:
+        errs.append(required("addressType"))
+    elif es.address_type not in _ADDRESS_TYPES:
+        errs.append(not_supported("addressType", es.address_type, _ADDRESS_TYPES))
+    if len(es.endpoints) > 1000:
+        errs.append(FieldProblem("endpoints", f"Too many: {len(es.endpoints)}: must have at most 1000 items"))
+    else:
+        for i, ep in enumerate(es.endpoints):
+            ap = f"endpoints[{i}].addresses"
+            if not ep.addresses:
+                errs.append(required(ap, "must contain at least 1 address"))
+            elif len(ep.addresses) > 100:
+                errs.append(FieldProblem(ap, f"Too many: {len(ep.addresses)}: must have at most 100 items"))
+            for j, addr in enumerate(ep.addresses):
+                if es.address_type == "IPv4":
+                    errs += is_valid_ipv4(f"{ap}[{j}]", addr)
+                elif es.address_type == "IPv6":
+                    errs += is_valid_ipv6(f"{ap}[{j}]", addr)
+                elif es.address_type == "FQDN":
+                    errs += _fqdn(f"{ap}[{j}]", addr)
+            if ep.node_name is not None:
+                errs += _invalid_each(f"endpoints[{i}].nodeName", ep.node_name, name_is_dns_subdomain(ep.node_name))
+            if ep.hostname is not None:
+                errs += _invalid_each(f"endpoints[{i}].hostname", ep.hostname, is_dns1123_label(ep.hostname))
+    names: set[str] = set()
+    for i, port in enumerate(es.ports):
+        pp = f"ports[{i}]"
+        name = port.name or ""
+        if name:
+            errs += _invalid_each(f"{pp}.name", name, is_dns1123_label(name))
+        if name in names:
+            errs.append(duplicate(f"{pp}.name", name))
+        names.add(name)
+        if port.protocol is None:
+            errs.append(required(f"{pp}.protocol"))
+        elif port.protocol not in _PROTOCOLS:
+            errs.append(not_supported(f"{pp}.protocol", port.protocol, _PROTOCOLS))
+        if port.app_protocol is not None:
+            errs += _invalid_each(f"{pp}.appProtocol", port.app_protocol, is_qualified_name(port.app_protocol))
+    return errs
+
+
+def validate_namespace(ns: o.Namespace) -> list[FieldProblem]:
+    errs = validate_object_meta(ns.metadata, False, name_is_dns_label)
+    for fin in ns.spec.finalizers:
+        errs += _finalizer_name(fin, "spec.finalizers")
+    return errs
+
+
+def validate_node(node: o.Node) -> list[FieldProblem]:
+    errs = validate_object_meta(node.metadata, False, name_is_dns_subdomain)
+    for i, cidr in enumerate(node.spec.pod_cidrs):
+        errs += is_valid_cidr(f"spec.podCIDRs[{i}]", cidr)
+    return errs
+
+
+# --------------------------------------------------------------------------- entry points
+
+_VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
+    o.Service: validate_service,
+    o.Pod: validate_pod,
+    o.Deployment: validate_deployment,
+    o.EndpointSlice: validate_endpoint_slice,
+    o.Namespace: validate_namespace,
+    o.Node: validate_node,
+}
+
+
+def validate(obj: Any) -> list[FieldProblem]:
+    """Every problem Kubernetes would report when creating ``obj`` (a defaulted object)."""
+    try:
+        validator = _VALIDATORS[type(obj)]
+    except KeyError:
+        raise TypeError(f"not a top-level Kubernetes object: {type(obj).__name__}") from None
+    return validator(obj)
+
+
+def validate_update(old: Any, new: Any) -> list[FieldProblem]:
+    """Every problem Kubernetes would report when ``new`` replaces ``old`` (same kind and name).
+
+    ``new`` should already carry the server-set values (see ``merge_server_fields``).
+    """
+    if type(old) is not type(new):
+        raise TypeError(f"cannot compare a {type(old).__name__} with a {type(new).__name__}")
+    if isinstance(new, o.Service):
+        return _service_update(old, new)
+    if isinstance(new, o.Deployment):
+        return _deployment_update(old, new)
+    if isinstance(new, o.Pod):
+        return _pod_update(old, new)
+    errs = validate(new)
+    if isinstance(new, o.EndpointSlice) and new.address_type != old.address_type:
+        errs.append(invalid("addressType", new.address_type, "field is immutable"))
+    return errs
+
+
+def merge_server_fields(old: Any, new: Any) -> Any:
+    """``new`` keeping what the server set on ``old`` and the manifest does not say.
+
+    Services: ``merge_service_allocations``. Pods: ``spec.nodeName`` (set by the scheduler), and a
+    container's ``imagePullPolicy`` when only the image changed and the new policy is just the
+    default for the new image (kubectl apply patches the image and leaves the live policy; a full
+    re-default would turn ``nginx`` → ``nginx:1.27`` into a forbidden policy change). Other kinds
+    are returned unchanged. Metadata (uid, resourceVersion, ...) and status are the store's business.
+    """
+    if isinstance(new, o.Service) and isinstance(old, o.Service):
+        return merge_service_allocations(old, new)
+    if isinstance(new, o.Pod) and isinstance(old, o.Pod):
+        spec = new.spec
+        if not spec.node_name and old.spec.node_name:
+            spec = replace(spec, node_name=old.spec.node_name)
+        spec = replace(spec, containers=_keep_pull_policies(old.spec.containers, spec.containers),
+                       init_containers=_keep_pull_policies(old.spec.init_containers, spec.init_containers))
+        return replace(new, spec=spec)
+    return new
+
+
+def _keep_pull_policies(old: Sequence[o.Container], new: Sequence[o.Container]) -> tuple[o.Container, ...]:
+    out = []
+    for c in new:
+        before = next((oc for oc in old if oc.name == c.name), None)
+        if (before is not None and before.image != c.image
+                and c.image_pull_policy == default_pull_policy(c.image)):
+            c = replace(c, image_pull_policy=before.image_pull_policy)
+        out.append(c)
+    return tuple(out)
+

@@ -1,0 +1,670 @@
+"""The emulated API server's write path: every user change (apply, delete, scale) goes through here.
+
+Owns admission (namespace lifecycle, Service cluster IP / node port allocation, what a create or
+update may set), the all-or-nothing batch, the kubectl-style result lines, and cascading deletion
+(owner references, namespaces). Reads go straight to the store; controllers write the store
+directly (they are the cluster's own components, not users).
+
+A batch is planned first against an overlay of the store, with every allocation recorded in a
+``Transaction``; only when every object passed is the store written, in order. On any problem the
+allocations are rolled back and the store has seen no write at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from netemu.api import merge_server_fields, validate, validate_update
+from netemu.api.defaults import apply_defaults
+from netemu.api.objects import (
+    KIND_BY_NAME, Namespace, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
+    ServiceSpec, key_of,
+)
+from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
+from netemu.controllers.podutil import request_deletion
+from netemu.errors import (
+    ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
+    ObjectRef,
+)
+from netemu.store import DELETED, RESOURCE_NAMES, Event, Store, now_rfc3339
+
+if TYPE_CHECKING:
+    import random
+
+    from netemu.api.yamlload import Manifest
+
+# kubectl's singular resource names, for result lines (``service/x created``, ``pod "x" deleted``).
+SINGULAR = {
+    "Pod": "pod", "Service": "service", "Deployment": "deployment.apps",
+    "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
+}
+
+KIND_ALIASES = {
+    "po": "Pod", "pod": "Pod", "pods": "Pod",
+    "svc": "Service", "service": "Service", "services": "Service",
+    "deploy": "Deployment", "deployment": "Deployment", "deployments": "Deployment",
+    "deployment.apps": "Deployment", "deployments.apps": "Deployment",
+    "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
+    "endpointslice.discovery.k8s.io": "EndpointSlice", "endpointslices.discovery.k8s.io": "EndpointSlice",
+    "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
+    "no": "Node", "node": "Node", "nodes": "Node",
+}
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+NAMESPACED_KINDS = ("Deployment", "Service", "EndpointSlice", "Pod")  # deletion order in a namespace
+
+NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
+                "add or remove nodes through the cluster")
+
+KUBE_DNS_OWNER = "kube-system/kube-dns"
+
+NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
+
+
+def resolve_kind(name: str) -> str:
+    """A kind as the CLI or a user spells it (``svc``, ``deployments.apps``, ``Service``) → ``Service``."""
+    if name in KIND_BY_NAME:
+        return name
+    kind = KIND_ALIASES.get(name.lower())
+    if kind is None:
+        raise InvalidError(f'the server doesn\'t have a resource type "{name}"')
+    return kind
+
+
+def _immortal(namespace: str) -> str:
+    return f'namespaces "{namespace}" is forbidden: this namespace may not be deleted'
+
+
+def _owner(obj: Any) -> str:
+    return f"{obj.metadata.namespace}/{obj.metadata.name}"
+
+
+# ------------------------------------------------------------------------ service field helpers
+
+
+def _needs_cluster_ip(svc: Service) -> bool:
+    return svc.spec.type != "ExternalName"
+
+
+def _is_headless(svc: Service) -> bool:
+    return svc.spec.cluster_ip == "None" or svc.spec.cluster_ips[:1] == ("None",)
+
+
+def _needs_node_ports(svc: Service) -> bool:
+    return svc.spec.type in NODE_PORT_TYPES
+
+
+def _allocates_node_ports(svc: Service) -> bool:
+    """Automatic node ports: NodePort always, LoadBalancer unless allocateLoadBalancerNodePorts is false."""
+    if svc.spec.type == "NodePort":
+        return True
+    return svc.spec.type == "LoadBalancer" and svc.spec.allocate_load_balancer_node_ports is not False
+
+
+def _needs_health_check(svc: Service) -> bool:
+    """Kubernetes' NeedsHealthCheck: a LoadBalancer with externalTrafficPolicy Local."""
+    return svc.spec.type == "LoadBalancer" and svc.spec.external_traffic_policy == "Local"
+
+
+def _node_ports(svc: Service) -> list[int]:
+    return [p.node_port for p in svc.spec.ports if p.node_port]
+
+
+def _requested_cluster_ip(spec: ServiceSpec) -> str:
+    return spec.cluster_ip or (spec.cluster_ips[0] if spec.cluster_ips else "")
+
+
+def _cluster_ips_value(spec: ServiceSpec) -> str:
+    """``spec.clusterIPs`` as the API server prints a bad value: ``["10.0.171.239"]``."""
+    ips = list(spec.cluster_ips) or ([spec.cluster_ip] if spec.cluster_ip else [])
+    return json.dumps(ips)
+
+
+def drop_type_dependent_fields(old: Service, new: Service) -> Service:
+    """Clear fields the new type no longer uses when the user left them as they were.
+
+    Kubernetes' ``dropTypeDependentFields`` (PrepareForUpdate): after ``kubectl apply`` keeps the
+    server-filled clusterIP and nodePorts, a type change (LoadBalancer → ClusterIP, ClusterIP →
+    ExternalName) would otherwise carry values the new type forbids.
+    """
+    spec = new.spec
+    if _needs_cluster_ip(old) and not _needs_cluster_ip(new):
+        if spec.cluster_ip == old.spec.cluster_ip and spec.cluster_ips in (old.spec.cluster_ips, ()):
+            spec = dataclasses.replace(spec, cluster_ip="", cluster_ips=())
+        if spec.ip_families in (old.spec.ip_families, ()):
+            spec = dataclasses.replace(spec, ip_families=())
+        if spec.ip_family_policy in (old.spec.ip_family_policy, ""):
+            spec = dataclasses.replace(spec, ip_family_policy="")
+    if _needs_node_ports(old) and not _needs_node_ports(new):
+        if all(not p.node_port or p.node_port in _node_ports(old) for p in spec.ports):
+            spec = dataclasses.replace(
+                spec, ports=tuple(dataclasses.replace(p, node_port=None) for p in spec.ports))
+    if _needs_health_check(old) and not _needs_health_check(new) \
+            and spec.health_check_node_port in (old.spec.health_check_node_port, None):
+        spec = dataclasses.replace(spec, health_check_node_port=None)
+    if old.spec.type == "LoadBalancer" and new.spec.type != "LoadBalancer":
+        if spec.allocate_load_balancer_node_ports == old.spec.allocate_load_balancer_node_ports:
+            spec = dataclasses.replace(spec, allocate_load_balancer_node_ports=None)
+        if spec.load_balancer_class == old.spec.load_balancer_class:
+            spec = dataclasses.replace(spec, load_balancer_class=None)
+    if spec.type not in NODE_PORT_TYPES and old.spec.type in NODE_PORT_TYPES \
+            and spec.external_traffic_policy == old.spec.external_traffic_policy:
+        spec = dataclasses.replace(spec, external_traffic_policy="")
+    return dataclasses.replace(new, spec=spec) if spec is not new.spec else new
+
+
+# ------------------------------------------------------------------------ the batch
+
+
+@dataclass
+class _Planned:
+    verb: str  # "created", "configured" or "unchanged"
+    obj: Any
+    applied_keys: tuple[frozenset[str], frozenset[str]]  # label and annotation keys the manifest set
+
+
+class _Overlay:
+    """The store as it will be once the planned writes are done (reads only)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._planned: dict[tuple[str, str, str], Any] = {}
+
+    def get(self, kind: str, namespace: str, name: str) -> Any | None:
+        key = (kind, namespace, name)
+        if key in self._planned:
+            return self._planned[key]
+        return self._store.get(kind, namespace, name)
+
+    def put(self, obj: Any) -> None:
+        self._planned[key_of(obj)] = obj
+
+
+class _Refused(NetemuError):
+    """Internal: the object being planned is refused for these problems (never escapes apply)."""
+
+    def __init__(self, problems: Sequence[FieldProblem | str]) -> None:
+        super().__init__()
+        self.problems = [p if isinstance(p, FieldProblem) else FieldProblem("", p) for p in problems]
+
+
+def _dedupe(problems: Iterable[FieldProblem]) -> list[FieldProblem]:
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def _meta_keys(obj: Any) -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset(obj.metadata.labels), frozenset(obj.metadata.annotations)
+
+
+def _same_content(live: Any, new: Any) -> bool:
+    """Everything a user sets (spec and friends, labels, annotations) equals the live object."""
+    if live.metadata.labels != new.metadata.labels or live.metadata.annotations != new.metadata.annotations:
+        return False
+    for f in dataclasses.fields(new):
+        if f.name in ("metadata", "status", "extra", "api_version", "kind"):
+            continue
+        if getattr(live, f.name) != getattr(new, f.name):
+            return False
+    return True
+
+
+class ApiServer:
+    """The write path of the emulated API server over one store."""
+
+    def __init__(self, store: Store, *, service_cidr: str, node_port_range: str = "30000-32767",
+                 rng: random.Random | None = None) -> None:
+        self.store = store
+        self.cluster_ips = ClusterIPAllocator(service_cidr, rng=rng)
+        self.node_ports = NodePortAllocator(node_port_range, rng=rng)
+        # Label and annotation keys each object's last apply set, for kubectl apply's three-way
+        # merge: keys others added (controllers) survive a re-apply, keys the user dropped go.
+        self._applied_keys: dict[tuple[str, str, str], tuple[frozenset[str], frozenset[str]]] = {}
+        self._unsubscribe = store.subscribe(self._on_pod_event, kinds=["Pod"])
+
+    # ------------------------------------------------------------------ well-known addresses
+
+    @property
+    def kubernetes_ip(self) -> str:
+        """ClusterIP of the ``kubernetes`` service: the first usable address of the range."""
+        return self.cluster_ips.nth(1)
+
+    @property
+    def dns_ip(self) -> str:
+        """ClusterIP kept for ``kube-system/kube-dns``: the tenth address (10.96.0.10)."""
+        return self.cluster_ips.nth(10)
+
+    def reserve(self, owner: str, ip: str) -> str:
+        """Keep ``ip`` for the service ``owner`` (``namespace/name``) until it is created."""
+        return self.cluster_ips.reserve(owner, ip)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    # ------------------------------------------------------------------ bootstrap
+
+    def bootstrap(self) -> list[str]:
+        """The objects every cluster starts with: system namespaces and the ``kubernetes`` service.
+
+        Also keeps the cluster DNS IP for ``kube-system/kube-dns``. Idempotent.
+        """
+        self.cluster_ips.reserve(KUBE_DNS_OWNER, self.dns_ip)
+        objects: list[Any] = [Namespace(metadata=ObjectMeta(name=ns)) for ns in SYSTEM_NAMESPACES]
+        objects.append(Service(
+            metadata=ObjectMeta(name="kubernetes", namespace="default",
+                                labels={"component": "apiserver", "provider": "kubernetes"}),
+            spec=ServiceSpec(
+                type="ClusterIP", cluster_ip=self.kubernetes_ip, cluster_ips=(self.kubernetes_ip,),
+                ports=(ServicePort(name="https", protocol="TCP", port=443, target_port=6443),),
+                session_affinity="None", internal_traffic_policy="Cluster",
+                ip_families=(self.cluster_ips.family,), ip_family_policy="SingleStack")))
+        return self._apply([(obj, ObjectRef(source="<bootstrap>")) for obj in objects])
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, manifests: Sequence[Manifest]) -> list[str]:
+        """Create or update every manifest's object, all or nothing; kubectl-style result lines.
+
+        Raises ManifestErrors naming every refused object; then neither the store nor the
+        allocators have changed.
+        """
+        return self._apply([(m.obj, m.ref) for m in manifests])
+
+    def _apply(self, items: Sequence[tuple[Any, ObjectRef]]) -> list[str]:
+        overlay = _Overlay(self.store)
+        batch = Transaction()
+        planned: list[_Planned] = []
+        errors: list[ManifestError] = []
+        try:
+            for obj, ref in items:
+                obj = apply_defaults(self._with_namespace(obj))  # idempotent; objects built in Python need it
+                ref = self._complete_ref(ref, obj)
+                step = batch.child()
+                try:
+                    plan = self._plan(obj, overlay, step)
+                except _Refused as refused:
+                    step.rollback()
+                    errors.append(ManifestError(ref, refused.problems))
+                    continue
+                step.commit()
+                if plan.verb != "unchanged":
+                    overlay.put(plan.obj)
+                planned.append(plan)
+        except BaseException:
+            batch.rollback()
+            raise
+        if errors:
+            batch.rollback()
+            raise ManifestErrors(errors)
+        batch.commit()
+        lines = []
+        for plan in planned:
+            if plan.verb == "created":
+                self.store.create(plan.obj)
+            elif plan.verb == "configured":
+                self.store.update(plan.obj)
+            self._applied_keys[key_of(plan.obj)] = plan.applied_keys
+            lines.append(f"{SINGULAR[plan.obj.KIND]}/{plan.obj.metadata.name} {plan.verb}")
+        return lines
+
+    @staticmethod
+    def _with_namespace(obj: Any) -> Any:
+        if obj.NAMESPACED and not obj.metadata.namespace:
+            return dataclasses.replace(obj, metadata=dataclasses.replace(obj.metadata, namespace="default"))
+        if not obj.NAMESPACED and obj.metadata.namespace:
+            return dataclasses.replace(obj, metadata=dataclasses.replace(obj.metadata, namespace=""))
+        return obj
+
+    @staticmethod
+    def _complete_ref(ref: ObjectRef, obj: Any) -> ObjectRef:
+        return dataclasses.replace(
+            ref, kind=ref.kind or obj.KIND, name=ref.name or obj.metadata.name,
+            namespace=ref.namespace or (obj.metadata.namespace if obj.NAMESPACED else ""))
+
+    def _plan(self, obj: Any, overlay: _Overlay, txn: Transaction) -> _Planned:
+        kind = obj.KIND
+        if kind == "Node":
+            raise _Refused([NODE_REFUSED])
+        if kind not in KIND_BY_NAME:
+            raise _Refused([f"kind {kind} is not served by netemu"])
+        live = overlay.get(*key_of(obj))
+        if obj.NAMESPACED:
+            self._admit_namespace(obj, overlay, creating=live is None)
+        if live is None:
+            return self._plan_create(obj, txn)
+        return self._plan_update(live, obj, txn)
+
+    @staticmethod
+    def _admit_namespace(obj: Any, overlay: _Overlay, *, creating: bool) -> None:
+        """NamespaceLifecycle admission: the namespace must exist and, for a create, not be terminating."""
+        ns = obj.metadata.namespace
+        namespace = overlay.get("Namespace", "", ns)
+        if namespace is None:
+            raise _Refused([f'namespaces "{ns}" not found'])
+        if creating and namespace.metadata.deletion_timestamp is not None:
+            resource = RESOURCE_NAMES.get(obj.KIND, obj.KIND.lower())
+            raise _Refused([f'{resource} "{obj.metadata.name}" is forbidden: unable to create new content '
+                            f"in namespace {ns} because it is being terminated"])
+
+    def _plan_create(self, obj: Any, txn: Transaction) -> _Planned:
+        obj = self._prepare_for_create(obj)
+        problems = validate(obj)
+        if problems:
+            raise _Refused(problems)
+        if isinstance(obj, Service):
+            obj = self._allocate_create(obj, txn)
+        return _Planned("created", obj, _meta_keys(obj))
+
+    @staticmethod
+    def _prepare_for_create(obj: Any) -> Any:
+        """Drop what only the server sets: identity, resourceVersion, deletion state and all status."""
+        meta = dataclasses.replace(
+            obj.metadata, uid="", resource_version="", generation=0, creation_timestamp=None,
+            deletion_timestamp=None, deletion_grace_period_seconds=None)
+        changes: dict[str, Any] = {"metadata": meta}
+        if hasattr(obj, "status"):
+            status = type(obj.status)()
+            if isinstance(status, PodStatus):
+                status = PodStatus(phase="Pending")
+            elif isinstance(status, NamespaceStatus):
+                status = NamespaceStatus(phase="Active")
+            changes["status"] = status
+        return dataclasses.replace(obj, **changes)
+
+    def _plan_update(self, live: Any, obj: Any, txn: Transaction) -> _Planned:
+        applied_keys = _meta_keys(obj)
+        obj = merge_server_fields(live, obj)  # what kubectl apply's patch keeps: clusterIP, nodePorts, nodeName
+        if isinstance(obj, Service):
+            obj = drop_type_dependent_fields(live, obj)
+        obj = self._prepare_for_update(live, obj)
+        problems = _dedupe(validate_update(live, obj))
+        if problems:
+            raise _Refused(problems)
+        if isinstance(obj, Service):
+            obj = self._allocate_update(live, obj, txn)
+        if _same_content(live, obj):
+            return _Planned("unchanged", live, applied_keys)
+        return _Planned("configured", obj, applied_keys)
+
+    def _prepare_for_update(self, live: Any, obj: Any) -> Any:
+        """Keep the server's metadata and the live status (a user update never changes status).
+
+        Labels and annotations merge three ways: live keys the previous apply did not set (a
+        controller's) are kept; keys it set and this manifest drops are removed.
+        """
+        old = live.metadata
+        prev_labels, prev_annotations = self._applied_keys.get(key_of(live), (frozenset(), frozenset()))
+        labels = {k: v for k, v in old.labels.items() if k not in prev_labels} | dict(obj.metadata.labels)
+        annotations = ({k: v for k, v in old.annotations.items() if k not in prev_annotations}
+                       | dict(obj.metadata.annotations))
+        meta = dataclasses.replace(
+            obj.metadata, labels=labels, annotations=annotations, uid=old.uid,
+            resource_version=old.resource_version, generation=old.generation,
+            creation_timestamp=old.creation_timestamp, deletion_timestamp=old.deletion_timestamp,
+            deletion_grace_period_seconds=old.deletion_grace_period_seconds,
+            owner_references=obj.metadata.owner_references or old.owner_references,
+            finalizers=obj.metadata.finalizers or old.finalizers)
+        changes: dict[str, Any] = {"metadata": meta}
+        if hasattr(live, "status"):
+            changes["status"] = live.status
+        return dataclasses.replace(obj, **changes)
+
+    # ------------------------------------------------------------------ service allocation
+
+    def _allocate_create(self, svc: Service, txn: Transaction) -> Service:
+        owner = _owner(svc)
+        spec = self._allocate_cluster_ip(svc.spec, owner, txn)
+        if svc.spec.type in NODE_PORT_TYPES:
+            spec = dataclasses.replace(spec, ports=self._init_node_ports(svc, owner, txn))
+        svc = dataclasses.replace(svc, spec=spec)
+        if _needs_health_check(svc):
+            svc = self._allocate_health_check(svc, owner, txn)
+        return svc
+
+    def _allocate_cluster_ip(self, spec: ServiceSpec, owner: str, txn: Transaction) -> ServiceSpec:
+        if spec.type == "ExternalName":
+            return spec
+        if spec.cluster_ip == "None" or spec.cluster_ips[:1] == ("None",):
+            return dataclasses.replace(
+                spec, cluster_ip="None", cluster_ips=("None",),
+                ip_families=spec.ip_families or (self.cluster_ips.family,),
+                ip_family_policy=spec.ip_family_policy or "SingleStack")
+        wanted = _requested_cluster_ip(spec)
+        try:
+            ip = self.cluster_ips.allocate(owner, wanted or None, txn)
+        except (InvalidError, ConflictError) as exc:
+            if wanted:
+                raise _Refused([FieldProblem(
+                    "spec.clusterIPs",
+                    f"Invalid value: {_cluster_ips_value(spec)}: failed to allocate IP {wanted}: {exc}")]) from exc
+            raise _Refused([f"Internal error occurred: failed to allocate a serviceIP: {exc}"]) from exc
+        return dataclasses.replace(
+            spec, cluster_ip=ip, cluster_ips=(ip,) + tuple(spec.cluster_ips[1:]),
+            ip_families=spec.ip_families or (self.cluster_ips.family,),
+            ip_family_policy=spec.ip_family_policy or "SingleStack")
+
+    def _claim_node_port(self, owner: str, index: int, port: int, txn: Transaction) -> int:
+        try:
+            return self.node_ports.allocate(owner, port, txn)
+        except (InvalidError, ConflictError) as exc:
+            raise _Refused([FieldProblem(f"spec.ports[{index}].nodePort", f"Invalid value: {port}: {exc}")]) from exc
+
+    def _next_node_port(self, owner: str, txn: Transaction) -> int:
+        try:
+            return self.node_ports.allocate_next(owner, txn)
+        except ConflictError as exc:
+            raise _Refused([f"Internal error occurred: failed to allocate a nodePort: {exc}"]) from exc
+
+    def _init_node_ports(self, svc: Service, owner: str, txn: Transaction) -> tuple[ServicePort, ...]:
+        """Kubernetes' initNodePorts: ports with the same port number (TCP and UDP 53) share a node port."""
+        ports = list(svc.spec.ports)
+        automatic = _allocates_node_ports(svc)
+        by_port_number: dict[int, int] = {}
+        for i, port in enumerate(ports):
+            if not port.node_port and not automatic:
+                continue  # no automatic node ports, but explicit requests are honoured
+            shared = by_port_number.get(port.port)
+            if shared is None:
+                requested = next((p.node_port for p in ports if p.port == port.port and p.node_port), None)
+                if requested:
+                    node_port = self._claim_node_port(owner, i, requested, txn)
+                else:
+                    node_port = self._next_node_port(owner, txn)
+                by_port_number[port.port] = node_port
+                ports[i] = dataclasses.replace(port, node_port=node_port)
+            elif port.node_port != shared:
+                if not port.node_port:
+                    ports[i] = dataclasses.replace(port, node_port=shared)
+                else:
+                    self._claim_node_port(owner, i, port.node_port, txn)
+        return tuple(ports)
+
+    def _allocate_health_check(self, svc: Service, owner: str, txn: Transaction) -> Service:
+        wanted = svc.spec.health_check_node_port
+        try:
+            if wanted:
+                if wanted in _node_ports(svc):
+                    raise ConflictError("provided port is already allocated")
+                port = self.node_ports.allocate(owner, wanted, txn)
+            else:
+                port = self.node_ports.allocate_next(owner, txn)
+        except (InvalidError, ConflictError) as exc:
+            what = f"requested HealthCheck NodePort {wanted}" if wanted else "a HealthCheck NodePort"
+            raise _Refused([f"Internal error occurred: failed to allocate {what}: {exc}"]) from exc
+        return dataclasses.replace(svc, spec=dataclasses.replace(svc.spec, health_check_node_port=port))
+
+    def _allocate_update(self, old: Service, new: Service, txn: Transaction) -> Service:
+        owner = _owner(new)
+        spec = new.spec
+        # Cluster IP: allocated when leaving ExternalName, released when becoming ExternalName.
+        if old.spec.type == "ExternalName" and new.spec.type != "ExternalName":
+            spec = self._allocate_cluster_ip(spec, owner, txn)
+        elif not _is_headless(old) and _needs_cluster_ip(old):
+            if not _needs_cluster_ip(new):
+                self.cluster_ips.release(old.spec.cluster_ip, owner, txn)
+            elif _requested_cluster_ip(spec) not in ("", old.spec.cluster_ip):
+                raise _Refused([FieldProblem(
+                    "spec.clusterIPs[0]", f"Invalid value: {json.dumps(_requested_cluster_ip(spec))}: "
+                                          "may not change once set")])
+            elif not spec.cluster_ip:
+                spec = dataclasses.replace(spec, cluster_ip=old.spec.cluster_ip, cluster_ips=old.spec.cluster_ips)
+        new = dataclasses.replace(new, spec=spec)
+        # Node ports: released when the type drops them, else kept, added and released per port.
+        old_node_ports = _node_ports(old)
+        if _needs_node_ports(old) and not _needs_node_ports(new):
+            for port in old_node_ports:
+                self.node_ports.release(port, owner, txn)
+        if _needs_node_ports(new):
+            ports = list(new.spec.ports)
+            automatic = _allocates_node_ports(new)
+            for i, port in enumerate(ports):
+                if not port.node_port and not automatic:
+                    continue
+                if port.node_port:
+                    if port.node_port not in old_node_ports:
+                        self._claim_node_port(owner, i, port.node_port, txn)
+                else:
+                    ports[i] = dataclasses.replace(port, node_port=self._next_node_port(owner, txn))
+            new = dataclasses.replace(new, spec=dataclasses.replace(new.spec, ports=tuple(ports)))
+            kept = set(_node_ports(new))
+            for port in old_node_ports:
+                if port not in kept:
+                    self.node_ports.release(port, owner, txn)
+        # Health check node port (LoadBalancer with externalTrafficPolicy Local).
+        needed, needs = _needs_health_check(old), _needs_health_check(new)
+        if needs and not needed:
+            new = self._allocate_health_check(new, owner, txn)
+        elif needed and not needs and old.spec.health_check_node_port:
+            if old.spec.health_check_node_port not in _node_ports(new):
+                self.node_ports.release(old.spec.health_check_node_port, owner, txn)
+        return new
+
+    def _release_service(self, svc: Service) -> None:
+        owner = _owner(svc)
+        if _needs_cluster_ip(svc) and not _is_headless(svc) and svc.spec.cluster_ip:
+            self.cluster_ips.release(svc.spec.cluster_ip, owner)
+        for port in _node_ports(svc):
+            self.node_ports.release(port, owner)
+        if _needs_health_check(svc) and svc.spec.health_check_node_port:
+            self.node_ports.release(svc.spec.health_check_node_port, owner)
+
+    # ------------------------------------------------------------------ delete
+
+    def delete(self, kind: str, namespace: str, name: str) -> str:
+        """Delete one object as ``kubectl delete`` does; returns ``service "x" deleted``.
+
+        Pods terminate gracefully; services free their IP and node ports; objects owned by the
+        deleted one (ownerReferences) follow; a namespace takes everything in it along.
+        """
+        kind = resolve_kind(kind)
+        if kind == "Node":
+            raise InvalidError(NODE_REFUSED)
+        if kind == "Namespace":
+            self._delete_namespace(name)
+        else:
+            obj = self.store.must_get(kind, namespace or "default", name)
+            self._delete_object(obj)
+        return f'{SINGULAR[kind]} "{name}" deleted'
+
+    def delete_manifests(self, manifests: Sequence[Manifest]) -> list[str]:
+        """``kubectl delete -f``: every object must exist (checked first, nothing deleted otherwise)."""
+        targets: list[tuple[str, str, str]] = []
+        errors: list[ManifestError] = []
+        for m in manifests:
+            obj = self._with_namespace(m.obj)
+            ref = self._complete_ref(m.ref, obj)
+            kind, ns, name = key_of(obj)
+            if kind == "Node":
+                errors.append(ManifestError(ref, [NODE_REFUSED]))
+            elif kind == "Namespace" and name in IMMORTAL_NAMESPACES:
+                errors.append(ManifestError(ref, [_immortal(name)]))
+            elif self.store.get(kind, ns, name) is None:
+                errors.append(ManifestError(ref, [f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" not found']))
+            else:
+                targets.append((kind, ns, name))
+        if errors:
+            raise ManifestErrors(errors)
+        lines = []
+        for kind, ns, name in targets:
+            try:
+                lines.append(self.delete(kind, ns, name))
+            except NotFoundError:  # taken along by an earlier deletion (its namespace or owner)
+                lines.append(f'{SINGULAR[kind]} "{name}" deleted')
+        return lines
+
+    def _delete_object(self, obj: Any) -> None:
+        self._applied_keys.pop(key_of(obj), None)
+        if obj.KIND == "Pod":
+            request_deletion(self.store, obj)
+            return
+        self.store.delete(*key_of(obj))
+        if isinstance(obj, Service):
+            self._release_service(obj)
+        self._delete_dependents(obj)
+
+    def _delete_dependents(self, owner: Any) -> None:
+        """The garbage collector's background cascade: objects whose ownerReferences name ``owner``."""
+        uid = owner.metadata.uid
+        if not uid or not owner.NAMESPACED:
+            return
+        for kind in NAMESPACED_KINDS:
+            for obj in self.store.list(kind, owner.metadata.namespace):
+                if any(ref.uid == uid for ref in obj.metadata.owner_references):
+                    if self.store.get(*key_of(obj)) is not None:
+                        self._delete_object(obj)
+
+    def _delete_namespace(self, name: str) -> None:
+        if name in IMMORTAL_NAMESPACES:
+            raise InvalidError(_immortal(name))
+        namespace = self.store.must_get("Namespace", "", name)
+        if namespace.metadata.deletion_timestamp is None:
+            self.store.update(dataclasses.replace(
+                namespace, metadata=dataclasses.replace(namespace.metadata, deletion_timestamp=now_rfc3339()),
+                status=dataclasses.replace(namespace.status, phase="Terminating")))
+        for kind in NAMESPACED_KINDS:
+            for obj in self.store.list(kind, name):
+                if self.store.get(*key_of(obj)) is not None:
+                    self._delete_object(obj)
+        self._finish_namespace(name)
+
+    def _finish_namespace(self, name: str) -> None:
+        """Remove a terminating namespace once its last pod is gone."""
+        namespace = self.store.get("Namespace", "", name)
+        if namespace is None or namespace.metadata.deletion_timestamp is None:
+            return
+        if self.store.list("Pod", name):
+            return
+        for kind in NAMESPACED_KINDS:  # anything a controller wrote meanwhile goes too
+            for obj in self.store.list(kind, name):
+                self._delete_object(obj)
+        self.store.delete("Namespace", "", name)
+        self._applied_keys.pop(("Namespace", "", name), None)
+
+    def _on_pod_event(self, event: Event) -> None:
+        if event.type == DELETED:
+            self._finish_namespace(event.old.metadata.namespace)
+
+    # ------------------------------------------------------------------ scale
+
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:
+        """``kubectl scale``: set a deployment's replicas; returns ``deployment.apps/x scaled``."""
+        kind = resolve_kind(kind)
+        if kind != "Deployment":
+            raise InvalidError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" cannot be scaled: '
+                               "only deployments have replicas")
+        if replicas < 0:
+            raise InvalidError(f'The Deployment "{name}" is invalid: spec.replicas: Invalid value: {replicas}: '
+                               "must be greater than or equal to 0")
+        deployment = self.store.must_get(kind, namespace or "default", name)
+        if deployment.spec.replicas != replicas:
+            self.store.update(dataclasses.replace(
+                deployment, spec=dataclasses.replace(deployment.spec, replicas=replicas)))
+        return f"deployment.apps/{name} scaled"

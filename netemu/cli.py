@@ -1,0 +1,426 @@
+"""The ``netemu`` command: a thin shell over ``Cluster`` and the control socket.
+
+``main(argv) -> int`` runs in-process (tests call it). A NetemuError is one line on stderr and
+exit status 1; a traceback appears only with ``-v``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from netemu.config import DEFAULT_NAME, ClusterConfig, state_root
+from netemu.errors import ClusterError, NetemuError
+
+log = logging.getLogger("netemu")
+
+
+def _add_cluster_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=None, help="cluster name (default: $NETEMU_CLUSTER, or the only running one)")
+
+
+def _add_ns_flags(p: argparse.ArgumentParser, all_ns: bool = True) -> None:
+    p.add_argument("-n", "--namespace", default=None)
+    if all_ns:
+        p.add_argument("-A", "--all-namespaces", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netemu", description="Kubernetes networking, emulated with real sockets.")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start a cluster (foreground; Ctrl-C or `netemu down` stops it)")
+    p.add_argument("-f", "--filename", action="append", default=[], help="manifest file or directory")
+    p.add_argument("--nodes", default="1", help="number of nodes, or comma-separated node names")
+    p.add_argument("--backend", default="loopback", choices=["loopback", "netns"])
+    p.add_argument("--detach", "-d", action="store_true", help="return once everything is ready")
+    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for readiness")
+    p.add_argument("--service-cidr", default=None)
+    p.add_argument("--pod-cidr", default=None)
+    p.add_argument("--node-cidr", default=None)
+    p.add_argument("--lb-cidr", default=None)
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("apply", help="create or update objects from manifests")
+    p.add_argument("-f", "--filename", action="append", required=True)
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("delete", help="delete objects (by manifest, or KIND NAME...)")
+    p.add_argument("-f", "--filename", action="append", default=[])
+    p.add_argument("args", nargs="*", metavar="KIND NAME")
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("get", help="list objects, kubectl style")
+    p.add_argument("kind", metavar="KIND[,KIND]")
+    p.add_argument("names", nargs="*")
+    p.add_argument("-o", "--output", default="", help="wide, yaml or json")
+    p.add_argument("-l", "--selector", default=None)
+    _add_ns_flags(p)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("describe", help="show one object in detail")
+    p.add_argument("kind")
+    p.add_argument("names", nargs="*")
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("exec", help="run a command in a pod's container: exec POD [-c C] -- CMD...")
+    p.add_argument("pod")
+    p.add_argument("-c", "--container", default=None)
+    p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl compatibility")
+    p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl compatibility")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("logs", help="print a container's log")
+    p.add_argument("pod")
+    p.add_argument("-c", "--container", default=None)
+    p.add_argument("-f", "--follow", action="store_true")
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("scale", help="scale a deployment: scale deployment/NAME --replicas=N")
+    p.add_argument("target")
+    p.add_argument("--replicas", type=int, required=True)
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("wait", help="wait until every pod is ready")
+    p.add_argument("--timeout", type=float, default=60)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("down", help="stop a running cluster")
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("gc", help="remove what killed clusters left behind")
+
+    p = sub.add_parser("clusters", help="list clusters")
+    return parser
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _find_cluster(name: str | None) -> Any:
+    from netemu.state import list_clusters
+    name = name or os.environ.get("NETEMU_CLUSTER")
+    live = [c for c in list_clusters(state_root()) if c.alive]
+    if name:
+        for c in live:
+            if c.name == name:
+                return c
+        raise ClusterError(f'no running cluster named "{name}" (start one with `netemu up --name {name}`)')
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise ClusterError("no cluster is running; start one with `netemu up` (or `netemu up --detach`)")
+    raise ClusterError(f"several clusters are running ({', '.join(c.name for c in live)}); choose one with --name")
+
+
+def _client(name: str | None) -> Any:
+    from netemu.control import ControlClient
+    return ControlClient(_find_cluster(name).control_socket)
+
+
+def _read_documents(paths: Sequence[str]) -> list[dict[str, str]]:
+    docs = []
+    for p in paths:
+        if p == "-":
+            docs.append({"source": "<stdin>", "text": sys.stdin.read()})
+            continue
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.iterdir() if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+        elif path.exists():
+            files = [path]
+        else:
+            raise NetemuError(f'error: the path "{p}" does not exist')
+        for f in files:
+            docs.append({"source": str(f), "text": f.read_text()})
+    return docs
+
+
+def _emit(text: str) -> None:
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# ---------------------------------------------------------------------------- up
+
+
+def _make_cluster(args: argparse.Namespace) -> Any:
+    from netemu.cluster import Cluster
+    nodes: Any = int(args.nodes) if args.nodes.isdigit() else [n.strip() for n in args.nodes.split(",") if n.strip()]
+    overrides = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr") if getattr(args, k)}
+    manifests = []
+    for p in args.filename:
+        if not Path(p).exists():
+            raise NetemuError(f'error: the path "{p}" does not exist')
+        manifests.append(Path(p))
+    return Cluster(nodes, name=args.name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
+                   backend=args.backend, manifests=manifests, **overrides)
+
+
+def _summary(cluster: Any, elapsed: float) -> str:
+    lines = [f'cluster "{cluster.name}" is up ({cluster.config.backend} backend, {elapsed:.2f}s); '
+             f"state in {cluster.state.directory}"]
+    for name, net in cluster.nodes.items():
+        lines.append(f"  node {name:<12} {net.ip:<15} pods {net.pod_cidr}")
+    for svc in cluster.store.list("Service"):
+        spec = svc.spec
+        where = spec.cluster_ip or "-"
+        ports = ",".join(f"{p.port}" + (f":{p.node_port}" if p.node_port else "") + f"/{p.protocol}" for p in spec.ports)
+        ingress = ",".join(i.ip or i.hostname for i in svc.status.load_balancer.ingress)
+        extra = f" lb {ingress}" if ingress else (" lb <pending>" if spec.type == "LoadBalancer" else "")
+        if spec.type == "ExternalName":
+            where = spec.external_name
+        lines.append(f"  service {svc.metadata.namespace}/{svc.metadata.name:<20} {spec.type:<12} {where} {ports}{extra}")
+    lines.append("try: netemu get pods -o wide   |   stop: netemu down" + (f" --name {cluster.name}" if cluster.name != DEFAULT_NAME else ""))
+    return "\n".join(lines)
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    cluster = _make_cluster(args)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ready_fd = args.ready_fd
+    try:
+        await cluster.start()
+        try:
+            await cluster.wait_ready(args.timeout)
+            summary = _summary(cluster, time.monotonic() - t0)
+        except NetemuError as exc:
+            summary = _summary(cluster, time.monotonic() - t0) + f"\nwarning: {exc}"
+        if ready_fd is not None:
+            os.write(ready_fd, ("OK\n" + summary + "\n").encode())
+            os.close(ready_fd)
+            ready_fd = None
+        else:
+            print(summary, flush=True)
+        down = cluster.control.down_requested if cluster.control else None
+        waiters = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(down.wait())] if down else [])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+    except NetemuError as exc:
+        if ready_fd is not None:
+            os.write(ready_fd, f"ERR\n{exc}\n".encode())
+            os.close(ready_fd)
+            ready_fd = None
+        raise
+    finally:
+        await cluster.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if args.ready_fd is not None:  # detached: the parent's log of this process goes too
+            _detached_log(cluster.name).unlink(missing_ok=True)
+    if ready_fd is None and args.ready_fd is None:
+        print(f'cluster "{cluster.name}" stopped', flush=True)
+    return 0
+
+
+def _detached_log(name: str) -> Path:
+    return state_root() / f"{name}.up.log"
+
+
+def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    read_fd, write_fd = os.pipe()
+    child_argv = [sys.executable, "-m", "netemu.cli", *[a for a in argv if a not in ("-d", "--detach")],
+                  "--ready-fd", str(write_fd)]
+    log_path = _detached_log(args.name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME))
+    state_root().mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(child_argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as r:
+        data = r.read().decode(errors="replace")
+    if data.startswith("OK\n"):
+        print(data[3:], end="")
+        print(f"(running in the background as pid {proc.pid})")
+        return 0
+    proc.wait()
+    message = data[4:].strip() if data.startswith("ERR\n") else ""
+    if not message:
+        try:
+            message = log_path.read_text().strip().splitlines()[-1]
+        except (OSError, IndexError):
+            message = f"the cluster process exited with status {proc.returncode}"
+    raise ClusterError(message)
+
+
+# ---------------------------------------------------------------------------- other commands
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
+    plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
+                                   namespace=args.namespace)
+    argv = plan["prefix"] + plan["argv"]
+    if plan.get("cwd"):
+        os.chdir(plan["cwd"])
+    sys.stdout.flush()
+    try:
+        os.execvpe(argv[0], argv, plan["env"])
+    except FileNotFoundError:
+        print(f'error: exec: "{cmd[0]}": executable file not found in $PATH', file=sys.stderr)
+        return 127
+    return 0  # not reached
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    client = _client(args.name)
+    path = Path(client.call("log_path", pod=args.pod, container=args.container, namespace=args.namespace))
+    pos = 0
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            pos += len(data)
+        if not args.follow:
+            return 0
+        time.sleep(0.2)
+        try:
+            client.call("info")
+        except NetemuError:
+            return 0
+
+
+def run(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    cmd = args.command
+    if cmd == "up":
+        if args.detach:
+            return _up_detached(args, argv)
+        return _run_loop(_up(args))
+    if cmd == "gc":
+        from netemu.state import gc_all
+        removed = gc_all(state_root())
+        _emit("\n".join(removed) if removed else "nothing to collect")
+        return 0
+    if cmd == "clusters":
+        from netemu.state import list_clusters
+        rows = [f"{c.name}\t{'running' if c.alive else 'dead (run netemu gc)'}\tpid {c.info.get('pid')}"
+                for c in list_clusters(state_root())]
+        _emit("\n".join(rows) if rows else "no clusters")
+        return 0
+    if cmd == "down":
+        target = _find_cluster(args.name)
+        from netemu.control import ControlClient
+        ControlClient(target.control_socket).call("down")
+        pid = target.info["pid"]
+        deadline = time.monotonic() + 30
+        while target.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if target.alive:
+            raise ClusterError(f"cluster {target.name} (pid {pid}) did not stop within 30s")
+        _emit(f'cluster "{target.name}" stopped')
+        return 0
+    client = _client(args.name)
+    if cmd == "apply":
+        _emit("\n".join(client.call("apply", documents=_read_documents(args.filename), namespace=args.namespace)))
+    elif cmd == "delete":
+        if args.filename:
+            lines = client.call("apply", documents=_read_documents(args.filename), namespace=args.namespace, delete=True)
+        else:
+            if not args.args:
+                raise NetemuError("error: you must provide one or more resources by argument or filename")
+            first = args.args[0]
+            if "/" in first:
+                lines = []
+                for ref in args.args:
+                    kind, _, name = ref.partition("/")
+                    lines += client.call("delete", kind=kind, names=[name], namespace=args.namespace)
+            else:
+                if len(args.args) < 2:
+                    raise NetemuError("error: resource(s) were provided, but no name was specified")
+                lines = client.call("delete", kind=first, names=args.args[1:], namespace=args.namespace)
+        _emit("\n".join(lines))
+    elif cmd == "get":
+        kinds = args.kind.split(",")
+        names = args.names
+        if len(kinds) == 1 and "/" in kinds[0]:
+            kind, _, name = kinds[0].partition("/")
+            kinds, names = [kind], [name, *names]
+        _emit(client.call("get", kind=",".join(kinds), names=names, namespace=args.namespace,
+                          all_namespaces=args.all_namespaces, output=args.output, selector=args.selector))
+    elif cmd == "describe":
+        kind, names = args.kind, args.names
+        if "/" in kind:
+            kind, _, name = kind.partition("/")
+            names = [name, *names]
+        _emit(client.call("describe", kind=kind, names=names, namespace=args.namespace))
+    elif cmd == "exec":
+        return _cmd_exec(args)
+    elif cmd == "logs":
+        return _cmd_logs(args)
+    elif cmd == "scale":
+        kind, _, name = args.target.rpartition("/")
+        if kind not in ("", "deployment", "deploy", "deployments", "deployment.apps"):
+            raise NetemuError(f"error: scaling {kind} is not supported; only deployments scale")
+        _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace))
+    elif cmd == "wait":
+        _emit(client.call("wait_ready", timeout=args.timeout))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(argv)
+    except NetemuError as exc:
+        msg = str(exc)
+        print(msg if msg.startswith("error:") else f"error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in netemu: say so plainly; the traceback only with -v
+        if verbose:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run with -v for details and please report it)",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

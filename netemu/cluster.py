@@ -1,0 +1,322 @@
+"""``Cluster``: wires store, API server, controllers, fabric and kubelets, and is the Python API.
+
+    async with netemu.Cluster(nodes=3) as cluster:
+        await cluster.apply("examples/my-nginx.yaml")
+        await cluster.wait_ready()
+        ip = cluster.pod_ip("my-nginx-…")
+
+Start-up is ordered and undone in reverse on failure or exit (an ``AsyncExitStack``): state
+directory, fabric, store and API server bootstrap, controllers, nodes with their kubelets, the
+control socket. Nothing here parses command lines or prints.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from netemu import api
+from netemu.api import objects as k8s
+from netemu.config import DEFAULT_NAME, ClusterConfig
+from netemu.errors import ClusterError, NetemuError, NotFoundError, WaitTimeoutError
+from netemu.fabric import NodeNetwork, make_fabric
+from netemu.kubelet.kubelet import ExecPlan, Kubelet
+from netemu.state import ClusterState
+from netemu.store import Store
+
+log = logging.getLogger(__name__)
+
+KIND_ALIASES = {
+    "pod": "Pod", "pods": "Pod", "po": "Pod",
+    "service": "Service", "services": "Service", "svc": "Service",
+    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+    "deployment.apps": "Deployment", "deployments.apps": "Deployment",
+    "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
+    "endpointslices.discovery.k8s.io": "EndpointSlice",
+    "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+    "node": "Node", "nodes": "Node", "no": "Node",
+}
+
+
+def resolve_kind(text: str) -> str:
+    kind = KIND_ALIASES.get(text.lower()) or (text if text in k8s.KIND_BY_NAME else None)
+    if kind is None:
+        raise NotFoundError(f'the server doesn\'t have a resource type "{text}"')
+    return kind
+
+
+@dataclass
+class ExecResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Cluster:
+    def __init__(self, nodes: int | list[str] | tuple[str, ...] = 1, *, name: str | None = None,
+                 backend: str = "loopback", manifests: Iterable[Any] = (), config: ClusterConfig | None = None,
+                 control_socket: bool = True, **overrides: Any):
+        if config is None:
+            config = ClusterConfig(name=name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
+                                   nodes=ClusterConfig.node_names(nodes), backend=backend, **overrides)
+        config.validate()
+        self.config = config
+        self.initial_manifests = list(manifests)
+        self.control_socket_enabled = control_socket
+        self.store = Store()
+        self.state = ClusterState(config)
+        self.fabric = make_fabric(config, self.state)
+        self.apiserver: Any = None
+        self.kubelets: dict[str, Kubelet] = {}
+        self.nodes: dict[str, NodeNetwork] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._started = False
+        self.started_at = 0.0
+        self.control: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> "Cluster":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        t0 = time.monotonic()
+        stack = self._stack
+        try:
+            self.state.create()
+            stack.callback(self.state.remove)
+            await self.fabric.start()
+            stack.push_async_callback(self.fabric.stop)
+            from netemu.apiserver import ApiServer
+            self.apiserver = ApiServer(self.store, service_cidr=self.config.service_cidr,
+                                       node_port_range=self.config.node_port_range)
+            self.apiserver.bootstrap()
+            from netemu.controllers import start_controllers
+            controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr)
+            stack.callback(controllers.stop)
+            for index, node in enumerate(self.config.nodes):
+                await self._add_node(node, index)
+            if self.control_socket_enabled:
+                from netemu.control import ControlServer
+                server = ControlServer(self, self.state.control_socket)
+                await server.start()
+                stack.push_async_callback(server.stop)
+                self.control = server
+            self._started = True
+            self.started_at = time.time()
+            if self.initial_manifests:
+                await self.apply(*self.initial_manifests)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("cluster %s up in %.3f s", self.name, time.monotonic() - t0)
+
+    async def _add_node(self, name: str, index: int) -> None:
+        net = await self.fabric.add_node(name, index)
+        self.nodes[name] = net
+        node = k8s.Node(
+            metadata=k8s.ObjectMeta(name=name, labels={
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "netemu.dev/cluster": self.name}),
+            spec=k8s.NodeSpec(pod_cidr=net.pod_cidr, pod_cidrs=(net.pod_cidr,)),
+            status=k8s.NodeStatus(
+                addresses=(k8s.NodeAddress(type="InternalIP", address=net.ip),
+                           k8s.NodeAddress(type="Hostname", address=name)),
+                conditions=(k8s.NodeCondition(type="Ready", status="True", reason="KubeletReady",
+                                              message="kubelet is posting ready status"),),
+                extra={"nodeInfo": {"kubeletVersion": "v1.31.0-netemu", "containerRuntimeVersion": "netemu://0.1.0",
+                                    "osImage": f"netemu ({self.config.backend} backend)",
+                                    "kernelVersion": os.uname().release, "operatingSystem": "linux",
+                                    "architecture": "amd64"}}))
+        self.store.create(node)
+        kubelet = Kubelet(net, self.store, self.fabric, log_dir=self.state.path("logs"),
+                          record_process=self.state.record_process,
+                          restart_backoff=self.config.restart_backoff,
+                          restart_backoff_max=self.config.restart_backoff_max)
+        self.kubelets[name] = kubelet
+        self._stack.push_async_callback(kubelet.stop)
+
+    async def stop(self) -> None:
+        """Tear everything down in reverse order; safe to call twice."""
+        self._started = False
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
+
+    # ------------------------------------------------------------------ changes
+
+    def _manifests(self, sources: Iterable[Any], namespace: str | None) -> list[Any]:
+        out: list[Any] = []
+        for src in sources:
+            if isinstance(src, api.Manifest):
+                out.append(src)
+            elif isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and Path(src).exists()):
+                out += api.load_paths([str(src)], namespace=namespace)
+            elif isinstance(src, str):
+                out += api.load_text(src, source="<text>", namespace=namespace)
+            elif isinstance(src, dict):
+                out += api.load_text(yaml.safe_dump(src), source="<dict>", namespace=namespace)
+            elif isinstance(src, (list, tuple)):
+                out += self._manifests(src, namespace)
+            else:
+                raise TypeError(f"cannot apply {type(src).__name__}")
+        return out
+
+    async def apply(self, *sources: Any, namespace: str | None = None) -> list[str]:
+        """Create or update objects from paths, YAML text, dicts or decoded manifests (all or nothing)."""
+        lines = self.apiserver.apply(self._manifests(sources, namespace))
+        await asyncio.sleep(0)
+        return lines
+
+    async def delete(self, kind: str, name: str, namespace: str = "default", *, wait: bool = False,
+                     timeout: float = 60) -> str:
+        kind = resolve_kind(kind)
+        ns = namespace if k8s.KIND_BY_NAME[kind].NAMESPACED else ""
+        line = self.apiserver.delete(kind, ns, name)
+        if wait:
+            await self.wait_for(lambda: self.store.get(kind, ns, name) is None, timeout, f"{kind} {name} to go")
+        return line
+
+    async def delete_manifests(self, *sources: Any, namespace: str | None = None) -> list[str]:
+        return self.apiserver.delete_manifests(self._manifests(sources, namespace))
+
+    async def scale(self, name: str, replicas: int, namespace: str = "default") -> str:
+        return self.apiserver.scale("Deployment", namespace, name, replicas)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Any:
+        kind = resolve_kind(kind)
+        return self.store.must_get(kind, namespace if k8s.KIND_BY_NAME[kind].NAMESPACED else "", name)
+
+    def list(self, kind: str, namespace: str | None = None, selector: Any = None) -> list[Any]:
+        kind = resolve_kind(kind)
+        return self.store.list(kind, namespace if k8s.KIND_BY_NAME[kind].NAMESPACED else None, selector)
+
+    def pods(self, namespace: str | None = "default", selector: Any = None) -> list[k8s.Pod]:
+        return self.store.list("Pod", namespace, selector)
+
+    def pod_ip(self, name: str, namespace: str = "default") -> str:
+        return self.get("Pod", name, namespace).status.pod_ip
+
+    def service_ip(self, name: str, namespace: str = "default") -> str:
+        return self.get("Service", name, namespace).spec.cluster_ip
+
+    def node_ip(self, name: str) -> str:
+        return self.nodes[name].ip
+
+    # ------------------------------------------------------------------ waiting
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+        """Poll ``predicate`` after every store change (and every 50 ms) until true or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        changed = asyncio.Event()
+        unsubscribe = self.store.subscribe(lambda _e: changed.set())
+        try:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(left, 0.05))
+        finally:
+            unsubscribe()
+
+    def not_ready(self) -> list[str]:
+        """What keeps the cluster from being ready: pods not Ready, deployments short of replicas."""
+        from netemu.controllers.podutil import is_ready
+        out = []
+        for pod in self.store.list("Pod"):
+            if pod.status.phase in ("Succeeded",) or is_ready(pod):
+                continue
+            out.append(f"pod {pod.metadata.namespace}/{pod.metadata.name}")
+        for d in self.store.list("Deployment"):
+            want = d.spec.replicas if d.spec.replicas is not None else 1
+            if d.status.ready_replicas != want or d.status.replicas != want:
+                out.append(f"deployment {d.metadata.namespace}/{d.metadata.name} "
+                           f"({d.status.ready_replicas}/{want} ready)")
+        return out
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until every pod is Ready and every deployment has its replicas ready."""
+        try:
+            await self.wait_for(lambda: not self.not_ready(), timeout, "pods to be ready")
+        except WaitTimeoutError as exc:
+            raise WaitTimeoutError(f"{exc}: still waiting for {', '.join(self.not_ready()[:10])}") from None
+
+    # ------------------------------------------------------------------ pods
+
+    def _kubelet_for(self, pod: str, namespace: str) -> Kubelet:
+        obj = self.store.must_get("Pod", namespace, pod)
+        kubelet = self.kubelets.get(obj.spec.node_name)
+        if kubelet is None:
+            raise ClusterError(f'pod "{pod}" is not running on a node yet (status {obj.status.phase or "Pending"})')
+        return kubelet
+
+    def exec_plan(self, pod: str, argv: list[str], *, container: str | None = None,
+                  namespace: str = "default") -> ExecPlan:
+        return self._kubelet_for(pod, namespace).exec_plan(namespace, pod, container, argv)
+
+    async def exec(self, pod: str, argv: list[str], *, container: str | None = None, namespace: str = "default",
+                   input: bytes | None = None, timeout: float = 30) -> ExecResult:
+        """Run ``argv`` in the pod's container (its environment, its network) and collect the output."""
+        plan = self.exec_plan(pod, argv, container=container, namespace=namespace)
+        prefix = self.fabric.process_prefix(self.store.must_get("Pod", namespace, pod).metadata.uid)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
+                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError:
+            return ExecResult(127, "", f'exec: "{argv[0]}": executable file not found in $PATH\n')
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise WaitTimeoutError(f"exec {argv[0]} in {pod} timed out after {timeout:g}s") from None
+        return ExecResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def log_path(self, pod: str, container: str | None = None, namespace: str = "default") -> Path:
+        obj = self.store.must_get("Pod", namespace, pod)
+        names = [c.name for c in obj.spec.containers]
+        if container is None:
+            if len(names) > 1:
+                raise NetemuError(
+                    f"a container name must be specified for pod {pod}, choose one of: [{' '.join(names)}]")
+            container = names[0]
+        elif container not in names + [c.name for c in obj.spec.init_containers]:
+            raise NotFoundError(f"container {container} is not valid for pod {pod}")
+        kubelet = self.kubelets.get(obj.spec.node_name)
+        if kubelet is None:
+            raise ClusterError(f'pod "{pod}" has not started yet')
+        return kubelet.log_path(obj, container)
+
+    def logs(self, pod: str, container: str | None = None, namespace: str = "default") -> str:
+        path = self.log_path(pod, container, namespace)
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,104 @@
+"""Cluster configuration: node names, backend, address plan, timings.
+
+One frozen dataclass with the defaults of design.md's address plan; every range is configurable.
+Nothing here does I/O.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netemu.errors import ClusterError
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DEFAULT_NAME = "netemu"
+
+
+def state_root() -> Path:
+    """Where clusters keep their state: $NETEMU_STATE_DIR, else /tmp/netemu-<uid>."""
+    env = os.environ.get("NETEMU_STATE_DIR")
+    return Path(env) if env else Path(f"/tmp/netemu-{os.getuid()}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    name: str = DEFAULT_NAME
+    nodes: tuple[str, ...] = ("node-1",)
+    backend: str = "loopback"
+    node_cidr: str = "127.10.0.0/16"          # node N gets .N
+    pod_cidr: str = "127.244.0.0/16"          # node N gets the /24 number N
+    service_cidr: str = "127.96.0.0/16"       # kubernetes .1, kube-dns .10
+    lb_cidr: str = "127.200.0.0/16"
+    node_port_range: str = "30000-32767"
+    cluster_domain: str = "cluster.local"
+    dns_ttl: int = 5
+    restart_backoff: float = 10.0             # kubelet's initial CrashLoopBackOff delay
+    restart_backoff_max: float = 300.0
+    lb_delay: float = 0.05                    # LoadBalancer provisioning is asynchronous
+    state_dir: Path = field(default_factory=state_root)
+
+    @staticmethod
+    def node_names(nodes: int | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        if isinstance(nodes, int):
+            if not 1 <= nodes <= 250:
+                raise ClusterError(f"nodes: must be 1-250, got {nodes}")
+            return tuple(f"node-{i}" for i in range(1, nodes + 1))
+        names = tuple(nodes)
+        bad = [n for n in names if not NAME_RE.match(n) or len(n) > 63]
+        if not names or bad or len(set(names)) != len(names):
+            raise ClusterError(f"nodes: need distinct DNS-1123 labels, got {list(names)}")
+        return names
+
+    def validate(self) -> None:
+        if not NAME_RE.match(self.name) or len(self.name) > 32:
+            raise ClusterError(f"cluster name {self.name!r}: must be a DNS-1123 label of at most 32 characters")
+        if self.backend not in ("loopback", "netns"):
+            raise ClusterError(f'backend {self.backend!r}: supported values: "loopback", "netns"')
+        nets = {}
+        for attr in ("node_cidr", "pod_cidr", "service_cidr", "lb_cidr"):
+            try:
+                nets[attr] = ipaddress.IPv4Network(getattr(self, attr))
+            except ValueError as exc:
+                raise ClusterError(f"{attr}: {exc}") from exc
+        if self.backend == "loopback":
+            loop = ipaddress.IPv4Network("127.0.0.0/8")
+            for attr, net in nets.items():
+                if not net.subnet_of(loop):
+                    raise ClusterError(f"{attr} {net}: the loopback backend needs ranges inside 127.0.0.0/8")
+        names = list(nets)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if nets[a].overlaps(nets[b]):
+                    raise ClusterError(f"{a} {nets[a]} overlaps {b} {nets[b]}")
+        if nets["pod_cidr"].prefixlen > 16:
+            raise ClusterError(f"pod_cidr {nets['pod_cidr']}: needs a /16 or larger (one /24 per node)")
+        if len(self.nodes) > 250:
+            raise ClusterError("at most 250 nodes")
+        lo, _, hi = self.node_port_range.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535):
+            raise ClusterError(f"node_port_range {self.node_port_range!r}: expected LOW-HIGH")
+
+    def node_ip(self, index: int) -> str:
+        """Address of the node at 0-based ``index``."""
+        return str(ipaddress.IPv4Network(self.node_cidr).network_address + index + 1)
+
+    def node_pod_cidr(self, index: int) -> str:
+        base = ipaddress.IPv4Network(self.pod_cidr).network_address
+        return f"{base + (index + 1) * 256}/24"
+
+    def service_ip(self, offset: int) -> str:
+        return str(ipaddress.IPv4Network(self.service_cidr).network_address + offset)
+
+    @property
+    def dns_ip(self) -> str:
+        return self.service_ip(10)
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.state_dir / self.name
+
+    def ranges(self) -> list[str]:
+        return [self.node_cidr, self.pod_cidr, self.service_cidr, self.lb_cidr]

@@ -1,0 +1,225 @@
+"""The control socket of a running cluster, and the client the CLI uses to talk to it.
+
+A Unix socket (mode 0600, in the cluster's state directory) carrying one JSON request per line
+and one JSON reply per line: ``{"op": "get", ...}`` → ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "..."}``. Output is rendered here, next to the objects, so the CLI
+stays a thin shell; ``exec`` and ``logs`` return a plan and a path that the CLI acts on itself,
+so stdin, exit codes and ``-f`` need no streaming protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netemu.errors import ClusterError, NetemuError
+
+if TYPE_CHECKING:
+    from netemu.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024 * 1024
+
+
+class ControlServer:
+    def __init__(self, cluster: "Cluster", path: Path):
+        self.cluster = cluster
+        self.path = path
+        self.server: asyncio.AbstractServer | None = None
+        self.down_requested = asyncio.Event()
+
+    async def start(self) -> None:
+        old_umask = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    result = await self.handle(request)
+                    reply = {"ok": True, "result": result}
+                except NetemuError as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                except (ValueError, KeyError, TypeError) as exc:
+                    reply = {"ok": False, "error": f"bad control request: {exc}"}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(self, req: dict[str, Any]) -> Any:
+        from netemu import api, printers
+        from netemu.cluster import resolve_kind
+        c = self.cluster
+        op = req["op"]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if op == "info":
+            return {"name": c.name, "pid": os.getpid(), "backend": c.config.backend,
+                    "nodes": {n: net.ip for n, net in c.nodes.items()}, "dns_ip": c.config.dns_ip,
+                    "state_dir": str(c.state.directory)}
+        if op == "apply":
+            manifests = []
+            problems: list[Any] = []
+            for doc in req["documents"]:
+                try:
+                    manifests += api.load_text(doc["text"], source=doc["source"], namespace=req.get("namespace"))
+                except NetemuError as exc:
+                    problems.append(exc)
+            if problems:
+                raise NetemuError("\n".join(str(p) for p in problems))
+            if req.get("delete"):
+                return c.apiserver.delete_manifests(manifests)
+            return c.apiserver.apply(manifests)
+        if op == "delete":
+            return [await c.delete(req["kind"], name, req.get("namespace") or "default") for name in req["names"]]
+        if op == "scale":
+            return await c.scale(req["name"], int(req["replicas"]), req.get("namespace") or "default")
+        if op == "get":
+            return self._get(req, now)
+        if op == "describe":
+            kind = resolve_kind(req["kind"])
+            ns = req.get("namespace") or "default"
+            objs = [c.get(kind, n, ns) for n in req["names"]] if req.get("names") else c.list(kind, ns)
+            return "\n\n".join(printers.describe(o, related=self._related(o), now=now.astimezone()) for o in objs)
+        if op == "exec_plan":
+            plan = c.exec_plan(req["pod"], req["argv"], container=req.get("container"),
+                               namespace=req.get("namespace") or "default")
+            pod = c.get("Pod", req["pod"], req.get("namespace") or "default")
+            return {**dataclasses.asdict(plan), "prefix": c.fabric.process_prefix(pod.metadata.uid)}
+        if op == "log_path":
+            return str(c.log_path(req["pod"], req.get("container"), req.get("namespace") or "default"))
+        if op == "wait_ready":
+            await c.wait_ready(float(req.get("timeout", 30)))
+            return "ready"
+        if op == "down":
+            self.down_requested.set()
+            return "stopping"
+        raise ClusterError(f"unknown control operation {op!r}")
+
+    def _related(self, obj: Any) -> dict[str, Any]:
+        store = self.cluster.store
+        if obj.KIND == "Service":
+            return {"endpoint_slices": store.list(
+                "EndpointSlice", obj.metadata.namespace, {"kubernetes.io/service-name": obj.metadata.name})}
+        if obj.KIND == "Node":
+            return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name]}
+        return {}
+
+    def _get(self, req: dict[str, Any], now: datetime.datetime) -> str:
+        from netemu import printers
+        from netemu.cluster import resolve_kind
+        c = self.cluster
+        all_ns = bool(req.get("all_namespaces"))
+        ns = None if all_ns else (req.get("namespace") or "default")
+        sel = _parse_selector(req["selector"]) if req.get("selector") else None
+        text_kind = req["kind"]
+        fmt = req.get("output") or ""
+        names = req.get("names") or []
+        if text_kind == "all" or "," in text_kind:
+            kinds = ["Pod", "Service", "Deployment"] if text_kind == "all" else [resolve_kind(k) for k in text_kind.split(",")]
+        else:
+            kinds = [resolve_kind(text_kind)]
+        namespaced = all(k8s_namespaced(k) for k in kinds)
+        if names:
+            objs = [c.get(kinds[0], n, ns or "default") for n in names]
+        else:
+            objs = [o for k in kinds for o in c.list(k, ns, sel)]
+        if fmt in ("yaml", "json"):
+            render = printers.render_yaml if fmt == "yaml" else printers.render_json
+            return render(objs, as_list=not (len(names) == 1 and len(objs) == 1))
+        if fmt not in ("", "wide"):
+            raise ClusterError(f"unable to match a printer suitable for the output format \"{fmt}\", "
+                               "allowed formats are: json,wide,yaml")
+        table = printers.render_table(text_kind, objs, wide=fmt == "wide", all_namespaces=all_ns, now=now)
+        return table or printers.no_resources_message(ns, all_ns, namespaced=namespaced)
+
+
+def k8s_namespaced(kind: str) -> bool:
+    from netemu.api.objects import KIND_BY_NAME
+    return KIND_BY_NAME[kind].NAMESPACED
+
+
+def _parse_selector(text: str) -> Any:
+    """kubectl's ``-l`` equality selectors: ``a=b,c!=d,e`` (set-based forms are not supported)."""
+    rules = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "!=" in part:
+            k, v = part.split("!=", 1)
+            rules.append((k.strip(), "!=", v.strip()))
+        elif "==" in part or "=" in part:
+            k, v = part.replace("==", "=").split("=", 1)
+            rules.append((k.strip(), "=", v.strip()))
+        elif part.startswith("!"):
+            rules.append((part[1:], "!", ""))
+        else:
+            rules.append((part, "exists", ""))
+
+    def match(labels: Any) -> bool:
+        for k, op, v in rules:
+            if op == "=" and labels.get(k) != v:
+                return False
+            if op == "!=" and labels.get(k) == v:
+                return False
+            if op == "exists" and k not in labels:
+                return False
+            if op == "!" and k in labels:
+                return False
+        return True
+    return match
+
+
+class ControlClient:
+    """Blocking client: one request, one reply."""
+
+    def __init__(self, path: Path, timeout: float = 120):
+        self.path = path
+        self.timeout = timeout
+
+    def call(self, op: str, **args: Any) -> Any:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except OSError as exc:
+            raise ClusterError(f"cannot reach the cluster at {self.path}: {exc.strerror or exc}") from exc
+        try:
+            sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            raise ClusterError(f"the cluster stopped answering: {exc}") from exc
+        finally:
+            sock.close()
+        if not buf:
+            raise ClusterError("the cluster closed the connection")
+        reply = json.loads(buf)
+        if not reply["ok"]:
+            raise NetemuError(reply["error"])
+        return reply["result"]

@@ -1,0 +1,33 @@
+"""Kubernetes' generated names: ``metadata.generateName`` expansion and ``rand.SafeEncodeString``.
+
+The alphabet (k8s.io/apimachinery/pkg/util/rand) has no vowels, so no words, and no confusable
+characters; both random suffixes and pod-template hashes are drawn from it.
+"""
+from __future__ import annotations
+
+import random
+
+ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+RANDOM_LENGTH = 5
+MAX_GENERATED_NAME_BASE = 63 - RANDOM_LENGTH  # names.SimpleNameGenerator truncates the base
+
+
+def safe_encode(text: str) -> str:
+    """``rand.SafeEncodeString``: each character mapped into ALPHANUMS."""
+    return "".join(ALPHANUMS[ord(c) % len(ALPHANUMS)] for c in text)
+
+
+def fnv32a(data: bytes) -> int:
+    h = 0x811C9DC5
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def random_suffix(length: int = RANDOM_LENGTH) -> str:
+    return "".join(random.choices(ALPHANUMS, k=length))
+
+
+def generated_name(base: str) -> str:
+    """The name the API server gives an object with ``generateName: base``."""
+    return base[:MAX_GENERATED_NAME_BASE] + random_suffix()

@@ -1,0 +1,185 @@
+"""The scheduler: binds pending pods (empty ``spec.nodeName``, ``schedulerName: default-scheduler``)
+to nodes.
+
+A node fits when it is Ready, not ``spec.unschedulable`` and its labels satisfy the pod's
+``nodeSelector``. Among fitting nodes it prefers the one holding the fewest pods of the same owner
+(so replicas spread over distinct nodes first), then the fewest non-terminal pods, then the name.
+Binding sets ``spec.nodeName`` and the ``PodScheduled`` condition; a pod that fits nowhere gets
+``PodScheduled=False``, reason ``Unschedulable`` and Kubernetes' message
+(``0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.``) and is
+retried whenever a node changes. Resources, taints and affinity are not modelled.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from typing import Any
+
+from netemu.api.objects import Node, Pod
+from netemu.store import ADDED, DELETED, Event, Store
+
+from . import podutil
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_NAME = "default-scheduler"
+
+PodKey = tuple[str, str]
+# Kubernetes' filter reasons (scheduler framework plugins), as they appear in the message.
+REASON_SELECTOR = "node(s) didn't match Pod's node affinity/selector"
+REASON_UNSCHEDULABLE = "node(s) were unschedulable"
+REASON_NOT_READY = "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+
+
+def _node_ready(node: Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
+def _schedulable_facts(node: Node) -> tuple[Any, ...]:
+    return (dict(node.metadata.labels), node.spec.unschedulable, _node_ready(node))
+
+
+def _owner_key(pod: Pod) -> tuple[str, str] | None:
+    ref = podutil.controller_of(pod)
+    if ref is None:
+        return None
+    return (pod.metadata.namespace, ref.uid or f"{ref.kind}/{ref.name}")
+
+
+def _wants_scheduling(pod: Pod) -> bool:
+    return (not pod.spec.node_name and pod.spec.scheduler_name in ("", SCHEDULER_NAME)
+            and podutil.is_active(pod))
+
+
+class Scheduler:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._nodes: dict[str, Node] = {}
+        self._pods_on_node: collections.Counter[str] = collections.Counter()
+        self._owner_on_node: dict[tuple[str, str], collections.Counter[str]] = {}
+        self._placed: dict[PodKey, tuple[str, tuple[str, str] | None]] = {}
+        self._pending: dict[PodKey, None] = {}
+        self._queue: WorkQueue[PodKey] = WorkQueue(self._schedule, "scheduler")
+        self._unsubscribe = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._unsubscribe = self._store.subscribe(self._on_event, kinds=("Pod", "Node"))
+        for node in self._store.list("Node"):
+            self._nodes[node.metadata.name] = node
+        for pod in self._store.list("Pod"):
+            self._on_pod(Event(ADDED, None, pod))
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._queue.stop()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "Node":
+            self._on_node(event)
+        else:
+            self._on_pod(event)
+
+    def _on_node(self, event: Event) -> None:
+        name = event.obj.metadata.name
+        if event.type == DELETED:
+            self._nodes.pop(name, None)
+            return
+        self._nodes[name] = event.new
+        if event.old is None or _schedulable_facts(event.old) != _schedulable_facts(event.new):
+            for key in self._pending:
+                self._queue.add(key)
+
+    def _on_pod(self, event: Event) -> None:
+        pod = event.obj
+        key = (pod.metadata.namespace, pod.metadata.name)
+        new = event.new
+        self._account(key, new)
+        if new is not None and _wants_scheduling(new):
+            changed_spec = event.old is None or event.old.spec.node_selector != new.spec.node_selector \
+                or key not in self._pending
+            self._pending[key] = None
+            if changed_spec:
+                self._queue.add(key)
+        else:
+            self._pending.pop(key, None)
+
+    def _account(self, key: PodKey, pod: Pod | None) -> None:
+        """Keep the per-node pod counts (non-terminal pods bound to a node) in step with ``pod``."""
+        placed = (pod.spec.node_name, _owner_key(pod)) \
+            if pod is not None and pod.spec.node_name and not podutil.is_terminal(pod) else None
+        before = self._placed.get(key)
+        if before == placed:
+            return
+        if before is not None:
+            node, owner = before
+            self._pods_on_node[node] -= 1
+            if owner is not None:
+                self._owner_on_node[owner][node] -= 1
+                if self._owner_on_node[owner].total() == 0:
+                    del self._owner_on_node[owner]
+            del self._placed[key]
+        if placed is not None:
+            node, owner = placed
+            self._pods_on_node[node] += 1
+            if owner is not None:
+                self._owner_on_node.setdefault(owner, collections.Counter())[node] += 1
+            self._placed[key] = placed
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _schedule(self, key: PodKey) -> None:
+        pod = self._store.get("Pod", *key)
+        if pod is None or not _wants_scheduling(pod):
+            self._pending.pop(key, None)
+            return
+        fitting: list[str] = []
+        rejected: collections.Counter[str] = collections.Counter()
+        for name, node in self._nodes.items():
+            if node.spec.unschedulable:
+                rejected[REASON_UNSCHEDULABLE] += 1
+            elif not _node_ready(node):
+                rejected[REASON_NOT_READY] += 1
+            elif any(node.metadata.labels.get(k) != v for k, v in pod.spec.node_selector.items()):
+                rejected[REASON_SELECTOR] += 1
+            else:
+                fitting.append(name)
+        if not fitting:
+            self._mark_unschedulable(pod, self._failure_message(rejected))
+            return
+        owner = _owner_key(pod)
+        siblings = self._owner_on_node.get(owner, collections.Counter()) if owner else collections.Counter()
+        chosen = min(fitting, key=lambda n: (siblings[n], self._pods_on_node[n], n))
+        status = dataclasses.replace(pod.status, conditions=podutil.set_condition(
+            pod.status.conditions, "PodScheduled", "True"))
+        bound = dataclasses.replace(pod, spec=dataclasses.replace(pod.spec, node_name=chosen),
+                                    status=status)
+        self._pending.pop(key, None)
+        self._account(key, bound)  # count it now so the rest of this batch spreads
+        self._store.update(bound)
+        log.debug("bound pod %s/%s to %s", *key, chosen)
+
+    def _failure_message(self, rejected: collections.Counter[str]) -> str:
+        if not self._nodes:
+            return "no nodes available to schedule pods"
+        reasons = sorted(f"{count} {reason}" for reason, count in rejected.items())
+        return f"0/{len(self._nodes)} nodes are available: {', '.join(reasons)}."
+
+    def _mark_unschedulable(self, pod: Pod, message: str) -> None:
+        conditions = podutil.set_condition(pod.status.conditions, "PodScheduled", "False",
+                                           reason="Unschedulable", message=message)
+        if conditions is pod.status.conditions:
+            return
+        if pod.status.phase == "":
+            status = dataclasses.replace(pod.status, conditions=conditions, phase="Pending")
+        else:
+            status = dataclasses.replace(pod.status, conditions=conditions)
+        self._store.update(dataclasses.replace(pod, status=status))
+        log.info("pod %s/%s is unschedulable: %s", pod.metadata.namespace, pod.metadata.name, message)

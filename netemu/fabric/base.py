@@ -1,0 +1,52 @@
+"""The Fabric protocol: what a network backend gives the rest of netemu.
+
+A fabric makes node and pod networks real (addresses, namespaces, links), hands out sockets made
+in the right place, and says how to start a process inside a pod. The kubelet, proxy and DNS use
+only this interface, so the same code runs on the loopback and netns backends.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    name: str
+    ip: str            # the node's InternalIP
+    pod_cidr: str      # the node's share of the pod range
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    ip: str
+    gateway: str = ""
+    sandbox: str = ""  # network namespace path; "" when the pod shares the host's
+
+
+class Fabric(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def add_node(self, name: str, index: int) -> NodeNetwork: ...
+
+    async def remove_node(self, name: str) -> None: ...
+
+    async def add_pod(self, node: str, container_id: str, namespace: str, pod: str) -> PodNetwork: ...
+
+    async def remove_pod(self, node: str, container_id: str) -> None:
+        """Idempotent: removing a pod network that is gone is not an error."""
+
+    async def start_server(self, where: str, client_connected_cb: Callable[..., Awaitable[None]],
+                           host: str, port: int, **kw: Any) -> asyncio.AbstractServer:
+        """A TCP server on host:port in the network of ``where`` (a node name or pod container id)."""
+
+    async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                       local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]: ...
+
+    def process_prefix(self, where: str) -> list[str]:
+        """argv to put in front of a command so that it runs in the network of ``where``."""

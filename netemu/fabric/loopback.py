@@ -1,0 +1,75 @@
+"""The loopback backend: every node and pod address is an address of 127.0.0.0/8.
+
+Linux treats the whole of 127/8 as local on ``lo``, so no interface or route is ever created
+and no privilege is needed (except for ports below 1024). Pods still get their addresses the way
+a container runtime gets them: from netemu's CNI plugin (``loopback-alias`` over host-local IPAM),
+called in-process with the spec's request and result types. Every pod shares the host's network
+stack: sockets are made by address, and processes run as they are.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from netemu.config import ClusterConfig
+from netemu.errors import CNIError, FabricError
+from netemu.state import ClusterState
+
+from .base import NodeNetwork, PodNetwork
+
+class LoopbackFabric:
+    name = "loopback"
+
+    def __init__(self, config: ClusterConfig, state: ClusterState):
+        self.config = config
+        self.state = state
+        self.nodes: dict[str, NodeNetwork] = {}
+        self._cni_dir = state.path("cni")
+
+    async def start(self) -> None:
+        self._cni_dir.mkdir(exist_ok=True)
+
+    async def stop(self) -> None:
+        self.nodes.clear()
+
+    async def add_node(self, name: str, index: int) -> NodeNetwork:
+        node = NodeNetwork(name=name, ip=self.config.node_ip(index), pod_cidr=self.config.node_pod_cidr(index))
+        self.nodes[name] = node
+        return node
+
+    async def remove_node(self, name: str) -> None:
+        self.nodes.pop(name, None)
+
+    def _netconf(self, node: str) -> dict[str, Any]:
+        from netemu.cni import loopback_alias
+        return loopback_alias.network_config(f"netemu-{node}", self.nodes[node].pod_cidr, str(self._cni_dir))
+
+    def _invoke(self, command: str, node: str, container_id: str) -> Any:
+        from netemu.cni import loopback_alias, skel
+        try:
+            return skel.invoke(loopback_alias.PLUGIN, command, self._netconf(node),
+                               container_id=container_id, netns="", ifname="eth0")
+        except CNIError as exc:
+            raise FabricError(f"CNI {command} for pod sandbox {container_id[:8]} on {node}: {exc.msg}") from exc
+
+    async def add_pod(self, node: str, container_id: str, namespace: str, pod: str) -> PodNetwork:
+        if node not in self.nodes:
+            raise FabricError(f'node "{node}" is not part of this cluster')
+        result = self._invoke("ADD", node, container_id)
+        ip = result.ips[0]
+        return PodNetwork(ip=str(ip.address.ip), gateway=str(ip.gateway or ""), sandbox="")
+
+    async def remove_pod(self, node: str, container_id: str) -> None:
+        if node in self.nodes:
+            self._invoke("DEL", node, container_id)
+
+    async def start_server(self, where: str, client_connected_cb: Callable[..., Awaitable[None]],
+                           host: str, port: int, **kw: Any) -> asyncio.AbstractServer:
+        return await asyncio.start_server(client_connected_cb, host, port, **kw)
+
+    async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                       local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]:
+        return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
+
+    def process_prefix(self, where: str) -> list[str]:
+        return []

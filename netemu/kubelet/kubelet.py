@@ -1,0 +1,542 @@
+"""The kubelet of one emulated node: the lifecycle of the pods bound to it.
+
+For each pod: CNI ADD through the fabric, init containers in order, then every container (a real
+process or a built-in image emulation) with its environment, probes and restart policy, and the
+pod status Kubernetes would report (phase, conditions, container states, restart counts).
+Graceful deletion follows Kubernetes' order: the pod's endpoints are withdrawn first (the
+EndpointSlice controller marks them terminating), and only when no EndpointSlice still lists the
+pod as ready do the containers get SIGTERM; SIGKILL follows after the grace period; then CNI DEL,
+and the pod object is removed.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from netemu.api import objects as k8s
+from netemu.errors import NetemuError, NotFoundError
+from netemu.fabric.base import Fabric, NodeNetwork
+from netemu.store import DELETED, Event, Store, now_rfc3339
+
+from . import envvars, probes
+from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
+from .sockets import wildcard_listeners
+
+log = logging.getLogger(__name__)
+
+WILDCARD_CHECKS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds after start, then every 10 s
+
+
+@dataclass
+class ExecPlan:
+    """How to run a command "inside" a container: the CLI or the Python API executes it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None = None
+
+
+def _cond(type_: str, ok: bool, reason: str = "", message: str = "") -> k8s.PodCondition:
+    return k8s.PodCondition(type=type_, status="True" if ok else "False", reason=reason, message=message,
+                            last_transition_time=now_rfc3339())
+
+
+class ContainerWorker:
+    """Runs one container of a pod through starts, probes, exits and restarts."""
+
+    def __init__(self, pod_worker: "PodWorker", spec: k8s.Container, *, init: bool = False):
+        self.pw = pod_worker
+        self.spec = spec
+        self.init = init
+        self.state = k8s.ContainerState(waiting=k8s.ContainerStateWaiting(reason="ContainerCreating"))
+        self.last_state = k8s.ContainerState()
+        self.restart_count = 0
+        self.ready = False
+        self.started: bool | None = False
+        self.env: dict[str, str] = {}
+        self.runtime: ProcessContainer | EmulatedContainer | None = None
+        self.task: asyncio.Task | None = None
+        self.finished = asyncio.Event()
+        self.exit_code: int | None = None
+        self._kill_reason = ""
+        self._kill_message = ""
+        self._stopping = False
+        self._killer: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> k8s.ContainerStatus:
+        return k8s.ContainerStatus(
+            name=self.spec.name, image=self.spec.image, ready=self.ready, started=self.started,
+            restart_count=self.restart_count, state=self.state, last_state=self.last_state,
+            image_id=f"netemu://{self.spec.image}",
+            container_id=f"netemu://{self.pw.uid[:8]}-{self.spec.name}" if self.state.waiting is None else "")
+
+    def _set(self, state: k8s.ContainerState) -> None:
+        self.state = state
+        self.pw.publish()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _make_runtime(self) -> ProcessContainer | EmulatedContainer:
+        kl = self.pw.kubelet
+        pod = self.pw.pod
+        services = kl.store.list("Service")
+        extra = {"POD_IP": self.pw.ip} if kl.fabric.name == "loopback" else {}
+        self.env = envvars.container_env(pod, self.spec, services, extra=extra)
+        base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root")}
+        self.env = {**base, **self.env}
+        command, args = envvars.command_line(self.spec, self.env)
+        log_path = kl.log_path(pod, self.spec.name)
+        if command:
+            return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
+                                    log_path=log_path, prefix=kl.fabric.process_prefix(self.pw.uid),
+                                    record=kl.record_process)
+        from netemu import images
+        emulation = images.resolve(self.spec.image)
+        if emulation is None:
+            raise ContainerStartError(
+                "ErrImagePull",
+                f'netemu has no built-in emulation of image "{self.spec.image}"; give the container a '
+                f"command: to run a real program (built-in images: {', '.join(images.known_images())})")
+        program = emulation.real_program(tuple(args))
+        if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
+            return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
+                                    log_path=log_path, prefix=kl.fabric.process_prefix(self.pw.uid),
+                                    record=kl.record_process)
+        writer = kl.log_writer(pod, self.spec.name)
+        ctx = images.ContainerContext(
+            pod_name=pod.metadata.name, namespace=pod.metadata.namespace, pod_ip=self.pw.ip,
+            hostname=self.pw.hostname, container_name=self.spec.name, image=self.spec.image,
+            args=tuple(args), env=self.env,
+            ports=tuple((p.name, p.container_port, p.protocol) for p in self.spec.ports),
+            log=writer,
+            start_server=lambda cb, host, port, **kw: kl.fabric.start_server(self.pw.uid, cb, host, port, **kw),
+            create_datagram_endpoint=lambda factory, local_addr, **kw: kl.fabric.create_datagram_endpoint(
+                self.pw.uid, factory, local_addr, **kw))
+        return EmulatedContainer(emulation, ctx)
+
+    async def run(self) -> None:
+        policy = self.pw.pod.spec.restart_policy
+        backoff = self.pw.kubelet.restart_backoff
+        while True:
+            code = await self._run_once()
+            if self._stopping:
+                break
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if self.init and code == 0:
+                break
+            if not restart or code is None:
+                break
+            self.restart_count += 1
+            delay = min(backoff * 2 ** (self.restart_count - 1), self.pw.kubelet.restart_backoff_max)
+            self.last_state = self.state
+            self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
+                reason="CrashLoopBackOff",
+                message=f"back-off {delay:g}s restarting failed container={self.spec.name} "
+                        f"pod={self.pw.pod.metadata.name}_{self.pw.pod.metadata.namespace}({self.pw.uid})")))
+            await asyncio.sleep(delay)
+        self.finished.set()
+
+    async def _run_once(self) -> int | None:
+        """Start the container, watch it until it exits; its exit code, or None when it never ran."""
+        try:
+            self.runtime = self._make_runtime()
+            await self.runtime.start()
+        except ContainerStartError as exc:
+            self.pw.kubelet.append_log(self.pw.pod, self.spec.name, f"netemu: {exc}")
+            if exc.reason == "ErrImagePull":
+                self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(reason=exc.reason, message=str(exc))))
+                return None
+            self._set(k8s.ContainerState(terminated=k8s.ContainerStateTerminated(
+                exit_code=128, reason=exc.reason, message=str(exc), started_at=now_rfc3339(),
+                finished_at=now_rfc3339())))
+            return 128
+        started_at = now_rfc3339()
+        self._kill_reason = ""
+        self.started = self.spec.startup_probe is None
+        self.ready = False
+        self.state = k8s.ContainerState(running=k8s.ContainerStateRunning(started_at=started_at))
+        if not self.init:
+            self.ready = self.started and self.spec.readiness_probe is None
+        self.pw.publish()
+        helpers = [asyncio.ensure_future(self._probe_loop())]
+        if isinstance(self.runtime, ProcessContainer) and self.pw.kubelet.fabric.name == "loopback":
+            helpers.append(asyncio.ensure_future(self._watch_wildcard()))
+        try:
+            code = await self.runtime.wait()
+        finally:
+            for h in helpers:
+                h.cancel()
+        self.ready = False
+        self.exit_code = code
+        reason = self._kill_reason or ("Completed" if code == 0 else "Error")
+        message = self._kill_message if self._kill_reason else ""
+        self.state = k8s.ContainerState(terminated=k8s.ContainerStateTerminated(
+            exit_code=code, reason=reason, message=message, started_at=started_at, finished_at=now_rfc3339(),
+            container_id=f"netemu://{self.pw.uid[:8]}-{self.spec.name}"))
+        self.pw.publish()
+        return code
+
+    async def _kill(self, reason: str, message: str) -> None:
+        self._kill_reason, self._kill_message = reason, message
+        self.pw.kubelet.append_log(self.pw.pod, self.spec.name, f"netemu: {message}")
+        if self.runtime is not None:
+            # Its own task: the probe loop that asks for the kill is cancelled when the container exits.
+            self._killer = asyncio.ensure_future(self.runtime.stop(self.pw.grace_period()))
+
+    async def _watch_wildcard(self) -> None:
+        assert isinstance(self.runtime, ProcessContainer)
+        delays = list(WILDCARD_CHECKS)
+        elapsed = 0.0
+        while True:
+            step = delays.pop(0) - elapsed if delays else 10.0
+            elapsed += step
+            await asyncio.sleep(step)
+            for pid in self.runtime.pids:
+                found = await asyncio.to_thread(wildcard_listeners, pid)
+                if found:
+                    await self._kill(
+                        "WildcardBind",
+                        f"container listens on {', '.join(found)}; on the loopback backend all pods share the "
+                        f"host's network, so a container must listen on its pod IP {self.pw.ip} (given to it as "
+                        "$POD_IP, or through the downward API status.podIP); or run with --backend netns")
+                    return
+
+    async def _probe_loop(self) -> None:
+        spec, pw = self.spec, self.pw
+        prefix = pw.kubelet.fabric.process_prefix(pw.uid)
+        startup = probes.ProbeState(spec.startup_probe, False) if spec.startup_probe else None
+        live = probes.ProbeState(spec.liveness_probe, True) if spec.liveness_probe else None
+        ready = probes.ProbeState(spec.readiness_probe, False) if spec.readiness_probe else None
+        if self.init or not (startup or live or ready):
+            return
+        next_run: dict[int, float] = {}
+        t0 = time.monotonic()
+        for st in (startup, live, ready):
+            if st is not None:
+                next_run[id(st)] = t0 + st.probe.initial_delay_seconds
+        while True:
+            active = [st for st in ((startup,) if startup and not startup.result else (live, ready)) if st]
+            if not active:
+                return
+            now = time.monotonic()
+            due = min(next_run[id(st)] for st in active)
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            for st in active:
+                if next_run[id(st)] > time.monotonic():
+                    continue
+                ok = await probes.check(st.probe, spec, pw.ip, self.env, prefix)
+                next_run[id(st)] = time.monotonic() + max(st.probe.period_seconds, 1)
+                changed = st.record(ok)
+                if st is startup:
+                    if changed and st.result:
+                        self.started = True
+                        self.ready = ready is None
+                        now2 = time.monotonic()
+                        for other in (live, ready):
+                            if other is not None:
+                                next_run[id(other)] = now2 + other.probe.initial_delay_seconds
+                        pw.publish()
+                    elif not ok and st.failures >= max(st.probe.failure_threshold, 1):
+                        await self._kill("Error", f"Startup probe failed {st.failures} times; restarting")
+                        return
+                elif st is live and changed and not st.result:
+                    await self._kill("Error", f"Liveness probe failed {st.failures} times; restarting")
+                    return
+                elif st is ready and changed:
+                    self.ready = st.result
+                    pw.publish()
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        if self.task is not None and not self.task.done():
+            if self.runtime is not None and isinstance(self.state.running, k8s.ContainerStateRunning):
+                await self.runtime.stop(grace)
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        elif self.runtime is not None:
+            await self.runtime.stop(grace)
+
+
+class PodWorker:
+    """One pod on this node: sandbox (pod network), containers, status, termination."""
+
+    def __init__(self, kubelet: "Kubelet", pod: k8s.Pod):
+        self.kubelet = kubelet
+        self.pod = pod
+        self.uid = pod.metadata.uid
+        self.ip = ""
+        self.hostname = pod.spec.hostname or pod.metadata.name
+        self.start_time = now_rfc3339()
+        self.init_workers = [ContainerWorker(self, c, init=True) for c in pod.spec.init_containers]
+        self.workers = [ContainerWorker(self, c) for c in pod.spec.containers]
+        self.initialized = not self.init_workers
+        self.sandbox_ready = False
+        self.task: asyncio.Task | None = None
+        self.terminating: asyncio.Task | None = None
+        self._publish_scheduled = False
+        self.done = asyncio.Event()
+
+    def grace_period(self) -> float:
+        p = self.pod
+        if p.metadata.deletion_grace_period_seconds is not None:
+            return float(p.metadata.deletion_grace_period_seconds)
+        return float(p.spec.termination_grace_period_seconds)
+
+    def container(self, name: str | None) -> ContainerWorker:
+        if name is None:
+            return self.workers[0]
+        for w in self.workers + self.init_workers:
+            if w.spec.name == name:
+                return w
+        raise NotFoundError(f"container {name} is not valid for pod {self.pod.metadata.name}")
+
+    # ------------------------------------------------------------------ status
+
+    def publish(self) -> None:
+        """Write the pod's status soon (several changes in one loop turn make one write)."""
+        if not self._publish_scheduled:
+            self._publish_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_status)
+
+    def _phase(self) -> str:
+        if not self.initialized or not self.sandbox_ready:
+            if any(w.state.terminated and w.state.terminated.exit_code != 0 for w in self.init_workers) \
+                    and self.pod.spec.restart_policy == "Never":
+                return "Failed"
+            return "Pending"
+        states = [w.state for w in self.workers]
+        if any(s.running for s in states):
+            return "Running"
+        if all(s.terminated for s in states) and all(w.finished.is_set() for w in self.workers):
+            return "Succeeded" if all(s.terminated.exit_code == 0 for s in states) else "Failed"
+        if any(s.waiting and s.waiting.reason in ("CrashLoopBackOff",) for s in states) or \
+                any(w.restart_count for w in self.workers):
+            return "Running"
+        return "Pending"
+
+    def build_status(self) -> k8s.PodStatus:
+        old = {c.type: c for c in self.pod.status.conditions}
+        ready = self.initialized and all(w.ready for w in self.workers) and self.sandbox_ready
+        phase = self._phase()
+        if phase in ("Succeeded", "Failed"):
+            ready = False
+        not_ready = [w.spec.name for w in self.workers if not w.ready]
+        msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else ""
+        wanted = [
+            ("PodReadyToStartContainers", self.sandbox_ready, "", ""),
+            ("Initialized", self.initialized, "" if self.initialized else "ContainersNotInitialized",
+             "" if self.initialized else "containers with incomplete status: ["
+             + " ".join(w.spec.name for w in self.init_workers if not w.finished.is_set()) + "]"),
+            ("Ready", ready, "" if ready else "ContainersNotReady", msg),
+            ("ContainersReady", ready, "" if ready else "ContainersNotReady", msg),
+        ]
+        conds = []
+        if "PodScheduled" in old:
+            conds.append(old["PodScheduled"])
+        for type_, ok, reason, message in wanted:
+            prev = old.get(type_)
+            if prev is not None and prev.status == ("True" if ok else "False") and prev.reason == reason \
+                    and prev.message == message:
+                conds.append(prev)
+            else:
+                conds.append(_cond(type_, ok, reason, message))
+        ips = (k8s.PodIP(ip=self.ip),) if self.ip else ()
+        node_ip = self.kubelet.node.ip
+        return dataclasses.replace(
+            self.pod.status, phase=phase, conditions=tuple(conds), host_ip=node_ip,
+            host_ips=(k8s.PodIP(ip=node_ip),), pod_ip=self.ip, pod_ips=ips, start_time=self.start_time,
+            container_statuses=tuple(w.status() for w in self.workers),
+            init_container_statuses=tuple(w.status() for w in self.init_workers),
+            qos_class=self.pod.status.qos_class or "BestEffort")
+
+    def _write_status(self) -> None:
+        self._publish_scheduled = False
+        store = self.kubelet.store
+        current = store.get("Pod", self.pod.metadata.namespace, self.pod.metadata.name)
+        if current is None or current.metadata.uid != self.uid:
+            return
+        self.pod = current
+        status = self.build_status()
+        if status != current.status:
+            self.pod = store.update(dataclasses.replace(current, status=status))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        kl = self.kubelet
+        meta = self.pod.metadata
+        try:
+            net = await kl.fabric.add_pod(kl.node.name, self.uid, meta.namespace, meta.name)
+        except NetemuError as exc:
+            log.warning("pod %s/%s: sandbox failed: %s", meta.namespace, meta.name, exc)
+            for w in self.workers:
+                w.state = k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
+                    reason="ContainerCreating", message=f"FailedCreatePodSandBox: {exc}"))
+            self.publish()
+            return
+        self.ip = net.ip
+        self.sandbox_ready = True
+        self.publish()
+        for w in self.init_workers:
+            w.task = asyncio.ensure_future(w.run())
+            await w.finished.wait()
+            if w.exit_code != 0:
+                self.publish()
+                return
+        self.initialized = True
+        for w in self.workers:
+            w.task = asyncio.ensure_future(w.run())
+        self.publish()
+
+    def update(self, pod: k8s.Pod) -> None:
+        self.pod = pod
+        if pod.metadata.deletion_timestamp and self.terminating is None:
+            self.terminating = asyncio.ensure_future(self.terminate())
+
+    def _still_listed_ready(self) -> bool:
+        for s in self.kubelet.store.list("EndpointSlice", self.pod.metadata.namespace):
+            for ep in s.endpoints:
+                if ep.target_ref is not None and ep.target_ref.uid == self.uid and ep.conditions.ready:
+                    return True
+        return False
+
+    async def terminate(self, *, graceful: bool = True, remove: bool = True) -> None:
+        """Withdraw endpoints, stop containers (SIGTERM, then SIGKILL), CNI DEL, remove the pod."""
+        if graceful:
+            deadline = time.monotonic() + 2.0
+            for _ in range(3):
+                await asyncio.sleep(0)
+            while self._still_listed_ready() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # let the proxies take the slice change before any signal
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        grace = self.grace_period() if graceful else 0.0
+        await asyncio.gather(*(w.stop(grace) for w in self.workers + self.init_workers), return_exceptions=True)
+        self.kubelet.close_logs(self.pod)
+        try:
+            await self.kubelet.fabric.remove_pod(self.kubelet.node.name, self.uid)
+        except NetemuError as exc:
+            log.warning("pod %s: CNI DEL failed: %s", self.pod.metadata.name, exc)
+        if remove:
+            cur = self.kubelet.store.get("Pod", self.pod.metadata.namespace, self.pod.metadata.name)
+            if cur is not None and cur.metadata.uid == self.uid:
+                self.kubelet.store.delete("Pod", cur.metadata.namespace, cur.metadata.name)
+        self.done.set()
+
+
+class Kubelet:
+    def __init__(self, node: NodeNetwork, store: Store, fabric: Fabric, *, log_dir: Path,
+                 record_process: Callable[[int], None], restart_backoff: float = 10.0,
+                 restart_backoff_max: float = 300.0):
+        self.node = node
+        self.store = store
+        self.fabric = fabric
+        self.log_dir = log_dir
+        self.record_process = record_process
+        self.restart_backoff = restart_backoff
+        self.restart_backoff_max = restart_backoff_max
+        self.workers: dict[str, PodWorker] = {}
+        self._logs: dict[tuple[str, str, str], Any] = {}
+        self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
+        for pod in store.list("Pod"):
+            self._on_pod(Event("ADDED", None, pod))
+
+    # ------------------------------------------------------------------ logs
+
+    def log_path(self, pod: k8s.Pod, container: str) -> Path:
+        return self.log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}_{container}.log"
+
+    def log_writer(self, pod: k8s.Pod, container: str) -> Callable[[str], None]:
+        key = (pod.metadata.namespace, pod.metadata.name, container)
+        f = self._logs.get(key)
+        if f is None or f.closed:
+            f = self._logs[key] = open(self.log_path(pod, container), "a", buffering=1, encoding="utf-8")
+
+        def write(line: str) -> None:
+            if not f.closed:
+                f.write(line if line.endswith("\n") else line + "\n")
+        return write
+
+    def append_log(self, pod: k8s.Pod, container: str, line: str) -> None:
+        with open(self.log_path(pod, container), "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def close_logs(self, pod: k8s.Pod) -> None:
+        for key in [k for k in self._logs if k[:2] == (pod.metadata.namespace, pod.metadata.name)]:
+            self._logs.pop(key).close()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_pod(self, event: Event) -> None:
+        pod = event.obj
+        if pod.spec.node_name != self.node.name:
+            return
+        uid = pod.metadata.uid
+        worker = self.workers.get(uid)
+        if event.type == DELETED:
+            if worker is not None:
+                self.workers.pop(uid, None)
+                if worker.terminating is None:  # deleted without grace (force): stop now
+                    worker.terminating = asyncio.ensure_future(worker.terminate(graceful=False, remove=False))
+            return
+        if worker is None:
+            if k8s_is_finished(pod):
+                return
+            worker = self.workers[uid] = PodWorker(self, pod)
+            worker.task = asyncio.ensure_future(worker.run())
+        worker.update(pod)
+
+    def worker_for(self, namespace: str, name: str) -> PodWorker:
+        for w in self.workers.values():
+            if w.pod.metadata.namespace == namespace and w.pod.metadata.name == name:
+                return w
+        raise NotFoundError(f'pods "{name}" not found')
+
+    def exec_plan(self, namespace: str, name: str, container: str | None, argv: list[str]) -> ExecPlan:
+        w = self.worker_for(namespace, name).container(container)
+        if not w.env:
+            raise NotFoundError(f'container "{w.spec.name}" in pod "{name}" is not running')
+        return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None)
+
+    async def stop(self) -> None:
+        """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""
+        self._unsubscribe()
+        workers = list(self.workers.values())
+        self.workers.clear()
+        for w in workers:
+            if w.task is not None and not w.task.done():
+                w.task.cancel()
+        await asyncio.gather(*(self._stop_worker(w) for w in workers), return_exceptions=True)
+        for f in self._logs.values():
+            f.close()
+        self._logs.clear()
+
+    async def _stop_worker(self, w: PodWorker) -> None:
+        if w.terminating is not None and not w.terminating.done():
+            w.terminating.cancel()
+        for cw in w.workers + w.init_workers:
+            cw._stopping = True
+        await asyncio.gather(*(cw.stop(1.0) for cw in w.workers + w.init_workers), return_exceptions=True)
+        try:
+            await self.fabric.remove_pod(self.node.name, w.uid)
+        except NetemuError:
+            pass
+
+
+def k8s_is_finished(pod: k8s.Pod) -> bool:
+    return pod.status.phase in ("Succeeded", "Failed")

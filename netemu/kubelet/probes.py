@@ -1,0 +1,105 @@
+"""Probe checks (httpGet, tcpSocket, exec) and the threshold logic around them.
+
+``check`` runs one probe once and says whether it succeeded, as the kubelet's prober does:
+HTTP 200-399, a TCP connect that completes, an exec that exits 0 — each within
+``timeoutSeconds``. ``ProbeState`` applies successThreshold/failureThreshold.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from netemu.api.objects import Container, Probe
+
+
+def resolve_port(container: Container, port: int | str) -> int | None:
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    for p in container.ports:
+        if p.name == port:
+            return p.container_port
+    return None
+
+
+async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str, str]]) -> bool:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        lines = [f"GET {path or '/'} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: kube-probe/1.31",
+                 "Accept: */*", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        status = await reader.readline()
+        parts = status.split()
+        return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+    finally:
+        writer.close()
+
+
+async def _tcp(host: str, port: int) -> bool:
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    return True
+
+
+async def _exec(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str]) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        *prefix, *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    try:
+        return await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def check(probe: Probe, container: Container, pod_ip: str, env: Mapping[str, str],
+                prefix: Sequence[str] = ()) -> bool:
+    """Run ``probe`` once; False on any failure, including a timeout or an unresolvable port."""
+    try:
+        if probe.http_get is not None:
+            port = resolve_port(container, probe.http_get.port)
+            if port is None:
+                return False
+            coro = _http_get(probe.http_get.host or pod_ip, port, probe.http_get.path,
+                             [(h.name, h.value) for h in probe.http_get.http_headers])
+        elif probe.tcp_socket is not None:
+            port = resolve_port(container, probe.tcp_socket.port)
+            if port is None:
+                return False
+            coro = _tcp(probe.tcp_socket.host or pod_ip, port)
+        elif probe.exec is not None:
+            coro = _exec(probe.exec.command, env, prefix)
+        else:
+            return False
+        return await asyncio.wait_for(coro, timeout=max(probe.timeout_seconds, 1))
+    except (OSError, asyncio.TimeoutError, ValueError):
+        return False
+
+
+@dataclass
+class ProbeState:
+    """Consecutive-result counting; ``result`` flips only when a threshold is reached."""
+
+    probe: Probe
+    result: bool
+    successes: int = 0
+    failures: int = 0
+
+    def record(self, ok: bool) -> bool:
+        """Record one result; returns True when ``result`` changed."""
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if not self.result and self.successes >= max(self.probe.success_threshold, 1):
+                self.result = True
+                return True
+        else:
+            self.failures, self.successes = self.failures + 1, 0
+            if self.result and self.failures >= max(self.probe.failure_threshold, 1):
+                self.result = False
+                return True
+        return False

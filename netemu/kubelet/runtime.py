@@ -1,0 +1,121 @@
+"""Container runtimes: a real process (``command:``) or a built-in image emulation.
+
+Both offer the same small surface to the pod worker: ``start()``, ``wait()`` for the exit code,
+``stop(grace)`` (SIGTERM, then SIGKILL after the grace period, for processes), and ``pids``.
+Processes are started as process-group leaders, recorded in the cluster's ledger before anything
+else can go wrong, and die with the cluster process (PR_SET_PDEATHSIG) as a second line of
+defence; ``netemu gc`` is the third.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from netemu.errors import NetemuError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class ContainerStartError(NetemuError):
+    """The container could not start (the reason goes into its status, as the kubelet reports)."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+class ProcessContainer:
+    def __init__(self, argv: list[str], env: Mapping[str, str], *, cwd: str | None, log_path: Path,
+                 prefix: list[str], record: Callable[[int], None]):
+        self.argv = argv
+        self.env = dict(env)
+        self.cwd = cwd
+        self.log_path = log_path
+        self.prefix = prefix
+        self._record = record
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc and self.proc.returncode is None else []
+
+    async def start(self) -> None:
+        if self.cwd and not os.path.isdir(self.cwd):
+            raise ContainerStartError("StartError", f'chdir to cwd ("{self.cwd}") set in config.json failed: no such file or directory')
+        with open(self.log_path, "ab") as logf:
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=_die_with_parent)
+            except FileNotFoundError as exc:
+                raise ContainerStartError(
+                    "StartError", f'exec: "{self.argv[0]}": executable file not found in $PATH') from exc
+            except PermissionError as exc:
+                raise ContainerStartError("StartError", f'exec: "{self.argv[0]}": permission denied') from exc
+            except OSError as exc:
+                raise ContainerStartError("StartError", f"exec: {exc}") from exc
+        self._record(self.proc.pid)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        return 128 - code if code < 0 else code  # a signal shows as 128+N, as in a container
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def stop(self, grace: float) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=max(grace, 0.0))
+        except asyncio.TimeoutError:
+            self._signal(signal.SIGKILL)
+            await self.proc.wait()
+        # Children that outlived the leader still belong to the group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class EmulatedContainer:
+    """A built-in image emulation running on the cluster's event loop."""
+
+    def __init__(self, emulation: Any, context: Any):
+        self.emulation = emulation
+        self.context = context
+        self.running: Any = None
+
+    pids: list[int] = []
+
+    async def start(self) -> None:
+        try:
+            self.running = await self.emulation.start(self.context)
+        except NetemuError as exc:
+            raise ContainerStartError("Error", str(exc)) from exc
+        except OSError as exc:
+            raise ContainerStartError("Error", f"{type(exc).__name__}: {exc}") from exc
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.running.exited)
+
+    async def stop(self, grace: float) -> None:
+        if self.running is not None:
+            await self.running.stop()

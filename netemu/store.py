@@ -1,0 +1,223 @@
+"""The in-memory object store: the emulated API server's storage.
+
+Owns objects keyed by kind, namespace and name, the resourceVersion counter, label lookups and
+change events. It knows nothing about networking. Writes are immediate; events are queued and
+delivered to subscribers in order, after the write returns, in one drain: a subscriber that
+writes during delivery appends events that the same drain delivers. With an event loop running
+the drain is scheduled with ``call_soon`` (so the whole cascade of a change settles within one
+loop turn); without one (unit tests), call ``drain()``.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+
+from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+
+# kubectl's resource names, for "not found" / "already exists" messages.
+RESOURCE_NAMES = {
+    "Pod": "pods", "Service": "services", "Deployment": "deployments.apps",
+    "EndpointSlice": "endpointslices.discovery.k8s.io", "Namespace": "namespaces",
+    "Node": "nodes", "StatefulSet": "statefulsets.apps",
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str          # ADDED, MODIFIED or DELETED
+    old: Any | None    # None for ADDED
+    new: Any | None    # None for DELETED
+
+    @property
+    def obj(self) -> Any:
+        return self.new if self.new is not None else self.old
+
+    @property
+    def kind(self) -> str:
+        return self.obj.KIND
+
+
+Handler = Callable[[Event], None]
+Selector = Mapping[str, str] | Callable[[Mapping[str, str]], bool] | None
+
+
+def _matches(selector: Selector, labels: Mapping[str, str]) -> bool:
+    if selector is None:
+        return True
+    if callable(selector):
+        return selector(labels)
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class Store:
+    def __init__(self) -> None:
+        self._objects: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(
+            lambda: collections.defaultdict(dict))
+        self._rv = 0
+        self._handlers: list[tuple[frozenset[str] | None, Handler]] = []
+        self._queues: list[tuple[frozenset[str] | None, asyncio.Queue[Event]]] = []
+        self._pending: collections.deque[Event] = collections.deque()
+        self._draining = False
+        self._scheduled = False
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, kind: str, namespace: str, name: str) -> Any | None:
+        return self._objects[kind][namespace].get(name)
+
+    def must_get(self, kind: str, namespace: str, name: str) -> Any:
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            raise NotFoundError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" not found')
+        return obj
+
+    def list(self, kind: str, namespace: str | None = None, selector: Selector = None) -> list[Any]:
+        """Objects of ``kind`` (in ``namespace``, or all when None) whose labels match, by ns/name."""
+        spaces = self._objects[kind]
+        names = [namespace] if namespace is not None else sorted(spaces)
+        out = []
+        for ns in names:
+            for name in sorted(spaces.get(ns, {})):
+                obj = spaces[ns][name]
+                if _matches(selector, obj.metadata.labels):
+                    out.append(obj)
+        return out
+
+    def count(self, kind: str) -> int:
+        return sum(len(v) for v in self._objects[kind].values())
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    # ------------------------------------------------------------------ writes
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _ns(self, obj: Any) -> str:
+        return obj.metadata.namespace if obj.NAMESPACED else ""
+
+    def create(self, obj: Any) -> Any:
+        """Store a new object; fills uid, resourceVersion, creationTimestamp, generation."""
+        ns, name = self._ns(obj), obj.metadata.name
+        if name in self._objects[obj.KIND][ns]:
+            raise AlreadyExistsError(
+                f'{RESOURCE_NAMES.get(obj.KIND, obj.KIND.lower())} "{name}" already exists')
+        meta = dataclasses.replace(
+            obj.metadata, uid=obj.metadata.uid or str(uuid.uuid4()), resource_version=self._next_rv(),
+            creation_timestamp=obj.metadata.creation_timestamp or now_rfc3339(), generation=1)
+        obj = dataclasses.replace(obj, metadata=meta)
+        self._objects[obj.KIND][ns][name] = obj
+        self._emit(Event(ADDED, None, obj))
+        return obj
+
+    def update(self, obj: Any, *, expect_rv: str | None = None) -> Any:
+        """Replace an existing object; bumps generation when ``spec`` changed."""
+        ns, name = self._ns(obj), obj.metadata.name
+        old = self._objects[obj.KIND][ns].get(name)
+        if old is None:
+            raise NotFoundError(f'{RESOURCE_NAMES.get(obj.KIND, obj.KIND.lower())} "{name}" not found')
+        if expect_rv is not None and old.metadata.resource_version != expect_rv:
+            raise ConflictError(
+                f'Operation cannot be fulfilled on {RESOURCE_NAMES.get(obj.KIND, obj.KIND)} "{name}": '
+                "the object has been modified; please apply your changes to the latest version and try again")
+        generation = old.metadata.generation
+        if getattr(old, "spec", None) != getattr(obj, "spec", None):
+            generation += 1
+        meta = dataclasses.replace(
+            obj.metadata, uid=old.metadata.uid, creation_timestamp=old.metadata.creation_timestamp,
+            resource_version=self._next_rv(), generation=generation)
+        obj = dataclasses.replace(obj, metadata=meta)
+        self._objects[obj.KIND][ns][name] = obj
+        self._emit(Event(MODIFIED, old, obj))
+        return obj
+
+    def modify(self, kind: str, namespace: str, name: str, change: Callable[[Any], Any]) -> Any | None:
+        """Apply ``change`` to the current object and store the result; None when it is gone.
+
+        ``change`` may return the object unchanged, which writes nothing.
+        """
+        old = self.get(kind, namespace, name)
+        if old is None:
+            return None
+        new = change(old)
+        if new is old or new == old:
+            return old
+        return self.update(new)
+
+    def delete(self, kind: str, namespace: str, name: str) -> Any:
+        objs = self._objects[kind][namespace]
+        old = objs.pop(name, None)
+        if old is None:
+            raise NotFoundError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" not found')
+        self._rv += 1
+        self._emit(Event(DELETED, old, None))
+        return old
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, handler: Handler, kinds: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``handler(event)`` for every later change of the given kinds; returns an unsubscribe."""
+        entry = (frozenset(kinds) if kinds is not None else None, handler)
+        self._handlers.append(entry)
+        return lambda: self._handlers.remove(entry) if entry in self._handlers else None
+
+    async def watch(self, kinds: Iterable[str] | None = None) -> AsyncIterator[Event]:
+        """Yield every later change of the given kinds, for as long as the caller iterates."""
+        entry: tuple[frozenset[str] | None, asyncio.Queue[Event]] = (
+            frozenset(kinds) if kinds is not None else None, asyncio.Queue())
+        self._queues.append(entry)
+        try:
+            while True:
+                yield await entry[1].get()
+        finally:
+            self._queues.remove(entry)
+
+    def _emit(self, event: Event) -> None:
+        self._pending.append(event)
+        if self._draining or self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the caller drains
+        self._scheduled = True
+        loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Deliver every queued event (and those that delivery itself causes)."""
+        self._scheduled = False
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._pending:
+                event = self._pending.popleft()
+                kind = event.kind
+                for kinds, handler in list(self._handlers):
+                    if kinds is None or kind in kinds:
+                        try:
+                            handler(event)
+                        except Exception:  # a broken subscriber must not stop the others
+                            log.exception("store subscriber %r failed on %s %s", handler, event.type, kind)
+                for kinds, queue in self._queues:
+                    if kinds is None or kind in kinds:
+                        queue.put_nowait(event)
+        finally:
+            self._draining = False
