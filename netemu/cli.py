@@ -351,12 +351,13 @@ def run(argv: Sequence[str]) -> int:
             raise ClusterError(f"cluster {target.name} (pid {pid}) did not stop within 30s")
         _emit(f'cluster "{target.name}" stopped')
         return 0
+    documents = _read_documents(getattr(args, "filename", None) or []) if cmd in ("apply", "delete") else []
     client = _client(args.name)
     if cmd == "apply":
-        _emit("\n".join(client.call("apply", documents=_read_documents(args.filename), namespace=args.namespace)))
+        _emit("\n".join(client.call("apply", documents=documents, namespace=args.namespace)))
     elif cmd == "delete":
         if args.filename:
-            lines = client.call("apply", documents=_read_documents(args.filename), namespace=args.namespace, delete=True)
+            lines = client.call("apply", documents=documents, namespace=args.namespace, delete=True)
         else:
             if not args.args:
                 raise NetemuError("error: you must provide one or more resources by argument or filename")

@@ -30,7 +30,7 @@ LEDGER = "ledger"
 
 
 def proc_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, or None when there is no such process."""
+    """The start time of ``pid`` in clock ticks since boot, or None when it is not running."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -38,6 +38,8 @@ def proc_start_time(pid: int) -> int | None:
         return None
     # The command name may hold spaces and parentheses: fields resume after the last ')'.
     fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie has finished; only its exit status waits to be read
+        return None
     return int(fields[19])
 
 
@@ -183,6 +185,10 @@ def gc_cluster(directory: Path) -> list[str]:
                 removed.append(f"process {pid}")
     shutil.rmtree(directory, ignore_errors=True)
     removed.append(f"state directory {directory}")
+    detached_log = directory.parent / f"{directory.name}.up.log"  # written by `netemu up --detach`
+    if detached_log.exists():
+        detached_log.unlink()
+        removed.append(f"log {detached_log}")
     return removed
 
 

@@ -1,0 +1,49 @@
+"""Shared fixtures: clusters started on the test's event loop, each in its own state directory.
+
+``make_cluster(nodes=..., **overrides)`` starts a ``netemu.Cluster`` named after the test (with a
+short restart back-off so crash loops are quick) and stops it when the test ends; ``cluster`` is
+one started single-node cluster. The cluster runs on the test's loop: run real tools with
+``asyncio.to_thread`` or asyncio subprocesses, never a blocking call.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import netemu
+
+_serial = itertools.count(1)
+
+
+def _cluster_name(request: pytest.FixtureRequest) -> str:
+    """A DNS-1123 label of at most 32 characters, unique per test and per call."""
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    return f"t-{digest}-{next(_serial)}"
+
+
+@pytest.fixture
+async def make_cluster(tmp_path, monkeypatch, request) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    monkeypatch.setenv("NETEMU_STATE_DIR", str(tmp_path / "state"))
+    started: list[Any] = []
+
+    async def make(nodes: int | list[str] = 1, **overrides: Any) -> Any:
+        overrides.setdefault("restart_backoff", 0.2)
+        overrides.setdefault("restart_backoff_max", 1.0)
+        overrides.setdefault("control_socket", False)
+        cluster = netemu.Cluster(nodes=nodes, name=_cluster_name(request), **overrides)
+        started.append(cluster)
+        await cluster.start()
+        return cluster
+
+    yield make
+    for cluster in reversed(started):
+        await cluster.stop()
+
+
+@pytest.fixture
+async def cluster(make_cluster) -> Any:
+    return await make_cluster(nodes=1)
