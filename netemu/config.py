@@ -18,9 +18,21 @@ DEFAULT_NAME = "netemu"
 
 
 def state_root() -> Path:
-    """Where clusters keep their state: $NETEMU_STATE_DIR, else /tmp/netemu-<uid>."""
+    """Where clusters keep their state: $NETEMU_STATE_DIR, else a runtime (memory) file system —
+    $XDG_RUNTIME_DIR/netemu or /dev/shm/netemu-<uid> — else /tmp/netemu-<uid>.
+
+    Run-time state belongs in memory: creating a file costs microseconds on tmpfs and can cost a
+    millisecond on a journalled disk, and a cluster writes a few per pod.
+    """
     env = os.environ.get("NETEMU_STATE_DIR")
-    return Path(env) if env else Path(f"/tmp/netemu-{os.getuid()}")
+    if env:
+        return Path(env)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+        return Path(runtime) / "netemu"
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return Path(f"/dev/shm/netemu-{os.getuid()}")
+    return Path(f"/tmp/netemu-{os.getuid()}")
 
 
 @dataclass(frozen=True, kw_only=True)
