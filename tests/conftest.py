@@ -3,7 +3,8 @@
 ``make_cluster(nodes=..., **overrides)`` starts a ``netemu.Cluster`` named after the test (with a
 short restart back-off so crash loops are quick) and stops it when the test ends; ``cluster`` is
 one started single-node cluster. The cluster runs on the test's loop: run real tools with
-``asyncio.to_thread`` or asyncio subprocesses, never a blocking call.
+``asyncio.to_thread`` or asyncio subprocesses, never a blocking call. ``process_gone(pid,
+start_time=None)`` tells whether a process has stopped (zombies count as stopped).
 """
 from __future__ import annotations
 
@@ -47,3 +48,20 @@ async def make_cluster(tmp_path, monkeypatch, request) -> AsyncIterator[Callable
 @pytest.fixture
 async def cluster(make_cluster) -> Any:
     return await make_cluster(nodes=1)
+
+
+def _process_gone(pid: int, start_time: int | None = None) -> bool:
+    """No such process (or another one under a recycled pid), or only its zombie is left (an
+    orphan whose reaper has not run yet has stopped all the same)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == b"Z" or (start_time is not None and int(fields[19]) != start_time)
+
+
+@pytest.fixture
+def process_gone() -> Callable[..., bool]:
+    """``process_gone(pid, start_time=None)``: has that process stopped?"""
+    return _process_gone

@@ -4,6 +4,7 @@ server bound to ``$(POD_IP)`` that real curl reaches."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import subprocess
 
@@ -142,8 +143,9 @@ async def test_service_variables(cluster):
         "KUBERNETES_PORT_443_TCP": f"tcp://{kube_ip}:443",
     }
     assert {k: dumped.get(k) for k in expected} == expected
-    service_vars = sorted(k for k in dumped if "_SERVICE_" in k or k.endswith("_PORT"))
-    assert not [k for k in service_vars if k.startswith(("HEADLESS_DB", "OUTSIDE", "ELSEWHERE"))]
+    redis_family = {k for k in expected if k.startswith("REDIS_MASTER_")}
+    assert {k for k in dumped if k.startswith("REDIS_MASTER_")} == redis_family  # nothing more
+    assert not [k for k in dumped if k.startswith(("HEADLESS_DB", "OUTSIDE", "ELSEWHERE"))]
 
 
 async def test_enable_service_links_false_keeps_only_kubernetes(cluster):
@@ -198,3 +200,43 @@ spec:
                          f"http://{ip}:18080/"], capture_output=True, text=True)
     assert result.stdout == "200", result.stderr
     assert f'"GET / HTTP/1.1" 200' in cluster.logs("web")
+
+
+async def test_command_expands_only_kubernetes_variables(cluster):
+    """HOSTNAME, PATH and HOME come from the runtime, not from env: $(HOSTNAME) stays as written."""
+    _, argv = await _run_and_dump(
+        cluster, _pod_yaml("onlyk8s", args='["$(HOSTNAME)", "$(PATH)", "$(MY)", "$(KUBERNETES_SERVICE_PORT)"]',
+                           env="[{name: MY, value: mine}]"), "onlyk8s")
+    assert argv == ["$(HOSTNAME)", "$(PATH)", "mine", "443"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("$(A)", "1"),
+    ("$$(A)", "$(A)"),
+    ("$(NOPE)", "$(NOPE)"),
+    ("$(A)-$(A)", "1-1"),
+    ("$$$(A)", "$1"),
+    ("$(A", "$(A"),
+    ("$(abc $$", "$(abc $"),
+    ("$()", "$()"),
+    ("$A", "$A"),
+    ("x$", "x$"),
+], ids=["ref", "escaped", "undefined", "twice", "escape-then-ref", "unclosed", "unclosed-then-escape",
+        "empty-name", "no-parens", "trailing-dollar"])
+def test_expansion_follows_kubernetes(text, expected):
+    from netemu.kubelet.envvars import expand
+    assert expand(text, {"A": "1"}) == expected
+
+
+async def test_downward_api_on_a_second_node(make_cluster):
+    cluster = await make_cluster(nodes=2)
+    env = """
+    - {name: MY_NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: MY_HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+    - {name: MY_POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+"""
+    dumped, _ = await _run_and_dump(cluster, _pod_yaml("far", env=env, extra_spec="nodeName: node-2"), "far")
+    assert (dumped["MY_NODE"], dumped["MY_HOST_IP"]) == ("node-2", cluster.node_ip("node-2"))
+    assert dumped["MY_POD_IP"] == cluster.pod_ip("far")
+    node_cidr = ipaddress.ip_network(cluster.get("node", "node-2").spec.pod_cidr)
+    assert ipaddress.ip_address(dumped["MY_POD_IP"]) in node_cidr

@@ -1,8 +1,6 @@
 """Readiness, liveness and startup probes (httpGet, tcpSocket, exec) as the kubelet runs them."""
 from __future__ import annotations
 
-import pytest
-
 from netemu.api import objects as k8s
 
 
@@ -35,6 +33,7 @@ spec:
 
 
 async def test_failing_tcp_readiness_keeps_pod_running_unready(cluster):
+    # "marker" turns ready one period after "closed" has had its first probe (no initial delay).
     await cluster.apply("""
 apiVersion: v1
 kind: Pod
@@ -47,19 +46,7 @@ spec:
     readinessProbe:
       tcpSocket: {port: 1}
       periodSeconds: 1
-      failureThreshold: 1
-""")
-    seen = []
-
-    def probed_twice() -> bool:
-        status = _status(cluster, "closed")
-        if status.state.running is not None:
-            seen.append(status)
-        return len(seen) >= 1 and cluster.get("pod", "closed").status.phase == "Running"
-
-    await cluster.wait_for(probed_twice, 10, "the pod to run")
-    # Give the prober time to run a few times by waiting for an unrelated, slower pod to be ready.
-    await cluster.apply("""
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: marker}
@@ -68,15 +55,16 @@ spec:
   - name: main
     image: busybox
     command: [sleep, "30"]
-    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1, initialDelaySeconds: 2}
+    readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1, initialDelaySeconds: 1}
 """)
     await cluster.wait_for(lambda: _status(cluster, "marker").ready, 10, "the marker pod")
     pod = cluster.get("pod", "closed")
     assert pod.status.phase == "Running"
+    assert _status(cluster, "closed").state.running is not None
     assert not _status(cluster, "closed").ready
-    assert _conditions(cluster, "closed")["Ready"] == "False"
     ready = next(c for c in pod.status.conditions if c.type == "Ready")
-    assert ready.reason == "ContainersNotReady" and ready.message == "containers with unready status: [main]"
+    assert (ready.status, ready.reason, ready.message) == \
+        ("False", "ContainersNotReady", "containers with unready status: [main]")
 
 
 async def test_exec_readiness_follows_a_file(cluster, tmp_path):
@@ -93,6 +81,7 @@ spec:
     readinessProbe:
       exec: {{command: [sh, -c, "test -f {flag}"]}}
       periodSeconds: 1
+      failureThreshold: 1
 """)
     await cluster.wait_for(lambda: _status(cluster, "execready").state.running is not None, 10, "running")
     assert not _status(cluster, "execready").ready
@@ -128,7 +117,7 @@ spec:
     status = _status(cluster, "live")
     assert status.restart_count == 1
     assert status.last_state.terminated is not None
-    assert status.last_state.terminated.exit_code == 137  # SIGTERM ignored? no: sleep dies by SIGTERM
+    assert status.last_state.terminated.exit_code == 143  # sleep dies of the SIGTERM: 128 + 15
     assert "Liveness probe failed" in cluster.logs("live")
 
 
@@ -158,3 +147,25 @@ spec:
     await cluster.wait_for(lambda: _status(cluster, "slowstart").ready, 10, "ready after startup")
     assert _status(cluster, "slowstart").started is True
     assert _status(cluster, "slowstart").restart_count == 0
+
+
+async def test_timed_out_exec_probe_leaves_no_process(cluster, tmp_path, process_gone):
+    pids = tmp_path / "probe-children"
+    await cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: slowprobe}}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "30"]
+    readinessProbe:
+      exec: {{command: [sh, -c, "sleep 30 & echo $! >> {pids}; wait"]}}
+      periodSeconds: 1
+      timeoutSeconds: 1
+""")
+    await cluster.wait_for(lambda: pids.exists() and pids.read_text().strip(), 10, "the first probe run")
+    first = int(pids.read_text().split()[0])
+    await cluster.wait_for(lambda: process_gone(first), 5, "the probe's child to go with its timeout")
+    assert not _status(cluster, "slowprobe").ready

@@ -44,6 +44,21 @@ def service_env(services: Iterable[Service]) -> dict[str, str]:
     return env
 
 
+_SERVICE_ENV_CACHE: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+
+
+def service_env_cached(services: list[Service]) -> dict[str, str]:
+    """``service_env`` memoised on the services' identities and versions: every pod of a namespace
+    started while its services stay the same gets the same variables, computed once."""
+    key = tuple((s.metadata.uid, s.metadata.resource_version) for s in services)
+    env = _SERVICE_ENV_CACHE.get(key)
+    if env is None:
+        if len(_SERVICE_ENV_CACHE) > 256:
+            _SERVICE_ENV_CACHE.clear()
+        env = _SERVICE_ENV_CACHE[key] = service_env(services)
+    return env
+
+
 def visible_services(pod: Pod, services: Iterable[Service], master_namespace: str = "default") -> list[Service]:
     """The services whose variables a container of ``pod`` gets (kubelet getServiceEnvVarMap).
 
@@ -96,9 +111,10 @@ def expand(text: str, env: Mapping[str, str]) -> str:
             i += 2
         elif nxt == "(":
             end = text.find(")", i + 2)
-            if end == -1:
-                out.append(text[i:])
-                break
+            if end == -1:  # an unclosed reference stays as written; what follows is still read
+                out.append("$(")
+                i += 2
+                continue
             name = text[i + 2:end]
             out.append(env[name] if name in env else text[i:end + 1])
             i = end + 1
@@ -112,7 +128,7 @@ def container_env(pod: Pod, container: Container, services: Iterable[Service],
                   extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment the kubelet gives ``container``: service variables, then ``extra``
     (netemu's own, e.g. POD_IP), then the container's ``env`` in order (explicit env wins)."""
-    env = service_env(visible_services(pod, services))
+    env = dict(service_env_cached(visible_services(pod, services)))
     env.update(extra or {})
     for var in container.env:
         if var.value_from is not None and var.value_from.field_ref is not None:

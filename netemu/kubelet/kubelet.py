@@ -1,12 +1,14 @@
 """The kubelet of one emulated node: the lifecycle of the pods bound to it.
 
-For each pod: CNI ADD through the fabric, init containers in order, then every container (a real
-process or a built-in image emulation) with its environment, probes and restart policy, and the
-pod status Kubernetes would report (phase, conditions, container states, restart counts).
+For each pod: CNI ADD through the fabric, init containers in order (native sidecars, init
+containers with ``restartPolicy: Always``, keep running beside the app), then every container (a
+real process or a built-in image emulation) with its environment, probes and restart policy with
+the kubelet's crash-loop back-off, and the pod status Kubernetes would report (phase by the
+kubelet's getPhase, conditions, container states, restart counts).
 Graceful deletion follows Kubernetes' order: the pod's endpoints are withdrawn first (the
 EndpointSlice controller marks them terminating), and only when no EndpointSlice still lists the
-pod as ready do the containers get SIGTERM; SIGKILL follows after the grace period; then CNI DEL,
-and the pod object is removed.
+pod as ready do the containers get SIGTERM (sidecars after the app containers); SIGKILL follows
+after the grace period; then CNI DEL, and the pod object is removed.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from netemu.api import objects as k8s
-from netemu.errors import NetemuError, NotFoundError
+from netemu.errors import InvalidError, NetemuError, NotFoundError
 from netemu.fabric.base import Fabric, NodeNetwork
+from netemu.images.golang import go_duration
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
 from . import envvars, probes
@@ -31,6 +34,27 @@ from .sockets import wildcard_listeners
 log = logging.getLogger(__name__)
 
 WILDCARD_CHECKS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds after start, then every 10 s
+
+
+class CrashBackOff:
+    """The kubelet's per-container restart back-off (client-go flowcontrol.Backoff).
+
+    The first restart after a crash is immediate; later ones wait ``initial``, doubling up to
+    ``maximum``; a container that ran without crashing for twice ``maximum`` starts over.
+    """
+
+    def __init__(self, initial: float, maximum: float):
+        self.initial, self.maximum = initial, maximum
+        self._current = 0.0
+        self._last_crash: float | None = None
+
+    def next_delay(self, now: float) -> float:
+        if self._last_crash is None or now - self._last_crash > 2 * self.maximum:
+            delay, self._current = 0.0, self.initial
+        else:
+            delay, self._current = self._current, min(self._current * 2, self.maximum)
+        self._last_crash = now
+        return delay
 
 
 @dataclass
@@ -54,7 +78,11 @@ class ContainerWorker:
         self.pw = pod_worker
         self.spec = spec
         self.init = init
-        self.state = k8s.ContainerState(waiting=k8s.ContainerStateWaiting(reason="ContainerCreating"))
+        # A native sidecar: an init container with restartPolicy Always. It starts in init order,
+        # lets the next one start once it has started, and then runs (and restarts) like an app.
+        self.sidecar = init and spec.restart_policy == "Always"
+        waiting = "PodInitializing" if not init and pod_worker.pod.spec.init_containers else "ContainerCreating"
+        self.state = k8s.ContainerState(waiting=k8s.ContainerStateWaiting(reason=waiting))
         self.last_state = k8s.ContainerState()
         self.restart_count = 0
         self.ready = False
@@ -63,6 +91,7 @@ class ContainerWorker:
         self.runtime: ProcessContainer | EmulatedContainer | None = None
         self.task: asyncio.Task | None = None
         self.finished = asyncio.Event()
+        self.started_event = asyncio.Event()  # set once it has run with its startup probe passed
         self.exit_code: int | None = None
         self._kill_reason = ""
         self._kill_message = ""
@@ -72,8 +101,13 @@ class ContainerWorker:
     # ------------------------------------------------------------------ status
 
     def status(self) -> k8s.ContainerStatus:
+        # As the kubelet's prober reports: only a running container is started; an init
+        # container is ready once it has exited 0.
+        running = self.state.running is not None
+        ready = (self.state.terminated is not None and self.state.terminated.exit_code == 0) \
+            if self.init and not self.sidecar else self.ready and running
         return k8s.ContainerStatus(
-            name=self.spec.name, image=self.spec.image, ready=self.ready, started=self.started,
+            name=self.spec.name, image=self.spec.image, ready=ready, started=bool(self.started and running),
             restart_count=self.restart_count, state=self.state, last_state=self.last_state,
             image_id=f"netemu://{self.spec.image}",
             container_id=f"netemu://{self.pw.uid[:8]}-{self.spec.name}" if self.state.waiting is None else "")
@@ -89,11 +123,12 @@ class ContainerWorker:
         pod = self.pw.pod
         services = kl.store.list("Service")
         extra = {"POD_IP": self.pw.ip} if kl.fabric.name == "loopback" else {}
-        self.env = envvars.container_env(pod, self.spec, services, extra=extra)
+        kube_env = envvars.container_env(pod, self.spec, services, extra=extra)
+        # The runtime adds these (image ENV, sandbox hostname); $(VAR) in command/args cannot see them.
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
                 "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root")}
-        self.env = {**base, **self.env}
-        command, args = envvars.command_line(self.spec, self.env)
+        self.env = {**base, **kube_env}
+        command, args = envvars.command_line(self.spec, kube_env)
         log_path = kl.log_path(pod, self.spec.name)
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
@@ -125,24 +160,26 @@ class ContainerWorker:
 
     async def run(self) -> None:
         policy = self.pw.pod.spec.restart_policy
-        backoff = self.pw.kubelet.restart_backoff
+        backoff = CrashBackOff(self.pw.kubelet.restart_backoff, self.pw.kubelet.restart_backoff_max)
         while True:
             code = await self._run_once()
             if self._stopping:
                 break
-            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-            if self.init and code == 0:
+            restart = self.sidecar or policy == "Always" or (policy == "OnFailure" and code != 0)
+            if self.init and not self.sidecar and code == 0:
                 break
             if not restart or code is None:
                 break
-            self.restart_count += 1
-            delay = min(backoff * 2 ** (self.restart_count - 1), self.pw.kubelet.restart_backoff_max)
             self.last_state = self.state
-            self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
-                reason="CrashLoopBackOff",
-                message=f"back-off {delay:g}s restarting failed container={self.spec.name} "
-                        f"pod={self.pw.pod.metadata.name}_{self.pw.pod.metadata.namespace}({self.pw.uid})")))
-            await asyncio.sleep(delay)
+            delay = backoff.next_delay(time.monotonic())
+            if delay > 0:
+                # restartCount stays at the dead instance's attempt number until the next starts
+                self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
+                    reason="CrashLoopBackOff",
+                    message=f"back-off {go_duration(delay)} restarting failed container={self.spec.name} "
+                            f"pod={self.pw.pod.metadata.name}_{self.pw.pod.metadata.namespace}({self.pw.uid})")))
+                await asyncio.sleep(delay)
+            self.restart_count += 1
         self.finished.set()
 
     async def _run_once(self) -> int | None:
@@ -164,8 +201,10 @@ class ContainerWorker:
         self.started = self.spec.startup_probe is None
         self.ready = False
         self.state = k8s.ContainerState(running=k8s.ContainerStateRunning(started_at=started_at))
-        if not self.init:
+        if not self.init or self.sidecar:
             self.ready = self.started and self.spec.readiness_probe is None
+        if self.started:
+            self.started_event.set()
         self.pw.publish()
         helpers = [asyncio.ensure_future(self._probe_loop())]
         if isinstance(self.runtime, ProcessContainer) and self.pw.kubelet.fabric.name == "loopback":
@@ -216,7 +255,7 @@ class ContainerWorker:
         startup = probes.ProbeState(spec.startup_probe, False) if spec.startup_probe else None
         live = probes.ProbeState(spec.liveness_probe, True) if spec.liveness_probe else None
         ready = probes.ProbeState(spec.readiness_probe, False) if spec.readiness_probe else None
-        if self.init or not (startup or live or ready):
+        if (self.init and not self.sidecar) or not (startup or live or ready):
             return
         next_run: dict[int, float] = {}
         t0 = time.monotonic()
@@ -241,6 +280,7 @@ class ContainerWorker:
                 if st is startup:
                     if changed and st.result:
                         self.started = True
+                        self.started_event.set()
                         self.ready = ready is None
                         now2 = time.monotonic()
                         for other in (live, ready):
@@ -312,37 +352,85 @@ class PodWorker:
             self._publish_scheduled = True
             asyncio.get_running_loop().call_soon(self._write_status)
 
+    @property
+    def sidecars(self) -> list[ContainerWorker]:
+        return [w for w in self.init_workers if w.sidecar]
+
     def _phase(self) -> str:
-        if not self.initialized or not self.sandbox_ready:
-            if any(w.state.terminated and w.state.terminated.exit_code != 0 for w in self.init_workers) \
-                    and self.pod.spec.restart_policy == "Never":
-                return "Failed"
+        """The kubelet's getPhase: a container waiting after a termination counts as stopped,
+        one waiting to start keeps the pod Pending; sidecars count only while running."""
+        policy = self.pod.spec.restart_policy
+        pending_init = failed_init = pending_sidecars = 0
+        running = waiting = stopped = succeeded = 0
+        for w in self.init_workers:
+            state, last = w.state, w.last_state.terminated
+            if w.sidecar:
+                if state.running:
+                    running += 1
+                    pending_sidecars += not w.started
+                elif state.waiting and last is None:
+                    pending_sidecars += 1
+                    waiting += 1
+            elif state.terminated:
+                failed_init += state.terminated.exit_code != 0
+            elif state.waiting and last is not None:
+                failed_init += last.exit_code != 0
+            else:
+                pending_init += 1
+        for w in self.workers:
+            state = w.state
+            if state.running:
+                running += 1
+            elif state.terminated:
+                stopped += 1
+                succeeded += state.terminated.exit_code == 0
+            elif state.waiting and w.last_state.terminated is not None:
+                stopped += 1
+            else:
+                waiting += 1
+        if failed_init and policy == "Never":
+            return "Failed"
+        if not self.sandbox_ready or pending_init or waiting or (pending_sidecars and not self.initialized):
             return "Pending"
-        states = [w.state for w in self.workers]
-        if any(s.running for s in states):
+        if running:
             return "Running"
-        if all(s.terminated for s in states) and all(w.finished.is_set() for w in self.workers):
-            return "Succeeded" if all(s.terminated.exit_code == 0 for s in states) else "Failed"
-        if any(s.waiting and s.waiting.reason in ("CrashLoopBackOff",) for s in states) or \
-                any(w.restart_count for w in self.workers):
+        if not stopped:
+            return "Pending"
+        if all(w.finished.is_set() for w in self.workers):  # terminal: nothing restarts any more
+            return "Succeeded" if stopped == succeeded else "Failed"
+        if policy == "Always":
             return "Running"
-        return "Pending"
+        if stopped == succeeded:
+            return "Succeeded"
+        return "Failed" if policy == "Never" else "Running"
+
+    def _incomplete_init(self) -> list[str]:
+        return [w.spec.name for w in self.init_workers
+                if not (w.state.running and w.started if w.sidecar
+                        else w.state.terminated and w.state.terminated.exit_code == 0)]
 
     def build_status(self) -> k8s.PodStatus:
         old = {c.type: c for c in self.pod.status.conditions}
-        ready = self.initialized and all(w.ready for w in self.workers) and self.sandbox_ready
         phase = self._phase()
-        if phase in ("Succeeded", "Failed"):
-            ready = False
-        not_ready = [w.spec.name for w in self.workers if not w.ready]
+        gated = self.sidecars + self.workers  # sidecars' readiness counts, as in Kubernetes 1.29+
+        not_ready = [w.spec.name for w in gated if not w.ready]
+        ready = self.initialized and self.sandbox_ready and not not_ready
+        ready_reason = "" if ready else "ContainersNotReady"
         msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else ""
+        if phase in ("Succeeded", "Failed"):
+            ready, ready_reason, msg = False, "PodCompleted" if phase == "Succeeded" else "PodFailed", ""
+        if phase == "Succeeded":
+            init_ok, init_reason, init_msg = True, "PodCompleted", ""
+        elif self.initialized:
+            init_ok, init_reason, init_msg = True, "", ""
+        else:
+            init_ok, init_reason = False, "ContainersNotInitialized"
+            init_msg = f"containers with incomplete status: [{' '.join(self._incomplete_init())}]"
         wanted = [
             ("PodReadyToStartContainers", self.sandbox_ready, "", ""),
-            ("Initialized", self.initialized, "" if self.initialized else "ContainersNotInitialized",
-             "" if self.initialized else "containers with incomplete status: ["
-             + " ".join(w.spec.name for w in self.init_workers if not w.finished.is_set()) + "]"),
-            ("Ready", ready, "" if ready else "ContainersNotReady", msg),
-            ("ContainersReady", ready, "" if ready else "ContainersNotReady", msg),
+            ("Initialized", init_ok, init_reason, init_msg),
+            ("Ready", ready, ready_reason, msg),
+            ("ContainersReady", ready, ready_reason, msg),
         ]
         conds = []
         if "PodScheduled" in old:
@@ -393,13 +481,35 @@ class PodWorker:
         self.publish()
         for w in self.init_workers:
             w.task = asyncio.ensure_future(w.run())
-            await w.finished.wait()
-            if w.exit_code != 0:
-                self.publish()
-                return
+            if w.sidecar:  # the next one starts once this one has started; it keeps running
+                await _first_of(w.started_event, w.finished)
+                if w.started_event.is_set():
+                    continue
+            else:
+                await w.finished.wait()
+                if w.exit_code == 0:
+                    continue
+            self.publish()
+            if self.pod.spec.restart_policy == "Never" and w.state.terminated is not None:
+                await self._stop_sidecars()  # the pod has failed: nothing of it keeps running
+            return
         self.initialized = True
         for w in self.workers:
             w.task = asyncio.ensure_future(w.run())
+        self.publish()
+        if self.sidecars:
+            # Once the app containers are done for good (restartPolicy Never or OnFailure), the
+            # sidecars are stopped so the pod can complete.
+            await asyncio.gather(*(w.finished.wait() for w in self.workers))
+            if all(w.state.terminated is not None for w in self.workers):  # not stuck before a start
+                await self._stop_sidecars()
+
+    async def _stop_sidecars(self, deadline: float | None = None) -> None:
+        """Stop the sidecars in reverse order, sharing the grace period up to ``deadline``."""
+        if deadline is None:
+            deadline = time.monotonic() + self.grace_period()
+        for w in reversed(self.sidecars):
+            await asyncio.gather(w.stop(max(deadline - time.monotonic(), 0.0)), return_exceptions=True)
         self.publish()
 
     def update(self, pod: k8s.Pod) -> None:
@@ -426,7 +536,11 @@ class PodWorker:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         grace = self.grace_period() if graceful else 0.0
-        await asyncio.gather(*(w.stop(grace) for w in self.workers + self.init_workers), return_exceptions=True)
+        deadline = time.monotonic() + grace
+        # The app containers first; sidecars after them, in reverse order (Kubernetes 1.29+).
+        await asyncio.gather(*(w.stop(grace) for w in self.workers + self.init_workers if not w.sidecar),
+                             return_exceptions=True)
+        await self._stop_sidecars(deadline)
         self.kubelet.close_logs(self.pod)
         try:
             await self.kubelet.fabric.remove_pod(self.kubelet.node.name, self.uid)
@@ -451,7 +565,7 @@ class Kubelet:
         self.restart_backoff = restart_backoff
         self.restart_backoff_max = restart_backoff_max
         self.workers: dict[str, PodWorker] = {}
-        self._logs: dict[tuple[str, str, str], Any] = {}
+        self._logs: dict[tuple[str, str], Any] = {}
         self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
         for pod in store.list("Pod"):
             self._on_pod(Event("ADDED", None, pod))
@@ -462,7 +576,7 @@ class Kubelet:
         return self.log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}_{container}.log"
 
     def log_writer(self, pod: k8s.Pod, container: str) -> Callable[[str], None]:
-        key = (pod.metadata.namespace, pod.metadata.name, container)
+        key = (pod.metadata.uid, container)  # by uid: a pod re-created under its name has its own log
         f = self._logs.get(key)
         if f is None or f.closed:
             f = self._logs[key] = open(self.log_path(pod, container), "a", buffering=1, encoding="utf-8")
@@ -477,7 +591,7 @@ class Kubelet:
             f.write(line + "\n")
 
     def close_logs(self, pod: k8s.Pod) -> None:
-        for key in [k for k in self._logs if k[:2] == (pod.metadata.namespace, pod.metadata.name)]:
+        for key in [k for k in self._logs if k[0] == pod.metadata.uid]:
             self._logs.pop(key).close()
 
     # ------------------------------------------------------------------ events
@@ -508,9 +622,13 @@ class Kubelet:
         raise NotFoundError(f'pods "{name}" not found')
 
     def exec_plan(self, namespace: str, name: str, container: str | None, argv: list[str]) -> ExecPlan:
-        w = self.worker_for(namespace, name).container(container)
-        if not w.env:
-            raise NotFoundError(f'container "{w.spec.name}" in pod "{name}" is not running')
+        pod_worker = self.worker_for(namespace, name)
+        phase = pod_worker.pod.status.phase
+        if phase in ("Succeeded", "Failed"):
+            raise InvalidError(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        w = pod_worker.container(container)
+        if w.state.running is None:
+            raise NotFoundError(f'unable to upgrade connection: container not found ("{w.spec.name}")')
         return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None)
 
     async def stop(self) -> None:
@@ -536,6 +654,16 @@ class Kubelet:
             await self.fabric.remove_pod(self.node.name, w.uid)
         except NetemuError:
             pass
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Return as soon as one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def k8s_is_finished(pod: k8s.Pod) -> bool:

@@ -7,6 +7,8 @@ HTTP 200-399, a TCP connect that completes, an exec that exits 0 — each within
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -52,8 +54,12 @@ async def _exec(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[st
     try:
         return await proc.wait() == 0
     finally:
+        # The probe ran in its own session: on a timeout take its children along, not just the shell.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if proc.returncode is None:
-            proc.kill()
             await proc.wait()
 
 

@@ -69,7 +69,17 @@ class ProcessContainer:
     async def wait(self) -> int:
         assert self.proc is not None
         code = await self.proc.wait()
+        # When a container's main process ends, the runtime kills what it left behind (its PID
+        # namespace goes); here that is the rest of its process group.
+        self._kill_group()
         return 128 - code if code < 0 else code  # a signal shows as 128+N, as in a container
+
+    def _kill_group(self) -> None:
+        # The group's id stays reserved while any member lives, so it cannot name a stranger.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def _signal(self, sig: int) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -80,19 +90,17 @@ class ProcessContainer:
             pass
 
     async def stop(self, grace: float) -> None:
-        if self.proc is None or self.proc.returncode is not None:
+        if self.proc is None:
             return
-        self._signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout=max(grace, 0.0))
-        except asyncio.TimeoutError:
-            self._signal(signal.SIGKILL)
-            await self.proc.wait()
+        if self.proc.returncode is None:
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=max(grace, 0.0))
+            except asyncio.TimeoutError:
+                self._signal(signal.SIGKILL)
+                await self.proc.wait()
         # Children that outlived the leader still belong to the group.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill_group()
 
 
 class EmulatedContainer:
