@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from netemu.config import DEFAULT_NAME, ClusterConfig, state_root
+from netemu.config import DEFAULT_NAME, state_root
 from netemu.errors import ClusterError, NetemuError
 
 log = logging.getLogger("netemu")

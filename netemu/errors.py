@@ -6,7 +6,7 @@ boundaries with ``raise ... from exc``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class NetemuError(Exception):

@@ -1043,9 +1043,9 @@ def _pod_update(old: o.Pod, new: o.Pod) -> list[FieldProblem]:
         errs.append(invalid("spec.activeDeadlineSeconds", None, "must not update from a positive integer to nil value"))
     munged = replace(
         new.spec,
-        containers=tuple(replace(c, image=oc.image) for c, oc in zip(new.spec.containers, old.spec.containers)),
+        containers=tuple(replace(c, image=oc.image) for c, oc in zip(new.spec.containers, old.spec.containers, strict=False)),
         init_containers=tuple(replace(c, image=oc.image)
-                              for c, oc in zip(new.spec.init_containers, old.spec.init_containers)),
+                              for c, oc in zip(new.spec.init_containers, old.spec.init_containers, strict=False)),
         active_deadline_seconds=old_ads,
         extra={**{k: v for k, v in new.spec.extra.items() if k != "tolerations"},
                **({"tolerations": old.spec.extra["tolerations"]} if "tolerations" in old.spec.extra else {})},

@@ -7,6 +7,7 @@ only this interface, so the same code runs on the loopback and netns backends.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -27,6 +28,10 @@ class PodNetwork:
 
 class Fabric(Protocol):
     name: str
+    shared_stack: bool
+    """True when all nodes and pods share one host network stack (loopback): an address:port can
+    then be bound only once per cluster, so the proxy keeps one ClusterIP listener per cluster
+    instead of one per node."""
 
     async def start(self) -> None: ...
 
@@ -47,6 +52,13 @@ class Fabric(Protocol):
 
     async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
                                        local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]: ...
+
+    def socket(self, where: str, family: int, type: int) -> socket.socket:
+        """A new non-blocking socket made in the network of ``where``: a node name, or "" for the
+        host's own network (host-side listeners such as load-balancer ingress addresses).
+
+        Code that must work on every backend (the service proxy) never makes sockets by address
+        alone: on the netns backend a socket belongs to the namespace it was made in."""
 
     def process_prefix(self, where: str) -> list[str]:
         """argv to put in front of a command so that it runs in the network of ``where``."""

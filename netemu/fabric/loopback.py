@@ -9,6 +9,7 @@ stack: sockets are made by address, and processes run as they are.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, Awaitable, Callable
 
 from netemu.config import ClusterConfig
@@ -19,6 +20,7 @@ from .base import NodeNetwork, PodNetwork
 
 class LoopbackFabric:
     name = "loopback"
+    shared_stack = True
 
     def __init__(self, config: ClusterConfig, state: ClusterState):
         self.config = config
@@ -70,6 +72,11 @@ class LoopbackFabric:
     async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
                                        local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]:
         return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
+
+    def socket(self, where: str, family: int, type: int) -> socket.socket:
+        sock = socket.socket(family, type)
+        sock.setblocking(False)
+        return sock
 
     def process_prefix(self, where: str) -> list[str]:
         return []
