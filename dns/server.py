@@ -1,0 +1,312 @@
+"""ClusterDNS: netemu's cluster DNS server, UDP and TCP on asyncio.
+
+The hot path is the cache: answers are kept as wire bytes (ID left out) per query form, so a
+repeated query costs ``datagram_received`` → one dict lookup on the raw packet after its ID →
+ID patch → ``sendto``. A query whose raw form is not a key yet (first time, EDNS options such as
+cookies, trailing bytes) is parsed (``wire.parse_query``), looked up under its normalised key,
+and only on a miss answered by ``records.Resolver`` and packed. The index's listeners clear the
+cache on every real change, synchronously, so a change is visible to the very next query.
+
+Sockets are never made by address alone: ``start`` takes the ``start_server`` and
+``create_datagram_endpoint`` callables of a fabric (``functools.partial(fabric.start_server,
+where)``) or, by default, asyncio's own; upstream sockets come from ``make_socket``.
+
+No packet can stop the server: a packet too short for a header is dropped, a malformed one
+gets FORMERR, an unexpected error while answering SERVFAIL, and the error is logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+from netemu.api.objects import EndpointSlice, Namespace, Pod, Service
+from netemu.errors import DNSError
+
+from .config import DNSConfig
+from .forward import Forwarder, SocketFactory
+from .index import DNSIndex
+from .records import Answer, Resolver
+from .wire import BADVERS, REFUSED, SERVFAIL, Drop, Query, Reject, header_only, pack_response, parse_query
+
+log = logging.getLogger(__name__)
+
+StartServer = Callable[..., Awaitable[asyncio.AbstractServer]]
+CreateDatagramEndpoint = Callable[..., Awaitable[tuple[Any, Any]]]
+MAX_PENDING = 1024  # concurrent upstream exchanges; beyond that, SERVFAIL at once
+
+
+class AnswerCache:
+    """Wire answers without their ID, by key; the oldest go first when full."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[bytes, bytes] = {}
+
+    def put(self, key: bytes, answer: bytes) -> None:
+        if self.max_entries <= 0:
+            return
+        if len(self.entries) >= self.max_entries and key not in self.entries:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = answer
+
+    def clear(self) -> None:
+        self.entries.clear()  # in place: the protocols hold the bound ``get``
+
+
+@dataclass(slots=True)
+class Pending:
+    """A query that needs upstream work: forwarding (``answer`` None) or a CNAME chase."""
+
+    query: Query
+    data: bytes
+    answer: Answer | None
+
+
+class Responder:
+    """Query bytes in, response bytes out (or ``Pending``, or None to drop); owns the caches."""
+
+    def __init__(self, resolver: Resolver, cache_size: int, forwarder: Forwarder | None = None) -> None:
+        self.resolver = resolver
+        self.forwarder = forwarder
+        self.udp_cache = AnswerCache(cache_size)
+        self.tcp_cache = AnswerCache(cache_size)
+
+    def clear(self) -> None:
+        self.udp_cache.clear()
+        self.tcp_cache.clear()
+
+    def respond(self, data: bytes, tcp: bool) -> bytes | Pending | None:
+        try:
+            return self._respond(data, tcp)
+        except Exception:
+            log.exception("dns: error answering a query")
+            return header_only(data, SERVFAIL) if len(data) >= 12 else None
+
+    def _respond(self, data: bytes, tcp: bool) -> bytes | Pending | None:
+        cache = self.tcp_cache if tcp else self.udp_cache
+        hit = cache.entries.get(data[2:])
+        if hit is not None:
+            return data[:2] + hit
+        try:
+            query = parse_query(data)
+        except Drop:
+            return None
+        except Reject as reject:
+            return reject.response
+        hit = cache.entries.get(query.key)
+        if hit is not None:
+            if query.raw_key:
+                cache.put(data[2:], hit)
+            return data[:2] + hit
+        limit = query.limit(tcp)
+        if query.edns and query.edns_version != 0:
+            return pack_response(query, BADVERS, limit=limit)
+        answer = self.resolver.answer(query.name, query.qtype)
+        if not answer.in_zone:
+            if self.forwarder is not None:
+                return Pending(query, data, None)
+            response = pack_response(query, REFUSED, limit=limit)
+        elif answer.chases and self.forwarder is not None:
+            return Pending(query, data, answer)
+        else:
+            response = pack_response(query, answer.rcode, answer.answer, answer.authority, answer.additional,
+                                     authoritative=answer.authoritative, limit=limit)
+        cache.put(query.key, response[2:])
+        if query.raw_key:
+            cache.put(data[2:], response[2:])
+        return response
+
+    async def complete(self, pending: Pending, tcp: bool) -> bytes:
+        """Finish a ``Pending`` with the upstream's help (never cached: upstream TTLs differ)."""
+        query = pending.query
+        limit = query.limit(tcp)
+        assert self.forwarder is not None
+        if pending.answer is None:
+            reply = await self.forwarder.forward(pending.data, tcp, limit)
+            return reply if reply is not None else pack_response(query, SERVFAIL, limit=limit)
+        answer = pending.answer
+        truncated = False
+        for chase in reversed(answer.chases):
+            found = await self.forwarder.lookup(chase.target, chase.qtype)
+            if found is None:
+                continue
+            records, tc = found
+            truncated = truncated or tc
+            at = next(i for i, rr in enumerate(answer.answer) if rr is chase.cname)
+            answer.answer[at + 1:at + 1] = records
+        return pack_response(query, answer.rcode, answer.answer, answer.authority, answer.additional,
+                             authoritative=answer.authoritative, limit=limit, truncated=truncated)
+
+
+class _UDPProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: ClusterDNS) -> None:
+        self._server = server
+        self._cached = server.responder.udp_cache.entries.get
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sendto: Callable[..., None] = lambda *a: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        hit = self._cached(data[2:])
+        if hit is not None:
+            self._sendto(data[:2] + hit, addr)
+            return
+        self._server._udp_miss(data, addr, self._sendto)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: udp error: %r", exc)
+
+
+class ClusterDNS:
+    """The cluster's DNS server: the index, the resolver, the caches and the listeners."""
+
+    def __init__(self, config: DNSConfig, index: DNSIndex | None = None) -> None:
+        self.config = config
+        self.index = index if index is not None else DNSIndex(watch_pods=config.pod_mode == "verified")
+        self.resolver = Resolver(config, self.index)
+        self.responder = Responder(self.resolver, config.cache_size)
+        self.index.add_listener(self.responder.clear)
+        self.host = ""
+        self.port = 0
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ index handlers
+
+    def on_service(self, old: Service | None, new: Service | None) -> bool:
+        return self.index.on_service(old, new)
+
+    def on_endpointslice(self, old: EndpointSlice | None, new: EndpointSlice | None) -> bool:
+        return self.index.on_endpointslice(old, new)
+
+    def on_pod(self, old: Pod | None, new: Pod | None) -> bool:
+        return self.index.on_pod(old, new)
+
+    def on_namespace(self, old: Namespace | None, new: Namespace | None) -> bool:
+        return self.index.on_namespace(old, new)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, start_server: StartServer | None = None,
+                    create_datagram_endpoint: CreateDatagramEndpoint | None = None,
+                    host: str = "127.0.0.1", port: int = 53, *,
+                    make_socket: SocketFactory | None = None) -> None:
+        """Listen on ``host:port`` over UDP and TCP (port 0: one free port for both)."""
+        loop = asyncio.get_running_loop()
+        create_datagram_endpoint = create_datagram_endpoint or loop.create_datagram_endpoint
+        start_server = start_server or asyncio.start_server
+        if self.config.upstream_addrs:
+            self.responder.forwarder = Forwarder(self.config.upstream_addrs, self.config.upstream_timeout,
+                                                 make_socket)
+        for _ in range(16 if port == 0 else 1):
+            try:
+                udp, _protocol = await create_datagram_endpoint(lambda: _UDPProtocol(self), local_addr=(host, port))
+            except OSError as exc:
+                raise DNSError(f"dns: cannot listen on {host}:{port}/udp: {exc.strerror or exc}") from exc
+            bound = udp.get_extra_info("sockname")[1]
+            try:
+                tcp = await start_server(self._serve_tcp, host, bound)
+            except OSError as exc:
+                udp.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
+                    continue
+                raise DNSError(f"dns: cannot listen on {host}:{bound}/tcp: {exc.strerror or exc}") from exc
+            self._udp, self._tcp, self.host, self.port = udp, tcp, host, bound
+            log.info("dns: serving %s on %s:%d (udp, tcp)", self.config.zone_fqdn, host, bound)
+            return
+        raise DNSError(f"dns: no free port on {host} for both udp and tcp")
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ UDP
+
+    def _udp_miss(self, data: bytes, addr: Any, sendto: Callable[..., None]) -> None:
+        result = self.responder.respond(data, tcp=False)
+        if result is None:
+            return
+        if isinstance(result, bytes):
+            sendto(result, addr)
+            return
+        if len(self._tasks) >= MAX_PENDING:
+            sendto(pack_response(result.query, SERVFAIL, limit=result.query.limit(False)), addr)
+            return
+        task = asyncio.get_running_loop().create_task(self._udp_complete(result, addr, sendto))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _udp_complete(self, pending: Pending, addr: Any, sendto: Callable[..., None]) -> None:
+        try:
+            response = await self.responder.complete(pending, tcp=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dns: error completing a forwarded query")
+            response = pack_response(pending.query, SERVFAIL, limit=pending.query.limit(False))
+        if self._udp is not None and not self._udp.is_closing():
+            sendto(response, addr)
+
+    # ------------------------------------------------------------------ TCP
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        idle = self.config.tcp_idle_timeout
+        cached = self.responder.tcp_cache.entries.get
+        try:
+            while True:
+                try:
+                    size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), idle), "big")
+                    data = await asyncio.wait_for(reader.readexactly(size), idle)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+                    break
+                hit = cached(data[2:])
+                if hit is not None:
+                    response: bytes | None = data[:2] + hit
+                else:
+                    result = self.responder.respond(data, tcp=True)
+                    if isinstance(result, Pending):
+                        try:
+                            response = await self.responder.complete(result, tcp=True)
+                        except Exception:
+                            log.exception("dns: error completing a forwarded query")
+                            response = pack_response(result.query, SERVFAIL, limit=result.query.limit(True))
+                    else:
+                        response = result
+                if response is None:
+                    continue
+                writer.write(len(response).to_bytes(2, "big") + response)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("dns: tcp connection failed")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
