@@ -1,0 +1,390 @@
+"""``ProxyGroup``: the service proxy of one cluster — every node's ``Proxier`` and the listeners.
+
+It is the proxy's whole interface to the rest of netemu, in the style of kube-proxy's
+``ServiceHandler`` / ``EndpointSliceHandler``: ``on_service(old, new)``,
+``on_endpointslice(old, new)`` (None for add or delete) and ``on_synced()``. Events only record
+changes; one ``sync()``, scheduled with ``loop.call_soon``, applies them all to every node's
+proxier, and nothing is applied before ``on_synced()``. The proxiers claim frontends; the group
+then opens, filters and closes listeners to match, in one task (``settle()`` waits for it).
+
+The group owns what is shared: the listeners (a ClusterIP listener exists once per cluster on a
+shared-stack backend, see ``frontend``), load-balancer ingress listeners, which spread
+connections over the NodePorts of the nodes that can serve (with ``externalTrafficPolicy:
+Local`` only nodes with a ready local endpoint; with ClientIP affinity a client always goes to
+the same node), the connection log, impairments and per-service errors. A listener that cannot
+be opened (address in use, no permission) is logged and reported by ``service_errors``, and
+tried again every ``listen_retry`` seconds while it is wanted.
+
+The connection log holds one record per hop: a connection to a load-balancer ingress gives a
+``load-balancer`` record (the NodePort it went to) and a ``node-port`` record (the pod).
+A group is made, used and closed on one running event loop (uvloop in production).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from netemu.errors import InvalidError, ProxyError
+from netemu.fabric.base import Fabric, NodeNetwork
+
+from .balancer import MODES, ROUND_ROBIN
+from .connlog import LOAD_BALANCER, NODE_PORT, ConnectionLog, ConnectionRecord
+from .frontend import Frontend, FrontendKey, NodeRanges, describe, desired, is_shared_cluster_ip
+from .impair import Impairment, Impairments
+from .proxier import Proxier
+from .route import RelayContext, Route
+from .serviceport import ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict
+from .sockopts import attach_filter
+from .tcp import TCPListener
+from .tracker import ChangeTracker
+from .udp import UDPListener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyOptions:
+    balance: str = ROUND_ROBIN                 # or "random"
+    udp_idle_timeout: float = 30.0             # seconds without a datagram before a flow ends
+    udp_max_flows: int = 4096                  # per UDP listener
+    connection_log_size: int = 1000            # records kept per service
+    dial_timeouts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # one connect attempt each
+    listen_backlog: int = 4096
+    listen_retry: float = 1.0                  # seconds between attempts to open a failed listener
+
+
+class ProxyGroup:
+    def __init__(self, fabric: Fabric, options: ProxyOptions | None = None) -> None:
+        self.fabric = fabric
+        self.options = options = options or ProxyOptions()
+        if options.balance not in MODES:
+            raise InvalidError(f"proxy balance {options.balance!r}: expected one of {', '.join(MODES)}")
+        self.shared_stack: bool = fabric.shared_stack
+        self.loop = asyncio.get_running_loop()
+        self.ctx = RelayContext(self.loop, fabric, dial_timeouts=options.dial_timeouts,
+                                udp_idle_timeout=options.udp_idle_timeout, udp_max_flows=options.udp_max_flows)
+        self.tracker = ChangeTracker()
+        self.impairments = Impairments()
+        self.log = ConnectionLog(options.connection_log_size)
+        self.proxiers: dict[str, Proxier] = {}
+        self.nodes: dict[str, NodeNetwork] = {}
+        self.ranges = NodeRanges()
+        self._frontends: dict[FrontendKey, Frontend] = {}
+        self._dirty: set[FrontendKey] = set()
+        self._errors: dict[ServiceKey, dict[FrontendKey, str]] = {}
+        self._synced = False
+        self._closed = False
+        self._sync_handle: asyncio.Handle | None = None
+        self._reconcile_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ nodes
+
+    def add_node(self, node: NodeNetwork) -> Proxier:
+        """Start proxying on ``node``; its proxier catches up with the services already synced."""
+        if node.name in self.proxiers:
+            return self.proxiers[node.name]
+        proxier = Proxier(self, node)
+        self.proxiers[node.name] = proxier
+        self.nodes[node.name] = node
+        self._nodes_changed()
+        if self._synced:
+            for key, view in self.tracker.views().items():
+                proxier.apply(key, view)
+        return proxier
+
+    async def remove_node(self, name: str) -> None:
+        proxier = self.proxiers.pop(name, None)
+        if proxier is None:
+            return
+        proxier.release_all()
+        self.nodes.pop(name, None)
+        self.ctx.close_all(node=name)
+        self._nodes_changed()
+        await self.settle()
+
+    def _nodes_changed(self) -> None:
+        self.ranges.set_nodes(self.nodes.values())
+        for key, fe in self._frontends.items():
+            if is_shared_cluster_ip(fe):
+                self._mark(key)
+
+    @property
+    def default_node(self) -> str | None:
+        """The node that handles ClusterIP traffic from sources outside every node."""
+        return next(iter(self.nodes), None)
+
+    # ------------------------------------------------------------------ handler interface
+
+    def on_service(self, old: Any, new: Any) -> None:
+        if self.tracker.service_update(old, new):
+            self._schedule_sync()
+
+    def on_endpointslice(self, old: Any, new: Any) -> None:
+        if self.tracker.slice_update(old, new):
+            self._schedule_sync()
+
+    def on_synced(self) -> None:
+        """Services and EndpointSlices have all been delivered once: start applying them."""
+        self._synced = True
+        self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        if self._sync_handle is None and not self._closed:
+            self._sync_handle = self.loop.call_soon(self.sync)
+
+    def sync(self) -> None:
+        """Apply every change recorded since the last sync to every node."""
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._sync_handle = None
+        if not self._synced or self._closed:
+            return
+        for key, view in self.tracker.take_changes().items():
+            for proxier in self.proxiers.values():
+                proxier.apply(key, view)
+
+    async def settle(self) -> None:
+        """Apply pending changes now and wait until every listener matches them."""
+        while True:
+            if self._sync_handle is not None:
+                self.sync()
+            task = self._reconcile_task
+            if task is None:
+                return
+            await asyncio.shield(task)
+
+    # ------------------------------------------------------------------ queries and settings
+
+    def connection_log(self, namespace: str, name: str) -> list[ConnectionRecord]:
+        """Recent connections and flows of one service on every node, oldest first."""
+        return self.log.records((namespace, name))
+
+    def service_errors(self, namespace: str, name: str) -> list[str]:
+        """Why some listener of the service is not open (port conflicts, bind errors)."""
+        return sorted(self._errors.get((namespace, name), {}).values())
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """Every address the proxy keeps for a service port, and its state: ``open``,
+        ``filtered`` (open, dropping some or all sources) or ``closed`` (refusing)."""
+        out = []
+        for key, fe in sorted(self._frontends.items()):
+            state = "closed" if fe.listener is None else ("filtered" if fe.program is not None else "open")
+            out.append({"address": describe(key), "network": key[0] or "host", "kind": fe.kind,
+                        "service_port": str(fe.owner), "state": state})
+        return out
+
+    def set_impairment(self, impairment: Impairment | None, *, service: str | ServiceKey | None = None,
+                       node: str | None = None) -> None:
+        """Impair new connections and flows of a service (``"ns/name"`` or a tuple) or a node;
+        None clears. Connections already running keep what they had."""
+        if isinstance(service, str):
+            namespace, _, name = service.rpartition("/")
+            service = (namespace or "default", name)
+        self.impairments.set(impairment, service=service, node=node)
+
+    # ------------------------------------------------------------------ claims (called by proxiers)
+
+    def claim(self, key: FrontendKey, kind: str, info: ServicePortInfo, scope: str | None, node: str,
+              verdict: Verdict) -> None:
+        fe = self._frontends.get(key)
+        if fe is None:
+            fe = self._frontends[key] = Frontend(key=key, kind=kind, owner=info.name, info=info, node=scope)
+        if fe.owner != info.name:
+            claims = fe.waiting.setdefault(info.name, (info, {}))[1]
+            fe.waiting[info.name] = (info, claims)
+            claims[node] = verdict
+            self._set_error(info.name.service, key,
+                            f"port conflict on {describe(key)}: held by service port {fe.owner}")
+            return
+        fe.info = info
+        if fe.claims.get(node) is not verdict:
+            fe.claims[node] = verdict
+            self._mark(key)
+
+    def release(self, key: FrontendKey, spn: ServicePortName, node: str) -> None:
+        fe = self._frontends.get(key)
+        if fe is None:
+            return
+        if fe.owner != spn:
+            waiting = fe.waiting.get(spn)
+            if waiting is not None:
+                waiting[1].pop(node, None)
+                if not waiting[1]:
+                    del fe.waiting[spn]
+                    self._clear_error(spn.service, key)
+            return
+        fe.claims.pop(node, None)
+        if not fe.claims and fe.waiting:  # the next claimant takes the address over
+            owner, (info, claims) = next(iter(fe.waiting.items()))
+            del fe.waiting[owner]
+            fe.owner, fe.info, fe.claims = owner, info, claims
+            self._clear_error(owner.service, key)
+        self._mark(key)
+
+    def drop_udp_endpoints(self, keys: set[FrontendKey], addresses: set[tuple[str, int]]) -> None:
+        for key in keys:
+            fe = self._frontends.get(key)
+            if fe is not None and isinstance(fe.listener, UDPListener):
+                for address in addresses:
+                    fe.listener.drop_endpoint(address)
+
+    def _set_error(self, service: ServiceKey, key: FrontendKey, message: str) -> None:
+        errors = self._errors.setdefault(service, {})
+        if errors.get(key) != message:
+            log.warning("service %s/%s: %s", *service, message)
+            errors[key] = message
+
+    def _clear_error(self, service: ServiceKey, key: FrontendKey) -> None:
+        errors = self._errors.get(service)
+        if errors is not None and errors.pop(key, None) is not None and not errors:
+            del self._errors[service]
+
+    # ------------------------------------------------------------------ listeners
+
+    def _mark(self, key: FrontendKey) -> None:
+        self._dirty.add(key)
+        if self._reconcile_task is None and not self._closed:
+            self._reconcile_task = self.loop.create_task(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        try:
+            while self._dirty:
+                dirty, self._dirty = self._dirty, set()
+                for key in dirty:
+                    fe = self._frontends.get(key)
+                    if fe is not None:
+                        await self._reconcile_one(fe)
+        finally:
+            self._reconcile_task = None
+
+    async def _reconcile_one(self, fe: Frontend) -> None:
+        service = fe.owner.service
+        try:
+            want_open, program = desired(fe, self.ranges, self.default_node)
+        except ProxyError as exc:
+            self._set_error(service, fe.key, f"{describe(fe.key)}: {exc}")
+            return
+        if fe.kind == LOAD_BALANCER:
+            fe.eligible = tuple(sorted(n for n, v in fe.claims.items() if v is Verdict.SERVE))
+        if not want_open:
+            if fe.listener is not None:
+                fe.listener.close()
+                fe.listener, fe.program = None, None
+            if not fe.claims and not fe.waiting:
+                del self._frontends[fe.key]
+                self._clear_error(service, fe.key)
+            return
+        try:
+            if fe.listener is None:
+                fe.listener = await self._open_listener(fe, program)
+            elif program != fe.program:
+                fe.listener.set_filter(program)
+        except OSError as exc:
+            self._set_error(service, fe.key, f"cannot listen on {describe(fe.key)}: {exc.strerror or exc}")
+            self.loop.call_later(self.options.listen_retry, self._retry_listener, fe.key)
+            return
+        fe.program = program
+        self._clear_error(service, fe.key)
+
+    def _retry_listener(self, key: FrontendKey) -> None:
+        fe = self._frontends.get(key)
+        if fe is not None and fe.listener is None and not self._closed:
+            self._mark(key)
+
+    async def _open_listener(self, fe: Frontend, program: bytes | None) -> Any:
+        where, protocol, ip, port = fe.key
+        kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+        sock = self.fabric.socket(where, socket.AF_INET, kind)
+        try:
+            if protocol == "TCP":  # rebinding next to old connections; for UDP it would allow sharing
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if program is not None:
+                attach_filter(sock, program)  # before bind, so nothing slips through
+            sock.bind((ip, port))
+            dispatch = functools.partial(self._dispatch, fe)
+            if protocol == "TCP":
+                sock.listen(self.options.listen_backlog)
+                return await TCPListener.open(self.ctx, sock, dispatch, self.options.listen_backlog)
+            return UDPListener(self.ctx, sock, dispatch)
+        except BaseException:
+            sock.close()
+            raise
+
+    # ------------------------------------------------------------------ dispatch (per connection)
+
+    def _dispatch(self, fe: Frontend, client: tuple[str, int]) -> Route:
+        kind = fe.kind
+        if kind == LOAD_BALANCER:
+            return self._balance(fe, client)
+        if kind == NODE_PORT:
+            node, traffic = fe.node, Traffic.EXTERNAL
+        else:
+            node, traffic = fe.node or self.ranges.node_of(client[0]) or self.default_node, Traffic.INTERNAL
+        if node not in fe.claims:  # a node that has not caught up yet: any claimant answers
+            node = next(iter(fe.claims), None)
+        proxier = self.proxiers.get(node) if node is not None else None
+        if proxier is None:
+            return self._unrouted(fe, client, kind)
+        return proxier.route(fe.owner, traffic, client, kind)
+
+    def _balance(self, fe: Frontend, client: tuple[str, int]) -> Route:
+        """A load balancer's choice: one of the nodes that can serve, then its NodePort."""
+        eligible, info = fe.eligible, fe.info
+        if not eligible:
+            return self._unrouted(fe, client, LOAD_BALANCER)
+        if info.affinity_timeout:
+            index = zlib.crc32(client[0].encode()) % len(eligible)
+        else:
+            index = fe.turn % len(eligible)
+            fe.turn += 1
+        node = eligible[index]
+        if info.node_port is None:  # no node ports allocated: hand the connection to the node
+            return self.proxiers[node].route(fe.owner, Traffic.EXTERNAL, client, LOAD_BALANCER)
+        address = (self.nodes[node].ip, info.node_port)
+        record = ConnectionRecord(client=client, service_port=info.label, frontend=LOAD_BALANCER, node=node,
+                                  endpoint=f"{address[0]}:{address[1]}")
+        self.log.add(fe.owner.service, record)
+
+        def retry(tried: list[tuple[str, int]]) -> tuple[str, int] | None:
+            for other in fe.eligible:
+                candidate = (self.nodes[other].ip, info.node_port) if other in self.nodes else None
+                if candidate is not None and candidate not in tried:
+                    record.node, record.endpoint = other, f"{candidate[0]}:{candidate[1]}"
+                    return candidate
+            return None
+
+        return Route(Verdict.SERVE, record, address=address, source_ip=client[0], where="", retry=retry)
+
+    def _unrouted(self, fe: Frontend, client: tuple[str, int], kind: str) -> Route:
+        record = ConnectionRecord(client=client, service_port=fe.info.label, frontend=kind, node="")
+        self.log.add(fe.owner.service, record)
+        return Route(Verdict.REJECT, record)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def close(self) -> None:
+        """Close every listener and every relay; the group cannot be used afterwards."""
+        self._closed = True
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._sync_handle = None
+        task = self._reconcile_task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for fe in self._frontends.values():
+            if fe.listener is not None:
+                fe.listener.close()
+                fe.listener = None
+        self._frontends.clear()
+        connecting = [t for item in self.ctx.live if (t := getattr(item, "task", None)) is not None and not t.done()]
+        self.ctx.close_all()
+        await asyncio.gather(*connecting, return_exceptions=True)
+        await asyncio.sleep(0)  # let the transports just closed run their connection_lost

@@ -1,0 +1,172 @@
+"""``Proxier``: one emulated node's kube-proxy.
+
+It keeps, per service port, the node's verdict and balancer for internal (ClusterIP) and
+external (NodePort, load balancer) traffic, claims the frontends those need from its group, and
+routes each new connection or flow: which endpoint, from which source address, with which
+impairment. The source address is what a real iptables-mode cluster shows the backend: the
+client's own address for ClusterIP traffic and for NodePort/LB traffic with
+``externalTrafficPolicy: Local``; the node's IP (SNAT) for NodePort/LB traffic with ``Cluster``.
+
+The group (``group.ProxyGroup``) feeds it the changed services at each sync and owns the
+listeners; the proxier never touches a socket.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING
+
+from netemu.fabric.base import NodeNetwork
+
+from .balancer import Balancer
+from .connlog import CLUSTER_IP, LOAD_BALANCER, NODE_PORT, ConnectionRecord
+from .frontend import FrontendKey
+from .impair import Impairment
+from .route import Route
+from .serviceport import (EndpointInfo, ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict,
+                          categorize)
+from .tracker import PortView
+
+if TYPE_CHECKING:
+    from .group import ProxyGroup
+
+
+class _Lane:
+    """One kind of traffic of one service port on this node."""
+
+    __slots__ = ("verdict", "balancer")
+
+    def __init__(self, mode: str) -> None:
+        self.verdict = Verdict.REJECT
+        self.balancer = Balancer(mode)
+
+    def set(self, verdict: Verdict, endpoints: tuple[EndpointInfo, ...], affinity_timeout: float) -> None:
+        self.verdict = verdict
+        self.balancer.update(endpoints, affinity_timeout)
+
+
+class _PortState:
+    __slots__ = ("info", "endpoints", "internal", "external", "frontends")
+
+    def __init__(self, info: ServicePortInfo, mode: str) -> None:
+        self.info = info
+        self.endpoints: tuple[EndpointInfo, ...] = ()
+        self.internal = _Lane(mode)
+        self.external = _Lane(mode)
+        self.frontends: set[FrontendKey] = set()
+
+
+class Proxier:
+    def __init__(self, group: "ProxyGroup", node: NodeNetwork) -> None:
+        self.group = group
+        self.node = node
+        self.name = node.name
+        self._services: dict[ServiceKey, dict[ServicePortName, _PortState]] = {}
+        self._ports: dict[ServicePortName, _PortState] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def connection_log(self, namespace: str, name: str) -> list[ConnectionRecord]:
+        """Recent connections and flows of one service that this node proxied, oldest first."""
+        return self.group.log.records((namespace, name), node=self.name)
+
+    def service_errors(self, namespace: str, name: str) -> list[str]:
+        return self.group.service_errors(namespace, name)
+
+    def set_impairment(self, impairment: Impairment | None) -> None:
+        """Impair (or with None, stop impairing) new connections this node proxies or serves."""
+        self.group.set_impairment(impairment, node=self.name)
+
+    async def close(self) -> None:
+        """Stop proxying for this node: release its listeners and close its relays."""
+        await self.group.remove_node(self.name)
+
+    # ------------------------------------------------------------------ sync (called by the group)
+
+    def apply(self, key: ServiceKey, view: PortView) -> None:
+        """Bring one service in line with ``view`` (empty: the service is gone)."""
+        states = self._services.get(key, {})
+        for spn in [s for s in states if s not in view]:
+            self._remove(spn, states.pop(spn))
+        for spn, (info, endpoints) in view.items():
+            state = states.get(spn)
+            if state is None:
+                state = states[spn] = self._ports[spn] = _PortState(info, self.group.options.balance)
+            self._update(state, info, endpoints)
+        if states:
+            self._services[key] = states
+        else:
+            self._services.pop(key, None)
+
+    def release_all(self) -> None:
+        for states in self._services.values():
+            for spn, state in states.items():
+                self._remove(spn, state)
+        self._services.clear()
+
+    def _remove(self, spn: ServicePortName, state: _PortState) -> None:
+        for key in state.frontends:
+            self.group.release(key, spn, self.name)
+        state.frontends = set()
+        self._ports.pop(spn, None)
+
+    def _update(self, state: _PortState, info: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> None:
+        spn = info.name
+        gone = {e.address for e in state.endpoints} - {e.address for e in endpoints}
+        state.info, state.endpoints = info, endpoints
+        group = self.group
+        wanted: dict[FrontendKey, tuple[str, Verdict, str | None]] = {}
+        verdict, usable = categorize(endpoints, self.name, info.internal_local)
+        state.internal.set(verdict, usable, info.affinity_timeout)
+        if group.shared_stack:
+            wanted[("", info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, None)
+        else:
+            wanted[(self.name, info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, self.name)
+        if info.node_port is not None or info.load_balancer_ips:
+            verdict, usable = categorize(endpoints, self.name, info.external_local)
+            state.external.set(verdict, usable, info.affinity_timeout)
+            if info.node_port is not None and self.node.ip:
+                wanted[(self.name, info.protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, self.name)
+            for ip in info.load_balancer_ips:
+                wanted[("", info.protocol, ip, info.port)] = (LOAD_BALANCER, verdict, None)
+        for key in state.frontends - wanted.keys():
+            group.release(key, spn, self.name)
+        for key, (kind, verdict, scope) in wanted.items():
+            group.claim(key, kind, info, scope, self.name, verdict)
+        state.frontends = set(wanted)
+        if gone and info.protocol == "UDP":
+            group.drop_udp_endpoints(state.frontends, gone)
+
+    # ------------------------------------------------------------------ routing (per connection)
+
+    def route(self, spn: ServicePortName, traffic: Traffic, client: tuple[str, int], frontend: str) -> Route:
+        """Decide one new connection or flow from ``client`` to service port ``spn``."""
+        state = self._ports.get(spn)
+        label = state.info.label if state is not None else str(spn)
+        record = ConnectionRecord(client=client, service_port=label, frontend=frontend, node=self.name)
+        self.group.log.add(spn.service, record)
+        if state is None:
+            return Route(Verdict.REJECT, record)
+        lane = state.internal if traffic is Traffic.INTERNAL else state.external
+        if lane.verdict is not Verdict.SERVE:
+            return Route(lane.verdict, record)
+        client_ip = client[0]
+        endpoint = lane.balancer.pick(client_ip, time.monotonic())
+        if endpoint is None:
+            return Route(Verdict.REJECT, record)
+        record.endpoint = str(endpoint)
+        info = state.info
+        source = client_ip if traffic is Traffic.INTERNAL or info.external_local else self.node.ip
+        return Route(Verdict.SERVE, record, address=endpoint.address, source_ip=source, where=self.name,
+                     impairment=self.group.impairments.lookup(spn.service, (self.name, endpoint.node)),
+                     retry=functools.partial(self._retry, lane.balancer, client_ip, record))
+
+    @staticmethod
+    def _retry(balancer: Balancer, client_ip: str, record: ConnectionRecord,
+               tried: list[tuple[str, int]]) -> tuple[str, int] | None:
+        endpoint = balancer.pick(client_ip, time.monotonic(), exclude=set(tried))
+        if endpoint is None:
+            return None
+        record.endpoint = str(endpoint)
+        return endpoint.address
+

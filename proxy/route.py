@@ -1,0 +1,54 @@
+"""What the relays get from the proxier for each new connection or flow, and what they share.
+
+A listener asks its dispatch function once per TCP connection or UDP flow (never per chunk) and
+gets a ``Route``: a verdict, and for ``SERVE`` where to connect, from which source address, in
+which node's network, with which impairment, plus the connection record to complete. ``retry``
+gives another endpoint after a failed connect (or None when none is left).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .connlog import ConnectionRecord
+from .impair import Impairment
+from .serviceport import Verdict
+
+
+class SocketMaker(Protocol):
+    def socket(self, where: str, family: int, type: int) -> Any: ...
+
+
+@dataclass(slots=True)
+class Route:
+    verdict: Verdict
+    record: ConnectionRecord
+    address: tuple[str, int] | None = None       # where to connect (SERVE only)
+    source_ip: str | None = None                  # address the backend should see
+    where: str = ""                               # network to make the upstream socket in
+    impairment: Impairment | None = None
+    retry: Callable[[list[tuple[str, int]]], tuple[str, int] | None] | None = None
+
+
+Dispatch = Callable[[tuple[str, int]], Route]
+
+
+@dataclass
+class RelayContext:
+    """Shared by every listener and relay of one proxy group."""
+
+    loop: asyncio.AbstractEventLoop
+    sockets: SocketMaker
+    dial_timeouts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    udp_idle_timeout: float = 30.0
+    udp_max_flows: int = 4096
+    rng: random.Random = field(default_factory=random.Random)
+    live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
+
+    def close_all(self, node: str | None = None) -> None:
+        """Close every live relay (of one node, or all)."""
+        for item in list(self.live):
+            if node is None or item.node == node:
+                item.close()

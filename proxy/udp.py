@@ -1,0 +1,234 @@
+"""UDP listeners and flows.
+
+A listener owns one UDP socket on a service address (bound by the group). The datagrams of each
+client address form a flow: the first one asks the dispatch function for a ``Route``, which
+gives the flow its endpoint and an upstream socket of its own (made in the route's network,
+bound to the source address the backend should see, connected to the endpoint). Replies read
+from that socket are sent to the client from the listener's socket, so they come from the
+service address. A flow ends after ``udp_idle_timeout`` seconds without a datagram either way,
+when its endpoint is withdrawn (as kube-proxy clears conntrack entries of removed UDP
+endpoints), or when the listener closes (closing breaks UDP flows, as in the userspace proxy).
+At ``udp_max_flows`` flows the idlest one makes room.
+
+Sockets are plain non-blocking sockets read with ``loop.add_reader`` (no transports): a flow is
+set up synchronously, and a datagram costs one ``recv`` and one ``send``. A datagram that does
+not fit in a socket buffer is dropped, as a full link would drop it. Impaired flows lose and
+delay datagrams per direction; jitter may reorder them, as on a real link.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from .connlog import OK, REFUSED, TIMEOUT
+from .impair import Shaper
+from .route import Dispatch, RelayContext, Route
+from .serviceport import Verdict
+from .sockopts import attach_filter, bind_source
+
+log = logging.getLogger(__name__)
+
+_MAX_DATAGRAM = 65535
+_BATCH = 64                 # datagrams read per readiness callback
+_MAX_BACKLOG = 0.25         # rate-capped flows drop datagrams that would wait longer than this (s)
+_monotonic = time.monotonic
+
+
+class UDPListener:
+    def __init__(self, ctx: RelayContext, sock: socket.socket, dispatch: Dispatch) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.dispatch = dispatch
+        self.flows: dict[tuple[str, int], _Flow] = {}
+        self._sweeper: Any = None
+        self._fd = sock.fileno()
+        ctx.loop.add_reader(self._fd, self._readable)
+
+    def set_filter(self, program: bytes | None) -> None:
+        attach_filter(self.sock, program)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self.ctx.loop.remove_reader(self._fd)
+        self._fd = -1
+        for flow in list(self.flows.values()):
+            flow.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.sock.close()
+
+    def drop_endpoint(self, address: tuple[str, int]) -> None:
+        """End the flows that go to ``address`` (a withdrawn endpoint)."""
+        for flow in [f for f in self.flows.values() if f.endpoint == address]:
+            flow.close()
+
+    def reply(self, data: bytes, client: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, client)
+        except OSError:
+            pass
+
+    def _readable(self) -> None:
+        sock, flows = self.sock, self.flows
+        for _ in range(_BATCH):
+            try:
+                data, client = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            flow = flows.get(client)
+            if flow is None:
+                flow = self._open_flow(client)
+                if flow is None:
+                    continue
+            flow.forward(data)
+
+    def _open_flow(self, client: tuple[str, int]) -> "_Flow | None":
+        route = self.dispatch(client)
+        if route.verdict is not Verdict.SERVE or route.address is None:
+            route.record.finish(REFUSED if route.verdict is Verdict.REJECT else TIMEOUT)
+            return None
+        if len(self.flows) >= self.ctx.udp_max_flows:
+            self._sweep(make_room=True)
+        sock = self.ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            bind_source(sock, route.source_ip, stream=False)
+            sock.connect(route.address)
+        except OSError as exc:
+            sock.close()
+            log.debug("%s: UDP flow to %s:%s failed: %s", route.record.service_port, *route.address, exc)
+            route.record.finish(REFUSED)
+            return None
+        imp = route.impairment
+        impaired = imp is not None and (imp.udp_loss or imp.shapes)
+        flow = (_ImpairedFlow if impaired else _Flow)(self, sock, client, route)
+        self.flows[client] = flow
+        self.ctx.live.add(flow)
+        if self._sweeper is None:
+            self._schedule_sweep()
+        return flow
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = self.ctx.loop.call_later(max(self.ctx.udp_idle_timeout / 4, 0.01), self._sweep)
+
+    def _sweep(self, make_room: bool = False) -> None:
+        if not make_room:
+            self._sweeper = None
+        now, idle = _monotonic(), self.ctx.udp_idle_timeout
+        for flow in [f for f in self.flows.values() if now - f.last >= idle]:
+            flow.close()
+        if make_room and len(self.flows) >= self.ctx.udp_max_flows:
+            min(self.flows.values(), key=lambda f: f.last).close()
+        if self.flows and self._sweeper is None and self._fd >= 0:
+            self._schedule_sweep()
+
+
+class _Flow:
+    """One client address's datagrams to one endpoint, and the replies."""
+
+    __slots__ = ("listener", "sock", "fd", "client", "endpoint", "record", "last", "up", "down")
+
+    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
+        self.listener = listener
+        self.sock = sock
+        self.client = client
+        self.endpoint = route.address
+        self.record = route.record
+        self.last = _monotonic()
+        self.up = 0
+        self.down = 0
+        self.fd = sock.fileno()
+        listener.ctx.loop.add_reader(self.fd, self.readable)
+
+    @property
+    def node(self) -> str:
+        return self.record.node
+
+    def forward(self, data: bytes) -> None:
+        self.last = _monotonic()
+        self.up += len(data)
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.send(data)
+        except OSError:  # buffer full, or an ICMP error from the endpoint reported late
+            pass
+
+    def readable(self) -> None:
+        sock = self.sock
+        for _ in range(_BATCH):
+            try:
+                data = sock.recv(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:  # the endpoint's port is closed (ICMP); keep the flow
+                continue
+            except OSError:
+                return
+            self.last = _monotonic()
+            self.down += len(data)
+            self.deliver(data)
+
+    def deliver(self, data: bytes) -> None:
+        self.listener.reply(data, self.client)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        listener = self.listener
+        listener.ctx.loop.remove_reader(self.fd)
+        self.fd = -1
+        self.sock.close()
+        if listener.flows.get(self.client) is self:
+            del listener.flows[self.client]
+        listener.ctx.live.discard(self)
+        self.record.finish(OK if self.down else TIMEOUT, self.up, self.down)
+
+
+class _ImpairedFlow(_Flow):
+    __slots__ = ("loss", "rng", "loop", "shaper_up", "shaper_down")
+
+    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
+        super().__init__(listener, sock, client, route)
+        imp = route.impairment
+        assert imp is not None
+        ctx = listener.ctx
+        self.loss = imp.udp_loss
+        self.rng = ctx.rng
+        self.loop = ctx.loop
+        shapes = imp.shapes
+        self.shaper_up = Shaper(imp, ordered=False, rng=ctx.rng) if shapes else None
+        self.shaper_down = Shaper(imp, ordered=False, rng=ctx.rng) if shapes else None
+
+    def forward(self, data: bytes) -> None:
+        self.last = _monotonic()
+        self.up += len(data)
+        self._pass(data, self.shaper_up, self.send)
+
+    def deliver(self, data: bytes) -> None:
+        self._pass(data, self.shaper_down, self._reply)
+
+    def _reply(self, data: bytes) -> None:
+        if self.fd >= 0:
+            self.listener.reply(data, self.client)
+
+    def send(self, data: bytes) -> None:
+        if self.fd >= 0:
+            super().send(data)
+
+    def _pass(self, data: bytes, shaper: Shaper | None, out: Any) -> None:
+        if self.loss and self.rng.random() < self.loss:
+            return
+        if shaper is None:
+            out(data)
+            return
+        now = self.loop.time()
+        if shaper.backlog(now) > _MAX_BACKLOG:
+            return
+        self.loop.call_at(shaper.departure(len(data), now), out, data)
