@@ -27,7 +27,9 @@ from netemu.api import objects as k8s
 from netemu.config import DEFAULT_NAME, ClusterConfig
 from netemu.errors import ClusterError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
-from netemu.kubelet.kubelet import ExecPlan, Kubelet
+from netemu import system
+from netemu.kubelet import podfiles
+from netemu.kubelet.kubelet import ExecPlan, Kubelet, PodDNS
 from netemu.state import ClusterState
 from netemu.store import Store
 
@@ -80,6 +82,8 @@ class Cluster:
         self._started = False
         self.started_at = 0.0
         self.control: Any = None
+        self.proxy: Any = None
+        self.dns_port = 53
 
     @property
     def name(self) -> str:
@@ -109,10 +113,15 @@ class Cluster:
                                        node_port_range=self.config.node_port_range)
             self.apiserver.bootstrap()
             from netemu.controllers import start_controllers
-            controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr)
+            controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr, lb_delay=self.config.lb_delay)
             stack.callback(controllers.stop)
+            self._start_proxy()
+            self._start_dns()
             for index, node in enumerate(self.config.nodes):
                 await self._add_node(node, index)
+            self.proxy.on_synced()
+            self.apiserver.apply(api.load_text(system.dns_manifests(self.config.dns_ip, self.dns_port),
+                                               source="<netemu system>"))
             if self.control_socket_enabled:
                 from netemu.control import ControlServer
                 server = ControlServer(self, self.state.control_socket)
@@ -128,9 +137,54 @@ class Cluster:
             raise
         log.info("cluster %s up in %.3f s", self.name, time.monotonic() - t0)
 
+    def _start_proxy(self) -> None:
+        from netemu.proxy import ProxyGroup
+        self.proxy = ProxyGroup(self.fabric)
+        self._stack.push_async_callback(self.proxy.close)
+
+        def on_event(event: Any) -> None:
+            if event.kind == "Service":
+                self.proxy.on_service(event.old, event.new)
+            else:
+                self.proxy.on_endpointslice(event.old, event.new)
+        self._stack.callback(self.store.subscribe(on_event, kinds=["Service", "EndpointSlice"]))
+        for svc in self.store.list("Service"):
+            self.proxy.on_service(None, svc)
+        for eps in self.store.list("EndpointSlice"):
+            self.proxy.on_endpointslice(None, eps)
+
+    def _start_dns(self) -> None:
+        from netemu.dns import ClusterDNS, DNSConfig, DNSIndex
+        cfg = self.config
+        self.dns_config = DNSConfig(zone=cfg.cluster_domain, ttl=cfg.dns_ttl, dns_ip=cfg.dns_ip,
+                                    reverse_cidrs=(cfg.service_cidr, cfg.pod_cidr), upstreams=tuple(cfg.dns_upstreams))
+        self.dns_index = DNSIndex(watch_pods=True)
+        resolver = ClusterDNS(self.dns_config, self.dns_index)  # handlers only; pods serve
+        handlers = {"Service": resolver.on_service, "EndpointSlice": resolver.on_endpointslice,
+                    "Pod": resolver.on_pod, "Namespace": resolver.on_namespace}
+        self._stack.callback(self.store.subscribe(lambda e: handlers[e.kind](e.old, e.new), kinds=list(handlers)))
+        for kind, handler in handlers.items():
+            for obj in self.store.list(kind):
+                handler(None, obj)
+        self.dns_port = system.dns_port()
+        self.dns_image = system.ClusterDNSImage(self.dns_config, self.dns_index, self.dns_port)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this cluster can do, for scenarios and tests that need a part ("service-proxy" …)."""
+        caps = {"service-proxy", "cluster-dns", self.config.backend}
+        if os.geteuid() == 0:
+            caps.add("root")
+        if not podfiles.prefix_problem():
+            caps.add("pod-resolv-conf")
+        if self.dns_port == 53:
+            caps.add("dns-port-53")
+        return frozenset(caps)
+
     async def _add_node(self, name: str, index: int) -> None:
         net = await self.fabric.add_node(name, index)
         self.nodes[name] = net
+        self.proxy.add_node(net)
         node = k8s.Node(
             metadata=k8s.ObjectMeta(name=name, labels={
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
@@ -149,7 +203,10 @@ class Cluster:
         kubelet = Kubelet(net, self.store, self.fabric, log_dir=self.state.path("logs"),
                           record_process=self.state.record_process,
                           restart_backoff=self.config.restart_backoff,
-                          restart_backoff_max=self.config.restart_backoff_max)
+                          restart_backoff_max=self.config.restart_backoff_max,
+                          pod_dir=self.state.path("pods"),
+                          dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
+                          extra_images={system.DNS_IMAGE: self.dns_image})
         self.kubelets[name] = kubelet
         self._stack.push_async_callback(kubelet.stop)
 
@@ -181,7 +238,7 @@ class Cluster:
     async def apply(self, *sources: Any, namespace: str | None = None) -> list[str]:
         """Create or update objects from paths, YAML text, dicts or decoded manifests (all or nothing)."""
         lines = self.apiserver.apply(self._manifests(sources, namespace))
-        await asyncio.sleep(0)
+        await self.settle()
         return lines
 
     async def delete(self, kind: str, name: str, namespace: str = "default", *, wait: bool = False,
@@ -260,6 +317,13 @@ class Cluster:
             await self.wait_for(lambda: not self.not_ready(), timeout, "pods to be ready")
         except WaitTimeoutError as exc:
             raise WaitTimeoutError(f"{exc}: still waiting for {', '.join(self.not_ready()[:10])}") from None
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Let every change so far reach the data plane (proxy listeners in step with services)."""
+        await asyncio.sleep(0)
+        if self.proxy is not None:
+            await self.proxy.settle()
 
     # ------------------------------------------------------------------ pods
 
@@ -278,10 +342,9 @@ class Cluster:
                    input: bytes | None = None, timeout: float = 30) -> ExecResult:
         """Run ``argv`` in the pod's container (its environment, its network) and collect the output."""
         plan = self.exec_plan(pod, argv, container=container, namespace=namespace)
-        prefix = self.fabric.process_prefix(self.store.must_get("Pod", namespace, pod).metadata.uid)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
+                *plan.prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except FileNotFoundError:
@@ -315,3 +378,12 @@ class Cluster:
             return path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def _host_resolv_conf() -> str | None:
+    """The node's resolv.conf (for dnsPolicy Default), as the kubelet's --resolv-conf."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return None

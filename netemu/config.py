@@ -47,6 +47,7 @@ class ClusterConfig:
     node_port_range: str = "30000-32767"
     cluster_domain: str = "cluster.local"
     dns_ttl: int = 5
+    dns_upstreams: tuple[str, ...] = ()       # where names outside the cluster go; none: REFUSED
     restart_backoff: float = 10.0             # kubelet's initial CrashLoopBackOff delay
     restart_backoff_max: float = 300.0
     lb_delay: float = 0.05                    # LoadBalancer provisioning is asynchronous

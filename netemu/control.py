@@ -107,8 +107,7 @@ class ControlServer:
         if op == "exec_plan":
             plan = c.exec_plan(req["pod"], req["argv"], container=req.get("container"),
                                namespace=req.get("namespace") or "default")
-            pod = c.get("Pod", req["pod"], req.get("namespace") or "default")
-            return {**dataclasses.asdict(plan), "prefix": c.fabric.process_prefix(pod.metadata.uid)}
+            return dataclasses.asdict(plan)
         if op == "log_path":
             return str(c.log_path(req["pod"], req.get("container"), req.get("namespace") or "default"))
         if op == "wait_ready":

@@ -166,6 +166,7 @@ spec:
 
 async def test_failed_apply_changes_nothing(state_dir):
     async with Cluster(name="wt") as cluster:
+        await cluster.wait_ready()  # the system pods (cluster DNS) have settled
         rv = cluster.store.resource_version
         with pytest.raises(ManifestErrors) as err:
             await cluster.apply(EXAMPLES / "my-nginx-deployment.yaml", """

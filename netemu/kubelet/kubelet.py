@@ -16,10 +16,11 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from netemu.api import objects as k8s
 from netemu.errors import InvalidError, NetemuError, NotFoundError
@@ -27,7 +28,7 @@ from netemu.fabric.base import Fabric, NodeNetwork
 from netemu.images.golang import go_duration
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
-from . import envvars, probes
+from . import envvars, podfiles, probes
 from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
 from .sockets import wildcard_listeners
 
@@ -64,6 +65,17 @@ class ExecPlan:
     argv: list[str]
     env: dict[str, str]
     cwd: str | None = None
+    prefix: list[str] = field(default_factory=list)  # run argv behind this (pod network, pod files)
+
+
+@dataclass(frozen=True)
+class PodDNS:
+    """What the kubelet needs to write a pod's resolv.conf (kubelet --cluster-dns, --cluster-domain,
+    --resolv-conf)."""
+
+    dns_ip: str
+    zone: str = "cluster.local"
+    node_resolv_conf: str | None = None
 
 
 def _cond(type_: str, ok: bool, reason: str = "", message: str = "") -> k8s.PodCondition:
@@ -132,10 +144,10 @@ class ContainerWorker:
         log_path = kl.log_path(pod, self.spec.name)
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=kl.fabric.process_prefix(self.pw.uid),
+                                    log_path=log_path, prefix=self.pw.process_prefix(),
                                     record=kl.record_process)
         from netemu import images
-        emulation = images.resolve(self.spec.image)
+        emulation = kl.extra_images.get(self.spec.image) or images.resolve(self.spec.image)
         if emulation is None:
             raise ContainerStartError(
                 "ErrImagePull",
@@ -144,7 +156,7 @@ class ContainerWorker:
         program = emulation.real_program(tuple(args))
         if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
             return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=kl.fabric.process_prefix(self.pw.uid),
+                                    log_path=log_path, prefix=self.pw.process_prefix(),
                                     record=kl.record_process)
         writer = kl.log_writer(pod, self.spec.name)
         ctx = images.ContainerContext(
@@ -251,7 +263,7 @@ class ContainerWorker:
 
     async def _probe_loop(self) -> None:
         spec, pw = self.spec, self.pw
-        prefix = pw.kubelet.fabric.process_prefix(pw.uid)
+        prefix = pw.process_prefix()
         startup = probes.ProbeState(spec.startup_probe, False) if spec.startup_probe else None
         live = probes.ProbeState(spec.liveness_probe, True) if spec.liveness_probe else None
         ready = probes.ProbeState(spec.readiness_probe, False) if spec.readiness_probe else None
@@ -325,6 +337,7 @@ class PodWorker:
         self.workers = [ContainerWorker(self, c) for c in pod.spec.containers]
         self.initialized = not self.init_workers
         self.sandbox_ready = False
+        self.files: podfiles.PodFiles | None = None
         self.task: asyncio.Task | None = None
         self.terminating: asyncio.Task | None = None
         self._publish_scheduled = False
@@ -477,6 +490,7 @@ class PodWorker:
             self.publish()
             return
         self.ip = net.ip
+        self.files = self._write_files()
         self.sandbox_ready = True
         self.publish()
         for w in self.init_workers:
@@ -512,6 +526,24 @@ class PodWorker:
             await asyncio.gather(w.stop(max(deadline - time.monotonic(), 0.0)), return_exceptions=True)
         self.publish()
 
+    def _write_files(self) -> podfiles.PodFiles | None:
+        kl = self.kubelet
+        if kl.pod_dir is None:
+            return None
+        spec, meta = self.pod.spec, self.pod.metadata
+        zone = kl.dns.zone if kl.dns else "cluster.local"
+        fqdn = f"{self.hostname}.{spec.subdomain}.{meta.namespace}.svc.{zone}" if spec.subdomain else ""
+        text = ""
+        if kl.dns is not None:
+            from netemu.dns import resolv_conf
+            text = resolv_conf(self.pod, kl.dns.dns_ip, zone, kl.dns.node_resolv_conf)
+        return podfiles.write(kl.pod_dir / self.uid, resolv_conf=text, pod_ip=self.ip,
+                              hostname=self.hostname, fqdn=fqdn)
+
+    def process_prefix(self) -> list[str]:
+        """argv before any process of this pod: into its network, then its files and hostname."""
+        return self.kubelet.fabric.process_prefix(self.uid) + podfiles.enter_prefix(self.files)
+
     def update(self, pod: k8s.Pod) -> None:
         self.pod = pod
         if pod.metadata.deletion_timestamp and self.terminating is None:
@@ -542,6 +574,8 @@ class PodWorker:
                              return_exceptions=True)
         await self._stop_sidecars(deadline)
         self.kubelet.close_logs(self.pod)
+        if self.files is not None:
+            shutil.rmtree(self.files.directory, ignore_errors=True)
         try:
             await self.kubelet.fabric.remove_pod(self.kubelet.node.name, self.uid)
         except NetemuError as exc:
@@ -556,7 +590,8 @@ class PodWorker:
 class Kubelet:
     def __init__(self, node: NodeNetwork, store: Store, fabric: Fabric, *, log_dir: Path,
                  record_process: Callable[[int], None], restart_backoff: float = 10.0,
-                 restart_backoff_max: float = 300.0):
+                 restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
+                 extra_images: Mapping[str, Any] | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
@@ -564,6 +599,9 @@ class Kubelet:
         self.record_process = record_process
         self.restart_backoff = restart_backoff
         self.restart_backoff_max = restart_backoff_max
+        self.pod_dir = pod_dir
+        self.dns = dns
+        self.extra_images = dict(extra_images or {})
         self.workers: dict[str, PodWorker] = {}
         self._logs: dict[tuple[str, str], Any] = {}
         self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
@@ -629,7 +667,8 @@ class Kubelet:
         w = pod_worker.container(container)
         if w.state.running is None:
             raise NotFoundError(f'unable to upgrade connection: container not found ("{w.spec.name}")')
-        return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None)
+        return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None,
+                        prefix=pod_worker.process_prefix())
 
     async def stop(self) -> None:
         """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""

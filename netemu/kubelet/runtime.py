@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -51,6 +52,15 @@ class ProcessContainer:
     async def start(self) -> None:
         if self.cwd and not os.path.isdir(self.cwd):
             raise ContainerStartError("StartError", f'chdir to cwd ("{self.cwd}") set in config.json failed: no such file or directory')
+        # Look the program up first: behind a prefix (unshare, nsenter) a missing binary would
+        # otherwise show as the wrapper's exit status 127 instead of the runtime's StartError.
+        program = self.argv[0]
+        if "/" in program:
+            if not os.access(program, os.X_OK):
+                raise ContainerStartError("StartError", f'exec: "{program}": stat {program}: no such file or directory'
+                                          if not os.path.exists(program) else f'exec: "{program}": permission denied')
+        elif shutil.which(program, path=self.env.get("PATH", os.defpath)) is None:
+            raise ContainerStartError("StartError", f'exec: "{program}": executable file not found in $PATH')
         with open(self.log_path, "ab") as logf:
             try:
                 self.proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,74 @@
+"""The files a container runtime gives every pod — /etc/resolv.conf, /etc/hosts, the hostname —
+and the way a process is started so that it sees them.
+
+The kubelet writes the pod's resolv.conf (from dnsPolicy and dnsConfig) and its hosts file under
+the cluster's state directory. A process of the pod (a container's command, an exec, an exec
+probe) is started through ``unshare --mount --uts``: in a private mount namespace the two files
+are bind-mounted over /etc/resolv.conf and /etc/hosts, and the UTS namespace gets the pod's
+hostname, so ``nslookup my-nginx`` and ``curl my-nginx`` resolve through cluster DNS with the
+pod's search path, as in a real pod. That needs root (CAP_SYS_ADMIN); without it processes see
+the host's files, and ``prefix_problem`` says so plainly.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+_ENTER = ('mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts && hostname "$2" '
+          '&& shift 2 && exec "$@"')
+
+
+@dataclass(frozen=True)
+class PodFiles:
+    directory: Path
+    hostname: str
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.directory / "resolv.conf"
+
+    @property
+    def hosts(self) -> Path:
+        return self.directory / "hosts"
+
+
+def hosts_file(pod_ip: str, hostname: str, fqdn: str = "") -> str:
+    """The kubelet's managed /etc/hosts (pkg/kubelet/kubelet_pods.go managedHostsFileContent)."""
+    names = f"{fqdn}\t{hostname}" if fqdn and fqdn != hostname else hostname
+    return ("# Kubernetes-managed hosts file.\n"
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+            f"{pod_ip}\t{names}\n")
+
+
+def write(directory: Path, *, resolv_conf: str, pod_ip: str, hostname: str, fqdn: str = "") -> PodFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = PodFiles(directory, hostname)
+    files.resolv_conf.write_text(resolv_conf)
+    files.hosts.write_text(hosts_file(pod_ip, hostname, fqdn))
+    return files
+
+
+@functools.cache
+def prefix_problem() -> str:
+    """Why processes cannot get the pod's files here ("" when they can)."""
+    if os.geteuid() != 0:
+        return ("not root: processes of pods see the host's /etc/resolv.conf, /etc/hosts and hostname "
+                "(run as root for per-pod ones)")
+    missing = [t for t in ("unshare", "mount", "hostname") if shutil.which(t) is None]
+    if missing:
+        return f"missing {', '.join(missing)}: processes of pods see the host's resolv.conf and hostname"
+    if not (os.path.exists("/etc/resolv.conf") and os.path.exists("/etc/hosts")):
+        return "the host has no /etc/resolv.conf or /etc/hosts to cover"
+    return ""
+
+
+def enter_prefix(files: PodFiles | None) -> list[str]:
+    """argv to put before a command so that it runs with the pod's files and hostname."""
+    if files is None or prefix_problem():
+        return []
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER,
+            str(files.resolv_conf), str(files.hosts), files.hostname]
