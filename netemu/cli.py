@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cidr", default=None)
     p.add_argument("--node-cidr", default=None)
     p.add_argument("--lb-cidr", default=None)
+    p.add_argument("--dns-upstream", default="host", metavar="host|none|IP[:PORT],...",
+                   help="where cluster DNS forwards names outside the cluster: the host's resolv.conf "
+                        "nameservers (default, like CoreDNS's `forward . /etc/resolv.conf`), none (REFUSED), "
+                        "or the given servers")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     _add_cluster_flag(p)
 
@@ -107,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="remove what killed clusters left behind")
 
     p = sub.add_parser("clusters", help="list clusters")
+
+    p = sub.add_parser("run", help="run scenario files (each in a fresh cluster) and report")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="scenario files, or directories of them")
+    p.add_argument("--junit", metavar="FILE", default=None, help="also write JUnit XML here")
+    p.add_argument("--keep", action="store_true",
+                   help="keep a failed scenario's cluster up for `netemu get/exec --name ...`")
+    p.add_argument("-k", dest="pattern", metavar="PATTERN", default=None,
+                   help="only scenarios whose name or file name contains PATTERN")
     return parser
 
 
@@ -164,6 +176,7 @@ def _make_cluster(args: argparse.Namespace) -> Any:
     from netemu.cluster import Cluster
     nodes: Any = int(args.nodes) if args.nodes.isdigit() else [n.strip() for n in args.nodes.split(",") if n.strip()]
     overrides = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr") if getattr(args, k)}
+    overrides["dns_upstreams"] = _dns_upstreams(args.dns_upstream)
     manifests = []
     for p in args.filename:
         if not Path(p).exists():
@@ -171,6 +184,15 @@ def _make_cluster(args: argparse.Namespace) -> Any:
         manifests.append(Path(p))
     return Cluster(nodes, name=args.name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
                    backend=args.backend, manifests=manifests, **overrides)
+
+
+def _dns_upstreams(text: str) -> tuple[str, ...]:
+    if text == "none":
+        return ()
+    if text == "host":
+        from netemu.dns import host_upstreams
+        return tuple(host_upstreams())
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def _summary(cluster: Any, elapsed: float) -> str:
@@ -187,6 +209,9 @@ def _summary(cluster: Any, elapsed: float) -> str:
         if spec.type == "ExternalName":
             where = spec.external_name
         lines.append(f"  service {svc.metadata.namespace}/{svc.metadata.name:<20} {spec.type:<12} {where} {ports}{extra}")
+    port = "" if cluster.dns_port == 53 else f" port {cluster.dns_port} (not 53: not root, so pods cannot use it)"
+    lines.append(f"  cluster DNS {cluster.config.dns_ip}{port}: dig @{cluster.config.dns_ip}"
+                 + ("" if cluster.dns_port == 53 else f" -p {cluster.dns_port}") + " my-svc.default.svc.cluster.local")
     lines.append("try: netemu get pods -o wide   |   stop: netemu down" + (f" --name {cluster.name}" if cluster.name != DEFAULT_NAME else ""))
     return "\n".join(lines)
 
@@ -328,6 +353,9 @@ def run(argv: Sequence[str]) -> int:
         if args.detach:
             return _up_detached(args, argv)
         return _run_loop(_up(args))
+    if cmd == "run":
+        from netemu.scenario import run_files
+        return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern)
     if cmd == "gc":
         from netemu.state import gc_all
         removed = gc_all(state_root())

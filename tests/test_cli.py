@@ -44,7 +44,7 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 
 @pytest.fixture
 def cluster(env):
-    r = netemu(env, "up", "--detach", "--nodes", "3", "-f", str(EXAMPLES / "my-nginx-deployment.yaml"))
+    r = netemu(env, "up", "--detach", "--dns-upstream", "none", "--nodes", "3", "-f", str(EXAMPLES / "my-nginx-deployment.yaml"))
     pid = int(r.stdout.rsplit("pid ", 1)[1].split(")")[0])
     yield pid
     if alive(pid):
@@ -117,7 +117,7 @@ def test_user_mistakes_are_one_line_errors(env, cluster, tmp_path):
 
 
 def test_kill_9_then_gc_removes_everything(env, tmp_path):
-    r = netemu(env, "up", "--detach")
+    r = netemu(env, "up", "--detach", "--dns-upstream", "none")
     pid = int(r.stdout.rsplit("pid ", 1)[1].split(")")[0])
     netemu(env, "apply", "-f", "-", input="""
 apiVersion: v1
@@ -144,7 +144,7 @@ spec:
 
 
 def test_foreground_up_stops_cleanly_on_ctrl_c(env):
-    proc = subprocess.Popen([NETEMU, "up", "-f", str(EXAMPLES / "my-nginx-deployment.yaml")], env=env,
+    proc = subprocess.Popen([NETEMU, "up", "--dns-upstream", "none", "-f", str(EXAMPLES / "my-nginx-deployment.yaml")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
