@@ -136,8 +136,7 @@ spec:
                    for s in walkthrough.list("endpointslice", "default") for e in s.endpoints)
     await walkthrough.wait_for(withdrawn, 10, "the endpoint to be withdrawn")
     out = (await dig(walkthrough, "+short", "web.default.svc.cluster.local")).split()
-    assert victim.status.pod_ip not in out
-    assert len(out) == 1
+    assert victim.status.pod_ip not in out  # (its replacement may already be listed)
 
 
 class _StubUpstream(socketserver.BaseRequestHandler):
