@@ -66,6 +66,7 @@ class ExecPlan:
     env: dict[str, str]
     cwd: str | None = None
     prefix: list[str] = field(default_factory=list)  # run argv behind this (pod network, pod files)
+    warning: str = ""  # why the command cannot see the pod's resolv.conf/hostname, if it cannot
 
 
 @dataclass(frozen=True)
@@ -668,7 +669,8 @@ class Kubelet:
         if w.state.running is None:
             raise NotFoundError(f'unable to upgrade connection: container not found ("{w.spec.name}")')
         return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None,
-                        prefix=pod_worker.process_prefix())
+                        prefix=pod_worker.process_prefix(),
+                        warning=podfiles.prefix_problem() if pod_worker.files is not None else "")
 
     async def stop(self) -> None:
         """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""
