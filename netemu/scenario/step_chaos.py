@@ -1,0 +1,213 @@
+"""Steps that break things on purpose: kill, stop/start (nodes, or background loads), impair,
+partition, heal.
+
+Each calls one ``Cluster`` method; a cluster without it makes the step fail with "not supported
+by this backend" (declare ``requires:`` to have the scenario skipped instead):
+
+    kill      → cluster.kill_container(pod, container=None, namespace="default", signal="KILL")
+    stop      → cluster.stop_node(name)          start → cluster.start_node(name)
+    impair    → cluster.impair(service=None, node=None, delay=0.0, jitter=0.0, rate_kbit=0.0,
+                               loss=0.0, reset=0.0)   (seconds, kbit/s, fractions; all zero clears)
+    partition → cluster.partition([[node, ...], [node, ...]])      heal → cluster.heal()
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+from netemu.errors import ClusterError
+from netemu.scenario.fields import describe, join
+from netemu.scenario.matchers import compile_matcher
+from netemu.scenario.step_traffic import stop_background
+from netemu.scenario.steps import Context, Parse, StepKind, error_expectation, expect_outcome, register
+
+SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT")
+
+
+async def call_cluster(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> list[str]:
+    func = getattr(ctx.cluster, method, None)
+    if func is None:
+        raise ClusterError(f"{step} is not supported by this backend ({ctx.backend}): the cluster has no "
+                           f"{method}(); add the matching requires: to skip this scenario where it cannot run")
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    if isinstance(result, list):
+        return [str(line) for line in result]
+    return [str(result)] if result else []
+
+
+@register
+class Kill(StepKind):
+    name = "kill"
+    summary = "{pod, container, signal}: kill a container's process (the kubelet restarts it per restartPolicy)"
+
+    def parse(self, p: Parse) -> Any:
+        f = p.fields()
+        pod = f.take("pod", "str", required=True)
+        container = f.take("container", "str")
+        namespace = f.take("namespace", "str", default="default")
+        signal = (f.take("signal", "str", default="KILL") or "KILL").upper().removeprefix("SIG")
+        if signal not in SIGNALS:
+            p.problems.add(join(p.path, "signal"), f"must be one of {', '.join(SIGNALS)}; got {signal}")
+        f.finish()
+        return (pod, container, namespace, signal), *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        (pattern, container, namespace, signal), error, output = spec
+
+        async def kill() -> list[str]:
+            pod = ctx.pod(pattern, namespace)
+            return await call_cluster(ctx, "kill", "kill_container", pod.metadata.name, container=container,
+                                      namespace=namespace, signal=signal)
+        await expect_outcome(ctx, kill(), error, output)
+
+    def title(self, spec: Any) -> str:
+        pod, container, _ns, signal = spec[0]
+        return f"kill -{signal} {pod}" + (f" -c {container}" if container else "")
+
+
+@register
+class Stop(StepKind):
+    name = "stop"
+    summary = "{node: NAME} or {background: NAME, expect: {failures, successes}}"
+
+    def parse(self, p: Parse) -> Any:
+        f = p.fields()
+        node = f.take("node", "str")
+        background = f.take("background", "str")
+        f.finish()
+        if (node is None) == (background is None) and f.ok:
+            p.problems.add(p.path, "give node: NAME or background: NAME")
+        if background is not None:
+            e = p.expect_fields()
+            failures = p.matcher(e.raw("failures"), join(p.expect_path, "failures")) if e.has("failures") \
+                else compile_matcher(0, "", p.problems)
+            successes = p.matcher(e.raw("successes"), join(p.expect_path, "successes")) if e.has("successes") \
+                else compile_matcher({"atLeast": 1}, "", p.problems)
+            e.finish()
+            return "background", background, failures, successes
+        return "node", node, *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        if spec[0] == "background":
+            await stop_background(ctx, spec[1], spec[2], spec[3])
+            return
+        await expect_outcome(ctx, call_cluster(ctx, "stop", "stop_node", spec[1]), spec[2], spec[3])
+
+    def title(self, spec: Any) -> str:
+        return f'stop background "{spec[1]}"' if spec[0] == "background" else f"stop node {spec[1]}"
+
+
+@register
+class Start(StepKind):
+    name = "start"
+    summary = "{node: NAME}: bring a stopped node back"
+
+    def parse(self, p: Parse) -> Any:
+        f = p.fields()
+        node = f.take("node", "str", required=True)
+        f.finish()
+        return node, *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        await expect_outcome(ctx, call_cluster(ctx, "start", "start_node", spec[0]), spec[1], spec[2])
+
+    def title(self, spec: Any) -> str:
+        return f"start node {spec[0]}"
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(kbit|mbit|gbit|bit)?\s*$", re.IGNORECASE)
+_RATE_UNITS = {"bit": 0.001, "kbit": 1.0, "mbit": 1000.0, "gbit": 1_000_000.0}
+
+
+def parse_rate(value: Any) -> float:
+    """``1mbit``, ``500kbit`` (tc's units) or a number of kbit/s → kbit/s."""
+    m = _RATE.match(str(value)) if not isinstance(value, bool) else None
+    if not m:
+        raise ValueError(f"expected a rate such as 1mbit or 500kbit, got {describe(value)}")
+    return float(m.group(1)) * _RATE_UNITS[(m.group(2) or "kbit").lower()]
+
+
+@register
+class Impair(StepKind):
+    name = "impair"
+    summary = "{service | node: NAME, delay, jitter, loss, reset, rate, clear}"
+
+    def parse(self, p: Parse) -> Any:
+        f = p.fields()
+        target = {"service": f.take("service", "str"), "node": f.take("node", "str")}
+        settings = {
+            "delay": f.take("delay", "duration", default=0.0), "jitter": f.take("jitter", "duration", default=0.0),
+            "loss": f.take("loss", "fraction", default=0.0), "reset": f.take("reset", "fraction", default=0.0),
+        }
+        rate = f.take("rate")
+        clear = f.take("clear", "bool", default=False)
+        f.finish()
+        settings["rate_kbit"] = 0.0
+        if rate is not None:
+            try:
+                settings["rate_kbit"] = parse_rate(rate)
+            except ValueError as exc:
+                p.problems.add(join(p.path, "rate"), str(exc))
+        if all(v is None for v in target.values()) and f.ok:
+            p.problems.add(p.path, "give service: NAME or node: NAME")
+        if clear and any(settings.values()):
+            p.problems.add(join(p.path, "clear"), "clear takes no delay, jitter, loss, reset or rate")
+        if not clear and not any(settings.values()) and f.ok:
+            p.problems.add(p.path, "give delay, jitter, loss, reset or rate (or clear: true)")
+        return {k: v for k, v in target.items() if v is not None}, settings, *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        target, settings, error, output = spec
+        await expect_outcome(ctx, call_cluster(ctx, "impair", "impair", **target, **settings), error, output)
+
+    def title(self, spec: Any) -> str:
+        target, settings = spec[0], spec[1]
+        what = " ".join(f"{k} {v}" for k, v in target.items())
+        shown = ", ".join(f"{k} {v:g}" for k, v in settings.items() if v) or "clear"
+        return f"impair {what}: {shown}"
+
+
+@register
+class Partition(StepKind):
+    name = "partition"
+    summary = "[[node-1], [node-2, node-3]]: nodes in different groups cannot reach each other"
+
+    def lifts(self, value: Any) -> tuple[str, ...]:
+        return ()
+
+    def parse(self, p: Parse) -> Any:
+        groups = p.value
+        if not (isinstance(groups, list) and len(groups) >= 2 and all(
+                isinstance(g, list) and g and all(isinstance(n, str) for n in g) for g in groups)):
+            p.problems.add(p.path, f"expected a list of at least two lists of node names, got {describe(groups)}")
+            groups = []
+        return groups, *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        await expect_outcome(ctx, call_cluster(ctx, "partition", "partition", spec[0]), spec[1], spec[2])
+
+    def title(self, spec: Any) -> str:
+        return "partition " + " | ".join(",".join(g) for g in spec[0])
+
+
+@register
+class Heal(StepKind):
+    name = "heal"
+    summary = "{}: undo every partition"
+
+    def lifts(self, value: Any) -> tuple[str, ...]:
+        return ()
+
+    def parse(self, p: Parse) -> Any:
+        if p.value not in (None, {}, True):
+            p.problems.add(p.path, f"takes no value (write heal: {{}}), got {describe(p.value)}")
+        return error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        await expect_outcome(ctx, call_cluster(ctx, "heal", "heal"), spec[0], spec[1])
+
+    def title(self, spec: Any) -> str:
+        return "heal partitions"
