@@ -19,7 +19,7 @@ tools:
 	@./scripts/ensure-tools curl:curl /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
 
 run: $(STAMP)
-	$(BIN)/python examples/walkthrough.py
+	$(BIN)/netemu run scenarios/
 
 # The suite runs inside a fresh network namespace that holds only `lo`, so no test can reach
 # the real network, whatever it does.

@@ -306,6 +306,8 @@ def _cmd_exec(args: argparse.Namespace) -> int:
         raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
     plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
                                    namespace=args.namespace)
+    if plan.get("warning"):
+        print(f"netemu: warning: {plan['warning']}", file=sys.stderr)
     argv = plan["prefix"] + plan["argv"]
     if plan.get("cwd"):
         os.chdir(plan["cwd"])

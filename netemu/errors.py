@@ -99,6 +99,10 @@ class ClusterError(NetemuError):
     """The cluster cannot start, is not running, or refused a request."""
 
 
+class RangeConflictError(ClusterError):
+    """Another running cluster already uses an address range this one asks for."""
+
+
 class WaitTimeoutError(NetemuError):
     """A wait for a condition ran out of time."""
 

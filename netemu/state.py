@@ -9,6 +9,7 @@ hit. Nothing is ever found by pattern.
 """
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from netemu.config import ClusterConfig
-from netemu.errors import ClusterError
+from netemu.errors import ClusterError, RangeConflictError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,17 @@ class ClusterState:
         """Claim the directory: refuse a live cluster of that name or overlapping ranges."""
         root = self.config.state_dir
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # One start at a time per state root: checking for overlapping ranges and claiming ours
+        # must not interleave with another process doing the same.
+        # The lock is on the directory itself, so it leaves no file behind.
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._claim(root, collect_garbage)
+        finally:
+            os.close(fd)
+
+    def _claim(self, root: Path, collect_garbage: Callable[[Path], list[str]] | None) -> None:
         for other in list_clusters(root):
             if not other.alive:
                 (collect_garbage or gc_cluster)(other.directory)
@@ -107,7 +119,7 @@ class ClusterState:
                 theirs = ipaddress.IPv4Network(r)
                 for m in mine:
                     if m.overlaps(theirs):
-                        raise ClusterError(
+                        raise RangeConflictError(
                             f'cluster "{other.name}" (pid {other.info["pid"]}) already uses {theirs}, which '
                             f"overlaps {m}; give this cluster distinct ranges")
         if self.directory.exists():
@@ -149,19 +161,41 @@ class ClusterState:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _kill_recorded(pid: int, start_time: int | None) -> bool:
-    if not is_alive(pid, start_time):
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)  # containers are started as group leaders
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def _session_members(sid: int) -> list[int]:
+    """Processes whose session id is ``sid`` (containers start as session and group leaders)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            os.kill(pid, signal.SIGKILL)
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
         except OSError:
-            return False
-    return True
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def _kill_recorded(pid: int, start_time: int | None) -> bool:
+    """Kill a recorded container process and everything left in its session.
+
+    Linux never hands out a pid while it still names a live session or process group, so when
+    the leader is gone, processes whose session id is its pid are the leader's own leftovers
+    (a ``sleep`` it started in the background); when the pid now belongs to a newer process
+    (another start time), nothing of ours can be left and nothing is signalled.
+    """
+    current = proc_start_time(pid)
+    if current is not None and current != start_time:
+        return False  # recycled pid: not ours
+    targets = _session_members(pid)
+    for target in targets:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return bool(targets)
 
 
 def gc_cluster(directory: Path) -> list[str]:

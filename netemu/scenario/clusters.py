@@ -17,21 +17,14 @@ same moment cannot both take the same slot.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fcntl
 import ipaddress
-import os
 import re
 import secrets
-from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
-from netemu.config import state_root
-from netemu.errors import ClusterError
+from netemu.errors import ClusterError, RangeConflictError
 
 SLOTS = 12
-LOCK_FILE = ".start.lock"
 _DEFAULTS = {"node_cidr": "127.10.0.0/16", "pod_cidr": "127.244.0.0/16",
              "service_cidr": "127.96.0.0/16", "lb_cidr": "127.200.0.0/16"}
 RANGE_KEYS = tuple(_DEFAULTS)
@@ -57,25 +50,7 @@ def unique_name(hint: str, limit: int = 32) -> str:
 
 
 def _overlap(exc: ClusterError) -> bool:
-    return "overlaps" in str(exc)
-
-
-@contextlib.asynccontextmanager
-async def _starting_alone(root: Path) -> AsyncIterator[None]:
-    """Hold ``<state root>/.start.lock`` while a cluster starts: the check for overlapping
-    ranges and the claim of them must not interleave with another process doing the same."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.005)   # never block the loop: clusters may be running on it
-        yield
-    finally:
-        os.close(fd)                        # closing releases the lock
+    return isinstance(exc, RangeConflictError)
 
 
 async def start_cluster(nodes: Any = 1, *, name: str, **options: Any) -> Any:
@@ -86,16 +61,15 @@ async def start_cluster(nodes: Any = 1, *, name: str, **options: Any) -> Any:
     from netemu.cluster import Cluster
     fixed = {k for k in RANGE_KEYS if options.get(k)}
     last: ClusterError | None = None
-    async with _starting_alone(Path(options.get("state_dir") or state_root())):
-        for slot in range(SLOTS):
-            ranges = {k: v for k, v in slot_ranges(slot).items() if k not in fixed}
-            try:
-                cluster = Cluster(nodes, name=name, **{**options, **ranges})
-                await cluster.start()
-            except ClusterError as exc:
-                if not _overlap(exc) or len(fixed) == len(RANGE_KEYS):
-                    raise
-                last = exc
-                continue
-            return cluster
+    for slot in range(SLOTS):  # ClusterState.create checks and claims ranges under a lock
+        ranges = {k: v for k, v in slot_ranges(slot).items() if k not in fixed}
+        try:
+            cluster = Cluster(nodes, name=name, **{**options, **ranges})
+            await cluster.start()
+        except ClusterError as exc:
+            if not _overlap(exc) or len(fixed) == len(RANGE_KEYS):
+                raise
+            last = exc
+            continue
+        return cluster
     raise ClusterError(f"no free address slot for another cluster ({SLOTS} running?): {last}")
