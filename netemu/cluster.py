@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -40,6 +41,8 @@ KIND_ALIASES = {
     "service": "Service", "services": "Service", "svc": "Service",
     "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
     "deployment.apps": "Deployment", "deployments.apps": "Deployment",
+    "statefulset": "StatefulSet", "statefulsets": "StatefulSet", "sts": "StatefulSet",
+    "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
     "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
     "endpointslices.discovery.k8s.io": "EndpointSlice",
     "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
@@ -200,15 +203,68 @@ class Cluster:
                                     "kernelVersion": os.uname().release, "operatingSystem": "linux",
                                     "architecture": "amd64"}}))
         self.store.create(node)
-        kubelet = Kubelet(net, self.store, self.fabric, log_dir=self.state.path("logs"),
-                          record_process=self.state.record_process,
-                          restart_backoff=self.config.restart_backoff,
-                          restart_backoff_max=self.config.restart_backoff_max,
-                          pod_dir=self.state.path("pods"),
-                          dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
-                          extra_images={system.DNS_IMAGE: self.dns_image})
-        self.kubelets[name] = kubelet
-        self._stack.push_async_callback(kubelet.stop)
+        if not self.kubelets:
+            self._stack.push_async_callback(self._stop_kubelets)
+        self._start_kubelet(net)
+
+    def _start_kubelet(self, net: NodeNetwork) -> None:
+        self.kubelets[net.name] = Kubelet(
+            net, self.store, self.fabric, log_dir=self.state.path("logs"), record_process=self.state.record_process,
+            restart_backoff=self.config.restart_backoff, restart_backoff_max=self.config.restart_backoff_max,
+            pod_dir=self.state.path("pods"),
+            dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
+            extra_images={system.DNS_IMAGE: self.dns_image})
+
+    async def _stop_kubelets(self) -> None:
+        kubelets = list(self.kubelets.values())
+        self.kubelets.clear()
+        await asyncio.gather(*(k.stop() for k in kubelets), return_exceptions=True)
+
+    # ------------------------------------------------------------------ nodes
+
+    def _set_node_ready(self, name: str, ready: bool) -> None:
+        condition = (k8s.NodeCondition(type="Ready", status="True", reason="KubeletReady",
+                                       message="kubelet is posting ready status") if ready else
+                     k8s.NodeCondition(type="Ready", status="Unknown", reason="NodeStatusUnknown",
+                                       message="Kubelet stopped posting node status."))
+        self.store.modify("Node", "", name, lambda n: dataclasses.replace(
+            n, status=dataclasses.replace(n.status, conditions=(condition,))))
+
+    async def stop_node(self, name: str) -> None:
+        """Stop a node as if it went down: its kubelet and its containers stop, it turns NotReady,
+        its NodePorts stop answering, and its pods are evicted (their endpoints withdrawn) so that
+        their controllers replace them elsewhere. Kubernetes evicts only after 5 minutes
+        (tolerationSeconds 300); netemu evicts at once."""
+        if name not in self.nodes:
+            raise NotFoundError(f'nodes "{name}" not found')
+        kubelet = self.kubelets.pop(name, None)
+        if kubelet is None:
+            return  # already stopped
+        await kubelet.stop()
+        await self.proxy.remove_node(name)
+        self._set_node_ready(name, False)
+        for pod in self.store.list("Pod"):
+            if pod.spec.node_name == name:
+                self.store.delete("Pod", pod.metadata.namespace, pod.metadata.name)
+        await self.settle()
+
+    async def start_node(self, name: str) -> None:
+        """Bring a stopped node back: Ready again, schedulable, answering on its NodePorts."""
+        if name not in self.nodes:
+            raise NotFoundError(f'nodes "{name}" not found')
+        if name in self.kubelets:
+            return
+        self._set_node_ready(name, True)
+        self.proxy.add_node(self.nodes[name])
+        self._start_kubelet(self.nodes[name])
+        await self.settle()
+
+    async def kill_container(self, pod: str, container: str | None = None, namespace: str = "default",
+                             signal: str = "KILL") -> None:
+        """Kill a container's process (as the OOM killer or a crash would); the kubelet then
+        restarts it according to the pod's restartPolicy."""
+        kubelet = self._kubelet_for(pod, namespace)
+        await kubelet.kill_container(namespace, pod, container, signal)
 
     async def stop(self) -> None:
         """Tear everything down in reverse order; safe to call twice."""

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -671,6 +672,23 @@ class Kubelet:
         return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None,
                         prefix=pod_worker.process_prefix(),
                         warning=podfiles.prefix_problem() if pod_worker.files is not None else "")
+
+    async def kill_container(self, namespace: str, name: str, container: str | None, signal_name: str) -> None:
+        w = self.worker_for(namespace, name).container(container)
+        runtime = w.runtime
+        if runtime is None or w.state.running is None:
+            raise InvalidError(f'container "{w.spec.name}" of pod "{name}" is not running')
+        if isinstance(runtime, ProcessContainer):
+            sig = getattr(signal, f"SIG{signal_name.upper().removeprefix('SIG')}", None)
+            if sig is None:
+                raise InvalidError(f"unknown signal {signal_name!r}")
+            for pid in runtime.pids:
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    pass
+        else:  # an emulation dies as a killed process would: exit status 128 + SIGKILL
+            runtime.running.exit(137)
 
     async def stop(self) -> None:
         """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""
