@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 # kubectl's singular resource names, for result lines (``service/x created``, ``pod "x" deleted``).
 SINGULAR = {
-    "Pod": "pod", "Service": "service", "Deployment": "deployment.apps",
+    "Pod": "pod", "Service": "service", "Deployment": "deployment.apps", "StatefulSet": "statefulset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
 }
 
@@ -46,6 +46,8 @@ KIND_ALIASES = {
     "svc": "Service", "service": "Service", "services": "Service",
     "deploy": "Deployment", "deployment": "Deployment", "deployments": "Deployment",
     "deployment.apps": "Deployment", "deployments.apps": "Deployment",
+    "sts": "StatefulSet", "statefulset": "StatefulSet", "statefulsets": "StatefulSet",
+    "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
     "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
     "endpointslice.discovery.k8s.io": "EndpointSlice", "endpointslices.discovery.k8s.io": "EndpointSlice",
     "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
@@ -54,7 +56,7 @@ KIND_ALIASES = {
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
-NAMESPACED_KINDS = ("Deployment", "Service", "EndpointSlice", "Pod")  # deletion order in a namespace
+NAMESPACED_KINDS = ("Deployment", "StatefulSet", "Service", "EndpointSlice", "Pod")  # deletion order in a namespace
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")
@@ -62,6 +64,8 @@ NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manif
 KUBE_DNS_OWNER = "kube-system/kube-dns"
 
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
+
+SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet"})
 
 
 def resolve_kind(name: str) -> str:
@@ -655,16 +659,15 @@ class ApiServer:
     # ------------------------------------------------------------------ scale
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:
-        """``kubectl scale``: set a deployment's replicas; returns ``deployment.apps/x scaled``."""
+        """``kubectl scale`` of a deployment or statefulset; returns ``deployment.apps/x scaled``."""
         kind = resolve_kind(kind)
-        if kind != "Deployment":
+        if kind not in SCALABLE_KINDS:
             raise InvalidError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" cannot be scaled: '
-                               "only deployments have replicas")
+                               "only deployments and statefulsets have replicas")
         if replicas < 0:
-            raise InvalidError(f'The Deployment "{name}" is invalid: spec.replicas: Invalid value: {replicas}: '
+            raise InvalidError(f'The {kind} "{name}" is invalid: spec.replicas: Invalid value: {replicas}: '
                                "must be greater than or equal to 0")
-        deployment = self.store.must_get(kind, namespace or "default", name)
-        if deployment.spec.replicas != replicas:
-            self.store.update(dataclasses.replace(
-                deployment, spec=dataclasses.replace(deployment.spec, replicas=replicas)))
-        return f"deployment.apps/{name} scaled"
+        obj = self.store.must_get(kind, namespace or "default", name)
+        if obj.spec.replicas != replicas:
+            self.store.update(dataclasses.replace(obj, spec=dataclasses.replace(obj.spec, replicas=replicas)))
+        return f"{SINGULAR[kind]}/{name} scaled"

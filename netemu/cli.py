@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ns_flags(p, all_ns=False)
     _add_cluster_flag(p)
 
-    p = sub.add_parser("scale", help="scale a deployment: scale deployment/NAME --replicas=N")
+    p = sub.add_parser("scale", help="scale a deployment or statefulset: scale deployment/NAME --replicas=N")
     p.add_argument("target")
     p.add_argument("--replicas", type=int, required=True)
     _add_ns_flags(p, all_ns=False)
@@ -422,9 +422,13 @@ def run(argv: Sequence[str]) -> int:
         return _cmd_logs(args)
     elif cmd == "scale":
         kind, _, name = args.target.rpartition("/")
-        if kind not in ("", "deployment", "deploy", "deployments", "deployment.apps"):
-            raise NetemuError(f"error: scaling {kind} is not supported; only deployments scale")
-        _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace))
+        kinds = {"": "Deployment", "deployment": "Deployment", "deploy": "Deployment", "deployments": "Deployment",
+                 "deployment.apps": "Deployment", "deployments.apps": "Deployment", "statefulset": "StatefulSet",
+                 "statefulsets": "StatefulSet", "sts": "StatefulSet", "statefulset.apps": "StatefulSet",
+                 "statefulsets.apps": "StatefulSet"}
+        if kind not in kinds:
+            raise NetemuError(f"error: scaling {kind} is not supported; deployments and statefulsets scale")
+        _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace, kind=kinds[kind]))
     elif cmd == "wait":
         _emit(client.call("wait_ready", timeout=args.timeout))
     return 0

@@ -309,8 +309,10 @@ class Cluster:
     async def delete_manifests(self, *sources: Any, namespace: str | None = None) -> list[str]:
         return self.apiserver.delete_manifests(self._manifests(sources, namespace))
 
-    async def scale(self, name: str, replicas: int, namespace: str = "default") -> str:
-        return self.apiserver.scale("Deployment", namespace, name, replicas)
+    async def scale(self, name: str, replicas: int, namespace: str = "default", *, kind: str = "Deployment") -> str:
+        line = self.apiserver.scale(resolve_kind(kind), namespace, name, replicas)
+        await self.settle()
+        return line
 
     # ------------------------------------------------------------------ reads
 
@@ -360,11 +362,12 @@ class Cluster:
             if pod.status.phase in ("Succeeded",) or is_ready(pod):
                 continue
             out.append(f"pod {pod.metadata.namespace}/{pod.metadata.name}")
-        for d in self.store.list("Deployment"):
-            want = d.spec.replicas if d.spec.replicas is not None else 1
-            if d.status.ready_replicas != want or d.status.replicas != want:
-                out.append(f"deployment {d.metadata.namespace}/{d.metadata.name} "
-                           f"({d.status.ready_replicas}/{want} ready)")
+        for kind in ("Deployment", "StatefulSet"):
+            for d in self.store.list(kind):
+                want = d.spec.replicas if d.spec.replicas is not None else 1
+                if d.status.ready_replicas != want or d.status.replicas != want:
+                    out.append(f"{kind.lower()} {d.metadata.namespace}/{d.metadata.name} "
+                               f"({d.status.ready_replicas}/{want} ready)")
         return out
 
     async def wait_ready(self, timeout: float = 30) -> None:

@@ -96,7 +96,8 @@ class ControlServer:
         if op == "delete":
             return [await c.delete(req["kind"], name, req.get("namespace") or "default") for name in req["names"]]
         if op == "scale":
-            return await c.scale(req["name"], int(req["replicas"]), req.get("namespace") or "default")
+            return await c.scale(req["name"], int(req["replicas"]), req.get("namespace") or "default",
+                                 kind=req.get("kind") or "Deployment")
         if op == "get":
             return self._get(req, now)
         if op == "describe":
@@ -123,6 +124,9 @@ class ControlServer:
         if obj.KIND == "Service":
             return {"endpoint_slices": store.list(
                 "EndpointSlice", obj.metadata.namespace, {"kubernetes.io/service-name": obj.metadata.name})}
+        if obj.KIND in ("StatefulSet", "Deployment"):
+            return {"pods": [p for p in store.list("Pod", obj.metadata.namespace)
+                             if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
         if obj.KIND == "Node":
             return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name]}
         return {}
@@ -138,7 +142,7 @@ class ControlServer:
         fmt = req.get("output") or ""
         names = req.get("names") or []
         if text_kind == "all" or "," in text_kind:
-            kinds = ["Pod", "Service", "Deployment"] if text_kind == "all" else [resolve_kind(k) for k in text_kind.split(",")]
+            kinds = ["Pod", "Service", "Deployment", "StatefulSet"] if text_kind == "all" else [resolve_kind(k) for k in text_kind.split(",")]
         else:
             kinds = [resolve_kind(text_kind)]
         namespaced = all(k8s_namespaced(k) for k in kinds)

@@ -22,7 +22,7 @@ import yaml
 from netemu.api import codec
 from netemu.api.objects import (
     Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
-    LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Service,
+    LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Service, StatefulSet,
 )
 from netemu.errors import InvalidError, NotFoundError
 
@@ -53,13 +53,14 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(Pod, "pods", "pod", "po", ""),
     _Resource(Service, "services", "service", "svc", ""),
     _Resource(Deployment, "deployments", "deployment", "deploy", "apps"),
+    _Resource(StatefulSet, "statefulsets", "statefulset", "sts", "apps"),
     _Resource(EndpointSlice, "endpointslices", "endpointslice", "", "discovery.k8s.io"),
     _Resource(Node, "nodes", "node", "no", ""),
     _Resource(Namespace, "namespaces", "namespace", "ns", ""),
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
 # kubectl's "all" category, restricted to what netemu has (no ReplicaSets: deployments own pods).
-_ALL: tuple[type, ...] = (Pod, Service, Deployment)
+_ALL: tuple[type, ...] = (Pod, Service, Deployment, StatefulSet)
 
 
 def _names_of(r: _Resource) -> set[str]:
@@ -288,8 +289,8 @@ def _controller_of(owner_references: Iterable[Any]) -> str:
     return ""
 
 
-def _replicas(deploy: Deployment) -> int:
-    return 1 if deploy.spec.replicas is None else deploy.spec.replicas
+def _replicas(obj: Deployment | StatefulSet) -> int:
+    return 1 if obj.spec.replicas is None else obj.spec.replicas
 
 
 # --------------------------------------------------------------------------- pod status
@@ -458,6 +459,15 @@ def _deployment_cells(d: Deployment, now: datetime, wide: bool) -> list[str]:
     return cells
 
 
+def _statefulset_cells(sts: StatefulSet, now: datetime, wide: bool) -> list[str]:
+    cells = [sts.metadata.name, f"{sts.status.ready_replicas}/{_replicas(sts)}",
+             _since(sts.metadata.creation_timestamp, now)]
+    if wide:
+        containers = sts.spec.template.spec.containers
+        cells += [",".join(c.name for c in containers), ",".join(c.image for c in containers)]
+    return cells
+
+
 def _endpointslice_cells(eps: EndpointSlice, now: datetime, wide: bool) -> list[str]:
     ports = [str(p.port) if p.port is not None else (p.name if p.name is not None else "*") for p in eps.ports]
     addresses = [a for e in eps.endpoints for a in e.addresses]
@@ -498,6 +508,7 @@ _TABLES: dict[type, _Table] = {
     Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR",), _service_cells),
     Deployment: _Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
                        ("CONTAINERS", "IMAGES", "SELECTOR"), _deployment_cells),
+    StatefulSet: _Table(("NAME", "READY", "AGE"), ("CONTAINERS", "IMAGES"), _statefulset_cells),
     EndpointSlice: _Table(("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), (), _endpointslice_cells),
     Node: _Table(("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
                  ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"), _node_cells),
@@ -628,7 +639,8 @@ class Related(TypedDict, total=False):
 
     endpoint_slices: a Service's EndpointSlices; Endpoints per port is computed as kubectl does.
     endpoints: a Service's ready ``ip:port`` list, used for every port when slices are not given.
-    pods: a Node's non-terminated pods (the "Non-terminated Pods" table).
+    pods: a Node's non-terminated pods (the "Non-terminated Pods" table); a StatefulSet's pods
+        (its "Pods Status" line counts them by phase).
     sections: extra ``(title, lines)`` sections printed before Events; a line may hold tabs to
         make columns (``"10.244.1.5:41234\\t-> 10.244.2.7:80\\tOK"``).
     """
@@ -1155,6 +1167,49 @@ def _describe_deployment(w: _Writer, d: Deployment, events: Sequence[Any] | None
     _events(w, events, now)
 
 
+def _describe_volume_claim_templates(w: _Writer, templates: Sequence[Mapping[str, Any]]) -> None:
+    if not templates:
+        w.write(0, "Volume Claims:\t<none>\n")
+        return
+    w.write(0, "Volume Claims:\n")
+    for pvc in templates:
+        meta, spec = pvc.get("metadata") or {}, pvc.get("spec") or {}
+        annotations = meta.get("annotations") or {}
+        storage_class = annotations.get("volume.beta.kubernetes.io/storage-class") or spec.get("storageClassName") or ""
+        w.write(1, f"Name:\t{meta.get('name', '')}\n")
+        w.write(1, f"StorageClass:\t{storage_class}\n")
+        _labels_multiline(w, "Labels", meta.get("labels"), "  ")
+        _labels_multiline(w, "Annotations", annotations, "  ")
+        capacity = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        w.write(1, f"Capacity:\t{capacity if capacity is not None else '<default>'}\n")
+        w.write(1, f"Access Modes:\t[{' '.join(spec.get('accessModes') or [])}]\n")
+
+
+def _describe_statefulset(w: _Writer, sts: StatefulSet, events: Sequence[Any] | None, related: Related,
+                          now: datetime) -> None:
+    meta, spec, status = sts.metadata, sts.spec, sts.status
+    w.write(0, f"Name:\t{meta.name}\n")
+    w.write(0, f"Namespace:\t{meta.namespace}\n")
+    w.write(0, f"CreationTimestamp:\t{_rfc1123z(meta.creation_timestamp, now)}\n")
+    w.write(0, f"Selector:\t{_selector_string(spec.selector)}\n")
+    _labels_multiline(w, "Labels", meta.labels)
+    _annotations_multiline(w, "Annotations", meta.annotations)
+    w.write(0, f"Replicas:\t{_replicas(sts)} desired | {status.replicas} total\n")
+    w.write(0, f"Update Strategy:\t{spec.update_strategy.type}\n")
+    rolling = spec.update_strategy.rolling_update
+    if rolling is not None and rolling.partition is not None:
+        w.write(1, f"Partition:\t{rolling.partition}\n")
+        if rolling.max_unavailable is not None:
+            w.write(1, f"MaxUnavailable:\t{rolling.max_unavailable}\n")
+    phases = [p.status.phase for p in related.get("pods", ())]
+    w.write(0, f"Pods Status:\t{phases.count('Running')} Running / {phases.count('Pending')} Waiting / "
+               f"{phases.count('Succeeded')} Succeeded / {phases.count('Failed')} Failed\n")
+    _describe_pod_template(w, spec.template, now)
+    _describe_volume_claim_templates(w, spec.extra.get("volumeClaimTemplates") or [])
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
 def _describe_endpointslice(w: _Writer, eps: EndpointSlice, events: Sequence[Any] | None, related: Related,
                             now: datetime) -> None:
     w.write(0, f"Name:\t{eps.metadata.name}\n")
@@ -1277,6 +1332,7 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
     Pod: _describe_pod,
     Service: _describe_service,
     Deployment: _describe_deployment,
+    StatefulSet: _describe_statefulset,
     EndpointSlice: _describe_endpointslice,
     Node: _describe_node,
     Namespace: _describe_namespace,
@@ -1285,7 +1341,7 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
 
 def describe(obj: Any, *, events: Sequence[Any] | None = (), related: Related | None = None,
              now: datetime) -> str:
-    """``kubectl describe`` text for a Pod, Service, Deployment, Node, Namespace or EndpointSlice.
+    """``kubectl describe`` text for a Pod, Service, Deployment, StatefulSet, Node, Namespace or EndpointSlice.
 
     ``events`` are the object's events (``Event`` or alike); None leaves the Events section out
     (``--show-events=false``). ``related`` carries other objects and extra sections, see ``Related``.

@@ -1,7 +1,7 @@
 """The API server's defaulting, as a pure function: ``apply_defaults(obj) -> obj``.
 
 Follows ``pkg/apis/core/v1/defaults.go`` (Service, Pod, PodSpec, Container, Probe, HTTPGetAction,
-ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment) and
+ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment, StatefulSet) and
 ``pkg/apis/discovery/v1/defaults.go`` (EndpointPort). Two steps the API server performs outside
 defaulting are included because validation depends on them:
 
@@ -38,6 +38,8 @@ def apply_defaults(obj: T) -> T:
         return _pod(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Deployment):
         return _deployment(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.StatefulSet):
+        return _stateful_set(obj)  # type: ignore[return-value]
     if isinstance(obj, o.EndpointSlice):
         return _endpoint_slice(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Namespace):
@@ -245,6 +247,36 @@ def _deployment(d: o.Deployment) -> o.Deployment:
         progress_deadline_seconds=(600 if spec.progress_deadline_seconds is None
                                    else spec.progress_deadline_seconds),
         template=template,
+    ))
+
+
+# --------------------------------------------------------------------------- stateful sets
+
+PVC_RETAIN = "Retain"
+
+
+def _stateful_set(sts: o.StatefulSet) -> o.StatefulSet:
+    """SetDefaults_StatefulSet (feature gates as in 1.33: StatefulSetAutoDeletePVC on,
+    MaxUnavailableStatefulSet off, so maxUnavailable is not defaulted)."""
+    spec = sts.spec
+    strategy = spec.update_strategy
+    if not strategy.type:
+        strategy = replace(strategy, type="RollingUpdate",
+                           rolling_update=strategy.rolling_update or o.RollingUpdateStatefulSetStrategy())
+    if strategy.type == "RollingUpdate" and strategy.rolling_update is not None \
+            and strategy.rolling_update.partition is None:
+        strategy = replace(strategy, rolling_update=replace(strategy.rolling_update, partition=0))
+    retention = spec.persistent_volume_claim_retention_policy or o.StatefulSetPersistentVolumeClaimRetentionPolicy()
+    retention = replace(retention, when_deleted=retention.when_deleted or PVC_RETAIN,
+                        when_scaled=retention.when_scaled or PVC_RETAIN)
+    return replace(sts, spec=replace(
+        spec,
+        pod_management_policy=spec.pod_management_policy or "OrderedReady",
+        update_strategy=strategy,
+        persistent_volume_claim_retention_policy=retention,
+        replicas=1 if spec.replicas is None else spec.replicas,
+        revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
+        template=replace(spec.template, spec=_pod_spec(spec.template.spec)),
     ))
 
 

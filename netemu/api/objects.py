@@ -539,6 +539,86 @@ class Deployment:
     extra: Mapping[str, Any] = _extra()
 
 
+# --------------------------------------------------------------------------- stateful sets
+
+
+@frozen
+class RollingUpdateStatefulSetStrategy:
+    partition: int | None = None
+    max_unavailable: IntOrString | None = None  # accepted and validated; updates go one pod at a time
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSetUpdateStrategy:
+    type: str = ""
+    rolling_update: RollingUpdateStatefulSetStrategy | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSetPersistentVolumeClaimRetentionPolicy:
+    """Defaulted and validated as Kubernetes does; without volumes it changes nothing."""
+    when_deleted: str = ""
+    when_scaled: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSetOrdinals:
+    start: int = 0
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSetSpec:
+    replicas: int | None = None
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    service_name: str = ""
+    pod_management_policy: str = ""
+    update_strategy: StatefulSetUpdateStrategy = field(default_factory=StatefulSetUpdateStrategy)
+    revision_history_limit: int | None = None
+    min_ready_seconds: int = 0
+    persistent_volume_claim_retention_policy: StatefulSetPersistentVolumeClaimRetentionPolicy | None = None
+    ordinals: StatefulSetOrdinals | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"volumeClaimTemplates"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSetStatus:
+    observed_generation: int = 0
+    replicas: int = 0
+    ready_replicas: int = 0
+    current_replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    current_revision: str = ""
+    update_revision: str = ""
+    collision_count: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"conditions", "terminatingReplicas"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class StatefulSet:
+    API_VERSION: ClassVar[str] = "apps/v1"
+    KIND: ClassVar[str] = "StatefulSet"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "apps/v1"
+    kind: str = "StatefulSet"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: StatefulSetSpec = field(default_factory=StatefulSetSpec)
+    status: StatefulSetStatus = field(default_factory=StatefulSetStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- endpoint slices
 
 
@@ -698,11 +778,11 @@ class Node:
 
 # --------------------------------------------------------------------------- registry
 
-TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, EndpointSlice, Node)
+TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
 
-KubeObject = Union[Namespace, Pod, Service, Deployment, EndpointSlice, Node]
+KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node]
 
 
 def key_of(obj: Any) -> tuple[str, str, str]:

@@ -1,7 +1,8 @@
 """Validation of decoded, defaulted objects, in the API server's words.
 
 ``validate(obj)`` is the create-time check (``ValidateService``, ``ValidatePodCreate``,
-``ValidateDeployment``, ``ValidateEndpointSlice``, ``ValidateNamespace``, ``ValidateNode``);
+``ValidateDeployment``, ``ValidateStatefulSet``, ``ValidateEndpointSlice``, ``ValidateNamespace``,
+``ValidateNode``);
 ``validate_update(old, new)`` adds the update rules (immutable fields). Both return every problem
 found, as ``FieldProblem(path, message)`` whose ``str`` is what kubectl prints, e.g.
 ``spec.ports[1].name: Required value`` or
@@ -1159,6 +1160,114 @@ def _deployment_update(old: o.Deployment, new: o.Deployment) -> list[FieldProble
     return errs
 
 
+# --------------------------------------------------------------------------- stateful sets
+
+_POD_MANAGEMENT_POLICIES = ("OrderedReady", "Parallel")
+_PVC_RETENTION_POLICIES = ("Retain", "Delete")
+STATEFUL_SET_UPDATABLE = ("replicas", "ordinals", "template", "updateStrategy",
+                          "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
+
+
+def _go_rolling_update_sts(ru: o.RollingUpdateStatefulSetStrategy) -> GoValue:
+    max_unavailable = ("(*intstr.IntOrString)(nil)" if ru.max_unavailable is None
+                       else f"&intstr.IntOrString{{{_go_int_or_string(ru.max_unavailable)}}}")
+    return GoValue(f"&apps.RollingUpdateStatefulSetStrategy{{Partition:{ru.partition or 0}, "
+                   f"MaxUnavailable:{max_unavailable}}}")
+
+
+def _sts_update_strategy(strategy: o.StatefulSetUpdateStrategy, path: str) -> list[FieldProblem]:
+    ru = strategy.rolling_update
+    if not strategy.type:
+        return [required(path)]
+    if strategy.type == "OnDelete":
+        if ru is not None:
+            return [invalid(f"{path}.rollingUpdate", _go_rolling_update_sts(ru),
+                            "only allowed for updateStrategy 'RollingUpdate'")]
+        return []
+    if strategy.type == "RollingUpdate":
+        if ru is None:
+            return []
+        rp = f"{path}.rollingUpdate"
+        errs = _nonnegative(f"{rp}.partition", ru.partition)
+        if ru.max_unavailable is not None:
+            mp = f"{rp}.maxUnavailable"
+            errs += _positive_int_or_percent(ru.max_unavailable, mp)
+            value, is_percent = _int_or_percent_value(ru.max_unavailable)
+            if value == 0:
+                errs.append(invalid(mp, _go_int_or_string(ru.max_unavailable), "cannot be 0"))
+            if is_percent and value > 100:
+                errs.append(invalid(mp, _go_int_or_string(ru.max_unavailable), "must not be greater than 100%"))
+        return errs
+    ru_repr = "(*apps.RollingUpdateStatefulSetStrategy)(nil)" if ru is None else _go_rolling_update_sts(ru)
+    value = GoValue(f"apps.StatefulSetUpdateStrategy{{Type:{go_quote(strategy.type)}, RollingUpdate:{ru_repr}}}")
+    return [invalid(path, value, "must be 'RollingUpdate' or 'OnDelete'")]
+
+
+def validate_stateful_set(sts: o.StatefulSet) -> list[FieldProblem]:
+    """ValidateStatefulSet (names are DNS labels: they become pod hostnames).
+
+    Unlike Kubernetes (which leaves the template's pod spec unchecked and then fails to create
+    each pod), the pod template is validated like a Deployment's, so a bad template is refused
+    at apply time with its ``spec.template.spec...`` path.
+    """
+    spec = sts.spec
+    errs = validate_object_meta(sts.metadata, True, name_is_dns_label)
+    policy = spec.pod_management_policy
+    if not policy:
+        errs.append(required("spec.podManagementPolicy"))
+    elif policy not in _POD_MANAGEMENT_POLICIES:
+        errs.append(invalid("spec.podManagementPolicy", policy, "must be 'OrderedReady' or 'Parallel'"))
+    errs += _sts_update_strategy(spec.update_strategy, "spec.updateStrategy")
+    retention = spec.persistent_volume_claim_retention_policy
+    if retention is not None:
+        for attr, name in (("when_deleted", "whenDeleted"), ("when_scaled", "whenScaled")):
+            value = getattr(retention, attr)
+            if value not in _PVC_RETENTION_POLICIES:
+                errs.append(not_supported(f"spec.persistentVolumeClaimRetentionPolicy.{name}", value,
+                                          _PVC_RETENTION_POLICIES))
+    errs += _nonnegative("spec.replicas", spec.replicas)
+    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
+    if spec.ordinals is not None:
+        errs += _nonnegative("spec.ordinals.start", spec.ordinals.start)
+    selector = spec.selector
+    if selector is None:
+        errs.append(required("spec.selector"))
+    else:
+        errs += validate_label_selector(selector, "spec.selector")
+        if not selector.match_labels and not selector.match_expressions:
+            errs.append(invalid("spec.selector", go_label_selector(selector),
+                                "empty selector is invalid for statefulset"))
+    template = spec.template
+    if selector is not None and not _selector_buildable(selector):
+        errs.append(invalid("spec.selector", go_label_selector(selector), ""))
+    else:
+        empty = selector is not None and not selector.match_labels and not selector.match_expressions
+        if not empty and not selector_matches(selector, template.metadata.labels):
+            errs.append(invalid("spec.template.metadata.labels", template.metadata.labels,
+                                "`selector` does not match template `labels`"))
+        errs += validate_pod_template(template, "spec.template")
+    if template.spec.restart_policy != "Always":
+        errs.append(not_supported("spec.template.spec.restartPolicy", template.spec.restart_policy, ("Always",)))
+    if template.spec.active_deadline_seconds is not None:
+        errs.append(forbidden("spec.template.spec.activeDeadlineSeconds",
+                              "activeDeadlineSeconds in StatefulSet is not Supported"))
+    return errs
+
+
+def _stateful_set_update(old: o.StatefulSet, new: o.StatefulSet) -> list[FieldProblem]:
+    """ValidateStatefulSetUpdate: only the fields in STATEFUL_SET_UPDATABLE may change."""
+    errs = validate_stateful_set(new)
+    kept = replace(new.spec, replicas=old.spec.replicas, template=old.spec.template,
+                   update_strategy=old.spec.update_strategy, min_ready_seconds=old.spec.min_ready_seconds,
+                   ordinals=old.spec.ordinals,
+                   persistent_volume_claim_retention_policy=old.spec.persistent_volume_claim_retention_policy)
+    if to_dict(kept) != to_dict(old.spec):
+        names = ", ".join(f"'{n}'" for n in STATEFUL_SET_UPDATABLE[:-1])
+        errs.append(forbidden("spec", f"updates to statefulset spec for fields other than {names} and "
+                                      f"'{STATEFUL_SET_UPDATABLE[-1]}' are forbidden"))
+    return errs
+
+
 # --------------------------------------------------------------------------- endpoint slices, namespaces, nodes
 
 _ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
@@ -1246,6 +1355,7 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.Service: validate_service,
     o.Pod: validate_pod,
     o.Deployment: validate_deployment,
+    o.StatefulSet: validate_stateful_set,
     o.EndpointSlice: validate_endpoint_slice,
     o.Namespace: validate_namespace,
     o.Node: validate_node,
@@ -1272,6 +1382,8 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
         return _service_update(old, new)
     if isinstance(new, o.Deployment):
         return _deployment_update(old, new)
+    if isinstance(new, o.StatefulSet):
+        return _stateful_set_update(old, new)
     if isinstance(new, o.Pod):
         return _pod_update(old, new)
     errs = validate(new)

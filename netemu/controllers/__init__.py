@@ -1,11 +1,11 @@
 """The control plane's controllers, run in-process against the Store.
 
-``start_controllers`` creates the deployment controller, the scheduler, the EndpointSlice
-controller and the load-balancer controller, subscribes them to the store and lets each process
-the objects that exist already. Controllers react to store events by writing objects; they batch
-work per loop turn (``workqueue.WorkQueue``) and keep label indexes, so a change costs work in
-proportion to what it touches. The ClusterIP / NodePort allocators (``allocators.py``) are not
-controllers: the API server calls them while admitting a Service.
+``start_controllers`` creates the deployment and StatefulSet controllers, the scheduler, the
+EndpointSlice controller and the load-balancer controller, subscribes them to the store and lets
+each process the objects that exist already. Controllers react to store events by writing objects;
+they batch work per loop turn (``workqueue.WorkQueue``) and keep label indexes, so a change costs
+work in proportion to what it touches. The ClusterIP / NodePort allocators (``allocators.py``) are
+not controllers: the API server calls them while admitting a Service.
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from .deployment import DeploymentController
 from .endpointslice import EndpointSliceController
 from .loadbalancer import LoadBalancerController
 from .scheduler import Scheduler
+from .statefulset import StatefulSetController
 
 __all__ = ["Controllers", "DeploymentController", "EndpointSliceController",
-           "LoadBalancerController", "Scheduler", "start_controllers"]
+           "LoadBalancerController", "Scheduler", "StatefulSetController", "start_controllers"]
 
 
 @dataclass
@@ -30,9 +31,11 @@ class Controllers:
     scheduler: Scheduler
     endpointslices: EndpointSliceController
     loadbalancers: LoadBalancerController
+    statefulsets: StatefulSetController
 
     def stop(self) -> None:
-        for controller in (self.loadbalancers, self.endpointslices, self.scheduler, self.deployments):
+        for controller in (self.loadbalancers, self.endpointslices, self.scheduler, self.statefulsets,
+                           self.deployments):
             controller.stop()
 
 
@@ -44,9 +47,11 @@ def start_controllers(store: Store, *, lb_pool: Iterable[str] | ipaddress.IPv4Ne
         scheduler=Scheduler(store),
         endpointslices=EndpointSliceController(store),
         loadbalancers=LoadBalancerController(store, lb_pool, delay=lb_delay),
+        statefulsets=StatefulSetController(store),
     )
     controllers.endpointslices.start()
     controllers.scheduler.start()
     controllers.deployments.start()
+    controllers.statefulsets.start()
     controllers.loadbalancers.start()
     return controllers

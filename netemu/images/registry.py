@@ -19,6 +19,7 @@ _UNPRIVILEGED_NGINX = Nginx(default_port=8080, name="nginx-unprivileged")
 
 EMULATIONS: dict[str, Emulation] = {
     "nginx": Nginx(),
+    "nginx-slim": Nginx(),  # registry.k8s.io/nginx-slim, the Kubernetes docs' StatefulSet example
     "nginxinc/nginx-unprivileged": _UNPRIVILEGED_NGINX,
     "nginx-unprivileged": _UNPRIVILEGED_NGINX,
     "httpd": Httpd(),
