@@ -175,7 +175,9 @@ class Cluster:
     @property
     def capabilities(self) -> frozenset[str]:
         """What this cluster can do, for scenarios and tests that need a part ("service-proxy" …)."""
-        caps = {"service-proxy", "cluster-dns", self.config.backend}
+        caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", self.config.backend}
+        if hasattr(self, "impair"):
+            caps.add("impair")
         if os.geteuid() == 0:
             caps.add("root")
         if not podfiles.prefix_problem():

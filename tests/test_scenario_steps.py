@@ -227,12 +227,6 @@ FAILURES = [
     ("background", 'background: {name: b, every: 10ms, connect: {tcp: "{{ pod.netexec.ip }}:9"}}\n'
                    "  - wait: {for: background, background: b, count: 2}\n  - stop: {background: b}",
      'background "b" failures: expected 0, got'),
-    ("kill", "kill: {pod: netexec}",
-     "kill is not supported by this backend (loopback): the cluster has no kill_container(); add the matching "
-     "requires: to skip this scenario where it cannot run"),
-    ("stop-node", "stop: {node: node-1}",
-     "stop is not supported by this backend (loopback): the cluster has no stop_node()"),
-    ("start-node", "start: {node: node-1}", "the cluster has no start_node()"),
     ("impair", "impair: {service: netexec, delay: 50ms, loss: 10%, rate: 1mbit}", "the cluster has no impair()"),
     ("partition", "partition: [[node-1], [node-2]]", "the cluster has no partition()"),
     ("heal", "heal: {}", "the cluster has no heal()"),
