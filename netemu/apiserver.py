@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from netemu.api.kinds import resolve_kind
 from netemu.api import merge_server_fields, validate, validate_update
 from netemu.api.defaults import apply_defaults
 from netemu.api.objects import (
@@ -41,18 +42,6 @@ SINGULAR = {
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
 }
 
-KIND_ALIASES = {
-    "po": "Pod", "pod": "Pod", "pods": "Pod",
-    "svc": "Service", "service": "Service", "services": "Service",
-    "deploy": "Deployment", "deployment": "Deployment", "deployments": "Deployment",
-    "deployment.apps": "Deployment", "deployments.apps": "Deployment",
-    "sts": "StatefulSet", "statefulset": "StatefulSet", "statefulsets": "StatefulSet",
-    "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
-    "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
-    "endpointslice.discovery.k8s.io": "EndpointSlice", "endpointslices.discovery.k8s.io": "EndpointSlice",
-    "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
-    "no": "Node", "node": "Node", "nodes": "Node",
-}
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
@@ -66,16 +55,6 @@ KUBE_DNS_OWNER = "kube-system/kube-dns"
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
 
 SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet"})
-
-
-def resolve_kind(name: str) -> str:
-    """A kind as the CLI or a user spells it (``svc``, ``deployments.apps``, ``Service``) → ``Service``."""
-    if name in KIND_BY_NAME:
-        return name
-    kind = KIND_ALIASES.get(name.lower())
-    if kind is None:
-        raise InvalidError(f'the server doesn\'t have a resource type "{name}"')
-    return kind
 
 
 def _immortal(namespace: str) -> str:
