@@ -1,0 +1,117 @@
+"""Running iproute2's ``ip`` for the netns backend.
+
+Owns the three ways netemu talks to ``ip``: a batch of commands inside one named namespace
+(``ip -n NS -batch -``: one process for a whole node or pod), a JSON query inside one named
+namespace (``ip -n NS -j ...``), and a batch of ``netns add``/``netns del`` lines (the only
+commands that run without ``-n``). Nothing here ever runs a link, address, route or rule command
+in the caller's own namespace. Sync functions for worker threads and setup; ``a``-prefixed
+twins use asyncio subprocesses for the event loop. Failures raise ``FabricError`` naming the
+failing command.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from netemu.errors import FabricError
+
+IP_TIMEOUT = 30.0
+_FALLBACK_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
+_FAILED_LINE = re.compile(r"Command failed -:(\d+)")
+
+
+@functools.cache
+def ip_binary() -> str:
+    found = shutil.which("ip", path=os.environ.get("PATH", "") + os.pathsep + _FALLBACK_PATH)
+    if found is None:
+        raise FabricError("the netns backend needs iproute2's `ip` (Debian package iproute2)")
+    return found
+
+
+def _namespace_args(netns: str) -> list[str]:
+    if not netns:
+        raise FabricError("refusing to run ip without a namespace: netemu never configures the caller's own network")
+    return ["-n", netns]
+
+
+def _netns_lines(lines: Sequence[str]) -> None:
+    bad = [line for line in lines if line.split()[:2] not in (["netns", "add"], ["netns", "del"], ["netns", "delete"])]
+    if bad:
+        raise FabricError(f"only `netns add/del` lines may run outside a namespace, got {bad!r}")
+
+
+def _failure(argv: Sequence[str], commands: Sequence[str], returncode: int, stderr: str) -> FabricError:
+    what = " ".join(argv)
+    match = _FAILED_LINE.search(stderr)
+    if match and 0 < int(match.group(1)) <= len(commands):
+        what += f" (line {match.group(1)}: {commands[int(match.group(1)) - 1]})"
+    message = " ".join(line.strip() for line in stderr.splitlines() if line.strip() and not _FAILED_LINE.match(line))
+    return FabricError(f"{what} failed with status {returncode}: {message or 'no message'}")
+
+
+def _run(argv: list[str], commands: Sequence[str] = ()) -> str:
+    stdin = "".join(f"{line}\n" for line in commands) if commands else None
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FabricError(f"{' '.join(argv)}: {exc}") from exc
+    if proc.returncode != 0:
+        raise _failure(argv, commands, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+async def _arun(argv: list[str], commands: Sequence[str] = ()) -> str:
+    stdin = "".join(f"{line}\n" for line in commands).encode() if commands else None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), IP_TIMEOUT)
+    except (TimeoutError, OSError) as exc:
+        raise FabricError(f"{' '.join(argv)}: {exc!r}") from exc
+    if proc.returncode != 0:
+        raise _failure(argv, commands, proc.returncode, err.decode(errors="replace"))
+    return out.decode()
+
+
+def batch(netns: str, commands: Sequence[str], *, force: bool = False) -> None:
+    """Runs ``commands`` (``ip`` argument lines such as ``link set lo up``) inside ``netns`` in
+    one ``ip`` process; stops at the first failure unless ``force``."""
+    if commands:
+        _run([ip_binary(), *_namespace_args(netns), *(["-force"] if force else []), "-batch", "-"], commands)
+
+
+async def abatch(netns: str, commands: Sequence[str], *, force: bool = False) -> None:
+    if commands:
+        await _arun([ip_binary(), *_namespace_args(netns), *(["-force"] if force else []), "-batch", "-"], commands)
+
+
+def query(netns: str, *args: str) -> list[dict[str, Any]]:
+    """``ip -n NETNS -j ARGS``, decoded (e.g. ``query(ns, "-d", "link", "show")``)."""
+    out = _run([ip_binary(), *_namespace_args(netns), "-j", *args])
+    return json.loads(out) if out.strip() else []
+
+
+async def aquery(netns: str, *args: str) -> list[dict[str, Any]]:
+    out = await _arun([ip_binary(), *_namespace_args(netns), "-j", *args])
+    return json.loads(out) if out.strip() else []
+
+
+def netns_batch(lines: Sequence[str], *, force: bool = False) -> None:
+    """``netns add NAME`` / ``netns del NAME`` lines in one ``ip`` process."""
+    if lines:
+        _netns_lines(lines)
+        _run([ip_binary(), *(["-force"] if force else []), "-batch", "-"], lines)
+
+
+async def anetns_batch(lines: Sequence[str], *, force: bool = False) -> None:
+    if lines:
+        _netns_lines(lines)
+        await _arun([ip_binary(), *(["-force"] if force else []), "-batch", "-"], lines)
