@@ -1,14 +1,18 @@
 """Benchmark the userspace service proxy against a direct connection and HAProxy (``mode tcp``).
 
-    .venv/bin/python bench/proxy.py [--seconds 3]      (or inside scripts/isolated)
+    .venv/bin/python bench/proxy.py [--seconds 2] [--rounds 3]     (or inside scripts/isolated)
 
 Measures, each for a few seconds (never more than 5): bulk upload throughput, new connections
 per second (connect, one byte each way, close; 16 clients), and keep-alive HTTP requests per
 second with wrk (32 connections). Targets: the pod directly, the pod through the proxy's
 ClusterIP (uvloop, one thread, as netemu runs it), and through HAProxy 2.x with one thread
-(``apt-get install haproxy wrk`` if missing). Prints the rates, the ratios, and the CPU time
-the proxy and HAProxy spent per unit of work: the fairer figure, since the load generators and
-the pod share the same few cores. Only 127.x addresses are used; the pod, the load generators
+(``apt-get install haproxy wrk`` if missing). Each measurement is taken ``--rounds`` times, the
+targets taking turns within a round so that a burst of other load on the machine hits them
+alike; the table shows medians, and the range of proxy/direct over the rounds. It prints the
+rates, the ratios, and the CPU time the proxy and HAProxy spent per unit of work: the fairer
+figure, since the load generators and the pod share the same few cores (on a 2-core machine
+a third busy process costs the other two their cores, so no relay reaches direct's rate).
+Only 127.x addresses are used; the pod, the load generators
 and HAProxy are child processes, stopped by pid at the end (and on their own should this
 driver die).
 """
@@ -21,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,7 +216,7 @@ async def start_proxy():
     return group
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, rounds: int) -> None:
     seconds = min(seconds, MAX_SECONDS)
     missing = [tool for tool in ("haproxy", "wrk") if shutil.which(tool) is None]
     if missing:
@@ -229,18 +234,25 @@ async def main(seconds: float) -> None:
         await wait_listening(HAPROXY_IP, ECHO)
         targets = {"direct": POD_IP, "proxy": CLUSTER_IP, "haproxy": HAPROXY_IP}
         cpu_of = {"proxy": own_cpu, "haproxy": lambda: process_cpu(haproxy.pid)}
-        print(f"{'':28} {'direct':>9} {'proxy':>9} {'haproxy':>9}   proxy/direct  proxy/haproxy"
+        print(f"{'':28} {'direct':>9} {'proxy':>9} {'haproxy':>9}   proxy/direct (range)  proxy/haproxy"
               f"   CPU per unit: proxy  haproxy")
         for label, unit, run in (("bulk MB/s", "MB", lambda h: generate("bulk", h, SINK, seconds)),
                                  ("new connections/s", "conn", lambda h: generate("connect", h, ECHO, seconds)),
                                  ("HTTP keep-alive req/s (wrk)", "req", lambda h: wrk(h, HTTP, seconds))):
-            rate, cpu = {}, {}
-            for name, host in targets.items():
-                cpu_before, began = cpu_of.get(name, lambda: 0.0)(), time.monotonic()
-                rate[name] = await run(host)
-                cpu[name] = (cpu_of.get(name, lambda: 0.0)() - cpu_before) / (rate[name] * (time.monotonic() - began))
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            cpus: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(rounds):
+                for name, host in targets.items():
+                    cpu_before, began = cpu_of.get(name, lambda: 0.0)(), time.monotonic()
+                    rate = await run(host)
+                    rates[name].append(rate)
+                    cpus[name].append((cpu_of.get(name, lambda: 0.0)() - cpu_before) / (rate * (time.monotonic() - began)))
+            rate = {name: statistics.median(v) for name, v in rates.items()}
+            cpu = {name: statistics.median(v) for name, v in cpus.items()}
+            ratios = [p / d for p, d in zip(rates["proxy"], rates["direct"])]
+            spread = f"({min(ratios):.2f}-{max(ratios):.2f})"
             print(f"{label:28} {rate['direct']:>9.0f} {rate['proxy']:>9.0f} {rate['haproxy']:>9.0f}"
-                  f"   {rate['proxy'] / rate['direct']:>12.2f}  {rate['proxy'] / rate['haproxy']:>13.2f}"
+                  f"   {rate['proxy'] / rate['direct']:>12.2f} {spread:>11}  {rate['proxy'] / rate['haproxy']:>9.2f}"
                   f"   {cpu['proxy'] * 1e6:>11.1f} µs {cpu['haproxy'] * 1e6:>5.1f} µs /{unit}", flush=True)
     finally:
         if group is not None:
@@ -274,6 +286,8 @@ if __name__ == "__main__":
         generator_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-        parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
+        parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (at most 5)")
+        parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken")
+        options = parser.parse_args()
         import uvloop
-        uvloop.run(main(parser.parse_args().seconds))
+        uvloop.run(main(options.seconds, max(1, options.rounds)))

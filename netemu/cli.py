@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60)
     _add_cluster_flag(p)
 
+    p = sub.add_parser("impair", help="delay, rate-limit, drop or reset a service's or a node's traffic: "
+                       "impair (--service [NS/]NAME | --node NAME) [--delay 50ms] ... | --clear")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--service", metavar="[NS/]NAME", help="a Service (its namespace from NS/ or -n)")
+    target.add_argument("--node", metavar="NAME", help="a node: everything it proxies or serves")
+    p.add_argument("--delay", help="one-way delay added to each direction: 50ms, 1s, 200us (bare: ms)")
+    p.add_argument("--jitter", help="random variation of the delay, ± this much")
+    p.add_argument("--rate", help="bandwidth cap per direction: 1mbit, 512kbit, 2mbps (bytes)")
+    p.add_argument("--loss", help="share of UDP datagrams lost: 10%%")
+    p.add_argument("--reset", help="share of new TCP connections reset at once: 5%%")
+    p.add_argument("--clear", action="store_true", help="remove the impairment")
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
     p = sub.add_parser("down", help="stop a running cluster")
     _add_cluster_flag(p)
 
@@ -300,6 +314,20 @@ def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------- other commands
 
 
+def _impairment(args: argparse.Namespace) -> dict[str, float] | None:
+    """The fields of the impairment ``impair`` asks for (None for ``--clear``), checked here."""
+    import dataclasses
+    from netemu.proxy import Impairment
+    settings = {k: getattr(args, k) for k in ("delay", "jitter", "rate", "loss", "reset") if getattr(args, k)}
+    if args.clear:
+        if settings:
+            raise NetemuError(f"error: --clear takes no settings (got --{' --'.join(settings)})")
+        return None
+    if not settings:
+        raise NetemuError("error: say what to impair: --delay, --jitter, --rate, --loss or --reset (or --clear)")
+    return dataclasses.asdict(Impairment.parse(**settings))
+
+
 def _cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -431,6 +459,9 @@ def run(argv: Sequence[str]) -> int:
         _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace, kind=kinds[kind]))
     elif cmd == "wait":
         _emit(client.call("wait_ready", timeout=args.timeout))
+    elif cmd == "impair":
+        _emit(client.call("impair", service=args.service, node=args.node, namespace=args.namespace,
+                          impairment=_impairment(args)))
     return 0
 
 

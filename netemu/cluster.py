@@ -25,8 +25,9 @@ import yaml
 
 from netemu import api
 from netemu.api import objects as k8s
+from netemu.api.kinds import resolve_kind
 from netemu.config import DEFAULT_NAME, ClusterConfig
-from netemu.errors import ClusterError, NetemuError, NotFoundError, WaitTimeoutError
+from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
 from netemu import system
 from netemu.kubelet import podfiles
@@ -36,25 +37,6 @@ from netemu.store import Store
 
 log = logging.getLogger(__name__)
 
-KIND_ALIASES = {
-    "pod": "Pod", "pods": "Pod", "po": "Pod",
-    "service": "Service", "services": "Service", "svc": "Service",
-    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
-    "deployment.apps": "Deployment", "deployments.apps": "Deployment",
-    "statefulset": "StatefulSet", "statefulsets": "StatefulSet", "sts": "StatefulSet",
-    "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
-    "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
-    "endpointslices.discovery.k8s.io": "EndpointSlice",
-    "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
-    "node": "Node", "nodes": "Node", "no": "Node",
-}
-
-
-def resolve_kind(text: str) -> str:
-    kind = KIND_ALIASES.get(text.lower()) or (text if text in k8s.KIND_BY_NAME else None)
-    if kind is None:
-        raise NotFoundError(f'the server doesn\'t have a resource type "{text}"')
-    return kind
 
 
 @dataclass
@@ -385,6 +367,37 @@ class Cluster:
         await asyncio.sleep(0)
         if self.proxy is not None:
             await self.proxy.settle()
+
+    # ------------------------------------------------------------------ service traffic
+
+    def impair(self, *, service: str | None = None, node: str | None = None, impairment: Any = None,
+               namespace: str = "default", delay: float = 0.0, jitter: float = 0.0, rate_kbit: float = 0.0,
+               loss: float = 0.0, reset: float = 0.0) -> None:
+        """Impair the new connections and UDP flows of a Service (``"name"`` or ``"ns/name"``), or
+        all that a node proxies or serves, with a ``netemu.proxy.Impairment``; None clears.
+        Connections already open keep what they started with. Instead of ``impairment`` the
+        settings may be given one by one: ``delay`` and ``jitter`` in seconds, ``rate_kbit``,
+        ``loss`` (UDP) and ``reset`` (TCP) as fractions; all zero clears."""
+        if (service is None) == (node is None):
+            raise InvalidError("impair: name exactly one of a service or a node")
+        if impairment is None and (delay or jitter or rate_kbit or loss or reset):
+            from netemu.proxy import Impairment
+            impairment = Impairment(delay_ms=delay * 1000, jitter_ms=jitter * 1000, rate_kbit=rate_kbit,
+                                    udp_loss=loss, tcp_reset=reset)
+        if service is not None:
+            ns, _, name = service.rpartition("/")
+            self.get("Service", name, ns or namespace)  # it must exist
+            self.proxy.set_impairment(impairment, service=(ns or namespace, name))
+        else:
+            if node not in self.nodes:
+                raise NotFoundError(f'nodes "{node}" not found')
+            self.proxy.set_impairment(impairment, node=node)
+
+    def connection_log(self, service: str, namespace: str = "default") -> list[Any]:
+        """The proxy's recent connections and UDP flows of a Service (``"name"`` or ``"ns/name"``),
+        oldest first, as ``netemu.proxy.ConnectionRecord``s."""
+        ns, _, name = service.rpartition("/")
+        return self.proxy.connection_log(ns or namespace, name)
 
     # ------------------------------------------------------------------ pods
 

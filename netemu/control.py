@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024 * 1024
+_CONNECTIONS_SHOWN = 10  # newest connection-log records in ``describe svc``
 
 
 class ControlServer:
@@ -117,19 +119,59 @@ class ControlServer:
         if op == "down":
             self.down_requested.set()
             return "stopping"
+        if op == "impair":
+            return self._impair(req)
         raise ClusterError(f"unknown control operation {op!r}")
 
     def _related(self, obj: Any) -> dict[str, Any]:
         store = self.cluster.store
         if obj.KIND == "Service":
             return {"endpoint_slices": store.list(
-                "EndpointSlice", obj.metadata.namespace, {"kubernetes.io/service-name": obj.metadata.name})}
+                "EndpointSlice", obj.metadata.namespace, {"kubernetes.io/service-name": obj.metadata.name}),
+                    "sections": self._traffic_sections(obj)}
         if obj.KIND in ("StatefulSet", "Deployment"):
             return {"pods": [p for p in store.list("Pod", obj.metadata.namespace)
                              if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
         if obj.KIND == "Node":
             return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name]}
         return {}
+
+    def _impair(self, req: dict[str, Any]) -> str:
+        """``{"op": "impair", "service": "ns/name" | "name", "namespace": ..., "node": ...,
+        "impairment": {Impairment's fields} | null}``; null clears."""
+        from netemu.proxy import Impairment
+        fields = req.get("impairment")
+        impairment = Impairment(**fields) if fields is not None else None
+        service, node = req.get("service"), req.get("node")
+        self.cluster.impair(service=service, node=node, impairment=impairment,
+                            namespace=req.get("namespace") or "default")
+        target = f"node/{node}" if node is not None else f"service/{service}"
+        if impairment is None or not impairment.active:
+            return f"{target}: impairment cleared"
+        return f"{target} impaired: {impairment}"
+
+    def _traffic_sections(self, svc: Any) -> list[tuple[str, list[str]]]:
+        """A Service's impairment (when set) and its last connections from the proxy's log."""
+        c = self.cluster
+        namespace, name = svc.metadata.namespace, svc.metadata.name
+        sections: list[tuple[str, list[str]]] = []
+        impairment = c.proxy.impairments.by_service.get((namespace, name)) if c.proxy is not None else None
+        if impairment is not None:
+            sections.append(("Impairment", [str(impairment)]))
+        records = c.connection_log(name, namespace) if c.proxy is not None else []
+        shown = records[-_CONNECTIONS_SHOWN:]
+        lines = []
+        if shown:
+            from netemu.printers import human_duration
+            now = time.time()
+            lines = ["Client\tFrontend\tNode\tEndpoint\tBytes (up/down)\tOutcome\tAge",
+                     "------\t--------\t----\t--------\t---------------\t-------\t---"]
+            lines += [f"{r.client[0]}:{r.client[1]}\t{r.frontend}\t{r.node or '<none>'}\t{r.endpoint or '<none>'}"
+                      f"\t{r.bytes_up}/{r.bytes_down}\t{r.outcome or 'open'}"
+                      f"\t{human_duration(datetime.timedelta(seconds=max(0.0, now - r.time)))}" for r in shown]
+        title = f"Connections (last {len(shown)} of {len(records)})" if len(records) > len(shown) else "Connections"
+        sections.append((title, lines))
+        return sections
 
     def _get(self, req: dict[str, Any], now: datetime.datetime) -> str:
         from netemu import printers

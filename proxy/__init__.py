@@ -4,7 +4,8 @@
 EndpointSlice events (``on_service``, ``on_endpointslice``, ``on_synced``), keeps one ``Proxier``
 per node (``add_node``), listens on ClusterIPs, NodePorts and load-balancer ingress addresses,
 and relays TCP connections and UDP flows to pod endpoints. See ``group`` for the life cycle,
-``frontend`` for how listeners follow traffic policies, ``tcp`` and ``udp`` for the relays.
+``frontend`` for how listeners follow traffic policies, ``tcp`` for accepting and connecting,
+``splice`` (zero-copy) and ``shaped`` (impaired) for the TCP relays, ``udp`` for UDP flows.
 """
 from .connlog import ConnectionRecord
 from .group import ProxyGroup, ProxyOptions

@@ -388,3 +388,4 @@ class ProxyGroup:
         self.ctx.close_all()
         await asyncio.gather(*connecting, return_exceptions=True)
         await asyncio.sleep(0)  # let the transports just closed run their connection_lost
+        self.ctx.pipes.close()

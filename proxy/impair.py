@@ -15,6 +15,7 @@ after the previous one has been serialised at the rate, plus the delay, plus a u
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -39,6 +40,34 @@ class Impairment:
         if problems:
             raise InvalidError("impairment: " + "; ".join(problems))
 
+    @classmethod
+    def parse(cls, *, delay: str | None = None, jitter: str | None = None, rate: str | None = None,
+              loss: str | None = None, reset: str | None = None) -> "Impairment":
+        """An impairment from tc-netem-style text: delay and jitter ``50ms``, ``1.5s``, ``200us``
+        (a bare number is milliseconds), rate ``1mbit``, ``512kbit``, ``2mbps`` (bytes; a bare
+        number is bit/s), loss and reset ``10%`` (a bare number is a percentage)."""
+        return cls(delay_ms=_parse(delay, _TIME_UNITS, "ms", "delay"),
+                   jitter_ms=_parse(jitter, _TIME_UNITS, "ms", "jitter"),
+                   rate_kbit=_parse(rate, _RATE_UNITS, "bit", "rate"),
+                   udp_loss=_parse(loss, _PERCENT_UNITS, "%", "loss"),
+                   tcp_reset=_parse(reset, _PERCENT_UNITS, "%", "reset"))
+
+    def __str__(self) -> str:
+        """The settings in the form ``parse`` reads (``delay 50ms jitter 5ms rate 1mbit``)."""
+        parts = []
+        if self.delay_ms:
+            parts.append(f"delay {self.delay_ms:g}ms")
+        if self.jitter_ms:
+            parts.append(f"jitter {self.jitter_ms:g}ms")
+        if self.rate_kbit:
+            rate = self.rate_kbit
+            parts.append(f"rate {rate / 1000:g}mbit" if rate >= 1000 and rate % 1000 == 0 else f"rate {rate:g}kbit")
+        if self.udp_loss:
+            parts.append(f"loss {self.udp_loss * 100:g}%")
+        if self.tcp_reset:
+            parts.append(f"reset {self.tcp_reset * 100:g}%")
+        return " ".join(parts) or "none"
+
     @property
     def active(self) -> bool:
         return bool(self.delay_ms or self.jitter_ms or self.rate_kbit or self.udp_loss or self.tcp_reset)
@@ -56,6 +85,28 @@ class Impairment:
             rate_kbit=min(rates) if rates else 0.0,
             udp_loss=1 - (1 - self.udp_loss) * (1 - other.udp_loss),
             tcp_reset=1 - (1 - self.tcp_reset) * (1 - other.tcp_reset))
+
+
+# unit → factor to the field's unit (ms, kbit/s, probability)
+_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_RATE_UNITS = {"bit": 0.001, "kbit": 1.0, "mbit": 1e3, "gbit": 1e6,
+               "bps": 0.008, "kbps": 8.0, "mbps": 8e3, "gbps": 8e6}
+_PERCENT_UNITS = {"%": 0.01}
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z%]*)\s*$", re.IGNORECASE)
+
+
+def _parse(text: str | None, units: dict[str, float], bare: str, what: str) -> float:
+    if text is None or text == "":
+        return 0.0
+    match = _NUMBER.match(str(text))
+    unit = (match.group(2).lower() or bare) if match else ""
+    if match is None or unit not in units:
+        raise InvalidError(f"impairment: {what} {text!r}: expected a number with one of the units "
+                           f"{', '.join(units)}")
+    value = float(match.group(1)) * units[unit]
+    if units is _PERCENT_UNITS and value > 1:
+        raise InvalidError(f"impairment: {what} {text!r}: must be between 0% and 100%")
+    return value
 
 
 class Impairments:

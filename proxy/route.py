@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 from .connlog import ConnectionRecord
 from .impair import Impairment
 from .serviceport import Verdict
+from .splice import PipePool
 
 
 class SocketMaker(Protocol):
@@ -46,6 +47,7 @@ class RelayContext:
     udp_max_flows: int = 4096
     rng: random.Random = field(default_factory=random.Random)
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
+    pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay
 
     def close_all(self, node: str | None = None) -> None:
         """Close every live relay (of one node, or all)."""

@@ -114,3 +114,12 @@ def reset(transport: Any) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+def reset_socket(sock: socket.socket) -> None:
+    """Close a TCP socket with RST (SO_LINGER 0) instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()

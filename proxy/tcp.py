@@ -1,7 +1,7 @@
-"""TCP listeners and relays.
+"""TCP listeners: accepting each connection, routing it once, connecting it to its endpoint.
 
-A listener is an asyncio server on a listening socket the fabric made. For each accepted
-connection it asks its dispatch function once for a ``Route``:
+A listener is a listening socket the fabric made, read with ``loop.add_reader``: each readiness
+accepts what is waiting and asks the dispatch function once per connection for a ``Route``:
 
 - ``REJECT`` (only seen in the moment before a listener closes): the client gets an RST;
 - ``DROP`` (only when a source filter could not apply): the connection is held unanswered (what
@@ -10,209 +10,268 @@ connection it asks its dispatch function once for a ``Route``:
   backend should see, and connected. As in the userspace proxy, each attempt gets the next of the
   escalating ``dial_timeouts`` and a failed attempt moves on to another endpoint (a timed-out
   one is tried again when there is no other); when the attempts run out the client gets an RST.
+  Once connected, the two sockets are relayed by ``splice.SpliceRelay`` (zero-copy, in the
+  kernel) or, when the route's impairment shapes traffic, by ``shaped.relay_shaped``.
 
-The relay is a pair of protocol objects, one per socket, each writing what it reads to the other
-(``_Pump``): the hot path is one ``transport.write`` per chunk. Backpressure comes from the
-transports: when one side's write buffer passes its high-water mark the other side stops reading
-until it drains. Half-close is relayed: EOF from one side becomes ``write_eof`` on the other and
-the reverse direction keeps flowing; the connection closes once both directions have ended. A
-reset on either side resets the other. Listener changes never touch relays: closing a listener
-leaves established connections running, as the userspace proxy did.
-
-With an impairment that shapes (delay, jitter, rate) both pumps are ``_ShapedPump``: each chunk
-waits in a queue until its departure time, in order; a long queue stops reading from the source.
+Accepting without an asyncio server keeps the client socket raw, as the zero-copy relay needs,
+and costs less per connection than making a transport for it; connects are callbacks, not
+tasks, and usually complete at once over loopback. Listener changes never touch relays: closing
+a listener leaves established connections running, as the userspace proxy did.
 """
 from __future__ import annotations
 
-import asyncio
-import collections
 import errno
-import functools
 import logging
 import os
 import socket
 from typing import Any
 
-from .connlog import OK, REFUSED, RESET, TIMEOUT
-from .impair import Shaper
+from .connlog import REFUSED, RESET, TIMEOUT
 from .route import Dispatch, RelayContext, Route
 from .serviceport import Verdict
-from .sockopts import attach_filter, bind_source, reset
+from .shaped import relay_shaped
+from .sockopts import attach_filter, bind_source, reset_socket
+from .splice import SpliceRelay
 
 log = logging.getLogger(__name__)
 
-_QUEUE_HIGH = 256 * 1024   # shaped: stop reading the source above this many queued bytes
-_QUEUE_LOW = 64 * 1024
+_ACCEPT_BATCH = 64                   # connections accepted per readiness callback
+_ACCEPT_PAUSE = 0.5                  # seconds to stop accepting when out of file descriptors
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class TCPListener:
-    """One listening socket and its asyncio server."""
+    """One listening socket and the connections it accepts."""
 
-    def __init__(self, server: asyncio.AbstractServer, sock: socket.socket) -> None:
-        self.server = server
+    def __init__(self, ctx: RelayContext, sock: socket.socket, dispatch: Dispatch) -> None:
+        self.ctx = ctx
         self.sock = sock
+        self.dispatch = dispatch
+        sock.setblocking(False)
+        self._fd = sock.fileno()
+        ctx.loop.add_reader(self._fd, self._accept)
 
     @classmethod
     async def open(cls, ctx: RelayContext, sock: socket.socket, dispatch: Dispatch, backlog: int) -> "TCPListener":
         """Serve on ``sock`` (bound, not necessarily listening yet)."""
-        factory = functools.partial(_Accepted, ctx, dispatch)
-        server = await ctx.loop.create_server(factory, sock=sock, backlog=backlog)
-        return cls(server, sock)
+        sock.listen(backlog)
+        return cls(ctx, sock, dispatch)
 
     def set_filter(self, program: bytes | None) -> None:
         attach_filter(self.sock, program)
 
     def close(self) -> None:
-        self.server.close()
+        if self._fd < 0:
+            return
+        self.ctx.loop.remove_reader(self._fd)
+        self._fd = -1
+        self.sock.close()
+
+    def _accept(self) -> None:
+        sock, ctx, dispatch = self.sock, self.ctx, self.dispatch
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                client, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    log.warning("%s:%s: cannot accept: %s; pausing", *sock.getsockname(), exc.strerror)
+                    ctx.loop.remove_reader(self._fd)
+                    ctx.loop.call_later(_ACCEPT_PAUSE, self._resume)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone already
+            client.setblocking(False)
+            _serve(ctx, client, dispatch((peer[0], peer[1])))
+
+    def _resume(self) -> None:
+        if self._fd >= 0:
+            self.ctx.loop.add_reader(self._fd, self._accept)
 
 
-class _Accepted(asyncio.Protocol):
-    """A client connection from accept until its relay is linked (or it is refused or held)."""
+def _serve(ctx: RelayContext, client: socket.socket, route: Route) -> None:
+    verdict = route.verdict
+    if verdict is Verdict.SERVE:
+        imp = route.impairment
+        if imp is not None and imp.tcp_reset and ctx.rng.random() < imp.tcp_reset:
+            route.record.finish(RESET)
+            reset_socket(client)
+            return
+        _Dial(ctx, client, route).attempt()
+    elif verdict is Verdict.DROP:
+        _Held(ctx, client, route.record)
+    else:
+        route.record.finish(REFUSED)
+        reset_socket(client)
 
-    __slots__ = ("ctx", "dispatch", "transport", "route", "pending", "eof", "task", "held")
 
-    def __init__(self, ctx: RelayContext, dispatch: Dispatch) -> None:
+class _Held:
+    """A dropped connection: what the client sends is read and discarded until it gives up."""
+
+    __slots__ = ("ctx", "sock", "fd", "record")
+
+    def __init__(self, ctx: RelayContext, sock: socket.socket, record: Any) -> None:
         self.ctx = ctx
-        self.dispatch = dispatch
-        self.transport: Any = None
-        self.route: Route | None = None
-        self.pending: list[bytes] = []
-        self.eof = False
-        self.task: asyncio.Task | None = None
-        self.held = False
+        self.sock = sock
+        self.record = record
+        self.fd = sock.fileno()
+        ctx.loop.add_reader(self.fd, self._readable)
+        ctx.live.add(self)
 
     @property
     def node(self) -> str:
-        return self.route.record.node if self.route is not None else ""
+        return self.record.node
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        route = self.route = self.dispatch((peer[0], peer[1]))
-        if route.verdict is Verdict.SERVE:
-            imp = route.impairment
-            if imp is not None and imp.tcp_reset and self.ctx.rng.random() < imp.tcp_reset:
-                route.record.finish(RESET)
-                reset(transport)
-                return
-            transport.pause_reading()
-            self.ctx.live.add(self)
-            self.task = self.ctx.loop.create_task(self._connect(route))
-        elif route.verdict is Verdict.DROP:
-            self.held = True  # read and discard, so that a client giving up is noticed
-            self.ctx.live.add(self)
-        else:
-            route.record.finish(REFUSED)
-            reset(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.held:
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
             return
-        # uvloop starts reading after connection_made even if it paused; keep what came early.
-        self.pending.append(data)
-        self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return not self.held
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.live.discard(self)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        if self.route is not None:
-            self.route.record.finish(TIMEOUT if self.held else (RESET if exc else OK))
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
 
     def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        self.transport.abort()
+        if self.fd < 0:
+            return
+        self.ctx.loop.remove_reader(self.fd)
+        self.fd = -1
+        self.sock.close()
+        self.ctx.live.discard(self)
+        self.record.finish(TIMEOUT)
 
-    async def _connect(self, route: Route) -> None:
-        ctx = self.ctx
-        loop = ctx.loop
-        address = route.address
-        tried: list[tuple[str, int]] = []
-        outcome = REFUSED
-        for timeout in ctx.dial_timeouts:
-            sock = ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_STREAM)
+
+class _Dial:
+    """An accepted client while its upstream connection is being made (one attempt at a time)."""
+
+    __slots__ = ("ctx", "client", "route", "address", "tried", "attempts", "outcome", "sock", "timer", "task")
+
+    def __init__(self, ctx: RelayContext, client: socket.socket, route: Route) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.route = route
+        self.address: tuple[str, int] = route.address  # type: ignore[assignment]
+        self.tried: list[tuple[str, int]] = []
+        self.attempts = 0
+        self.outcome = REFUSED
+        self.sock: socket.socket | None = None    # the attempt in progress
+        self.timer: Any = None
+        self.task: Any = None                     # linking a shaped relay
+
+    @property
+    def node(self) -> str:
+        return self.route.record.node
+
+    def attempt(self) -> None:
+        """Start connect attempts until one connects, one is in progress, or none is left."""
+        ctx, route = self.ctx, self.route
+        timeouts = ctx.dial_timeouts
+        while self.attempts < len(timeouts):
+            timeout = timeouts[self.attempts]
+            self.attempts += 1
+            try:
+                sock = ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_STREAM)
+            except OSError as exc:
+                log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
+                break
             try:
                 bind_source(sock, route.source_ip, stream=True)
                 # A plain non-blocking connect: loop.sock_connect would resolve the address and
-                # asyncio.timeout would add a cancellation scope, both measurable per connection.
-                err = sock.connect_ex(address)
+                # add a future per connection.
+                err = sock.connect_ex(self.address)
                 if err == errno.EINPROGRESS:
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err == 0 and not _connected(sock):  # over loopback or veth it usually is by now
-                    ready = loop.create_future()
-                    fd = sock.fileno()
-                    loop.add_writer(fd, _settle, ready, None)
-                    timer = loop.call_later(timeout, _settle, ready, TimeoutError)
-                    try:
-                        await ready
-                    finally:
-                        loop.remove_writer(fd)
-                        timer.cancel()
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, os.strerror(err))
-            except OSError as exc:  # TimeoutError included
-                sock.close()
-                timed_out = isinstance(exc, TimeoutError)
-                outcome = TIMEOUT if timed_out else REFUSED
-                log.debug("%s: connect to %s:%s failed: %s", route.record.service_port, *address, exc)
-                tried.append(address)
-                retry = route.retry(tried) if route.retry is not None else None
-                if retry is None and not timed_out:
-                    break
-                address = retry or address  # a slow endpoint gets the next, longer timeout
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            await self._link(route, sock)
-            return
-        ctx.live.discard(self)
-        route.record.finish(outcome)
-        reset(self.transport)
+            except OSError as exc:
+                err = exc.errno or errno.EIO
+            if err == 0:
+                if _connected(sock):  # over loopback or veth it usually is by now
+                    self._link(sock)
+                    return
+                self.sock = sock
+                ctx.live.add(self)
+                ctx.loop.add_writer(sock.fileno(), self._writable)
+                self.timer = ctx.loop.call_later(timeout, self._timed_out)
+                return
+            sock.close()
+            if not self._failed(err, timed_out=False):
+                break
+        self._give_up()
 
-    async def _link(self, route: Route, sock: socket.socket) -> None:
-        ctx = self.ctx
-        relay = _Relay(route.record, ctx.live)
+    def _writable(self) -> None:
+        sock = self._stop_waiting()
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            self.ctx.live.discard(self)
+            self._link(sock)
+            return
+        sock.close()
+        if self._failed(err, timed_out=False):
+            self.attempt()
+        else:
+            self._give_up()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._stop_waiting().close()
+        self._failed(errno.ETIMEDOUT, timed_out=True)
+        self.attempt()
+
+    def _stop_waiting(self) -> socket.socket:
+        sock = self.sock
+        assert sock is not None
+        self.sock = None
+        self.ctx.loop.remove_writer(sock.fileno())
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return sock
+
+    def _failed(self, err: int, *, timed_out: bool) -> bool:
+        """Record a failed attempt; False when there is no point in another."""
+        route = self.route
+        self.outcome = TIMEOUT if timed_out else REFUSED
+        log.debug("%s: connect to %s:%s failed: %s", route.record.service_port, *self.address, os.strerror(err))
+        self.tried.append(self.address)
+        retry = route.retry(self.tried) if route.retry is not None else None
+        if retry is None and not timed_out:
+            return False
+        self.address = retry or self.address  # a slow endpoint gets the next, longer timeout
+        return True
+
+    def _give_up(self) -> None:
+        self.ctx.live.discard(self)
+        self.route.record.finish(self.outcome)
+        reset_socket(self.client)
+
+    def _link(self, upstream: socket.socket) -> None:
+        ctx, route = self.ctx, self.route
         imp = route.impairment
         if imp is not None and imp.shapes:
-            client: _Pump = _ShapedPump(relay, ctx.loop, Shaper(imp, ordered=True, rng=ctx.rng))
-            upstream: _Pump = _ShapedPump(relay, ctx.loop, Shaper(imp, ordered=True, rng=ctx.rng))
-        else:
-            client, upstream = _Pump(relay), _Pump(relay)
-        client.transport = self.transport
-        client.peer, upstream.peer = upstream, client
-        relay.client, relay.upstream = client, upstream
-        try:
-            await ctx.loop.create_connection(lambda: upstream, sock=sock)
-        except BaseException as exc:
-            if upstream.transport is not None:
-                upstream.transport.abort()
-            else:
-                sock.close()
-            if isinstance(exc, OSError):
-                ctx.live.discard(self)
-                route.record.finish(RESET)
-                reset(self.transport)
-                return
-            raise
-        ctx.live.discard(self)
-        if relay.done:  # the upstream went away at once; the client has been closed
+            ctx.live.add(self)  # until the transports are made (the group's close waits for it)
+            self.task = ctx.loop.create_task(self._link_shaped(upstream))
             return
-        ctx.live.add(relay)
-        self.transport.set_protocol(client)
-        for chunk in self.pending:
-            client.data_received(chunk)
-        self.pending = []
-        if self.eof:
-            client.eof_received()
-        else:
-            self.transport.resume_reading()
+        SpliceRelay(ctx.loop, ctx.pipes, route.record, ctx.live, self.client, upstream).start()
+
+    async def _link_shaped(self, upstream: socket.socket) -> None:
+        try:
+            await relay_shaped(self.ctx, self.route.record, self.route.impairment, self.client, upstream)
+        except OSError as exc:
+            log.debug("%s: relay failed: %s", self.route.record.service_port, exc)
+        finally:
+            self.ctx.live.discard(self)
+
+    def close(self) -> None:
+        """The group is closing or the node went away."""
+        if self.task is not None:
+            if not self.task.done():
+                self.task.cancel()
+            return
+        if self.sock is not None:
+            self._stop_waiting().close()
+        self.ctx.live.discard(self)
+        self.route.record.finish(RESET)
+        reset_socket(self.client)
 
 
 def _connected(sock: socket.socket) -> bool:
@@ -221,174 +280,3 @@ def _connected(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
-
-
-def _settle(future: asyncio.Future, exc: type[BaseException] | None) -> None:
-    if not future.done():
-        if exc is None:
-            future.set_result(None)
-        else:
-            future.set_exception(exc())
-
-
-class _Relay:
-    """Both sides of one proxied connection and how it ends."""
-
-    __slots__ = ("record", "live", "client", "upstream", "done")
-
-    def __init__(self, record: Any, live: set) -> None:
-        self.record = record
-        self.live = live
-        self.client: Any = None
-        self.upstream: Any = None
-        self.done = False
-
-    @property
-    def node(self) -> str:
-        return self.record.node
-
-    def on_eof(self, side: "_Pump") -> bool:
-        side.eof = True
-        other = side.peer
-        if other.eof:
-            self.client.transport.close()
-            self.upstream.transport.close()
-        else:
-            try:
-                other.transport.write_eof()
-            except (OSError, RuntimeError):
-                pass
-        return True
-
-    def on_lost(self, side: "_Pump", exc: Exception | None) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.live.discard(self)
-        other = side.peer.transport
-        if exc is None:
-            other.close()
-        else:
-            reset(other)
-        self.client.stop()
-        self.upstream.stop()
-        self.record.finish(OK if exc is None else RESET, self.client.nbytes, self.upstream.nbytes)
-
-    def close(self) -> None:
-        for side in (self.client, self.upstream):
-            if side.transport is not None:
-                side.transport.abort()
-
-
-class _Pump(asyncio.Protocol):
-    """One socket of a relay: what it reads goes to the peer's transport as it is."""
-
-    __slots__ = ("relay", "transport", "peer", "nbytes", "eof")
-
-    def __init__(self, relay: _Relay) -> None:
-        self.relay = relay
-        self.transport: Any = None
-        self.peer: Any = None
-        self.nbytes = 0
-        self.eof = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.nbytes += len(data)
-        self.peer.transport.write(data)
-
-    def eof_received(self) -> bool:
-        return self.relay.on_eof(self)
-
-    def pause_writing(self) -> None:
-        self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.peer.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.on_lost(self, exc)
-
-    def stop(self) -> None:
-        """The relay ended: drop anything still scheduled."""
-
-
-_EOF = None  # queued in place of data: the source sent EOF
-
-
-class _ShapedPump(_Pump):
-    """A pump whose chunks reach the peer at the shaper's departure times, in order."""
-
-    __slots__ = ("loop", "shaper", "queue", "queued", "timer", "holds", "self_held")
-
-    def __init__(self, relay: _Relay, loop: asyncio.AbstractEventLoop, shaper: Shaper) -> None:
-        super().__init__(relay)
-        self.loop = loop
-        self.shaper = shaper
-        self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
-        self.queued = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.holds = 0
-        self.self_held = False
-
-    def data_received(self, data: bytes) -> None:
-        self.nbytes += len(data)
-        self._enqueue(data)
-        if self.queued > _QUEUE_HIGH and not self.self_held:
-            self.self_held = True
-            self.hold()
-
-    def eof_received(self) -> bool:
-        self._enqueue(_EOF)
-        return True
-
-    def _enqueue(self, data: bytes | None) -> None:
-        size = len(data) if data is not None else 0
-        at = self.shaper.departure(size, self.loop.time())
-        self.queue.append((at, data))
-        self.queued += size
-        if self.timer is None:
-            self.timer = self.loop.call_at(at, self._deliver)
-
-    def _deliver(self) -> None:
-        self.timer = None
-        if self.relay.done:
-            return
-        now = self.loop.time()
-        queue, peer = self.queue, self.peer.transport
-        while queue and queue[0][0] <= now:
-            _, data = queue.popleft()
-            if data is _EOF:
-                self.relay.on_eof(self)
-            else:
-                self.queued -= len(data)
-                peer.write(data)
-        if queue:
-            self.timer = self.loop.call_at(queue[0][0], self._deliver)
-        if self.self_held and self.queued < _QUEUE_LOW:
-            self.self_held = False
-            self.release()
-
-    def hold(self) -> None:
-        self.holds += 1
-        if self.holds == 1:
-            self.transport.pause_reading()
-
-    def release(self) -> None:
-        self.holds -= 1
-        if self.holds == 0:
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.peer.hold()
-
-    def resume_writing(self) -> None:
-        self.peer.release()
-
-    def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.queue.clear()

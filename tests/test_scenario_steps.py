@@ -227,7 +227,6 @@ FAILURES = [
     ("background", 'background: {name: b, every: 10ms, connect: {tcp: "{{ pod.netexec.ip }}:9"}}\n'
                    "  - wait: {for: background, background: b, count: 2}\n  - stop: {background: b}",
      'background "b" failures: expected 0, got'),
-    ("impair", "impair: {service: netexec, delay: 50ms, loss: 10%, rate: 1mbit}", "the cluster has no impair()"),
     ("partition", "partition: [[node-1], [node-2]]", "the cluster has no partition()"),
     ("heal", "heal: {}", "the cluster has no heal()"),
 ]

@@ -1,0 +1,273 @@
+"""The zero-copy TCP relay: each direction moves data socket → pipe → socket with splice(2).
+
+Every connection without shaping (no delay, jitter or rate) is relayed here, in the kernel:
+what one socket receives is spliced into a pipe and from the pipe into the other socket, never
+copied into Python. Each direction runs on the loop's readiness callbacks on the raw sockets:
+when its source is readable, one splice takes in up to a pipe's worth and the next sends it on.
+A destination that cannot take it all stops the direction from reading its source until the
+destination is writable again, so backpressure is the pipe plus the two sockets' buffers.
+
+Pipes are borrowed from a shared pool for one burst at a time: a direction keeps one only while
+its data waits for a blocked destination, so idle connections hold none, and the pool lets its
+spare pipes go when the last relay ends. Pipes are made 1 MiB
+where the system allows it (fewer, larger splices); an unprivileged user over the kernel's pipe
+limits gets smaller ones, which work the same, only with more calls.
+
+Half-close is relayed: EOF from one side (a splice that returns 0) becomes ``shutdown(SHUT_WR)``
+on the other (the pipe is always empty by then: a direction reads only when it has nothing
+queued) and the reverse direction keeps flowing; the relay ends once both directions have
+ended. An error on either socket (a reset, or writing to a peer that has closed) resets both.
+Both sockets get a fixed receive buffer, so that what a relay holds for a client that does not
+read stays a few megabytes (the pipe, two socket buffers) rather than what autotuning allows.
+Byte counts are kept per direction (one addition per splice) and go to the connection record
+when the relay ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+from typing import Any
+
+from .connlog import OK, RESET
+from .sockopts import reset_socket
+
+log = logging.getLogger(__name__)
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+SPLICE_F_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
+_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+PIPE_SIZE = 1 << 20   # bytes asked of each splice, and the pipe size requested
+RECEIVE_BUFFER = 1 << 20  # SO_RCVBUF of both sockets (the kernel doubles it): bounds what a relay holds
+_KEEP_IDLE = 32       # pipes the pool keeps for the next burst
+
+_splice = os.splice
+
+Pipe = tuple[int, int]  # (read end, write end)
+
+
+class PipePool:
+    """Empty non-blocking pipes, lent out per burst and taken back empty, while relays use them."""
+
+    def __init__(self, size: int = PIPE_SIZE, keep: int = _KEEP_IDLE) -> None:
+        self.size = size
+        self.keep = keep
+        self.users = 0
+        self._idle: list[Pipe] = []
+
+    def join(self) -> None:
+        self.users += 1
+
+    def leave(self) -> None:
+        self.users -= 1
+        if not self.users:
+            self.close()
+
+    def take(self) -> Pipe:
+        """An empty pipe (raises OSError when no file descriptor is left)."""
+        if self._idle:
+            return self._idle.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(w, F_SETPIPE_SZ, self.size)
+        except OSError:  # over /proc/sys/fs/pipe-max-size or the user's pipe pages: keep the default
+            pass
+        return r, w
+
+    def give(self, pipe: Pipe) -> None:
+        """Return an empty pipe."""
+        if len(self._idle) < self.keep:
+            self._idle.append(pipe)
+        else:
+            _close_pipe(pipe)
+
+    def close(self) -> None:
+        for pipe in self._idle:
+            _close_pipe(pipe)
+        self._idle.clear()
+
+
+def _close_pipe(pipe: Pipe) -> None:
+    os.close(pipe[0])
+    os.close(pipe[1])
+
+
+class SpliceRelay:
+    """Both directions of one proxied connection; ``start`` begins relaying."""
+
+    __slots__ = ("loop", "pool", "record", "live", "client", "upstream", "up", "down", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: PipePool, record: Any, live: set,
+                 client: socket.socket, upstream: socket.socket) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.record = record
+        self.live = live
+        self.client = client
+        self.upstream = upstream
+        self.up = _Direction(self, pool, client, upstream)
+        self.down = _Direction(self, pool, upstream, client)
+        self.done = False
+
+    @property
+    def node(self) -> str:
+        return self.record.node
+
+    def start(self) -> None:
+        for sock in (self.client, self.upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Splicing a megabyte at a time makes receive autotuning grow a buffer up to
+            # tcp_rmem's maximum (often 32 MiB) while the other side is not reading.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.live.add(self)
+        self.pool.join()
+        self.up.start()
+        self.down.start()
+
+    def ended(self) -> None:
+        """A direction has ended cleanly; when both have, the connection closes."""
+        if self.up.ended and self.down.ended:
+            self._finish(OK, reset=False)
+
+    def fail(self, exc: OSError) -> None:
+        log.debug("%s: relay reset: %s", self.record.service_port, exc)
+        self._finish(RESET, reset=True)
+
+    def close(self) -> None:
+        """Stop at once (the group is closing or the node went away)."""
+        self._finish(OK, reset=False)
+
+    def _finish(self, outcome: str, *, reset: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.live.discard(self)
+        self.up.stop()
+        self.down.stop()
+        self.pool.leave()
+        for sock in (self.client, self.upstream):
+            if reset:
+                reset_socket(sock)
+            else:
+                sock.close()
+        self.record.finish(outcome, self.up.nbytes, self.down.nbytes)
+
+
+class _Direction:
+    """One direction of a relay: ``src`` → pipe → ``dst``."""
+
+    __slots__ = ("relay", "loop", "pool", "dst", "src_fd", "dst_fd", "pipe", "queued", "nbytes",
+                 "reading", "writing", "ended")
+
+    def __init__(self, relay: SpliceRelay, pool: PipePool, src: socket.socket, dst: socket.socket) -> None:
+        self.relay = relay
+        self.loop = relay.loop
+        self.pool = pool
+        self.dst = dst
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
+        self.pipe: Pipe | None = None
+        self.queued = 0      # bytes in the pipe
+        self.nbytes = 0      # bytes relayed so far
+        self.reading = False
+        self.writing = False
+        self.ended = False
+
+    def start(self) -> None:
+        self.loop.add_reader(self.src_fd, self.readable)
+        self.reading = True
+
+    def readable(self) -> None:
+        """The source has data or EOF (the pipe is empty: a direction reads only then)."""
+        if self.relay.done:  # a callback already due when the relay ended
+            return
+        pool = self.pool
+        try:
+            pipe = pool._idle.pop() if pool._idle else pool.take()
+        except OSError as exc:
+            log.warning("%s: no pipe for the relay: %s", self.relay.record.service_port, exc)
+            self.relay.fail(exc)
+            return
+        try:
+            n = _splice(self.src_fd, pipe[1], PIPE_SIZE, flags=_FLAGS)
+        except BlockingIOError:
+            pool.give(pipe)
+            return
+        except OSError as exc:
+            pool.give(pipe)
+            self.relay.fail(exc)
+            return
+        if n == 0:
+            pool.give(pipe)
+            self._eof()
+            return
+        self.nbytes += n
+        try:  # the common case: the destination takes it all at once
+            sent = _splice(pipe[0], self.dst_fd, n, flags=_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            _close_pipe(pipe)
+            self.relay.fail(exc)
+            return
+        if sent == n:
+            pool.give(pipe)
+            return
+        self.pipe, self.queued = pipe, n - sent
+        self._flush()
+
+    def writable(self) -> None:
+        if self.relay.done:
+            return
+        self._flush()
+        if not self.queued and self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.dst_fd)
+            self.loop.add_reader(self.src_fd, self.readable)
+            self.reading = True
+
+    def _flush(self) -> None:
+        pipe = self.pipe
+        assert pipe is not None
+        while self.queued:
+            try:
+                n = _splice(pipe[0], self.dst_fd, self.queued, flags=_FLAGS)
+            except BlockingIOError:
+                if not self.writing:  # hold the source until the destination drains
+                    self.reading = False
+                    self.loop.remove_reader(self.src_fd)
+                    self.writing = True
+                    self.loop.add_writer(self.dst_fd, self.writable)
+                return
+            except OSError as exc:
+                self.relay.fail(exc)
+                return
+            self.queued -= n
+        self.pool.give(pipe)
+        self.pipe = None
+
+    def _eof(self) -> None:
+        self.reading = False
+        self.loop.remove_reader(self.src_fd)
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError:  # the peer is gone; its own direction will tell
+            pass
+        self.ended = True
+        self.relay.ended()
+
+    def stop(self) -> None:
+        """Drop the callbacks and any data still in the pipe (before the sockets close)."""
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.src_fd)
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.dst_fd)
+        if self.pipe is not None:
+            _close_pipe(self.pipe)
+            self.pipe = None
+            self.queued = 0
