@@ -387,8 +387,9 @@ def run(argv: Sequence[str]) -> int:
         from netemu.scenario import run_files
         return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern)
     if cmd == "gc":
+        from netemu.fabric.netns.namespaces import collect_cluster_garbage
         from netemu.state import gc_all
-        removed = gc_all(state_root())
+        removed = gc_all(state_root(), collect_cluster_garbage)
         _emit("\n".join(removed) if removed else "nothing to collect")
         return 0
     if cmd == "clusters":

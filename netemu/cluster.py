@@ -89,7 +89,8 @@ class Cluster:
         t0 = time.monotonic()
         stack = self._stack
         try:
-            self.state.create()
+            from netemu.fabric.netns.namespaces import collect_cluster_garbage
+            self.state.create(collect_garbage=collect_cluster_garbage)
             stack.callback(self.state.remove)
             await self.fabric.start()
             stack.push_async_callback(self.fabric.stop)

@@ -226,10 +226,10 @@ def gc_cluster(directory: Path) -> list[str]:
     return removed
 
 
-def gc_all(root: Path) -> list[str]:
-    """Collect every dead cluster under ``root``; live ones are left alone."""
+def gc_all(root: Path, collect: Callable[[Path], list[str]] = gc_cluster) -> list[str]:
+    """Collect every dead cluster under ``root`` with ``collect``; live ones are left alone."""
     out = []
     for c in list_clusters(root):
         if not c.alive:
-            out += [f"{c.name}: {line}" for line in gc_cluster(c.directory)]
+            out += [f"{c.name}: {line}" for line in collect(c.directory)]
     return out

@@ -1,0 +1,366 @@
+"""``NetnsFabric``: nodes and pods in network namespaces, pods reachable across nodes (host-gw).
+
+Owns the layout of one cluster's namespaces and the links between them:
+
+- ``netemu-<cluster>-underlay``: the emulated L2 network between nodes, a bridge ``br-underlay``
+  with no address;
+- ``netemu-<cluster>-node-<name>``: ``lo``, the ``cni0`` bridge (``namespaces.setup_node``) and
+  ``eth0`` at 172.18.0.(index+1)/24, a veth whose peer sits on ``br-underlay``; IP forwarding on
+  (inside the node namespace only); a route to every other node's pod /24 via that node's
+  172.18.0.x (host-gw, no encapsulation, no NAT);
+- ``netemu-<cluster>-p<id>``: one per pod, ``eth0`` made by the CNI bridge plugin (run
+  in-process on a thread switched into the node namespace), default route via the node's
+  ``cni0`` address (``.1`` of the node's pod /24).
+
+Nothing has a link to the namespace this process runs in, and every interface made here carries
+an ``ifalias`` starting with ``netemu`` (the bridge plugin refuses foreign interfaces). Every
+namespace is recorded in the cluster ledger before it exists (``namespaces.create``).
+
+Sockets for a node or pod are made on a worker thread switched into its namespace and then handed
+to asyncio; a socket stays in the namespace it was made in, so one event loop serves them all.
+``where`` is a node name, a pod's container id, or "" for this process's own network.
+
+Addresses: the pod range is ``config.pod_cidr`` unless that lies in 127/8 (the loopback
+backend's default), in which case it is ``DEFAULT_POD_CIDR`` (10.244.0.0/16); node N (0-based
+index) gets the /24 number N+1 of it. Node addresses are ``UNDERLAY_CIDR``'s .N+1; mapping them
+to host addresses (127.10.0.N) is not done yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import socket
+from collections.abc import Awaitable, Callable
+from hashlib import sha256
+from typing import Any
+
+from netemu.cni import bridge, skel
+from netemu.config import ClusterConfig
+from netemu.errors import CNIError, FabricError, NetemuError
+from netemu.fabric.base import NodeNetwork, PodNetwork
+from netemu.state import ClusterState, list_clusters
+
+from . import ipbatch, namespaces
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+UNDERLAY_CIDR = "172.18.0.0/24"
+UNDERLAY_BRIDGE = "br-underlay"
+UPLINK = "eth0"          # a node's interface on the underlay
+POD_IFNAME = "eth0"
+NODE_BRIDGE = bridge.DEFAULT_BRIDGE
+UNDERLAY_ALIAS = f"{namespaces.OWNED_ALIAS}-underlay"
+POD_ID_LENGTH = 12       # characters of the container id in a pod namespace's name
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def pod_range(config: ClusterConfig) -> ipaddress.IPv4Network:
+    """The cluster's pod range on this backend (see the module docstring)."""
+    configured = ipaddress.IPv4Network(config.pod_cidr)
+    return ipaddress.IPv4Network(DEFAULT_POD_CIDR) if configured.subnet_of(_LOOPBACK) else configured
+
+
+def node_pod_cidr(pods: ipaddress.IPv4Network, index: int) -> str:
+    return str(ipaddress.IPv4Network((int(pods.network_address) + (index + 1) * 256, 24)))
+
+
+def node_address(index: int) -> ipaddress.IPv4Interface:
+    underlay = ipaddress.IPv4Network(UNDERLAY_CIDR)
+    if not 0 <= index < underlay.num_addresses - 3:
+        raise FabricError(f"node index {index}: the underlay {underlay} has room for {underlay.num_addresses - 3} nodes")
+    return ipaddress.IPv4Interface((int(underlay.network_address) + index + 1, underlay.prefixlen))
+
+
+class _Node:
+    def __init__(self, net: NodeNetwork, index: int, netns: str):
+        self.net = net
+        self.index = index
+        self.netns = netns
+        self.lock = asyncio.Lock()  # one CNI call at a time: the plugin's guard must never see a half-made veth
+
+
+class _Pod:
+    def __init__(self, node: str, netns: str):
+        self.node = node
+        self.netns = netns
+
+
+class NetnsFabric:
+    name = "netns"
+    shared_stack = False
+
+    def __init__(self, config: ClusterConfig, state: ClusterState):
+        self.config = config
+        self.state = state
+        self.pod_range = pod_range(config)
+        self.underlay = namespaces.check_name(f"{bridge.NETNS_PREFIX}{config.name}-underlay")
+        self.nodes: dict[str, NodeNetwork] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._pods: dict[str, _Pod] = {}  # by container id
+        self._made: list[str] = []  # every namespace this fabric asked for, in order
+        self._cni_dir = state.path("cni")
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._cni_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._collect_dead_clusters)
+        await self._create(self.underlay)
+        await ipbatch.abatch(self.underlay, [
+            f"link add name {UNDERLAY_BRIDGE} address {namespaces.random_mac()} type bridge",
+            f"link set {UNDERLAY_BRIDGE} alias {UNDERLAY_ALIAS}",
+            f"link set {UNDERLAY_BRIDGE} up",
+        ])
+        self._started = True
+
+    def _collect_dead_clusters(self) -> None:
+        """Namespaces (and processes in them) of dead clusters under this state root, from their
+        ledgers. ``Cluster`` claims its state directory before the fabric starts and, unless it
+        passes ``namespaces.collect_cluster_garbage`` to ``ClusterState.create``, has removed
+        those ledgers already; this catches the rest (a fabric used on its own, a race)."""
+        for other in list_clusters(self.config.state_dir):
+            if other.name == self.config.name or other.alive:
+                continue
+            try:
+                removed = namespaces.collect_cluster_garbage(other.directory)
+            except NetemuError as exc:
+                log.warning("netns: collecting dead cluster %s: %s", other.name, exc)
+                continue
+            for line in removed:
+                log.info("netns: removed %s of dead cluster %s", line, other.name)
+
+    async def stop(self) -> None:
+        """Deletes every namespace this fabric made (killing what still runs inside); safe to call
+        twice and after a failed start."""
+        made, self._made = self._made, []
+        self._pods.clear()
+        self._nodes.clear()
+        self.nodes.clear()
+        self._started = False
+        if made:
+            await asyncio.to_thread(namespaces.collect, list(reversed(made)))
+
+    async def _create(self, name: str) -> None:
+        self._made.append(name)  # before it exists: stop() cleans up whatever got made
+        await namespaces.acreate([name], self.state)
+
+    # ------------------------------------------------------------------ nodes
+
+    async def add_node(self, name: str, index: int) -> NodeNetwork:
+        if not self._started:
+            raise FabricError("the netns fabric is not started")
+        if name in self._nodes:
+            raise FabricError(f'node "{name}" exists already')
+        if any(node.index == index for node in self._nodes.values()):
+            raise FabricError(f"node index {index} is taken")
+        address = node_address(index)
+        netns = namespaces.namespace_name(self.config.name, "node", name)
+        peer = namespaces.interface_name("ul", netns)
+        await self._create(netns)
+        await namespaces.asetup_node(netns, NODE_BRIDGE)
+        await ipbatch.abatch(netns, [
+            f"link add name {UPLINK} type veth peer name {peer} netns {self.underlay}",
+            f"link set {UPLINK} alias {UNDERLAY_ALIAS}",
+            f"addr add {address} dev {UPLINK}",
+            f"link set {UPLINK} up",
+        ])
+        await ipbatch.abatch(self.underlay, [
+            f"link set {peer} alias {UNDERLAY_ALIAS}:{name[:200]}",
+            f"link set {peer} master {UNDERLAY_BRIDGE}",
+            f"link set {peer} up",
+        ])
+        await _enable_forwarding(netns)
+        node = _Node(NodeNetwork(name=name, ip=str(address.ip), pod_cidr=node_pod_cidr(self.pod_range, index)),
+                     index, netns)
+        await self._add_routes(node)
+        self._nodes[name] = node
+        self.nodes[name] = node.net
+        return node.net
+
+    async def _add_routes(self, new: _Node) -> None:
+        """host-gw: the new node learns every other node's pod range, and they learn its."""
+        others = list(self._nodes.values())
+        to_others = [f"route replace {o.net.pod_cidr} via {o.net.ip} dev {UPLINK}" for o in others]
+        to_new = f"route replace {new.net.pod_cidr} via {new.net.ip} dev {UPLINK}"
+        await asyncio.gather(ipbatch.abatch(new.netns, to_others),
+                             *(ipbatch.abatch(o.netns, [to_new]) for o in others))
+
+    async def remove_node(self, name: str) -> None:
+        node = self._nodes.pop(name, None)
+        self.nodes.pop(name, None)
+        if node is None:
+            return
+        gone = [cid for cid, pod in self._pods.items() if pod.node == name]
+        pod_namespaces = [self._pods.pop(cid).netns for cid in gone]
+        route = f"route del {node.net.pod_cidr} via {node.net.ip} dev {UPLINK}"
+        await asyncio.gather(*(ipbatch.abatch(o.netns, [route], force=True) for o in self._nodes.values()),
+                             return_exceptions=True)
+        names = [*pod_namespaces, node.netns]  # the underlay peer of eth0 dies with the node namespace
+        await asyncio.to_thread(namespaces.collect, names)
+        self._made = [n for n in self._made if n not in names]
+
+    # ------------------------------------------------------------------ pods
+
+    def _pod_netns(self, container_id: str) -> str:
+        short = container_id[:POD_ID_LENGTH]
+        taken = {pod.netns for pod in self._pods.values()}
+        name = f"{bridge.NETNS_PREFIX}{self.config.name}-p{short}"
+        if not _PLAIN_ID.match(short) or name in taken:
+            name = f"{bridge.NETNS_PREFIX}{self.config.name}-p{sha256(container_id.encode()).hexdigest()[:POD_ID_LENGTH]}"
+        return namespaces.check_name(name)
+
+    def _netconf(self, node: _Node) -> dict[str, Any]:
+        return bridge.network_config(f"netemu-{node.net.name}", node.net.pod_cidr, str(self._cni_dir),
+                                     bridge=NODE_BRIDGE)
+
+    async def _cni(self, command: str, node: _Node, container_id: str, pod_netns: str) -> Any:
+        try:
+            async with node.lock:
+                return await namespaces.acall_in(
+                    node.netns, skel.invoke, bridge.PLUGIN, command, self._netconf(node),
+                    container_id=container_id, netns=str(namespaces.namespace_path(pod_netns)), ifname=POD_IFNAME)
+        except CNIError as exc:
+            raise FabricError(f"CNI {command} for pod sandbox {container_id[:8]} on {node.net.name}: {exc}") from exc
+
+    async def add_pod(self, node: str, container_id: str, namespace: str, pod: str) -> PodNetwork:
+        host = self._nodes.get(node)
+        if host is None:
+            raise FabricError(f'node "{node}" is not part of this cluster')
+        if container_id in self._pods:
+            raise FabricError(f"pod sandbox {container_id} exists already")
+        netns = self._pod_netns(container_id)
+        self._pods[container_id] = _Pod(node, netns)
+        try:
+            await self._create(netns)
+            result = await self._cni("ADD", host, container_id, netns)
+        except BaseException:
+            await self._forget_pod(container_id)
+            raise
+        ip = result.ips[0]
+        return PodNetwork(ip=str(ip.address.ip), gateway=str(ip.gateway or ""),
+                          sandbox=str(namespaces.namespace_path(netns)))
+
+    async def remove_pod(self, node: str, container_id: str) -> None:
+        pod = self._pods.get(container_id)
+        if pod is None:
+            return
+        host = self._nodes.get(pod.node)
+        if host is not None:
+            await self._cni("DEL", host, container_id, pod.netns)
+        await self._forget_pod(container_id)
+
+    async def _forget_pod(self, container_id: str) -> None:
+        pod = self._pods.pop(container_id, None)
+        if pod is None:
+            return
+        await asyncio.to_thread(namespaces.collect, [pod.netns])
+        self._made = [n for n in self._made if n != pod.netns]
+
+    # ------------------------------------------------------------------ where things run
+
+    def namespace_of(self, where: str) -> str:
+        """The namespace name of a pod (container id) or node (name); "" for this process's own."""
+        if not where:
+            return ""
+        pod = self._pods.get(where)
+        if pod is not None:
+            return pod.netns
+        node = self._nodes.get(where)
+        if node is not None:
+            return node.netns
+        raise FabricError(f'"{where}" is neither a node nor a pod sandbox of cluster {self.config.name}')
+
+    def process_prefix(self, where: str) -> list[str]:
+        netns = self.namespace_of(where)
+        return namespaces.exec_prefix(netns) if netns else []
+
+    def socket(self, where: str, family: int, type: int) -> socket.socket:
+        netns = self.namespace_of(where)
+        sock = namespaces.call_in(netns, socket.socket, family, type) if netns else socket.socket(family, type)
+        sock.setblocking(False)
+        return sock
+
+    async def _bound_socket(self, where: str, type: int, address: tuple[Any, ...],
+                            options: dict[str, Any]) -> socket.socket:
+        netns = self.namespace_of(where)
+        family = _family(address[0])
+        if netns:
+            sock = await namespaces.acall_in(netns, socket.socket, family, type)
+        else:
+            sock = socket.socket(family, type)
+        try:
+            sock.setblocking(False)
+            if options.pop("reuse_address", type == socket.SOCK_STREAM):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if options.pop("reuse_port", False):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if options.pop("allow_broadcast", False):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            options.pop("family", None)
+            options.pop("flags", None)
+            sock.bind((_host(address[0]), *address[1:]))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def start_server(self, where: str, client_connected_cb: Callable[..., Awaitable[None]],
+                           host: str, port: int, **kw: Any) -> asyncio.AbstractServer:
+        sock = await self._bound_socket(where, socket.SOCK_STREAM, (host, port), kw)
+        try:
+            return await asyncio.start_server(client_connected_cb, sock=sock, **kw)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                       local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]:
+        remote = kw.pop("remote_addr", None)
+        sock = await self._bound_socket(where, socket.SOCK_DGRAM, tuple(local_addr), kw)
+        try:
+            if remote is not None:
+                sock.connect(remote)
+            return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, sock=sock, **kw)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _host(host: str | None) -> str:
+    if not host:
+        return "0.0.0.0"
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def _family(host: str | None) -> int:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(_host(host)).version == 6 else socket.AF_INET
+    except ValueError as exc:
+        raise FabricError(f"{host!r}: the netns backend binds IP addresses only, not names") from exc
+
+
+async def _enable_forwarding(netns: str) -> None:
+    """IPv4 forwarding inside ``netns`` (``ip netns exec`` remounts /proc/sys/net for the child,
+    so this never touches the caller's namespace)."""
+    sysctl = shutil.which("sysctl", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
+    if sysctl is None:
+        raise FabricError("the netns backend needs `sysctl` (Debian package procps)")
+    argv = [*namespaces.exec_prefix(netns), sysctl, "-q", "-w", "net.ipv4.ip_forward=1"]
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _out, err = await asyncio.wait_for(proc.communicate(), ipbatch.IP_TIMEOUT)
+    except (TimeoutError, OSError) as exc:
+        raise FabricError(f"{' '.join(argv)}: {exc!r}") from exc
+    if proc.returncode != 0:
+        raise FabricError(f"{' '.join(argv)} failed with status {proc.returncode}: {err.decode(errors='replace').strip()}")
