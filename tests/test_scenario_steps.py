@@ -280,8 +280,10 @@ async def test_references_resolve_against_a_live_cluster(make_cluster):
     }
     assert {expr: resolver.value(expr) for expr in expected} == expected
     assert resolver.resolve({"url": "http://{{ svc.netexec.clusterIP }}:{{ svc.netexec.port }}/",
-                             "ips": "{{ pods.app=netexec.ips }}", "n": ["{{ nodes.count }}"]}) == {
-        "url": f"http://{cluster.service_ip('netexec')}:8080/", "ips": [pods["netexec"].status.pod_ip], "n": [2]}
+                             "ips": "{{ pods.app=netexec.ips }}", "n": ["{{ nodes.count }}"],
+                             "tcp": "{{ svc.netexec.clusterIP }}:{{ svc.netexec.port }}"}) == {
+        "url": f"http://{cluster.service_ip('netexec')}:8080/", "ips": [pods["netexec"].status.pod_ip], "n": [2],
+        "tcp": f"{cluster.service_ip('netexec')}:8080"}  # two references, nothing around them
 
 
 @pytest.mark.parametrize("expr, message", [

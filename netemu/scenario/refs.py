@@ -181,7 +181,7 @@ class Resolver:
         if "{{" not in text:
             return text
         whole = TEMPLATE.fullmatch(text)
-        if whole:
+        if whole and "}}" not in whole.group(1):  # one reference and nothing else: keep its type
             return self.value(whole.group(1).strip())
 
         def one(m: re.Match[str]) -> str:

@@ -222,22 +222,25 @@ def _pick_object(ctx: Context, kind: str, pattern: str, namespace: str) -> Any:
 @register
 class Scale(StepKind):
     name = "scale"
-    summary = "{deployment: NAME, replicas: N}"
+    summary = "{deployment | statefulset: NAME, replicas: N}"
 
     def parse(self, p: Parse) -> Any:
         f = p.fields()
-        name = f.take("deployment", "str", required=True)
+        deployment, statefulset = f.take("deployment", "str"), f.take("statefulset", "str")
         replicas = f.take("replicas", "int", required=True, minimum=0)
         namespace = f.take("namespace", "str", default="default")
         f.finish()
-        return (name, replicas, namespace), *error_expectation(p)
+        if (deployment is None) == (statefulset is None) and f.ok:
+            p.problems.add(p.path, "give exactly one of deployment: NAME or statefulset: NAME")
+        kind, name = ("deployment", deployment) if deployment is not None else ("statefulset", statefulset)
+        return (name, replicas, namespace, kind), *error_expectation(p)
 
     async def run(self, ctx: Context, spec: Any) -> None:
-        (name, replicas, namespace), error, output = spec
-        await expect_outcome(ctx, ctx.cluster.scale(name, replicas, namespace), error, output)
+        (name, replicas, namespace, kind), error, output = spec
+        await expect_outcome(ctx, ctx.cluster.scale(name, replicas, namespace, kind=kind), error, output)
 
     def title(self, spec: Any) -> str:
-        return f"scale deployment/{spec[0][0]} --replicas={spec[0][1]}"
+        return f"scale {spec[0][3]}/{spec[0][0]} --replicas={spec[0][1]}"
 
 
 @register
