@@ -1,4 +1,4 @@
-"""`make run`: the walkthrough's "Connecting applications with services" on a 3-node cluster.
+"""The walkthrough's "Connecting applications with services" on a 3-node cluster.
 
 Brings up the cluster, applies the my-nginx Deployment, then its Service, and shows what a user of a real cluster
 would check: pods Running on distinct nodes with their own IPs, real curl to each pod IP, the
