@@ -196,7 +196,7 @@ async def start_proxy():
     from netemu.fabric.loopback import LoopbackFabric
     from netemu.proxy import ProxyGroup, ProxyOptions
     from netemu.state import ClusterState
-    config = ClusterConfig(state_dir=Path(tempfile.mkdtemp(prefix="netemu-bench-")))
+    config = ClusterConfig(state_dir=Path(tempfile.gettempdir()) / "netemu-bench-unused")  # never created
     group = ProxyGroup(LoopbackFabric(config, ClusterState(config)), ProxyOptions(connection_log_size=100))
     group.add_node(NodeNetwork("node-1", NODE_IP, "127.244.250.0/25"))
     names = {SINK: "sink", ECHO: "echo", HTTP: "http"}
@@ -224,10 +224,10 @@ async def main(seconds: float, rounds: int) -> None:
     pod = await child("pod")
     children: list[asyncio.subprocess.Process | subprocess.Popen] = [pod]
     group = None
+    tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-haproxy-"))
     try:
         assert (await pod.stdout.readline()).strip() == b"ready"
         group = await start_proxy()
-        tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-haproxy-"))
         haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(haproxy_config(tmp))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         children.append(haproxy)
@@ -255,6 +255,7 @@ async def main(seconds: float, rounds: int) -> None:
                   f"   {rate['proxy'] / rate['direct']:>12.2f} {spread:>11}  {rate['proxy'] / rate['haproxy']:>9.2f}"
                   f"   {cpu['proxy'] * 1e6:>11.1f} µs {cpu['haproxy'] * 1e6:>5.1f} µs /{unit}", flush=True)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if group is not None:
             await group.close()
         for proc in children:
