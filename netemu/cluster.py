@@ -130,14 +130,27 @@ class Cluster:
 
         def on_event(event: Any) -> None:
             if event.kind == "Service":
+                self._service_ips_changed(event.old, event.new)
                 self.proxy.on_service(event.old, event.new)
             else:
                 self.proxy.on_endpointslice(event.old, event.new)
         self._stack.callback(self.store.subscribe(on_event, kinds=["Service", "EndpointSlice"]))
         for svc in self.store.list("Service"):
+            self._service_ips_changed(None, svc)
             self.proxy.on_service(None, svc)
         for eps in self.store.list("EndpointSlice"):
             self.proxy.on_endpointslice(None, eps)
+
+    def _service_ips_changed(self, old: Any, new: Any) -> None:
+        """Tell a fabric that places ClusterIPs (netns: on every node's ``svc0``) which exist."""
+        add, remove = getattr(self.fabric, "add_service_ip", None), getattr(self.fabric, "remove_service_ip", None)
+        if add is None or remove is None:
+            return
+        before, after = _cluster_ips(old), _cluster_ips(new)
+        for ip in sorted(before - after):
+            remove(ip)
+        for ip in sorted(after - before):
+            add(ip)
 
     def _start_dns(self) -> None:
         from netemu.dns import ClusterDNS, DNSConfig, DNSIndex
@@ -366,6 +379,9 @@ class Cluster:
     async def settle(self) -> None:
         """Let every change so far reach the data plane (proxy listeners in step with services)."""
         await asyncio.sleep(0)
+        settle_service_ips = getattr(self.fabric, "settle_service_ips", None)
+        if settle_service_ips is not None:
+            await settle_service_ips()
         if self.proxy is not None:
             await self.proxy.settle()
 
@@ -453,6 +469,12 @@ class Cluster:
             return path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def _cluster_ips(svc: Any) -> set[str]:
+    if svc is None:
+        return set()
+    return {ip for ip in (*svc.spec.cluster_ips, svc.spec.cluster_ip) if ip and ip != "None"}
 
 
 def _host_resolv_conf() -> str | None:

@@ -35,6 +35,10 @@ def state_root() -> Path:
     return Path(f"/tmp/netemu-{os.getuid()}")
 
 
+_NETNS_DEFAULTS = (("pod_cidr", "127.244.0.0/16", "10.244.0.0/16"),
+                   ("service_cidr", "127.96.0.0/16", "10.96.0.0/12"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     name: str = DEFAULT_NAME
@@ -52,6 +56,15 @@ class ClusterConfig:
     restart_backoff_max: float = 300.0
     lb_delay: float = 0.05                    # LoadBalancer provisioning is asynchronous
     state_dir: Path = field(default_factory=state_root)
+
+    def __post_init__(self) -> None:
+        """On the netns backend pods and services get real-looking ranges (10.244.0.0/16,
+        10.96.0.0/12) unless given; node and load-balancer addresses stay in 127/8, where the
+        host reaches them."""
+        if self.backend == "netns":
+            for attr, loopback_default, netns_default in _NETNS_DEFAULTS:
+                if getattr(self, attr) == loopback_default:
+                    object.__setattr__(self, attr, netns_default)
 
     @staticmethod
     def node_names(nodes: int | list[str] | tuple[str, ...]) -> tuple[str, ...]:

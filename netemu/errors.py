@@ -99,6 +99,10 @@ class ClusterError(NetemuError):
     """The cluster cannot start, is not running, or refused a request."""
 
 
+class BackendUnavailableError(ClusterError):
+    """The chosen network backend cannot run here (missing privilege, kernel feature or isolation)."""
+
+
 class RangeConflictError(ClusterError):
     """Another running cluster already uses an address range this one asks for."""
 

@@ -34,7 +34,7 @@ from netemu.errors import InvalidError, ProxyError
 from netemu.fabric.base import Fabric, NodeNetwork
 
 from .balancer import MODES, ROUND_ROBIN
-from .connlog import LOAD_BALANCER, NODE_PORT, ConnectionLog, ConnectionRecord
+from .connlog import CLUSTER_IP, LOAD_BALANCER, NODE_PORT, ConnectionLog, ConnectionRecord
 from .frontend import Frontend, FrontendKey, NodeRanges, describe, desired, is_shared_cluster_ip
 from .impair import Impairment, Impairments
 from .proxier import Proxier
@@ -46,6 +46,7 @@ from .tracker import ChangeTracker
 from .udp import UDPListener
 
 log = logging.getLogger(__name__)
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +307,10 @@ class ProxyGroup:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if program is not None:
                 attach_filter(sock, program)  # before bind, so nothing slips through
+            if not self.shared_stack and fe.kind == CLUSTER_IP:
+                # the fabric adds the ClusterIP to the node's network as the Service appears,
+                # possibly a moment after the proxy learns of it
+                sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             sock.bind((ip, port))
             dispatch = functools.partial(self._dispatch, fe)
             if protocol == "TCP":
@@ -347,6 +352,7 @@ class ProxyGroup:
         if info.node_port is None:  # no node ports allocated: hand the connection to the node
             return self.proxiers[node].route(fe.owner, Traffic.EXTERNAL, client, LOAD_BALANCER)
         address = (self.nodes[node].ip, info.node_port)
+        where = "" if self.shared_stack else node  # a node's own IP is reachable inside its network only
         record = ConnectionRecord(client=client, service_port=info.label, frontend=LOAD_BALANCER, node=node,
                                   endpoint=f"{address[0]}:{address[1]}")
         self.log.add(fe.owner.service, record)
@@ -359,7 +365,10 @@ class ProxyGroup:
                     return candidate
             return None
 
-        return Route(Verdict.SERVE, record, address=address, source_ip=client[0], where="", retry=retry)
+        # On separate stacks a host client's 127.x address cannot leave the node's network: the
+        # hop to the NodePort then comes from the node itself.
+        source = client[0] if self.shared_stack else None
+        return Route(Verdict.SERVE, record, address=address, source_ip=source, where=where, retry=retry)
 
     def _unrouted(self, fe: Frontend, client: tuple[str, int], kind: str) -> Route:
         record = ConnectionRecord(client=client, service_port=fe.info.label, frontend=kind, node="")

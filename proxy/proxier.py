@@ -6,6 +6,9 @@ routes each new connection or flow: which endpoint, from which source address, w
 impairment. The source address is what a real iptables-mode cluster shows the backend: the
 client's own address for ClusterIP traffic and for NodePort/LB traffic with
 ``externalTrafficPolicy: Local``; the node's IP (SNAT) for NodePort/LB traffic with ``Cluster``.
+Where nodes have their own network stacks (netns backend) the backend always sees the node's IP:
+the proxy is a userspace relay there, and replies to the client's own address would bypass it.
+A node with a ``host_ip`` (netns) also gets its NodePorts on that address in the host's network.
 
 The group (``group.ProxyGroup``) feeds it the changed services at each sync and owns the
 listeners; the proxier never touches a socket.
@@ -127,6 +130,9 @@ class Proxier:
             state.external.set(verdict, usable, info.affinity_timeout)
             if info.node_port is not None and self.node.ip:
                 wanted[(self.name, info.protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, self.name)
+            host_ip = getattr(self.node, "host_ip", "")  # netns: the node's address as the host sees it
+            if info.node_port is not None and host_ip and host_ip != self.node.ip:
+                wanted[("", info.protocol, host_ip, info.node_port)] = (NODE_PORT, verdict, self.name)
             for ip in info.load_balancer_ips:
                 wanted[("", info.protocol, ip, info.port)] = (LOAD_BALANCER, verdict, None)
         for key in state.frontends - wanted.keys():
@@ -157,6 +163,11 @@ class Proxier:
         record.endpoint = str(endpoint)
         info = state.info
         source = client_ip if traffic is Traffic.INTERNAL or info.external_local else self.node.ip
+        if not self.group.shared_stack:
+            # Separate stacks (netns): the backend's reply to a client pod's address would go
+            # straight to that pod (on the same bridge, or via its own node), past this relay, so
+            # the relay always speaks from its node's IP, as a masquerading proxy does.
+            source = self.node.ip
         return Route(Verdict.SERVE, record, address=endpoint.address, source_ip=source, where=self.name,
                      impairment=self.group.impairments.lookup(spn.service, (self.name, endpoint.node)),
                      retry=functools.partial(self._retry, lane.balancer, client_ip, record))

@@ -84,6 +84,9 @@ class Listener:
     port: int
 
 
+DRAIN_SECONDS = 1.0  # how long stop() lets connections in flight finish
+
+
 class RunningEmulation:
     """One started container emulation.
 
@@ -142,10 +145,21 @@ class RunningEmulation:
             self.exited.set_result(code & 0xFF)
 
     async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to ``DRAIN_SECONDS``: a server's
+        graceful shutdown, so a connection the proxy handed over just before the endpoint was
+        withdrawn still gets its answer), then close everything."""
         if not self._closing and not self.exited.done():
             self.stopped_by_request = True
             for callback in self._on_stop:
                 callback()
+            self._closing = True
+            for server in self._servers:
+                server.close()
+            current = asyncio.current_task()
+            in_flight = [t for t in self._tasks if t is not current]
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=DRAIN_SECONDS)
+            self._closing = False
         self._close()
         current = asyncio.current_task()
         pending = [t for t in self._tasks if t is not current]
@@ -222,9 +236,6 @@ async def listen_tcp(ctx: ContainerContext, running: RunningEmulation, port: int
     """Serve ``handler`` on ``ctx.pod_ip:port``; each connection is a task ``stop()`` cancels."""
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if running.closing:
-            writer.close()
-            return
         task = asyncio.current_task()
         assert task is not None
         running._track(task)

@@ -20,7 +20,7 @@ import time
 import traceback
 from typing import Any, TextIO
 
-from netemu.errors import AssertionFailed, ClusterError, NetemuError, ScenarioError
+from netemu.errors import AssertionFailed, BackendUnavailableError, ClusterError, NetemuError, ScenarioError
 from netemu.scenario.capabilities import cluster_capabilities, explain, host_capabilities, missing
 from netemu.scenario.clusters import start_cluster, unique_name
 from netemu.scenario.fields import Problems, is_templated, parse_duration
@@ -139,7 +139,7 @@ async def run_scenario(scenario: Scenario, reporter: TextReporter, *, keep: bool
         cluster = await start_cluster(scenario.nodes, name=result.cluster, backend=scenario.backend,
                                       control_socket=keep, **scenario.overrides)
     except ClusterError as exc:
-        if "not available" in str(exc) and scenario.backend != "loopback":
+        if isinstance(exc, BackendUnavailableError):
             return finish("skipped", str(exc), f"no {scenario.backend} backend")
         return finish("error", f"the cluster did not start: {exc}")
     aborted = False

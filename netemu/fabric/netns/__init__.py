@@ -6,7 +6,8 @@
   up, a ``cni0`` bridge), switching one thread into a namespace, garbage collection.
 - ``fabric``: ``NetnsFabric``, the ``Fabric`` of this backend: an underlay bridge namespace,
   node namespaces on it with host-gw routes, pod namespaces set up by the CNI bridge plugin,
-  sockets and processes placed in a node's or pod's namespace. Not selectable from the CLI yet.
+  sockets and processes placed in a node's or pod's namespace, ClusterIPs on each node's
+  ``svc0`` (``add_service_ip``/``remove_service_ip``). Selected by ``backend="netns"``.
 
 The pod side (veth to the node's bridge, address, routes) is the CNI bridge plugin,
 ``netemu.cni.bridge``, run inside a node namespace.

@@ -22,8 +22,17 @@ to asyncio; a socket stays in the namespace it was made in, so one event loop se
 
 Addresses: the pod range is ``config.pod_cidr`` unless that lies in 127/8 (the loopback
 backend's default), in which case it is ``DEFAULT_POD_CIDR`` (10.244.0.0/16); node N (0-based
-index) gets the /24 number N+1 of it. Node addresses are ``UNDERLAY_CIDR``'s .N+1; mapping them
-to host addresses (127.10.0.N) is not done yet.
+index) gets the /24 number N+1 of it. Node addresses are ``UNDERLAY_CIDR``'s .N+1; each node
+also has a host address, ``config.node_ip(N)`` (127.10.0.N+1), on which the service proxy opens
+the node's NodePorts in this process's own namespace (``NetnsNodeNetwork.host_ip``): pods and
+ClusterIPs are not reachable from the host, node and load-balancer addresses are.
+
+ClusterIPs: every node namespace has ``svc0``, a bridge with no ports (this kernel has no
+``dummy`` driver; kube-proxy's IPVS mode uses ``kube-ipvs0`` the same way), holding each
+ClusterIP as a /32 so that the node's proxy listeners can bind it and pods reach it through
+their default route to the node. ``add_service_ip``/``remove_service_ip`` (idempotent, not
+blocking) change the wanted set; one task applies it to every node (``settle_service_ips``
+waits for it), and a node added later starts with the whole set.
 """
 from __future__ import annotations
 
@@ -35,6 +44,7 @@ import re
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
@@ -52,9 +62,15 @@ DEFAULT_POD_CIDR = "10.244.0.0/16"
 UNDERLAY_CIDR = "172.18.0.0/24"
 UNDERLAY_BRIDGE = "br-underlay"
 UPLINK = "eth0"          # a node's interface on the underlay
+# A veth whose ifindex equals its peer's (possible across namespaces) gets its carrier change
+# through the kernel's rate-limited linkwatch: the underlay port would forward nothing for up to
+# a second. Node namespaces hold few links, so a fixed high index on eth0 avoids the clash.
+UPLINK_INDEX = 1000
 POD_IFNAME = "eth0"
 NODE_BRIDGE = bridge.DEFAULT_BRIDGE
 UNDERLAY_ALIAS = f"{namespaces.OWNED_ALIAS}-underlay"
+SERVICE_BRIDGE = "svc0"  # holds the ClusterIPs in every node namespace
+SERVICE_ALIAS = f"{namespaces.OWNED_ALIAS}-svc"
 POD_ID_LENGTH = 12       # characters of the container id in a pod namespace's name
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -78,6 +94,11 @@ def node_address(index: int) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface((int(underlay.network_address) + index + 1, underlay.prefixlen))
 
 
+@dataclass(frozen=True)
+class NetnsNodeNetwork(NodeNetwork):
+    host_ip: str = ""  # where the host reaches the node (its NodePorts), in this process's namespace
+
+
 class _Node:
     def __init__(self, net: NodeNetwork, index: int, netns: str):
         self.net = net
@@ -90,6 +111,7 @@ class _Pod:
     def __init__(self, node: str, netns: str):
         self.node = node
         self.netns = netns
+        self.ip = ""
 
 
 class NetnsFabric:
@@ -107,6 +129,9 @@ class NetnsFabric:
         self._made: list[str] = []  # every namespace this fabric asked for, in order
         self._cni_dir = state.path("cni")
         self._started = False
+        self._service_ips: set[str] = set()                 # wanted on svc0 of every node
+        self._applied: dict[str, set[str]] = {}             # node name -> addresses on its svc0
+        self._service_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,6 +168,11 @@ class NetnsFabric:
         """Deletes every namespace this fabric made (killing what still runs inside); safe to call
         twice and after a failed start."""
         made, self._made = self._made, []
+        task, self._service_task = self._service_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._applied.clear()
         self._pods.clear()
         self._nodes.clear()
         self.nodes.clear()
@@ -169,7 +199,7 @@ class NetnsFabric:
         await self._create(netns)
         await namespaces.asetup_node(netns, NODE_BRIDGE)
         await ipbatch.abatch(netns, [
-            f"link add name {UPLINK} type veth peer name {peer} netns {self.underlay}",
+            f"link add name {UPLINK} index {UPLINK_INDEX} type veth peer name {peer} netns {self.underlay}",
             f"link set {UPLINK} alias {UNDERLAY_ALIAS}",
             f"addr add {address} dev {UPLINK}",
             f"link set {UPLINK} up",
@@ -179,12 +209,22 @@ class NetnsFabric:
             f"link set {peer} master {UNDERLAY_BRIDGE}",
             f"link set {peer} up",
         ])
+        service_ips = sorted(self._service_ips)
+        await ipbatch.abatch(netns, [
+            f"link add name {SERVICE_BRIDGE} address {namespaces.random_mac()} type bridge",
+            f"link set {SERVICE_BRIDGE} alias {SERVICE_ALIAS}",
+            f"link set {SERVICE_BRIDGE} up",
+            *(f"addr replace {ip}/32 dev {SERVICE_BRIDGE}" for ip in service_ips),
+        ])
         await _enable_forwarding(netns)
-        node = _Node(NodeNetwork(name=name, ip=str(address.ip), pod_cidr=node_pod_cidr(self.pod_range, index)),
-                     index, netns)
+        net = NetnsNodeNetwork(name=name, ip=str(address.ip), pod_cidr=node_pod_cidr(self.pod_range, index),
+                               host_ip=self.config.node_ip(index))
+        node = _Node(net, index, netns)
         await self._add_routes(node)
         self._nodes[name] = node
         self.nodes[name] = node.net
+        self._applied[name] = set(service_ips)
+        self._service_ips_changed()  # any change made while the node was being set up
         return node.net
 
     async def _add_routes(self, new: _Node) -> None:
@@ -198,6 +238,7 @@ class NetnsFabric:
     async def remove_node(self, name: str) -> None:
         node = self._nodes.pop(name, None)
         self.nodes.pop(name, None)
+        self._applied.pop(name, None)
         if node is None:
             return
         gone = [cid for cid, pod in self._pods.items() if pod.node == name]
@@ -208,6 +249,52 @@ class NetnsFabric:
         names = [*pod_namespaces, node.netns]  # the underlay peer of eth0 dies with the node namespace
         await asyncio.to_thread(namespaces.collect, names)
         self._made = [n for n in self._made if n not in names]
+
+    # ------------------------------------------------------------------ ClusterIPs
+
+    def add_service_ip(self, ip: str) -> None:
+        """Make ``ip`` (a ClusterIP) local in every node namespace, now and for nodes to come."""
+        if ip and ip != "None" and ip not in self._service_ips:
+            ipaddress.IPv4Address(ip)
+            self._service_ips.add(ip)
+            self._service_ips_changed()
+
+    def remove_service_ip(self, ip: str) -> None:
+        if ip in self._service_ips:
+            self._service_ips.discard(ip)
+            self._service_ips_changed()
+
+    async def settle_service_ips(self) -> None:
+        """Wait until every node's ``svc0`` holds exactly the wanted ClusterIPs."""
+        while (task := self._service_task) is not None:
+            await asyncio.shield(task)
+
+    def _service_ips_changed(self) -> None:
+        if self._service_task is None and self._started:
+            self._service_task = asyncio.get_running_loop().create_task(self._apply_service_ips())
+
+    async def _apply_service_ips(self) -> None:
+        try:
+            while True:
+                work = []
+                for name, node in self._nodes.items():
+                    have = self._applied.setdefault(name, set())
+                    add, remove = sorted(self._service_ips - have), sorted(have - self._service_ips)
+                    if add or remove:
+                        lines = [*(f"addr replace {ip}/32 dev {SERVICE_BRIDGE}" for ip in add),
+                                 *(f"addr del {ip}/32 dev {SERVICE_BRIDGE}" for ip in remove)]
+                        work.append((name, node.netns, lines, set(self._service_ips)))
+                if not work:
+                    return
+                results = await asyncio.gather(*(ipbatch.abatch(netns, lines, force=True)
+                                                 for _name, netns, lines, _want in work), return_exceptions=True)
+                for (name, _netns, _lines, want), result in zip(work, results):
+                    if isinstance(result, BaseException):
+                        log.warning("netns: ClusterIPs on node %s: %s", name, result)
+                    if name in self._applied:
+                        self._applied[name] = want  # -force: every line was tried
+        finally:
+            self._service_task = None
 
     # ------------------------------------------------------------------ pods
 
@@ -247,6 +334,7 @@ class NetnsFabric:
             await self._forget_pod(container_id)
             raise
         ip = result.ips[0]
+        self._pods[container_id].ip = str(ip.address.ip)
         return PodNetwork(ip=str(ip.address.ip), gateway=str(ip.gateway or ""),
                           sandbox=str(namespaces.namespace_path(netns)))
 
@@ -292,7 +380,14 @@ class NetnsFabric:
 
     async def _bound_socket(self, where: str, type: int, address: tuple[Any, ...],
                             options: dict[str, Any]) -> socket.socket:
+        """A socket bound in ``where``'s namespace. A server asked for a pod's own IP listens on
+        all of the pod's addresses instead, as a container's server does: built-in images bind
+        the pod IP (the loopback backend needs that), and in a pod namespace localhost must
+        reach them too."""
         netns = self.namespace_of(where)
+        pod = self._pods.get(where)
+        if pod is not None and pod.ip and address[0] == pod.ip:
+            address = ("0.0.0.0", *address[1:])
         family = _family(address[0])
         if netns:
             sock = await namespaces.acall_in(netns, socket.socket, family, type)
