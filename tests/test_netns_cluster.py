@@ -138,3 +138,27 @@ async def test_services_and_dns_work_on_the_netns_backend(netns_ready, make_clus
 
     await cluster.stop()
     assert _cluster_namespaces(name) == []
+
+
+async def test_probes_reach_pods_from_the_node(netns_ready, make_cluster) -> None:  # noqa: F811
+    # The kubelet probes from the node's network: on netns a pod IP is reachable only from there.
+    cluster = await make_cluster(nodes=1, backend="netns")
+    await cluster.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    ports: [{containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+""")
+    await cluster.wait_ready(timeout=20)
+    status = cluster.get("pod", "probed").status.container_statuses[0]
+    assert status.ready and status.restart_count == 0

@@ -266,6 +266,8 @@ class ContainerWorker:
     async def _probe_loop(self) -> None:
         spec, pw = self.spec, self.pw
         prefix = pw.process_prefix()
+        node, fabric = pw.kubelet.node.name, pw.kubelet.fabric
+        make_socket = (lambda family, type_: fabric.socket(node, family, type_)) if hasattr(fabric, "socket") else None
         startup = probes.ProbeState(spec.startup_probe, False) if spec.startup_probe else None
         live = probes.ProbeState(spec.liveness_probe, True) if spec.liveness_probe else None
         ready = probes.ProbeState(spec.readiness_probe, False) if spec.readiness_probe else None
@@ -288,7 +290,7 @@ class ContainerWorker:
             for st in active:
                 if next_run[id(st)] > time.monotonic():
                     continue
-                ok = await probes.check(st.probe, spec, pw.ip, self.env, prefix)
+                ok = await probes.check(st.probe, spec, pw.ip, self.env, prefix, make_socket)
                 next_run[id(st)] = time.monotonic() + max(st.probe.period_seconds, 1)
                 changed = st.record(ok)
                 if st is startup:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from netemu.api.objects import Container, Probe
+
+MakeSocket = Callable[[int, int], socket.socket]  # (family, type) -> a non-blocking socket
 
 
 def resolve_port(container: Container, port: int | str) -> int | None:
@@ -26,8 +29,24 @@ def resolve_port(container: Container, port: int | str) -> int | None:
     return None
 
 
-async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str, str]]) -> bool:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _connect(host: str, port: int, make_socket: MakeSocket | None) -> tuple[asyncio.StreamReader,
+                                                                                   asyncio.StreamWriter]:
+    """A connection from the node, as the kubelet's prober makes it: with a socket from the
+    fabric (made in the node's network), never one created by address alone."""
+    if make_socket is None:
+        return await asyncio.open_connection(host, port)
+    sock = make_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str, str]],
+                    make_socket: MakeSocket | None) -> bool:
+    reader, writer = await _connect(host, port, make_socket)
     try:
         lines = [f"GET {path or '/'} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: kube-probe/1.31",
                  "Accept: */*", "Connection: close"]
@@ -41,8 +60,8 @@ async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str
         writer.close()
 
 
-async def _tcp(host: str, port: int) -> bool:
-    _, writer = await asyncio.open_connection(host, port)
+async def _tcp(host: str, port: int, make_socket: MakeSocket | None) -> bool:
+    _, writer = await _connect(host, port, make_socket)
     writer.close()
     return True
 
@@ -64,7 +83,7 @@ async def _exec(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[st
 
 
 async def check(probe: Probe, container: Container, pod_ip: str, env: Mapping[str, str],
-                prefix: Sequence[str] = ()) -> bool:
+                prefix: Sequence[str] = (), make_socket: MakeSocket | None = None) -> bool:
     """Run ``probe`` once; False on any failure, including a timeout or an unresolvable port."""
     try:
         if probe.http_get is not None:
@@ -72,12 +91,12 @@ async def check(probe: Probe, container: Container, pod_ip: str, env: Mapping[st
             if port is None:
                 return False
             coro = _http_get(probe.http_get.host or pod_ip, port, probe.http_get.path,
-                             [(h.name, h.value) for h in probe.http_get.http_headers])
+                             [(h.name, h.value) for h in probe.http_get.http_headers], make_socket)
         elif probe.tcp_socket is not None:
             port = resolve_port(container, probe.tcp_socket.port)
             if port is None:
                 return False
-            coro = _tcp(probe.tcp_socket.host or pod_ip, port)
+            coro = _tcp(probe.tcp_socket.host or pod_ip, port, make_socket)
         elif probe.exec is not None:
             coro = _exec(probe.exec.command, env, prefix)
         else:
