@@ -9,6 +9,7 @@ the pod's address as it would in Kubernetes. From a node, the node's IP is the s
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,7 @@ class Curl(StepKind):
     async def run(self, ctx: Context, s: CurlSpec) -> None:
         await ctx.settle()
         origin = ctx.origin(s.origin, s.namespace)
-        run = ctx.runner(origin, s.container)
+        run = ctx.runner(origin, s.container, target=urllib.parse.urlsplit(s.url).hostname)
         results = []
         for attempt in range(s.repeat):
             result = await probes.curl(s.url, run, timeout=ctx.timeout, method=s.method, headers=s.headers,
@@ -233,8 +234,8 @@ class Connect(StepKind):
         protocol, host, port, where, namespace, send, outcome, reply = spec
         await ctx.settle()
         origin = ctx.origin(where, namespace)
-        if origin.kind == "pod" and not ctx.pods_share_host_network():
-            code, out, err = await ctx.runner(origin)(probes.probe_argv(protocol, host, port, ctx.timeout, send),
+        if (origin.kind == "pod" and not ctx.pods_share_host_network()) or ctx.from_node_namespace(origin, host):
+            code, out, err = await ctx.runner(origin, target=host)(probes.probe_argv(protocol, host, port, ctx.timeout, send),
                                                       ctx.timeout + 10)
             result = probes.parse_probe_output(code, out, err)
         else:
@@ -301,7 +302,9 @@ class _Lookup(StepKind):
         for candidate in candidates:
             argv_for = probes.dig_argv if self.name == "dig" else probes.nslookup_argv
             parse = probes.parse_dig if self.name == "dig" else probes.parse_nslookup
-            code, out, err = await ctx.runner(origin)(argv_for(candidate, rtype, server, ctx.timeout), ctx.timeout + 5)
+            server_host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server
+            code, out, err = await ctx.runner(origin, target=server_host)(argv_for(candidate, rtype, server, ctx.timeout),
+                                                                          ctx.timeout + 5)
             result = parse(code, out, err)
             if result.outcome != "ok" or (result.rcode == "NOERROR" and result.answers):
                 break

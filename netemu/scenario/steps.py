@@ -211,16 +211,33 @@ class Context:
             raise AssertionFailed(f"pod {pod.metadata.name} has no IP yet (phase {pod.status.phase or 'Pending'})")
         return Origin("pod", pod.metadata.name, pod.metadata.namespace, pod.status.pod_ip)
 
-    def runner(self, origin: Origin, container: str | None = None) -> Runner:
-        """Run a tool on the host, or inside a pod (its environment and network) through exec."""
+    def runner(self, origin: Origin, container: str | None = None, target: str | None = None) -> Runner:
+        """Run a tool on the host, or inside a pod (its environment and network) through exec.
+
+        On a backend whose pods live in namespaces of their own, traffic "from the host" to a
+        cluster address (not 127.x, which the host reaches through netemu's mappings) and traffic
+        from a node start inside that node's namespace (the first node's for the host)."""
         if origin.kind != "pod":
-            return run_host
+            if not self.from_node_namespace(origin, target):
+                return run_host
+            node = origin.name if origin.kind == "node" else sorted(self.cluster.nodes)[0]
+            prefix = self.cluster.fabric.process_prefix(node)
+
+            async def in_node(argv: list[str], timeout: float) -> tuple[int, str, str]:
+                return await run_host(prefix + argv, timeout)
+            return in_node
 
         async def in_pod(argv: list[str], timeout: float) -> tuple[int, str, str]:
             result = await self.cluster.exec(origin.name, argv, container=container, namespace=origin.namespace,
                                              timeout=timeout)
             return result.returncode, result.stdout, result.stderr
         return in_pod
+
+    def from_node_namespace(self, origin: Origin, target: str | None) -> bool:
+        """Whether traffic from ``origin`` (host or node) to ``target`` must start in a node's
+        namespace rather than in netemu's own."""
+        return (origin.kind != "pod" and not self.pods_share_host_network()
+                and not (target or "").startswith("127."))
 
     def pods_share_host_network(self) -> bool:
         """On the loopback backend a pod's processes use the host's stack (its IP is just bound)."""
