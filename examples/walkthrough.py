@@ -94,8 +94,10 @@ spec:
         await cluster.wait_for(lambda: bool(cluster.get("svc", "my-nginx-lb").status.load_balancer.ingress), 10,
                                "the load balancer")
         lb = cluster.get("svc", "my-nginx-lb")
-        check(True, "LoadBalancer provisioned", f"ingress {lb.status.load_balancer.ingress[0].ip}, "
-                                               f"nodePort {lb.spec.ports[0].node_port}")
+        ingress = lb.status.load_balancer.ingress[0].ip
+        code, body = await curl(f"http://{ingress}/")
+        check(code == 0 and "Welcome to nginx!" in body, f"curl http://{ingress}/ through the LoadBalancer",
+              f"nodePort {lb.spec.ports[0].node_port}")
     print(f"{'all checks passed' if not failures else f'{failures} check(s) failed'} "
           f"in {time.monotonic() - t0:.2f}s; the cluster is gone")
     return 1 if failures else 0

@@ -153,14 +153,13 @@ class Cluster:
             add(ip)
 
     def _start_dns(self) -> None:
-        from netemu.dns import ClusterDNS, DNSConfig, DNSIndex
+        from netemu.dns import DNSConfig, DNSIndex
         cfg = self.config
         self.dns_config = DNSConfig(zone=cfg.cluster_domain, ttl=cfg.dns_ttl, dns_ip=cfg.dns_ip,
                                     reverse_cidrs=(cfg.service_cidr, cfg.pod_cidr), upstreams=tuple(cfg.dns_upstreams))
-        self.dns_index = DNSIndex(watch_pods=True)
-        resolver = ClusterDNS(self.dns_config, self.dns_index)  # handlers only; pods serve
-        handlers = {"Service": resolver.on_service, "EndpointSlice": resolver.on_endpointslice,
-                    "Pod": resolver.on_pod, "Namespace": resolver.on_namespace}
+        self.dns_index = index = DNSIndex(watch_pods=True)  # the DNS pods serve from it
+        handlers = {"Service": index.on_service, "EndpointSlice": index.on_endpointslice,
+                    "Pod": index.on_pod, "Namespace": index.on_namespace}
         self._stack.callback(self.store.subscribe(lambda e: handlers[e.kind](e.old, e.new), kinds=list(handlers)))
         for kind, handler in handlers.items():
             for obj in self.store.list(kind):
@@ -171,9 +170,7 @@ class Cluster:
     @property
     def capabilities(self) -> frozenset[str]:
         """What this cluster can do, for scenarios and tests that need a part ("service-proxy" …)."""
-        caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", self.config.backend}
-        if hasattr(self, "impair"):
-            caps.add("impair")
+        caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", "impair", self.config.backend}
         if os.geteuid() == 0:
             caps.add("root")
         if not podfiles.prefix_problem():

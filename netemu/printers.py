@@ -63,24 +63,11 @@ _BY_CLASS = {r.cls: r for r in _RESOURCES}
 _ALL: tuple[type, ...] = (Pod, Service, Deployment, StatefulSet)
 
 
-def _names_of(r: _Resource) -> set[str]:
-    names = {r.plural, r.singular, r.cls.KIND.lower()}
-    if r.short:
-        names.add(r.short)
-    if r.group:
-        names |= {f"{r.plural}.{r.group}", f"{r.singular}.{r.group}"}
-    return names
-
-
-_BY_NAME = {name: r for r in _RESOURCES for name in _names_of(r)}
-
-
 def resolve_kind(name: str) -> type:
     """The object type a kubectl resource name means (``po``, ``pods``, ``svc``, ``deployment.apps``, ``Pod`` ...)."""
-    try:
-        return _BY_NAME[name.strip().lower()].cls
-    except KeyError:
-        raise NotFoundError(f'the server doesn\'t have a resource type "{name}"') from None
+    from netemu.api.kinds import resolve_kind as kind_of
+    from netemu.api.objects import KIND_BY_NAME
+    return KIND_BY_NAME[kind_of(name.strip())]
 
 
 def resolve_kinds(request: str) -> tuple[list[type], bool]:
