@@ -15,11 +15,11 @@ after the previous one has been serialised at the rate, plus the delay, plus a u
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Iterable
 
 from netemu.errors import InvalidError
+from netemu.units import PERCENT_UNITS, RATE_UNITS, TIME_UNITS, parse_quantity
 
 from .serviceport import ServiceKey
 
@@ -46,11 +46,11 @@ class Impairment:
         """An impairment from tc-netem-style text: delay and jitter ``50ms``, ``1.5s``, ``200us``
         (a bare number is milliseconds), rate ``1mbit``, ``512kbit``, ``2mbps`` (bytes; a bare
         number is bit/s), loss and reset ``10%`` (a bare number is a percentage)."""
-        return cls(delay_ms=_parse(delay, _TIME_UNITS, "ms", "delay"),
-                   jitter_ms=_parse(jitter, _TIME_UNITS, "ms", "jitter"),
-                   rate_kbit=_parse(rate, _RATE_UNITS, "bit", "rate"),
-                   udp_loss=_parse(loss, _PERCENT_UNITS, "%", "loss"),
-                   tcp_reset=_parse(reset, _PERCENT_UNITS, "%", "reset"))
+        return cls(delay_ms=parse_quantity(delay, TIME_UNITS, "ms", "delay"),
+                   jitter_ms=parse_quantity(jitter, TIME_UNITS, "ms", "jitter"),
+                   rate_kbit=parse_quantity(rate, RATE_UNITS, "bit", "rate"),
+                   udp_loss=parse_quantity(loss, PERCENT_UNITS, "%", "loss"),
+                   tcp_reset=parse_quantity(reset, PERCENT_UNITS, "%", "reset"))
 
     def __str__(self) -> str:
         """The settings in the form ``parse`` reads (``delay 50ms jitter 5ms rate 1mbit``)."""
@@ -87,26 +87,6 @@ class Impairment:
             tcp_reset=1 - (1 - self.tcp_reset) * (1 - other.tcp_reset))
 
 
-# unit → factor to the field's unit (ms, kbit/s, probability)
-_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-_RATE_UNITS = {"bit": 0.001, "kbit": 1.0, "mbit": 1e3, "gbit": 1e6,
-               "bps": 0.008, "kbps": 8.0, "mbps": 8e3, "gbps": 8e6}
-_PERCENT_UNITS = {"%": 0.01}
-_NUMBER = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z%]*)\s*$", re.IGNORECASE)
-
-
-def _parse(text: str | None, units: dict[str, float], bare: str, what: str) -> float:
-    if text is None or text == "":
-        return 0.0
-    match = _NUMBER.match(str(text))
-    unit = (match.group(2).lower() or bare) if match else ""
-    if match is None or unit not in units:
-        raise InvalidError(f"impairment: {what} {text!r}: expected a number with one of the units "
-                           f"{', '.join(units)}")
-    value = float(match.group(1)) * units[unit]
-    if units is _PERCENT_UNITS and value > 1:
-        raise InvalidError(f"impairment: {what} {text!r}: must be between 0% and 100%")
-    return value
 
 
 class Impairments:

@@ -1,5 +1,5 @@
 """``NetnsFabric``: a 2-node cluster network in namespaces, two pods per node, pod-to-pod traffic
-on the same node and across nodes (host-gw over the underlay bridge, no NAT).
+on the same node and across nodes (host-gw over the userspace wire, no NAT).
 
 Every namespace is the module's own cluster's (``netemu-t<random>-…``, recorded in a tmp state
 directory's ledger and deleted by ``stop()``; ``collect`` of the ledger is the safety net), none
@@ -275,7 +275,7 @@ async def test_stop_leaves_no_namespace_and_is_idempotent(tmp_path: Path) -> Non
         await fabric.start()
         await fabric.add_node("node-1", 0)
         await fabric.add_pod("node-1", "0123456789ab-stop", "default", "p")
-        assert len(_cluster_namespaces(config.name)) == 3
+        assert len(_cluster_namespaces(config.name)) == 2  # the node and the pod: the wire between nodes lives in this process
     finally:
         await fabric.stop()
         await fabric.stop()
@@ -329,7 +329,7 @@ async def test_remove_node_takes_its_pods_and_routes(tmp_path: Path) -> None:
         await fabric.remove_node("node-2")
         routes = {r["dst"] for r in await ipbatch.aquery(fabric.namespace_of("node-1"), "-4", "route", "show")}
         assert two.pod_cidr not in routes
-        assert _cluster_namespaces(config.name) == sorted([fabric.underlay, fabric.namespace_of("node-1")])
+        assert _cluster_namespaces(config.name) == [fabric.namespace_of("node-1")]
         assert one.name in fabric.nodes and "node-2" not in fabric.nodes
     finally:
         await fabric.stop()

@@ -2,17 +2,17 @@
 
 Owns the layout of one cluster's namespaces and the links between them:
 
-- ``netemu-<cluster>-underlay``: the emulated L2 network between nodes, a bridge ``br-underlay``
-  with no address;
 - ``netemu-<cluster>-node-<name>``: ``lo``, the ``cni0`` bridge (``namespaces.setup_node``) and
-  ``eth0`` at 172.18.0.(index+1)/24, a veth whose peer sits on ``br-underlay``; IP forwarding on
-  (inside the node namespace only); a route to every other node's pod /24 via that node's
-  172.18.0.x (host-gw, no encapsulation, no NAT);
+  ``eth0`` at 172.18.0.(index+1)/24, a TAP device whose frames netemu's ``Wire`` carries to the
+  other nodes (a userspace switch with per-link delay, jitter, loss, rate, duplication and
+  partitions); IP forwarding on (inside the node namespace only); a route to every other node's
+  pod /24 via that node's 172.18.0.x (host-gw, no encapsulation, no NAT);
 - ``netemu-<cluster>-p<id>``: one per pod, ``eth0`` made by the CNI bridge plugin (run
   in-process on a thread switched into the node namespace), default route via the node's
   ``cni0`` address (``.1`` of the node's pod /24).
 
-Nothing has a link to the namespace this process runs in, and every interface made here carries
+No namespace has a link to any other but through the wire, which lives in this process, and
+nothing is added to the namespace this process runs in; every interface made here carries
 an ``ifalias`` starting with ``netemu`` (the bridge plugin refuses foreign interfaces). Every
 namespace is recorded in the cluster ledger before it exists (``namespaces.create``).
 
@@ -55,17 +55,13 @@ from netemu.fabric.base import NodeNetwork, PodNetwork
 from netemu.state import ClusterState, list_clusters
 
 from . import ipbatch, namespaces
+from .wire import LinkImpairment, Wire, open_tap
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POD_CIDR = "10.244.0.0/16"
 UNDERLAY_CIDR = "172.18.0.0/24"
-UNDERLAY_BRIDGE = "br-underlay"
-UPLINK = "eth0"          # a node's interface on the underlay
-# A veth whose ifindex equals its peer's (possible across namespaces) gets its carrier change
-# through the kernel's rate-limited linkwatch: the underlay port would forward nothing for up to
-# a second. Node namespaces hold few links, so a fixed high index on eth0 avoids the clash.
-UPLINK_INDEX = 1000
+UPLINK = "eth0"          # a node's TAP device on the underlay wire
 POD_IFNAME = "eth0"
 NODE_BRIDGE = bridge.DEFAULT_BRIDGE
 UNDERLAY_ALIAS = f"{namespaces.OWNED_ALIAS}-underlay"
@@ -122,7 +118,7 @@ class NetnsFabric:
         self.config = config
         self.state = state
         self.pod_range = pod_range(config)
-        self.underlay = namespaces.check_name(f"{bridge.NETNS_PREFIX}{config.name}-underlay")
+        self.wire: Wire | None = None
         self.nodes: dict[str, NodeNetwork] = {}
         self._nodes: dict[str, _Node] = {}
         self._pods: dict[str, _Pod] = {}  # by container id
@@ -140,12 +136,7 @@ class NetnsFabric:
             return
         self._cni_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._collect_dead_clusters)
-        await self._create(self.underlay)
-        await ipbatch.abatch(self.underlay, [
-            f"link add name {UNDERLAY_BRIDGE} address {namespaces.random_mac()} type bridge",
-            f"link set {UNDERLAY_BRIDGE} alias {UNDERLAY_ALIAS}",
-            f"link set {UNDERLAY_BRIDGE} up",
-        ])
+        self.wire = Wire()
         self._started = True
 
     def _collect_dead_clusters(self) -> None:
@@ -172,6 +163,9 @@ class NetnsFabric:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self.wire is not None:
+            self.wire.close()  # closing a TAP's descriptor deletes the device
+            self.wire = None
         self._applied.clear()
         self._pods.clear()
         self._nodes.clear()
@@ -195,20 +189,20 @@ class NetnsFabric:
             raise FabricError(f"node index {index} is taken")
         address = node_address(index)
         netns = namespaces.namespace_name(self.config.name, "node", name)
-        peer = namespaces.interface_name("ul", netns)
         await self._create(netns)
         await namespaces.asetup_node(netns, NODE_BRIDGE)
-        await ipbatch.abatch(netns, [
-            f"link add name {UPLINK} index {UPLINK_INDEX} type veth peer name {peer} netns {self.underlay}",
-            f"link set {UPLINK} alias {UNDERLAY_ALIAS}",
-            f"addr add {address} dev {UPLINK}",
-            f"link set {UPLINK} up",
-        ])
-        await ipbatch.abatch(self.underlay, [
-            f"link set {peer} alias {UNDERLAY_ALIAS}:{name[:200]}",
-            f"link set {peer} master {UNDERLAY_BRIDGE}",
-            f"link set {peer} up",
-        ])
+        tap = await namespaces.acall_in(netns, open_tap, UPLINK)
+        try:
+            await ipbatch.abatch(netns, [
+                f"link set {UPLINK} address {namespaces.random_mac()} alias {UNDERLAY_ALIAS}:{name[:200]}",
+                f"addr add {address} dev {UPLINK}",
+                f"link set {UPLINK} up",
+            ])
+            assert self.wire is not None
+            self.wire.attach(name, tap)  # from here on the wire owns the descriptor
+        except BaseException:
+            os.close(tap)
+            raise
         service_ips = sorted(self._service_ips)
         await ipbatch.abatch(netns, [
             f"link add name {SERVICE_BRIDGE} address {namespaces.random_mac()} type bridge",
@@ -241,14 +235,34 @@ class NetnsFabric:
         self._applied.pop(name, None)
         if node is None:
             return
+        if self.wire is not None:
+            self.wire.detach(name)
         gone = [cid for cid, pod in self._pods.items() if pod.node == name]
         pod_namespaces = [self._pods.pop(cid).netns for cid in gone]
         route = f"route del {node.net.pod_cidr} via {node.net.ip} dev {UPLINK}"
         await asyncio.gather(*(ipbatch.abatch(o.netns, [route], force=True) for o in self._nodes.values()),
                              return_exceptions=True)
-        names = [*pod_namespaces, node.netns]  # the underlay peer of eth0 dies with the node namespace
+        names = [*pod_namespaces, node.netns]
         await asyncio.to_thread(namespaces.collect, names)
         self._made = [n for n in self._made if n not in names]
+
+    # ------------------------------------------------------------------ the wire
+
+    def impair(self, impairment: LinkImpairment | None, *, link: tuple[str, str] | None = None,
+               node: str | None = None) -> None:
+        """Impair every frame of a link (both directions) or of all a node's links; None clears."""
+        self._wire().impair(impairment, link=link, node=node)
+
+    def partition(self, groups: list[list[str]]) -> None:
+        self._wire().partition(groups)
+
+    def heal(self) -> None:
+        self._wire().heal()
+
+    def _wire(self) -> Wire:
+        if self.wire is None:
+            raise FabricError("the netns fabric is not started")
+        return self.wire
 
     # ------------------------------------------------------------------ ClusterIPs
 

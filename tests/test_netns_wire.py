@@ -1,0 +1,202 @@
+"""Link impairments and partitions on the netns backend's underlay wire, measured from pods.
+
+Three nodes, a pod on each (and a second on node-1): delay measured with ping and TCP connect
+times, loss with 2,000 one-way UDP probes, duplication, and a partition that cuts cross-node
+traffic until healed. Every namespace is the module's own (see test_netns_fabric.py) and the
+namespace the tests run in is checked unchanged at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+import socket
+import statistics
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from test_netns_helpers import netns_ready, own_network_unchanged  # noqa: F401 - fixtures
+
+from netemu.config import ClusterConfig
+from netemu.fabric.netns import NetnsFabric, namespaces
+from netemu.fabric.netns.wire import LinkImpairment
+from netemu.state import ClusterState
+
+pytestmark = [pytest.mark.netns, pytest.mark.asyncio(loop_scope="module")]
+PODS = {"a": "node-1", "b": "node-1", "c": "node-2", "d": "node-3"}
+
+
+@dataclass
+class Net:
+    fabric: NetnsFabric
+    ids: dict[str, str]
+    ips: dict[str, str]
+
+    def socket(self, pod: str, kind: int) -> socket.socket:
+        return self.fabric.socket(self.ids[pod], socket.AF_INET, kind)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net]:
+    request.getfixturevalue("netns_ready")
+    config = ClusterConfig(name=f"t{secrets.token_hex(4)}", nodes=("node-1", "node-2", "node-3"), backend="netns",
+                           state_dir=tmp_path_factory.mktemp("state"))
+    state = ClusterState(config)
+    state.create()
+    fabric = NetnsFabric(config, state)
+    try:
+        await fabric.start()
+        for index, name in enumerate(config.nodes):
+            await fabric.add_node(name, index)
+        ids = {short: f"{secrets.token_hex(6)}-pod-{short}" for short in PODS}
+        ips = {short: (await fabric.add_pod(node, ids[short], "default", f"pod-{short}")).ip
+               for short, node in PODS.items()}
+        yield Net(fabric, ids, ips)
+    finally:
+        await fabric.stop()
+        namespaces.collect_from_ledger(state.directory)
+        state.remove()
+
+
+@pytest.fixture(autouse=True)
+def clean_wire(net: Net):
+    yield
+    for node in ("node-1", "node-2", "node-3"):
+        net.fabric.impair(None, node=node)
+    net.fabric.impair(None, link=("node-1", "node-2"))
+    net.fabric.heal()
+
+
+async def _run(*argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
+
+
+async def ping_times(net: Net, src: str, dst: str, count: int) -> list[float]:
+    """Round-trip times in ms; the first probe (it may wait for ARP) is left out."""
+    code, out = await _run(*net.fabric.process_prefix(net.ids[src]), "ping", "-n", "-c", str(count + 1),
+                           "-i", "0.05", "-W", "2", net.ips[dst])
+    assert code == 0, out
+    return [float(t) for t in re.findall(r"time=([\d.]+) ms", out)][1:]
+
+
+async def connect_time(net: Net, src: str, dst: str, port: int, timeout: float = 2.0) -> float:
+    """Milliseconds for one TCP handshake from ``src`` to ``dst``:``port``."""
+    loop = asyncio.get_running_loop()
+    with net.socket(src, socket.SOCK_STREAM) as sock:
+        start = loop.time()
+        await asyncio.wait_for(loop.sock_connect(sock, (net.ips[dst], port)), timeout)
+        return (loop.time() - start) * 1000
+
+
+async def listener(net: Net, pod: str) -> tuple[asyncio.AbstractServer, int]:
+    async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await net.fabric.start_server(net.ids[pod], close, net.ips[pod], 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("ping") is None, reason="needs ping (iputils-ping)")
+async def test_a_50ms_link_delays_ping_and_tcp_by_50ms_each_way(net: Net) -> None:
+    await ping_times(net, "a", "c", 1)  # neighbours known before the clock starts
+    net.fabric.impair(LinkImpairment.parse(delay="50ms"), link=("node-1", "node-2"))
+    rtts = await ping_times(net, "a", "c", 10)
+    server, port = await listener(net, "c")
+    try:
+        connects = [await connect_time(net, "a", "c", port) for _ in range(10)]
+    finally:
+        server.close()
+    assert 96 <= statistics.median(rtts) <= 104, rtts  # 50 ms ± 2 ms per direction
+    assert 96 <= statistics.median(connects) <= 104, connects  # SYN there, SYN-ACK back
+    other = await ping_times(net, "a", "d", 3)  # node-1 <-> node-3 is not impaired
+    assert statistics.median(other) < 50, other
+
+
+async def test_ten_percent_loss_over_2000_udp_probes(net: Net) -> None:
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    class Count(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            nonlocal received
+            received += 1
+
+    transport, _ = await net.fabric.create_datagram_endpoint(net.ids["c"], Count, (net.ips["c"], 0))
+    port = transport.get_extra_info("sockname")[1]
+    sock = net.socket("a", socket.SOCK_DGRAM)
+    try:
+        await loop.sock_sendto(sock, b"warm-up", (net.ips["c"], port))
+        await poll(lambda: received == 1)
+        net.fabric.impair(LinkImpairment.parse(loss="10%"), link=("node-1", "node-2"))
+        for i in range(2000):
+            await loop.sock_sendto(sock, i.to_bytes(4, "big"), (net.ips["c"], port))
+            if i % 20 == 19:
+                await asyncio.sleep(0.001)  # a pace the receiving socket keeps up with
+        await poll(lambda: received - 1 + stats_lost(net) >= 2000)
+    finally:
+        sock.close()
+        transport.close()
+    lost = 2000 - (received - 1)
+    assert 0.07 <= lost / 2000 <= 0.13, lost
+    assert lost == stats_lost(net)
+
+
+def stats_lost(net: Net) -> int:
+    return net.fabric.wire.stats()[("node-1", "node-2")].lost
+
+
+async def test_duplication_delivers_every_datagram_twice(net: Net) -> None:
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+
+    class Keep(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            got.append(data)
+
+    transport, _ = await net.fabric.create_datagram_endpoint(net.ids["d"], Keep, (net.ips["d"], 0))
+    port = transport.get_extra_info("sockname")[1]
+    sock = net.socket("a", socket.SOCK_DGRAM)
+    try:
+        await loop.sock_sendto(sock, b"warm-up", (net.ips["d"], port))
+        await poll(lambda: got == [b"warm-up"])
+        net.fabric.impair(LinkImpairment.parse(duplicate="100%"), node="node-3")
+        for word in (b"one", b"two"):
+            await loop.sock_sendto(sock, word, (net.ips["d"], port))
+        await poll(lambda: len(got) >= 5)
+    finally:
+        sock.close()
+        transport.close()
+    assert got == [b"warm-up", b"one", b"one", b"two", b"two"]
+
+
+async def test_a_partition_cuts_across_groups_and_heal_restores(net: Net) -> None:
+    servers = [await listener(net, pod) for pod in ("b", "c", "d")]
+    port = {pod: p for pod, (_s, p) in zip(("b", "c", "d"), servers)}
+    try:
+        for pod in ("c", "d"):
+            await connect_time(net, "a", pod, port[pod])
+        net.fabric.partition([["node-1"], ["node-2"]])  # node-3, named nowhere, is a group too
+        for pod in ("c", "d"):
+            with pytest.raises(TimeoutError):
+                await connect_time(net, "a", pod, port[pod], timeout=1.0)
+        await connect_time(net, "a", "b", port["b"])  # same node: not on the wire
+        net.fabric.heal()
+        for pod in ("c", "d"):
+            await connect_time(net, "a", pod, port[pod], timeout=5.0)  # SYN retransmission may wait 1 s
+    finally:
+        for server, _port in servers:
+            server.close()
+
+
+async def poll(check, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
