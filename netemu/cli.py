@@ -105,18 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60)
     _add_cluster_flag(p)
 
-    p = sub.add_parser("impair", help="delay, rate-limit, drop or reset a service's or a node's traffic: "
-                       "impair (--service [NS/]NAME | --node NAME) [--delay 50ms] ... | --clear")
+    p = sub.add_parser("impair", help="delay, rate-limit, drop, duplicate or reset traffic of a service, a node "
+                       "or a link: impair (--service [NS/]NAME | --node NAME | --link A B) [--delay 50ms] ... | --clear")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--service", metavar="[NS/]NAME", help="a Service (its namespace from NS/ or -n)")
-    target.add_argument("--node", metavar="NAME", help="a node: everything it proxies or serves")
+    target.add_argument("--service", metavar="[NS/]NAME", help="a Service (its namespace from NS/ or -n), at the proxy")
+    target.add_argument("--node", metavar="NAME", help="a node: on loopback everything it proxies or serves; "
+                        "on netns every frame of its links on the underlay")
+    target.add_argument("--link", nargs=2, metavar=("A", "B"), help="netns: every frame between nodes A and B")
     p.add_argument("--delay", help="one-way delay added to each direction: 50ms, 1s, 200us (bare: ms)")
     p.add_argument("--jitter", help="random variation of the delay, ± this much")
     p.add_argument("--rate", help="bandwidth cap per direction: 1mbit, 512kbit, 2mbps (bytes)")
-    p.add_argument("--loss", help="share of UDP datagrams lost: 10%%")
-    p.add_argument("--reset", help="share of new TCP connections reset at once: 5%%")
+    p.add_argument("--loss", help="share of UDP datagrams (proxy) or frames (netns wire) lost: 10%%")
+    p.add_argument("--reset", help="share of new TCP connections reset at once (proxy): 5%%")
+    p.add_argument("--duplicate", help="share of frames delivered twice (netns wire): 1%%")
     p.add_argument("--clear", action="store_true", help="remove the impairment")
     _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("partition", help="netns: cut the underlay between groups of nodes: "
+                       "partition node-1 node-2,node-3 (nodes named nowhere form one more group)")
+    p.add_argument("groups", nargs="+", metavar="NODE[,NODE...]", help="one group of nodes")
+    _add_cluster_flag(p)
+
+    p = sub.add_parser("heal", help="netns: undo the partition")
     _add_cluster_flag(p)
 
     p = sub.add_parser("down", help="stop a running cluster")
@@ -314,18 +325,18 @@ def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------- other commands
 
 
-def _impairment(args: argparse.Namespace) -> dict[str, float] | None:
-    """The fields of the impairment ``impair`` asks for (None for ``--clear``), checked here."""
-    import dataclasses
-    from netemu.proxy import Impairment
-    settings = {k: getattr(args, k) for k in ("delay", "jitter", "rate", "loss", "reset") if getattr(args, k)}
+def _impair_settings(args: argparse.Namespace) -> dict[str, str] | None:
+    """The settings ``impair`` asks for, as given (None for ``--clear``); the cluster reads them."""
+    settings = {k: getattr(args, k) for k in ("delay", "jitter", "rate", "loss", "reset", "duplicate")
+                if getattr(args, k)}
     if args.clear:
         if settings:
             raise NetemuError(f"error: --clear takes no settings (got --{' --'.join(settings)})")
         return None
     if not settings:
-        raise NetemuError("error: say what to impair: --delay, --jitter, --rate, --loss or --reset (or --clear)")
-    return dataclasses.asdict(Impairment.parse(**settings))
+        raise NetemuError("error: say what to impair: --delay, --jitter, --rate, --loss, --reset or --duplicate "
+                          "(or --clear)")
+    return settings
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:
@@ -461,8 +472,12 @@ def run(argv: Sequence[str]) -> int:
     elif cmd == "wait":
         _emit(client.call("wait_ready", timeout=args.timeout))
     elif cmd == "impair":
-        _emit(client.call("impair", service=args.service, node=args.node, namespace=args.namespace,
-                          impairment=_impairment(args)))
+        _emit(client.call("impair", service=args.service, node=args.node, link=args.link,
+                          namespace=args.namespace, settings=_impair_settings(args)))
+    elif cmd == "partition":
+        _emit(client.call("partition", groups=args.groups))
+    elif cmd == "heal":
+        _emit(client.call("heal"))
     return 0
 
 

@@ -27,7 +27,7 @@ from netemu import api
 from netemu.api import objects as k8s
 from netemu.api.kinds import resolve_kind
 from netemu.config import DEFAULT_NAME, ClusterConfig
-from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
+from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
 from netemu import system
 from netemu.kubelet import podfiles
@@ -171,6 +171,8 @@ class Cluster:
     def capabilities(self) -> frozenset[str]:
         """What this cluster can do, for scenarios and tests that need a part ("service-proxy" …)."""
         caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", "impair", self.config.backend}
+        if hasattr(self.fabric, "partition"):
+            caps.add("partition")
         if os.geteuid() == 0:
             caps.add("root")
         if not podfiles.prefix_problem():
@@ -384,16 +386,49 @@ class Cluster:
 
     # ------------------------------------------------------------------ service traffic
 
-    def impair(self, *, service: str | None = None, node: str | None = None, impairment: Any = None,
+    def impair(self, *, service: str | None = None, node: str | None = None,
+               link: tuple[str, str] | list[str] | None = None, impairment: Any = None,
                namespace: str = "default", delay: float = 0.0, jitter: float = 0.0, rate_kbit: float = 0.0,
-               loss: float = 0.0, reset: float = 0.0) -> None:
-        """Impair the new connections and UDP flows of a Service (``"name"`` or ``"ns/name"``), or
-        all that a node proxies or serves, with a ``netemu.proxy.Impairment``; None clears.
-        Connections already open keep what they started with. Instead of ``impairment`` the
-        settings may be given one by one: ``delay`` and ``jitter`` in seconds, ``rate_kbit``,
-        ``loss`` (UDP) and ``reset`` (TCP) as fractions; all zero clears."""
-        if (service is None) == (node is None):
-            raise InvalidError("impair: name exactly one of a service or a node")
+               loss: float = 0.0, reset: float = 0.0, duplicate: float = 0.0) -> None:
+        """Impair traffic; all settings zero (or ``impairment`` None) clears. Name one target:
+
+        - ``service`` (``"name"`` or ``"ns/name"``): its new connections and UDP flows, at the
+          service proxy (any backend), with a ``netemu.proxy.Impairment``;
+        - ``node``: on the loopback backend all that the node proxies or serves, at the proxy;
+          on the netns backend every frame of the node's links on the underlay wire;
+        - ``link`` (two node names, netns only): every frame between the two, both directions.
+
+        Delay and jitter are in seconds and act on each direction; ``rate_kbit`` caps each
+        direction; ``loss`` is a fraction of datagrams (proxy) or frames (wire); ``reset``
+        (proxy only) resets new TCP connections; ``duplicate`` (wire only) repeats frames.
+        Connections open at the proxy keep what they started with; the wire applies at once."""
+        if sum(t is not None for t in (service, node, link)) != 1:
+            raise InvalidError("impair: name exactly one of a service, a node or a link")
+        named = () if service is not None else tuple(link) if link is not None else (node,)
+        for name in named:
+            if name not in self.nodes:
+                raise NotFoundError(f'nodes "{name}" not found')
+        wire = getattr(self.fabric, "impair", None)
+        if link is not None or (node is not None and wire is not None):
+            if wire is None:
+                raise BackendUnavailableError(f"impair: links are impaired on the netns backend's wire; this cluster "
+                                      f"uses the {self.config.backend} backend (impair a service or a node instead)")
+            if impairment is None:
+                if reset:
+                    raise InvalidError("impair: reset acts on new TCP connections at the proxy; impair a "
+                                       "service for that (the wire handles frames, not connections)")
+                from netemu.fabric.netns.wire import LinkImpairment
+                impairment = LinkImpairment(delay_ms=delay * 1000, jitter_ms=jitter * 1000, loss=loss,
+                                            rate_kbit=rate_kbit, duplicate=duplicate)
+            if link is not None:
+                a, b = link
+                wire(impairment, link=(a, b))
+            else:
+                wire(impairment, node=node)
+            return
+        if duplicate:
+            raise InvalidError("impair: duplicate acts on frames on the netns backend's wire; the proxy "
+                               "cannot duplicate a stream")
         if impairment is None and (delay or jitter or rate_kbit or loss or reset):
             from netemu.proxy import Impairment
             impairment = Impairment(delay_ms=delay * 1000, jitter_ms=jitter * 1000, rate_kbit=rate_kbit,
@@ -403,9 +438,30 @@ class Cluster:
             self.get("Service", name, ns or namespace)  # it must exist
             self.proxy.set_impairment(impairment, service=(ns or namespace, name))
         else:
-            if node not in self.nodes:
-                raise NotFoundError(f'nodes "{node}" not found')
             self.proxy.set_impairment(impairment, node=node)
+
+    def partition(self, groups: Any) -> None:
+        """Cut the underlay between groups of nodes (netns backend): ``[["node-1"], ["node-2",
+        "node-3"]]`` or ``["node-1", "node-2,node-3"]``. Nodes named in no group form one more
+        group. Frames between groups are dropped (links stay up, as when a switch fails);
+        replaces an earlier partition."""
+        fabric_partition = getattr(self.fabric, "partition", None)
+        if fabric_partition is None:
+            raise BackendUnavailableError(f"partition: needs the netns backend (this cluster uses {self.config.backend}): "
+                                  "on the loopback backend all pods share one network stack")
+        from netemu.fabric.netns.wire import as_groups
+        chosen = as_groups(groups)
+        for name in (n for g in chosen for n in g):
+            if name not in self.nodes:
+                raise NotFoundError(f'nodes "{name}" not found')
+        fabric_partition(chosen)
+
+    def heal(self) -> None:
+        """Undo the partition."""
+        fabric_heal = getattr(self.fabric, "heal", None)
+        if fabric_heal is None:
+            raise BackendUnavailableError(f"heal: needs the netns backend (this cluster uses {self.config.backend})")
+        fabric_heal()
 
     def connection_log(self, service: str, namespace: str = "default") -> list[Any]:
         """The proxy's recent connections and UDP flows of a Service (``"name"`` or ``"ns/name"``),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netemu.errors import ClusterError, NetemuError
+from netemu.errors import ClusterError, InvalidError, NetemuError
 
 if TYPE_CHECKING:
     from netemu.cluster import Cluster
@@ -121,6 +121,11 @@ class ControlServer:
             return "stopping"
         if op == "impair":
             return self._impair(req)
+        if op == "partition":
+            return self._partition(req)
+        if op == "heal":
+            c.heal()
+            return "healed: every node hears every other"
         raise ClusterError(f"unknown control operation {op!r}")
 
     def _related(self, obj: Any) -> dict[str, Any]:
@@ -137,18 +142,34 @@ class ControlServer:
         return {}
 
     def _impair(self, req: dict[str, Any]) -> str:
-        """``{"op": "impair", "service": "ns/name" | "name", "namespace": ..., "node": ...,
-        "impairment": {Impairment's fields} | null}``; null clears."""
-        from netemu.proxy import Impairment
-        fields = req.get("impairment")
-        impairment = Impairment(**fields) if fields is not None else None
-        service, node = req.get("service"), req.get("node")
-        self.cluster.impair(service=service, node=node, impairment=impairment,
-                            namespace=req.get("namespace") or "default")
-        target = f"node/{node}" if node is not None else f"service/{service}"
+        """``{"op": "impair", "service": "ns/name" | "name", "namespace": ..., "node": ..., "link":
+        [a, b], "settings": {"delay": "50ms", ...} | null}``; null clears. Settings are text in
+        tc's units, read as a proxy ``Impairment`` or, for links and (netns) nodes, a wire's
+        ``LinkImpairment``."""
+        service, node, link = req.get("service"), req.get("node"), req.get("link")
+        settings = {k: v for k, v in (req.get("settings") or {}).items() if v not in (None, "")}
+        on_wire = link is not None or (node is not None and hasattr(self.cluster.fabric, "impair"))
+        if on_wire:
+            from netemu.fabric.netns.wire import LinkImpairment as kind
+            foreign, where = "reset", "the proxy (impair a service)"
+        else:
+            from netemu.proxy import Impairment as kind  # type: ignore[assignment]
+            foreign, where = "duplicate", "the netns backend's wire (impair a link or a node there)"
+        if foreign in settings:
+            raise InvalidError(f"impair: {foreign} is applied by {where}, not here")
+        impairment = kind.parse(**settings) if settings else None
+        self.cluster.impair(service=service, node=node, link=tuple(link) if link else None,
+                            impairment=impairment, namespace=req.get("namespace") or "default")
+        target = (f"node/{node}" if node is not None else f"link {link[0]}<->{link[1]}" if link
+                  else f"service/{service}")
         if impairment is None or not impairment.active:
             return f"{target}: impairment cleared"
         return f"{target} impaired: {impairment}"
+
+    def _partition(self, req: dict[str, Any]) -> str:
+        groups = req.get("groups") or []
+        self.cluster.partition(groups)
+        return "partitioned: " + " | ".join(",".join(g) for g in self.cluster.fabric.wire.partitions())
 
     def _traffic_sections(self, svc: Any) -> list[tuple[str, list[str]]]:
         """A Service's impairment (when set) and its last connections from the proxy's log."""
