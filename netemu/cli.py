@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a failed scenario's cluster up for `netemu get/exec --name ...`")
     p.add_argument("-k", dest="pattern", metavar="PATTERN", default=None,
                    help="only scenarios whose name or file name contains PATTERN")
+    p.add_argument("--backend", choices=["loopback", "netns"], default=None,
+                   help="run every scenario on this backend (default: what each file says, else loopback)")
     return parser
 
 
@@ -396,7 +398,8 @@ def run(argv: Sequence[str]) -> int:
         return _run_loop(_up(args))
     if cmd == "run":
         from netemu.scenario import run_files
-        return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern)
+        return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern,
+                         backend=args.backend)
     if cmd == "gc":
         from netemu.fabric.netns.namespaces import collect_cluster_garbage
         from netemu.state import gc_all

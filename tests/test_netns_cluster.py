@@ -11,6 +11,7 @@ Pod IPs and ClusterIPs are not reachable from the host on this backend: the test
 from __future__ import annotations
 
 import asyncio
+import socket
 import ipaddress
 from pathlib import Path
 
@@ -73,10 +74,11 @@ def _cluster_namespaces(name: str) -> list[str]:
     return sorted(p.name for p in namespaces.NETNS_RUN_DIR.glob(f"netemu-{name}-*"))
 
 
-async def _curl(url: str) -> str:
-    """Real curl from the host (the test's own namespace)."""
+async def _curl(cluster, url: str) -> str:  # noqa: ANN001 - a netemu Cluster
+    """Real curl from the host: the namespace the test started in, which the cluster's thread
+    (this one) has left for a sealed namespace of its own."""
     proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--max-time", "10", url, stdin=asyncio.subprocess.DEVNULL,
+        *cluster.fabric.process_prefix(""), "curl", "-sS", "--max-time", "10", url, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, f"curl {url}: {err.decode()}"
@@ -84,8 +86,10 @@ async def _curl(url: str) -> str:
 
 
 async def test_services_and_dns_work_on_the_netns_backend(netns_ready, make_cluster) -> None:  # noqa: F811
+    interfaces_before = socket.if_nameindex()
     cluster = await make_cluster(nodes=2, backend="netns")
     name = cluster.name
+    assert socket.if_nameindex() == [(1, "lo")]  # sealed: nothing sent from here can leave
     assert "netns" in cluster.capabilities
     assert cluster.config.pod_cidr == "10.244.0.0/16" and cluster.config.service_cidr == "10.96.0.0/12"
     await cluster.apply(str(EXAMPLES / "my-nginx-deployment.yaml"), str(EXAMPLES / "my-nginx-service.yaml"), CLIENTS)
@@ -112,13 +116,13 @@ async def test_services_and_dns_work_on_the_netns_backend(netns_ready, make_clus
 
     # NodePort from the host: node-1's host address, though the pod runs on node-2
     host_ip = cluster.config.node_ip(0)
-    assert "netexec" in await _curl(f"http://{host_ip}:30007/hostname")
+    assert "netexec" in await _curl(cluster, f"http://{host_ip}:30007/hostname")
     # a LoadBalancer's ingress address (127.200.x) from the host, spread over the nodes' NodePorts
     await cluster.wait_for(lambda: cluster.get("Service", "netexec-lb").status.load_balancer.ingress, 10,
                            "the load balancer's ingress")
     ingress = cluster.get("Service", "netexec-lb").status.load_balancer.ingress[0].ip
     for _ in range(2):  # both nodes in turn
-        assert "netexec" in await _curl(f"http://{ingress}:8080/hostname")
+        assert "netexec" in await _curl(cluster, f"http://{ingress}:8080/hostname")
 
     # through the ClusterIP from node-1 to a pod on node-2: the relay speaks from node-1's IP
     client_ip = await curl_in_pod(f"http://{cluster.service_ip('netexec')}/clientip")
@@ -138,6 +142,7 @@ async def test_services_and_dns_work_on_the_netns_backend(netns_ready, make_clus
 
     await cluster.stop()
     assert _cluster_namespaces(name) == []
+    assert socket.if_nameindex() == interfaces_before  # back where it started
 
 
 async def test_probes_reach_pods_from_the_node(netns_ready, make_cluster) -> None:  # noqa: F811

@@ -201,7 +201,10 @@ async def test_process_prefix_of_a_node_and_of_an_unknown_name(net: Cluster) -> 
     code, out, err = await _run(*net.fabric.process_prefix("node-2"), "ip", "-4", "-o", "addr", "show", "dev", "eth0")
     assert code == 0, err
     assert "inet 172.18.0.2/24" in out
-    assert net.fabric.process_prefix("") == []
+    host = net.fabric.process_prefix("")  # the host: the namespace the test started in, not the sealed one
+    assert host[0].endswith("nsenter") and host[1].startswith("--net=/proc/")
+    code, out, err = await _run(*host, "ip", "-o", "link", "show")
+    assert code == 0 and "cni0" not in out, out + err
     with pytest.raises(FabricError, match="neither a node nor a pod"):
         net.fabric.process_prefix("no-such-thing")
 

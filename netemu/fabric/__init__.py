@@ -21,20 +21,11 @@ def routes_outside_loopback() -> list[str]:
 
 
 def make_fabric(config, state) -> Fabric:  # noqa: ANN001 - config.ClusterConfig, state.ClusterState
-    from netemu.errors import BackendUnavailableError, ClusterError
+    from netemu.errors import ClusterError
     if config.backend == "loopback":
         from .loopback import LoopbackFabric
         return LoopbackFabric(config, state)
     if config.backend == "netns":
-        # Until netemu moves its own process into a namespace of its own (design.md), parts of it
-        # (probes, host-side probes of scenarios) still connect from the namespace they run in;
-        # pod and service addresses (10.x) must never be routable from there.
-        outside = routes_outside_loopback()
-        if outside:
-            raise BackendUnavailableError(
-                "the netns backend is not available here: it is experimental and runs only in a network namespace without routes "
-                f"to the outside (found routes via {', '.join(sorted(set(outside))[:3])}); run it inside "
-                "`unshare --net` with lo up, as `make test` does")
         from .netns import NetnsFabric
         return NetnsFabric(config, state)
     raise ClusterError(f'backend "{config.backend}" is not available; use "loopback" or "netns"')

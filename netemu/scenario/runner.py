@@ -231,7 +231,11 @@ def run_loop(coro: Any) -> Any:
 
 
 def run_files(paths: list[str], out: TextIO, junit: str | None = None, keep: bool = False,
-              pattern: str | None = None) -> int:
-    """``netemu run``: validate every file, run the selected scenarios, report; the exit status."""
+              pattern: str | None = None, backend: str | None = None) -> int:
+    """``netemu run``: validate every file, run the selected scenarios, report; the exit status.
+    ``backend`` runs every scenario on that backend, whatever its file says."""
     scenarios = select(load_scenarios([str(p) for p in paths]), pattern)
+    if backend is not None:
+        for scenario in scenarios:
+            scenario.backend = backend
     return run_loop(run_scenarios(scenarios, out, junit=junit, keep=keep))

@@ -234,7 +234,7 @@ class Connect(StepKind):
         protocol, host, port, where, namespace, send, outcome, reply = spec
         await ctx.settle()
         origin = ctx.origin(where, namespace)
-        if (origin.kind == "pod" and not ctx.pods_share_host_network()) or ctx.from_node_namespace(origin, host):
+        if not ctx.pods_share_host_network():  # a probe process in the right namespace
             code, out, err = await ctx.runner(origin, target=host)(probes.probe_argv(protocol, host, port, ctx.timeout, send),
                                                       ctx.timeout + 10)
             result = probes.parse_probe_output(code, out, err)

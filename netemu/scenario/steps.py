@@ -214,18 +214,23 @@ class Context:
     def runner(self, origin: Origin, container: str | None = None, target: str | None = None) -> Runner:
         """Run a tool on the host, or inside a pod (its environment and network) through exec.
 
-        On a backend whose pods live in namespaces of their own, traffic "from the host" to a
-        cluster address (not 127.x, which the host reaches through netemu's mappings) and traffic
-        from a node start inside that node's namespace (the first node's for the host)."""
+        On a backend whose pods live in namespaces of their own, netemu's thread is sealed off
+        from the host's network: traffic "from the host" to a 127.x address (node and
+        load-balancer addresses, which netemu maps) starts in the host's namespace; to a cluster
+        address, and traffic from a node, it starts inside a node's namespace (the first node's
+        for the host)."""
         if origin.kind != "pod":
-            if not self.from_node_namespace(origin, target):
+            if self.pods_share_host_network():
                 return run_host
-            node = origin.name if origin.kind == "node" else sorted(self.cluster.nodes)[0]
-            prefix = self.cluster.fabric.process_prefix(node)
+            if self.from_node_namespace(origin, target):
+                node = origin.name if origin.kind == "node" else sorted(self.cluster.nodes)[0]
+                prefix = self.cluster.fabric.process_prefix(node)
+            else:
+                prefix = self.cluster.fabric.process_prefix("")
 
-            async def in_node(argv: list[str], timeout: float) -> tuple[int, str, str]:
+            async def in_namespace(argv: list[str], timeout: float) -> tuple[int, str, str]:
                 return await run_host(prefix + argv, timeout)
-            return in_node
+            return in_namespace
 
         async def in_pod(argv: list[str], timeout: float) -> tuple[int, str, str]:
             result = await self.cluster.exec(origin.name, argv, container=container, namespace=origin.namespace,

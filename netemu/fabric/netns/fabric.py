@@ -46,6 +46,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 from netemu.cni import bridge, skel
@@ -54,7 +55,7 @@ from netemu.errors import CNIError, FabricError, NetemuError
 from netemu.fabric.base import NodeNetwork, PodNetwork
 from netemu.state import ClusterState, list_clusters
 
-from . import ipbatch, namespaces
+from . import ipbatch, namespaces, seal
 from .wire import LinkImpairment, Wire, open_tap
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class NetnsFabric:
         self.state = state
         self.pod_range = pod_range(config)
         self.wire: Wire | None = None
+        self.host: seal.Host | None = None  # the namespace this process started in, while sealed
         self.nodes: dict[str, NodeNetwork] = {}
         self._nodes: dict[str, _Node] = {}
         self._pods: dict[str, _Pod] = {}  # by container id
@@ -134,9 +136,16 @@ class NetnsFabric:
     async def start(self) -> None:
         if self._started:
             return
-        self._cni_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._collect_dead_clusters)
-        self.wire = Wire()
+        loop = asyncio.get_running_loop()
+        self.host = seal.enter(loop)
+        try:
+            self._cni_dir.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self._collect_dead_clusters)
+            self.wire = Wire()
+        except BaseException:
+            self.host = None
+            seal.leave(loop)
+            raise
         self._started = True
 
     def _collect_dead_clusters(self) -> None:
@@ -173,6 +182,9 @@ class NetnsFabric:
         self._started = False
         if made:
             await asyncio.to_thread(namespaces.collect, list(reversed(made)))
+        if self.host is not None:
+            self.host = None
+            seal.leave(asyncio.get_running_loop())
 
     async def _create(self, name: str) -> None:
         self._made.append(name)  # before it exists: stop() cleans up whatever got made
@@ -370,10 +382,11 @@ class NetnsFabric:
 
     # ------------------------------------------------------------------ where things run
 
-    def namespace_of(self, where: str) -> str:
-        """The namespace name of a pod (container id) or node (name); "" for this process's own."""
+    def namespace_of(self, where: str) -> str | Path:
+        """The namespace name of a pod (container id) or node (name); for "" the host's namespace
+        (a path; "" before the fabric starts: this thread's own)."""
         if not where:
-            return ""
+            return self.host.path if self.host is not None else ""
         pod = self._pods.get(where)
         if pod is not None:
             return pod.netns
@@ -384,6 +397,8 @@ class NetnsFabric:
 
     def process_prefix(self, where: str) -> list[str]:
         netns = self.namespace_of(where)
+        if isinstance(netns, Path):
+            return [_nsenter(), f"--net={netns}", "--"]
         return namespaces.exec_prefix(netns) if netns else []
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
@@ -443,6 +458,13 @@ class NetnsFabric:
         except BaseException:
             sock.close()
             raise
+
+
+def _nsenter() -> str:
+    found = shutil.which("nsenter", path=os.environ.get("PATH", "") + os.pathsep + "/usr/bin:/bin")
+    if found is None:
+        raise FabricError("the netns backend needs `nsenter` (Debian package util-linux)")
+    return found
 
 
 def _host(host: str | None) -> str:

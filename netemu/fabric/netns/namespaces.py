@@ -219,12 +219,13 @@ def _refuse_on_event_loop() -> None:
 
 
 @contextmanager
-def switched_to(name: str) -> Iterator[None]:
-    """Inside the block the calling thread lives in namespace ``name``; afterwards it is back
-    in its own. Only for threads without a running event loop."""
+def switched_to(name: str | Path) -> Iterator[None]:
+    """Inside the block the calling thread lives in namespace ``name`` (a netemu namespace's
+    name, or a ``Path`` to a namespace file such as the host handle of ``seal``); afterwards it
+    is back in its own. Only for threads without a running event loop."""
     _refuse_on_event_loop()
     try:
-        target = os.open(namespace_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        target = os.open(name if isinstance(name, Path) else namespace_path(name), os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise FabricError(f"cannot open network namespace {name}: {exc.strerror}") from exc
     try:
@@ -247,7 +248,7 @@ def switched_to(name: str) -> Iterator[None]:
         os.close(target)
 
 
-def call_in(name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def call_in(name: str | Path, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``func(*args, **kwargs)`` on a fresh thread switched into ``name``; blocks until done.
     A socket made this way belongs to ``name`` for its whole life."""
     outcome: dict[str, Any] = {}
@@ -267,7 +268,7 @@ def call_in(name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return outcome["value"]
 
 
-async def acall_in(name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def acall_in(name: str | Path, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``call_in`` for the event loop: the work runs on its own thread, the loop keeps going."""
     return await asyncio.to_thread(call_in, name, func, *args, **kwargs)
 
