@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # Debian tools the tests drive for real; installed only when missing and only as root.
 tools:
-	@./scripts/ensure-tools curl:curl ping:iputils-ping /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
+	@./scripts/ensure-tools curl:curl ping:iputils-ping nft:nftables nsenter:util-linux /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
 
 run: $(STAMP)
 	$(BIN)/netemu run scenarios/
@@ -31,10 +31,11 @@ test-quick: $(STAMP)
 
 # Benchmarks report ratios against references measured in the same run (not tests: no pass/fail).
 bench: $(STAMP)
-	./scripts/ensure-tools haproxy:haproxy wrk:wrk dnsperf:dnsperf dnsmasq:dnsmasq-base
+	./scripts/ensure-tools haproxy:haproxy wrk:wrk dnsperf:dnsperf dnsmasq:dnsmasq-base iperf3:iperf3
 	./scripts/isolated $(BIN)/python bench/bringup.py
 	./scripts/isolated $(BIN)/python bench/proxy.py
 	./scripts/isolated $(BIN)/python bench/dns.py
+	./scripts/isolated $(BIN)/python bench/netns.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

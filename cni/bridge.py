@@ -70,13 +70,14 @@ NamespaceId = tuple[int, int]  # (st_dev, st_ino) of an nsfs file
 
 
 def network_config(name: str, subnet: str, data_dir: str, *, bridge: str = DEFAULT_BRIDGE, mtu: int = 0,
-                   cni_version: str = "1.0.0") -> dict[str, Any]:
+                   cni_version: str = "1.0.0", port_isolation: bool = False) -> dict[str, Any]:
     """The network configuration netemu passes for one node's pod range, e.g.
     ``network_config("node-1", "10.244.1.0/24", "<state>/cni")``: gateway ``.1`` on the bridge,
-    default route through it."""
+    default route through it; with ``port_isolation`` (the reference plugin's ``portIsolation``)
+    pods on the bridge reach each other only through the node's routing."""
     config: dict[str, Any] = {
         "cniVersion": cni_version, "name": name, "type": PLUGIN_TYPE, "bridge": bridge,
-        "isGateway": True, "isDefaultGateway": True,
+        "isGateway": True, "isDefaultGateway": True, **({"portIsolation": True} if port_isolation else {}),
         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": data_dir},
     }
     if mtu:
@@ -104,6 +105,7 @@ class BridgeConfig:
     mtu: int = 0
     hairpin_mode: bool = False
     promisc_mode: bool = False
+    port_isolation: bool = False   # pods on the bridge reach each other only through the node
     mac: str = ""
 
 
@@ -171,7 +173,8 @@ def load_config(netconf: NetConf, cni_args: Mapping[str, str]) -> BridgeConfig:
     if netconf.runtime_config.get("mac"):
         mac = _mac(netconf.runtime_config["mac"], "runtimeConfig.mac")
     default_gateway = _flag(extra, "isDefaultGateway")
-    return BridgeConfig(bridge=bridge, is_gateway=_flag(extra, "isGateway") or default_gateway,
+    return BridgeConfig(port_isolation=_flag(extra, "portIsolation"),
+                        bridge=bridge, is_gateway=_flag(extra, "isGateway") or default_gateway,
                         is_default_gateway=default_gateway, force_address=_flag(extra, "forceAddress"),
                         mtu=mtu, hairpin_mode=hairpin, promisc_mode=promisc, mac=mac)
 
@@ -461,7 +464,8 @@ def _node_commands(conf: BridgeConfig, create_bridge: bool, veth: str, args: Cmd
         f"link add name {veth}{mtu} type veth peer name {args.ifname}{mtu}{peer_mac} netns {pod_ns}",
         f"link set {veth} alias {_owned_alias(args.container_id, args.ifname)}",
         f"link set {veth} master {conf.bridge}",
-        f"link set {veth} type bridge_slave hairpin {'on' if conf.hairpin_mode else 'off'}",
+        f"link set {veth} type bridge_slave hairpin {'on' if conf.hairpin_mode else 'off'}"
+        f" isolated {'on' if conf.port_isolation else 'off'}",
         f"link set {veth} up",
     ]
     return commands

@@ -389,8 +389,9 @@ class Cluster:
     def impair(self, *, service: str | None = None, node: str | None = None,
                link: tuple[str, str] | list[str] | None = None, impairment: Any = None,
                namespace: str = "default", delay: float = 0.0, jitter: float = 0.0, rate_kbit: float = 0.0,
-               loss: float = 0.0, reset: float = 0.0, duplicate: float = 0.0) -> None:
-        """Impair traffic; all settings zero (or ``impairment`` None) clears. Name one target:
+               loss: float = 0.0, reset: float = 0.0, duplicate: float = 0.0) -> str:
+        """Impair traffic; all settings zero (or ``impairment`` None) clears; says what it did.
+        Name one target:
 
         - ``service`` (``"name"`` or ``"ns/name"``): its new connections and UDP flows, at the
           service proxy (any backend), with a ``netemu.proxy.Impairment``;
@@ -425,7 +426,7 @@ class Cluster:
                 wire(impairment, link=(a, b))
             else:
                 wire(impairment, node=node)
-            return
+            return _impaired(f"link {link[0]}<->{link[1]}" if link is not None else f"node/{node}", impairment)
         if duplicate:
             raise InvalidError("impair: duplicate acts on frames on the netns backend's wire; the proxy "
                                "cannot duplicate a stream")
@@ -437,10 +438,11 @@ class Cluster:
             ns, _, name = service.rpartition("/")
             self.get("Service", name, ns or namespace)  # it must exist
             self.proxy.set_impairment(impairment, service=(ns or namespace, name))
-        else:
-            self.proxy.set_impairment(impairment, node=node)
+            return _impaired(f"service/{service}", impairment)
+        self.proxy.set_impairment(impairment, node=node)
+        return _impaired(f"node/{node}", impairment)
 
-    def partition(self, groups: Any) -> None:
+    def partition(self, groups: Any) -> str:
         """Cut the underlay between groups of nodes (netns backend): ``[["node-1"], ["node-2",
         "node-3"]]`` or ``["node-1", "node-2,node-3"]``. Nodes named in no group form one more
         group. Frames between groups are dropped (links stay up, as when a switch fails);
@@ -455,13 +457,15 @@ class Cluster:
             if name not in self.nodes:
                 raise NotFoundError(f'nodes "{name}" not found')
         fabric_partition(chosen)
+        return "partitioned: " + " | ".join(",".join(g) for g in self.fabric.wire.partitions())
 
-    def heal(self) -> None:
+    def heal(self) -> str:
         """Undo the partition."""
         fabric_heal = getattr(self.fabric, "heal", None)
         if fabric_heal is None:
             raise BackendUnavailableError(f"heal: needs the netns backend (this cluster uses {self.config.backend})")
         fabric_heal()
+        return "healed: every node hears every other"
 
     def connection_log(self, service: str, namespace: str = "default") -> list[Any]:
         """The proxy's recent connections and UDP flows of a Service (``"name"`` or ``"ns/name"``),
@@ -537,3 +541,9 @@ def _host_resolv_conf() -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+def _impaired(target: str, impairment: Any) -> str:
+    if impairment is None or not impairment.active:
+        return f"{target}: impairment cleared"
+    return f"{target} impaired: {impairment}"

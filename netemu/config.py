@@ -35,8 +35,14 @@ def state_root() -> Path:
     return Path(f"/tmp/netemu-{os.getuid()}")
 
 
-_NETNS_DEFAULTS = (("pod_cidr", "127.244.0.0/16", "10.244.0.0/16"),
-                   ("service_cidr", "127.96.0.0/16", "10.96.0.0/12"))
+_NETNS_DEFAULTS = (("pod_cidr", "10.244.0.0/16"), ("service_cidr", "10.96.0.0/12"))
+
+
+def _in_loopback(cidr: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+    except (ValueError, TypeError):
+        return False  # validation below names the problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,11 +65,11 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         """On the netns backend pods and services get real-looking ranges (10.244.0.0/16,
-        10.96.0.0/12) unless given; node and load-balancer addresses stay in 127/8, where the
-        host reaches them."""
+        10.96.0.0/12) unless given outside 127/8 (a pod's 127.x is its own loopback); node and
+        load-balancer addresses stay in 127/8, where the host reaches them."""
         if self.backend == "netns":
-            for attr, loopback_default, netns_default in _NETNS_DEFAULTS:
-                if getattr(self, attr) == loopback_default:
+            for attr, netns_default in _NETNS_DEFAULTS:
+                if _in_loopback(getattr(self, attr)):
                     object.__setattr__(self, attr, netns_default)
 
     @staticmethod
@@ -127,4 +133,8 @@ class ClusterConfig:
         return self.state_dir / self.name
 
     def ranges(self) -> list[str]:
+        """The ranges this cluster holds in the host's network, which no other cluster may
+        overlap (on netns pods and services live inside the cluster's own namespaces)."""
+        if self.backend == "netns":
+            return [self.node_cidr, self.lb_cidr]
         return [self.node_cidr, self.pod_cidr, self.service_cidr, self.lb_cidr]

@@ -122,10 +122,9 @@ class ControlServer:
         if op == "impair":
             return self._impair(req)
         if op == "partition":
-            return self._partition(req)
+            return c.partition(req.get("groups") or [])
         if op == "heal":
-            c.heal()
-            return "healed: every node hears every other"
+            return c.heal()
         raise ClusterError(f"unknown control operation {op!r}")
 
     def _related(self, obj: Any) -> dict[str, Any]:
@@ -158,18 +157,8 @@ class ControlServer:
         if foreign in settings:
             raise InvalidError(f"impair: {foreign} is applied by {where}, not here")
         impairment = kind.parse(**settings) if settings else None
-        self.cluster.impair(service=service, node=node, link=tuple(link) if link else None,
-                            impairment=impairment, namespace=req.get("namespace") or "default")
-        target = (f"node/{node}" if node is not None else f"link {link[0]}<->{link[1]}" if link
-                  else f"service/{service}")
-        if impairment is None or not impairment.active:
-            return f"{target}: impairment cleared"
-        return f"{target} impaired: {impairment}"
-
-    def _partition(self, req: dict[str, Any]) -> str:
-        groups = req.get("groups") or []
-        self.cluster.partition(groups)
-        return "partitioned: " + " | ".join(",".join(g) for g in self.cluster.fabric.wire.partitions())
+        return self.cluster.impair(service=service, node=node, link=tuple(link) if link else None,
+                                   impairment=impairment, namespace=req.get("namespace") or "default")
 
     def _traffic_sections(self, svc: Any) -> list[tuple[str, list[str]]]:
         """A Service's impairment (when set) and its last connections from the proxy's log."""

@@ -266,17 +266,18 @@ def test_add_twice_fails_and_reserves_nothing_more(shared_pods) -> None:
     assert reservations(node.data_dir) == ["10.244.1.2", "10.244.1.3"]
 
 
-def test_the_plugin_makes_the_bridge_with_mtu_and_hairpin(new_names, tmp_path: Path) -> None:
+def test_the_plugin_makes_the_bridge_with_mtu_hairpin_and_port_isolation(new_names, tmp_path: Path) -> None:
     name, pod = new_names(2)
     namespaces.create([name, pod])  # no node setup: only lo
     node = Node(name, [pod], tmp_path)
-    result = add(node, pod, node.conf(bridge="br-pods", mtu=1400, hairpinMode=True))
+    result = add(node, pod, node.conf(bridge="br-pods", mtu=1400, hairpinMode=True, portIsolation=True))
     assert [i["name"] for i in result["interfaces"]] == ["br-pods", bridge.host_veth_name(pod, "eth0"), "eth0"]
     node_links = links(name)
     assert node_links["br-pods"]["linkinfo"]["info_kind"] == "bridge"
     assert node_links["br-pods"]["ifalias"].startswith(namespaces.OWNED_ALIAS)
     host = node_links[bridge.host_veth_name(pod, "eth0")]
     assert host["mtu"] == 1400 and host["linkinfo"]["info_slave_data"]["hairpin"] is True
+    assert host["linkinfo"]["info_slave_data"]["isolated"] is True
     assert links(pod)["eth0"]["mtu"] == 1400
 
 

@@ -189,7 +189,7 @@ BAD = [
     ("impair-nothing", """
         steps:
           - impair: {service: web}
-     """, "x.yaml: steps[0].impair: give delay, jitter, loss, reset or rate (or clear: true)"),
+     """, "x.yaml: steps[0].impair: give delay, jitter, loss, reset, rate or duplicate (or clear: true)"),
     ("background-probe", """
         steps:
           - background: {name: load}

@@ -149,7 +149,7 @@ async def test_partition_cuts_between_groups_only_and_heal_restores() -> None:
         for n in ("n2", "n3", "n4"):
             await net.received(n, 0)
         net.wire.partition(as_groups(["n1,n2", ["n3"]]))  # n4, named nowhere, is a group of its own
-        assert net.wire.partitions() == [["n4"], ["n1", "n2"], ["n3"]]
+        assert net.wire.partitions() == [["n1", "n2"], ["n3"], ["n4"]]
         net.send("n1", frame(BROADCAST, mac(1), b"hello"))
         assert len(await net.received("n2", 0.05)) == 1
         assert await net.received("n3", 0) == [] and await net.received("n4", 0) == []

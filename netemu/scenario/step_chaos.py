@@ -6,8 +6,9 @@ by this backend" (declare ``requires:`` to have the scenario skipped instead):
 
     kill      → cluster.kill_container(pod, container=None, namespace="default", signal="KILL")
     stop      → cluster.stop_node(name)          start → cluster.start_node(name)
-    impair    → cluster.impair(service=None, node=None, delay=0.0, jitter=0.0, rate_kbit=0.0,
-                               loss=0.0, reset=0.0)   (seconds, kbit/s, fractions; all zero clears)
+    impair    → cluster.impair(service=None, node=None, link=None, delay=0.0, jitter=0.0, rate_kbit=0.0,
+                               loss=0.0, reset=0.0, duplicate=0.0)
+                               (seconds, kbit/s, fractions; all zero clears)
     partition → cluster.partition([[node, ...], [node, ...]])      heal → cluster.heal()
 """
 from __future__ import annotations
@@ -133,14 +134,16 @@ def parse_rate(value: Any) -> float:
 @register
 class Impair(StepKind):
     name = "impair"
-    summary = "{service | node: NAME, delay, jitter, loss, reset, rate, clear}"
+    summary = "{service | node: NAME | link: [A, B], delay, jitter, loss, reset, rate, duplicate, clear}"
 
     def parse(self, p: Parse) -> Any:
         f = p.fields()
-        target = {"service": f.take("service", "str"), "node": f.take("node", "str")}
+        target = {"service": f.take("service", "str"), "node": f.take("node", "str"),
+                  "link": f.take("link", "str-list")}
         settings = {
             "delay": f.take("delay", "duration", default=0.0), "jitter": f.take("jitter", "duration", default=0.0),
             "loss": f.take("loss", "fraction", default=0.0), "reset": f.take("reset", "fraction", default=0.0),
+            "duplicate": f.take("duplicate", "fraction", default=0.0),
         }
         rate = f.take("rate")
         clear = f.take("clear", "bool", default=False)
@@ -151,12 +154,15 @@ class Impair(StepKind):
                 settings["rate_kbit"] = parse_rate(rate)
             except ValueError as exc:
                 p.problems.add(join(p.path, "rate"), str(exc))
-        if all(v is None for v in target.values()) and f.ok:
-            p.problems.add(p.path, "give service: NAME or node: NAME")
+        if target["link"] is not None and len(target["link"]) != 2:
+            p.problems.add(join(p.path, "link"), f"expected two node names, such as [node-1, node-2], got "
+                           f"{describe(target['link'])}")
+        if sum(v is not None for v in target.values()) != 1 and f.ok:
+            p.problems.add(p.path, "give one of service: NAME, node: NAME or link: [A, B]")
         if clear and any(settings.values()):
-            p.problems.add(join(p.path, "clear"), "clear takes no delay, jitter, loss, reset or rate")
+            p.problems.add(join(p.path, "clear"), "clear takes no delay, jitter, loss, reset, rate or duplicate")
         if not clear and not any(settings.values()) and f.ok:
-            p.problems.add(p.path, "give delay, jitter, loss, reset or rate (or clear: true)")
+            p.problems.add(p.path, "give delay, jitter, loss, reset, rate or duplicate (or clear: true)")
         return {k: v for k, v in target.items() if v is not None}, settings, *error_expectation(p)
 
     async def run(self, ctx: Context, spec: Any) -> None:
@@ -165,9 +171,17 @@ class Impair(StepKind):
 
     def title(self, spec: Any) -> str:
         target, settings = spec[0], spec[1]
-        what = " ".join(f"{k} {v}" for k, v in target.items())
-        shown = ", ".join(f"{k} {v:g}" for k, v in settings.items() if v) or "clear"
+        what = " ".join(f"link {v[0]}<->{v[1]}" if k == "link" else f"{k} {v}" for k, v in target.items())
+        shown = ", ".join(_shown(k, v) for k, v in settings.items() if v) or "clear"
         return f"impair {what}: {shown}"
+
+
+def _shown(key: str, value: float) -> str:
+    if key in ("delay", "jitter"):
+        return f"{key} {value * 1000:g}ms"
+    if key == "rate_kbit":
+        return f"rate {value:g}kbit"
+    return f"{key} {value * 100:g}%"
 
 
 @register

@@ -222,7 +222,12 @@ class NetnsFabric:
             f"link set {SERVICE_BRIDGE} up",
             *(f"addr replace {ip}/32 dev {SERVICE_BRIDGE}" for ip in service_ips),
         ])
-        await _enable_forwarding(netns)
+        await _setup_routing(netns)
+        await ipbatch.abatch(netns, [
+            f"rule add fwmark {TRANSPARENT_MARK} lookup {TRANSPARENT_TABLE} pref 100",
+            f"route add local 0.0.0.0/0 dev lo table {TRANSPARENT_TABLE}",
+        ])
+        await _run_in(netns, [_tool("nft", "nftables"), "-f", "-"], stdin=_TRANSPARENT_RULES.encode())
         net = NetnsNodeNetwork(name=name, ip=str(address.ip), pod_cidr=node_pod_cidr(self.pod_range, index),
                                host_ip=self.config.node_ip(index))
         node = _Node(net, index, netns)
@@ -334,7 +339,7 @@ class NetnsFabric:
 
     def _netconf(self, node: _Node) -> dict[str, Any]:
         return bridge.network_config(f"netemu-{node.net.name}", node.net.pod_cidr, str(self._cni_dir),
-                                     bridge=NODE_BRIDGE)
+                                     bridge=NODE_BRIDGE, port_isolation=True)
 
     async def _cni(self, command: str, node: _Node, container_id: str, pod_netns: str) -> Any:
         try:
@@ -480,18 +485,49 @@ def _family(host: str | None) -> int:
         raise FabricError(f"{host!r}: the netns backend binds IP addresses only, not names") from exc
 
 
-async def _enable_forwarding(netns: str) -> None:
-    """IPv4 forwarding inside ``netns`` (``ip netns exec`` remounts /proc/sys/net for the child,
-    so this never touches the caller's namespace)."""
-    sysctl = shutil.which("sysctl", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
-    if sysctl is None:
-        raise FabricError("the netns backend needs `sysctl` (Debian package procps)")
-    argv = [*namespaces.exec_prefix(netns), sysctl, "-q", "-w", "net.ipv4.ip_forward=1"]
+# Replies to the proxy's transparent sockets (which speak from the client's address) are
+# addressed to the client, not to the node: a socket lookup in prerouting marks them, and the
+# mark routes them to this node's own stack (the TPROXY recipe, without the TPROXY target).
+TRANSPARENT_MARK = 1
+TRANSPARENT_TABLE = 100
+_TRANSPARENT_RULES = f"""table ip netemu {{
+  chain prerouting {{
+    type filter hook prerouting priority mangle; policy accept;
+    socket transparent 1 meta mark set {TRANSPARENT_MARK}
+  }}
+}}
+"""
+
+# Inside a node namespace only: forward; send pod-to-pod traffic on one node through the node's
+# routing (ports on cni0 are isolated, the node answers ARP for its pods at once and sends no
+# redirects), so that a pod's reply to a proxied connection reaches the proxy, as it would the
+# node's conntrack in a real cluster.
+_NODE_SYSCTLS = ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
+                 "net.ipv4.conf.default.send_redirects=0", f"net.ipv4.conf.{NODE_BRIDGE}.send_redirects=0",
+                 f"net.ipv4.conf.{NODE_BRIDGE}.proxy_arp_pvlan=1", f"net.ipv4.neigh.{NODE_BRIDGE}.proxy_delay=0"]
+
+
+def _tool(name: str, package: str) -> str:
+    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
+    if found is None:
+        raise FabricError(f"the netns backend needs `{name}` (Debian package {package})")
+    return found
+
+
+async def _run_in(netns: str, argv: list[str], stdin: bytes | None = None) -> None:
+    """``argv`` inside ``netns`` (``ip netns exec`` remounts /proc/sys/net for the child, so a
+    sysctl never touches the caller's namespace)."""
+    argv = [*namespaces.exec_prefix(netns), *argv]
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        _out, err = await asyncio.wait_for(proc.communicate(), ipbatch.IP_TIMEOUT)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _out, err = await asyncio.wait_for(proc.communicate(stdin), ipbatch.IP_TIMEOUT)
     except (TimeoutError, OSError) as exc:
         raise FabricError(f"{' '.join(argv)}: {exc!r}") from exc
     if proc.returncode != 0:
         raise FabricError(f"{' '.join(argv)} failed with status {proc.returncode}: {err.decode(errors='replace').strip()}")
+
+
+async def _setup_routing(netns: str) -> None:
+    await _run_in(netns, [_tool("sysctl", "procps"), "-q", "-w", *_NODE_SYSCTLS])

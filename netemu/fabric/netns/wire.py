@@ -231,10 +231,12 @@ class Wire:
         return shown
 
     def partitions(self) -> list[list[str]]:
+        """The groups as given, then the nodes named in none; [] when there is no partition."""
         groups: dict[int, list[str]] = {}
         for name in self._ports:
             groups.setdefault(self._group.get(name, 0), []).append(name)
-        return [sorted(g) for _n, g in sorted(groups.items())] if self._group else []
+        last = len(self._group) + 1
+        return [sorted(g) for _n, g in sorted(groups.items(), key=lambda item: item[0] or last)] if self._group else []
 
     def stats(self) -> dict[tuple[str, str], LaneStats]:
         return {key: replace(lane.stats) for key, lane in self._lanes.items()}

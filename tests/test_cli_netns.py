@@ -1,0 +1,165 @@
+"""The chaos commands of the CLI against a running netns cluster: impair, partition, heal.
+
+One two-node cluster runs as its own process for the module (``netemu up --backend netns
+--detach``, a tmp ``NETEMU_STATE_DIR``, a unique name); every command goes through the real CLI
+in a subprocess (cwd is the tmp dir, so the repo's ``dns/`` folder never shadows dnspython) and
+reaches the cluster over its control socket. Each command that changes the wire prints what it
+set; each wrong one fails with exit status 1 and one line on stderr that names the problem,
+never a traceback. The last test stops the cluster with ``netemu down``; should a test fail
+before, the fixture stops it (down, else SIGKILL by recorded pid and start time, then gc).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from netemu.cni.bridge import NETNS_PREFIX
+from test_netns_helpers import netns_ready, own_network_unchanged, poll  # noqa: F401 - fixtures
+
+from netemu.fabric import routes_outside_loopback
+from netemu.fabric.netns import namespaces
+from netemu.fabric.netns.namespaces import collect_cluster_garbage
+from netemu.state import gc_all, proc_start_time
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(bool(routes_outside_loopback()),
+                       reason="the netns backend runs only in a namespace without outside routes (make test)"),
+]
+
+CLI_TIMEOUT = 120  # seconds: a guard against a hung command, not a performance bound
+
+
+@dataclass
+class CliCluster:
+    """The cluster this module started: its name and the environment the CLI runs with."""
+
+    name: str
+    workdir: Path
+    state_root: Path
+    env: dict[str, str]
+    pid: int = 0
+    start_time: int | None = None
+
+    def netemu(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "netemu", *args, "--name", self.name], check=False,
+                              env=self.env, cwd=self.workdir, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=CLI_TIMEOUT)
+
+    def ok(self, *args: str) -> str:
+        result = self.netemu(*args)
+        assert result.returncode == 0, \
+            f"netemu {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+        assert result.stderr == "", result.stderr
+        return result.stdout
+
+    @property
+    def running(self) -> bool:
+        return self.start_time is not None and proc_start_time(self.pid) == self.start_time
+
+    def namespaces(self) -> list[str]:
+        return sorted(p.name for p in namespaces.NETNS_RUN_DIR.glob(f"{NETNS_PREFIX}{self.name}-*"))
+
+
+@pytest.fixture(scope="module")
+def cli_cluster(netns_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:  # noqa: F811
+    workdir = tmp_path_factory.mktemp("cli-netns")
+    env = {k: v for k, v in os.environ.items() if k != "NETEMU_CLUSTER"}
+    env["NETEMU_STATE_DIR"] = str(workdir / "state")
+    cluster = CliCluster(name=f"cli-{secrets.token_hex(4)}", workdir=workdir, state_root=workdir / "state", env=env)
+    try:
+        cluster.ok("up", "--backend", "netns", "--nodes", "2", "--dns-upstream", "none", "--detach",
+                   "--timeout", "60")
+        info = json.loads((cluster.state_root / cluster.name / "state.json").read_text())
+        cluster.pid, cluster.start_time = info["pid"], info["start_time"]
+        yield cluster
+    finally:
+        # Safety net when a test failed before `netemu down`: only what this module started.
+        if cluster.running:
+            cluster.netemu("down")
+        if cluster.running:
+            os.kill(cluster.pid, signal.SIGKILL)
+            poll(lambda: not cluster.running, timeout=10)
+        gc_all(cluster.state_root, collect_cluster_garbage)
+        namespaces.collect(cluster.namespaces())
+
+
+CHANGES = [
+    pytest.param(["impair", "--link", "node-1", "node-2", "--delay", "20ms"],
+                 "link node-1<->node-2 impaired: delay 20ms", id="link-delay"),
+    pytest.param(["impair", "--link", "node-2", "node-1", "--delay", "50ms", "--jitter", "2ms", "--loss", "10%",
+                  "--rate", "1mbit", "--duplicate", "1%"],
+                 "link node-2<->node-1 impaired: delay 50ms jitter 2ms loss 10% rate 1000kbit duplicate 1%",
+                 id="link-every-setting"),
+    pytest.param(["impair", "--link", "node-1", "node-2", "--clear"],
+                 "link node-1<->node-2: impairment cleared", id="link-clear"),
+    pytest.param(["impair", "--node", "node-2", "--loss", "5%"], "node/node-2 impaired: loss 5%", id="node-loss"),
+    pytest.param(["impair", "--node", "node-2", "--clear"], "node/node-2: impairment cleared", id="node-clear"),
+    pytest.param(["heal"], "healed: every node hears every other", id="heal-when-whole"),
+]
+
+
+@pytest.mark.parametrize(("args", "printed"), CHANGES)
+def test_a_change_prints_what_it_set(cli_cluster: CliCluster, args: list[str], printed: str) -> None:
+    assert cli_cluster.ok(*args) == printed + "\n"
+
+
+def _groups(printed: str) -> set[frozenset[str]]:
+    """``partitioned: node-2 | node-1,node-3`` → the groups, in no order."""
+    label, _, groups = printed.strip().partition(": ")
+    assert label == "partitioned", printed
+    return {frozenset(group.split(",")) for group in groups.split(" | ")}
+
+
+@pytest.mark.parametrize("groups", [
+    pytest.param(["node-1"], id="unnamed-nodes-form-a-group"),
+    pytest.param(["node-1", "node-2"], id="two-groups"),
+    pytest.param(["node-2", "node-1"], id="two-groups-other-order"),
+])
+def test_partition_prints_the_groups_and_heal_undoes_it(cli_cluster: CliCluster, groups: list[str]) -> None:
+    assert _groups(cli_cluster.ok("partition", *groups)) == {frozenset({"node-1"}), frozenset({"node-2"})}
+    assert cli_cluster.ok("heal") == "healed: every node hears every other\n"
+
+
+MISTAKES = [
+    pytest.param(["impair", "--link", "node-1", "node-1", "--delay", "1ms"],
+                 ['a link joins two different nodes', '"node-1"'], id="link-to-itself"),
+    pytest.param(["impair", "--link", "node-1", "nope", "--delay", "1ms"], ['"nope" not found'], id="link-unknown-node"),
+    pytest.param(["impair", "--node", "nope", "--delay", "1ms"], ['"nope" not found'], id="node-unknown"),
+    pytest.param(["impair", "--service", "x", "--duplicate", "1%"], ["duplicate", "wire"], id="service-duplicate"),
+    pytest.param(["impair", "--link", "node-1", "node-2", "--reset", "5%"], ["reset", "proxy"], id="link-reset"),
+    pytest.param(["impair", "--link", "node-1", "node-2", "--delay", "soon"], ["delay", "soon"], id="bad-delay"),
+    pytest.param(["partition", "nope"], ['"nope" not found'], id="partition-unknown-node"),
+    pytest.param(["partition", "node-1", "node-1,node-2"], ['"node-1"', "two groups"], id="partition-node-twice"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), MISTAKES)
+def test_a_mistake_is_one_line_naming_it(cli_cluster: CliCluster, args: list[str], named: list[str]) -> None:
+    result = cli_cluster.netemu(*args)
+    lines = result.stderr.splitlines()
+    assert (result.returncode, result.stdout, len(lines)) == (1, "", 1), result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for words in named:
+        assert words in lines[0], lines[0]
+
+
+def test_the_cluster_still_works_after_the_mistakes(cli_cluster: CliCluster) -> None:
+    assert cli_cluster.ok("impair", "--link", "node-1", "node-2", "--delay", "1ms") == \
+        "link node-1<->node-2 impaired: delay 1ms\n"
+    assert cli_cluster.ok("get", "nodes").count(" Ready ") == 2
+
+
+def test_down_stops_the_cluster(cli_cluster: CliCluster) -> None:
+    assert cli_cluster.namespaces(), "the cluster made its namespaces"
+    assert cli_cluster.ok("down") == f'cluster "{cli_cluster.name}" stopped\n'
+    assert not cli_cluster.running
+    assert cli_cluster.namespaces() == []
