@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # Debian tools the tests drive for real; installed only when missing and only as root.
 tools:
-	@./scripts/ensure-tools curl:curl ping:iputils-ping nft:nftables nsenter:util-linux /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
+	@./scripts/ensure-tools curl:curl ping:iputils-ping nft:nftables nsenter:util-linux tcpdump:tcpdump /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
 
 run: $(STAMP)
 	$(BIN)/netemu run scenarios/

@@ -200,3 +200,64 @@ async def poll(check, timeout: float = 10.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- capture
+
+async def _exchange(net: Net, src: str, dst: str) -> int:
+    """One TCP connection from ``src`` to a listener in ``dst``, which it closes; the port."""
+    server, port = await listener(net, dst)
+    try:
+        await connect_time(net, src, dst, port)
+        await asyncio.sleep(0.05)
+    finally:
+        server.close()
+    return port
+
+
+async def test_a_pod_capture_is_pcapng_with_the_pods_name_and_the_clients_own_address(net: Net, tmp_path) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import rdpcap
+    path = tmp_path / "c.pcapng"
+    capture = await net.fabric.start_capture(path, pod=net.ids["c"], filter="tcp")
+    try:
+        port = await _exchange(net, "a", "c")
+    finally:
+        capture.stop()
+    packets = rdpcap(str(path))
+    assert {p.sniffed_on for p in packets} == {"default/pod-c:eth0"}
+    syn = next(p for p in packets if TCP in p and p[TCP].flags == "S")
+    assert (syn[IP].src, syn[IP].dst, syn[TCP].dport) == (net.ips["a"], net.ips["c"], port)  # no NAT
+    assert {p.direction for p in packets} == {1, 2}  # both ways
+    assert all(TCP in p for p in packets)  # the filter ran
+    if shutil.which("tcpdump"):
+        code, out = await _run("tcpdump", "-nn", "-r", str(path))
+        assert code == 0 and f"{net.ips['a']}." in out, out
+
+
+async def test_a_link_capture_sees_only_that_link_and_stops_at_its_count(net: Net, tmp_path) -> None:
+    from scapy.utils import rdpcap
+    path = tmp_path / "link.pcapng"
+    capture = await net.fabric.start_capture(path, link=("node-1", "node-2"), filter="tcp", count=3)
+    await _exchange(net, "a", "d")  # node-1 <-> node-3: not this link
+    assert capture.frames == 0
+    await _exchange(net, "a", "c")
+    await asyncio.wait_for(capture.done.wait(), 5)
+    packets = rdpcap(str(path))
+    assert len(packets) == 3 and {p.sniffed_on for p in packets} == {"node-1<->node-2"}
+    from netemu.fabric.netns.capture import summary
+    lines = summary(capture.flows(), {net.ips["a"]: "default/pod-a", net.ips["c"]: "default/pod-c"})
+    assert any(line.startswith("TCP") and "default/pod-a:" in line and "-> default/pod-c:" in line
+               for line in lines), lines
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"pod": "nope"}, "pod sandbox nope is not part"),
+    ({"node": "node-9"}, 'node "node-9" is not part'),
+    ({"link": ("node-1", "node-1")}, "two different nodes"),
+    ({"node": "node-1", "filter": "tcp prot 80"}, 'capture filter "tcp prot 80"'),
+], ids=["unknown-pod", "unknown-node", "self-link", "bad-filter"])
+async def test_capture_mistakes_are_refused(net: Net, tmp_path, kwargs, message: str) -> None:
+    from netemu.errors import NetemuError
+    with pytest.raises(NetemuError, match=message):
+        await net.fabric.start_capture(tmp_path / "x.pcapng", **kwargs)

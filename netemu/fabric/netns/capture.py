@@ -14,7 +14,6 @@ the names the caller knows them by (pods, services, nodes).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import time
@@ -51,7 +50,9 @@ def compile_filter(expression: str) -> Any:
     except ImportError as exc:
         raise FabricError("packet capture needs scapy with libpcap (Debian package libpcap0.8 or tcpdump)") from exc
     except Exception as exc:  # noqa: BLE001 - scapy raises its own Scapy_Exception
-        raise InvalidError(f'capture filter "{expression}": {exc}') from exc
+        text = str(exc)
+        reason = text[text.rfind("(") + 1:].rstrip(")") if text.endswith(")") else text
+        raise InvalidError(f'capture filter "{expression}": {reason}') from exc
 
 
 def combine(*expressions: str) -> str:
@@ -98,6 +99,8 @@ class Capture:
 
     async def start(self, filter_expression: str, call_in: Callable[..., Any]) -> None:
         from scapy.utils import PcapNgWriter
+        if filter_expression.strip():
+            compile_filter(filter_expression)  # its own mistakes named as the user wrote it
         programs = [compile_filter(combine(tap.bpf, filter_expression)) if combine(tap.bpf, filter_expression)
                     else None for tap in self.taps]
         try:
@@ -179,13 +182,7 @@ def summary(flows: Sequence[Flow], names: Mapping[str, str]) -> list[str]:
         host, sep, port = endpoint.rpartition(":") if endpoint.count(":") == 1 else (endpoint, "", "")
         if not sep:
             host, port = endpoint, ""
-        name = names.get(host)
-        if name is None:
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                pass
-            name = host
+        name = names.get(host, host)
         return f"{name}:{port}" if port else name
 
     rows = [(f.protocol, shown(f.src), shown(f.dst), f.packets, f.bytes) for f in flows]

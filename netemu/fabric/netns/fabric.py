@@ -51,11 +51,12 @@ from typing import Any
 
 from netemu.cni import bridge, skel
 from netemu.config import ClusterConfig
-from netemu.errors import CNIError, FabricError, NetemuError
+from netemu.errors import CNIError, FabricError, InvalidError, NetemuError
 from netemu.fabric.base import NodeNetwork, PodNetwork
 from netemu.state import ClusterState, list_clusters
 
 from . import ipbatch, namespaces, seal
+from .capture import Capture, Tap
 from .wire import LinkImpairment, Wire, open_tap
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,19 @@ class NetnsNodeNetwork(NodeNetwork):
 
 
 class _Node:
-    def __init__(self, net: NodeNetwork, index: int, netns: str):
+    def __init__(self, net: NodeNetwork, index: int, netns: str, mac: str = ""):
         self.net = net
         self.index = index
         self.netns = netns
+        self.mac = mac  # of eth0, its port on the wire
         self.lock = asyncio.Lock()  # one CNI call at a time: the plugin's guard must never see a half-made veth
 
 
 class _Pod:
-    def __init__(self, node: str, netns: str):
+    def __init__(self, node: str, netns: str, label: str = ""):
         self.node = node
         self.netns = netns
+        self.label = label  # namespace/name, for people
         self.ip = ""
 
 
@@ -204,9 +207,10 @@ class NetnsFabric:
         await self._create(netns)
         await namespaces.asetup_node(netns, NODE_BRIDGE)
         tap = await namespaces.acall_in(netns, open_tap, UPLINK)
+        mac = namespaces.random_mac()
         try:
             await ipbatch.abatch(netns, [
-                f"link set {UPLINK} address {namespaces.random_mac()} alias {UNDERLAY_ALIAS}:{name[:200]}",
+                f"link set {UPLINK} address {mac} alias {UNDERLAY_ALIAS}:{name[:200]}",
                 f"addr add {address} dev {UPLINK}",
                 f"link set {UPLINK} up",
             ])
@@ -230,7 +234,7 @@ class NetnsFabric:
         await _run_in(netns, [_tool("nft", "nftables"), "-f", "-"], stdin=_TRANSPARENT_RULES.encode())
         net = NetnsNodeNetwork(name=name, ip=str(address.ip), pod_cidr=node_pod_cidr(self.pod_range, index),
                                host_ip=self.config.node_ip(index))
-        node = _Node(net, index, netns)
+        node = _Node(net, index, netns, mac)
         await self._add_routes(node)
         self._nodes[name] = node
         self.nodes[name] = node.net
@@ -280,6 +284,36 @@ class NetnsFabric:
         if self.wire is None:
             raise FabricError("the netns fabric is not started")
         return self.wire
+
+    # ------------------------------------------------------------------ capture
+
+    async def start_capture(self, path: Path, *, node: str | None = None, pod: str | None = None,
+                            link: tuple[str, str] | None = None, filter: str = "", count: int = 0) -> Capture:
+        """Start writing what crosses a pod's ``eth0`` (``pod``: its container id), a node's
+        ``eth0`` on the underlay, or the link between two nodes (seen at the first one's
+        ``eth0``) to ``path`` (pcapng); ``Capture.stop`` ends it."""
+        if sum(t is not None for t in (node, pod, link)) != 1:
+            raise InvalidError("capture: name exactly one of a node, a pod or a link")
+        if pod is not None:
+            where = self._pods.get(pod)
+            if where is None:
+                raise FabricError(f"pod sandbox {pod} is not part of cluster {self.config.name}")
+            taps = [Tap(f"{where.label}:{POD_IFNAME}", where.netns, POD_IFNAME)]
+        else:
+            names = (node,) if node is not None else tuple(link)  # type: ignore[arg-type]
+            nodes = []
+            for name in names:
+                if name not in self._nodes:
+                    raise InvalidError(f'node "{name}" is not part of cluster {self.config.name}')
+                nodes.append(self._nodes[name])
+            if link is not None and link[0] == link[1]:
+                raise InvalidError(f'capture: a link joins two different nodes, got "{link[0]}" twice')
+            first = nodes[0]
+            taps = ([Tap(f"{first.net.name}:{UPLINK}", first.netns, UPLINK)] if link is None else
+                    [Tap(f"{link[0]}<->{link[1]}", first.netns, UPLINK, bpf=f"ether host {nodes[1].mac}")])
+        capture = Capture(Path(path), taps, count=count)
+        await capture.start(filter, namespaces.acall_in)
+        return capture
 
     # ------------------------------------------------------------------ ClusterIPs
 
@@ -357,7 +391,7 @@ class NetnsFabric:
         if container_id in self._pods:
             raise FabricError(f"pod sandbox {container_id} exists already")
         netns = self._pod_netns(container_id)
-        self._pods[container_id] = _Pod(node, netns)
+        self._pods[container_id] = _Pod(node, netns, f"{namespace}/{pod}")
         try:
             await self._create(netns)
             result = await self._cni("ADD", host, container_id, netns)
