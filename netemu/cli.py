@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("groups", nargs="+", metavar="NODE[,NODE...]", help="one group of nodes")
     _add_cluster_flag(p)
 
+    p = sub.add_parser("capture", help="netns: write the packets of a pod, a node or a link to a pcapng file: "
+                       "capture (--pod POD | --node NODE | --link A B) [--filter BPF] -w FILE")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pod", help="a pod's eth0 (its namespace from -n)")
+    target.add_argument("--node", help="a node's eth0, its link to the underlay")
+    target.add_argument("--link", nargs=2, metavar=("A", "B"), help="what crosses the link between nodes A and B")
+    p.add_argument("--filter", default="", metavar="BPF", help='a tcpdump filter expression, e.g. "tcp port 80"')
+    p.add_argument("-w", dest="file", required=True, metavar="FILE", help="the pcapng file to write")
+    p.add_argument("--duration", help="stop after this long: 5s, 500ms (default: Ctrl-C)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many packets")
+    p.add_argument("--summary", action="store_true", help="list the flows seen, named after pods and services")
+    _add_ns_flags(p, all_ns=False)
+    _add_cluster_flag(p)
+
     p = sub.add_parser("heal", help="netns: undo the partition")
     _add_cluster_flag(p)
 
@@ -341,6 +355,29 @@ def _impair_settings(args: argparse.Namespace) -> dict[str, str] | None:
     return settings
 
 
+def _cmd_capture(args: argparse.Namespace, client: Any) -> int:
+    from netemu.units import TIME_UNITS, parse_quantity
+    duration = parse_quantity(args.duration, TIME_UNITS, "s", "duration") / 1000 if args.duration else 0.0
+    path = os.path.abspath(args.file)
+    started = client.call("capture_start", pod=args.pod, node=args.node, link=args.link, namespace=args.namespace,
+                          filter=args.filter, count=args.count, path=path)
+    print(f"capturing on {started['on']} to {args.file}"
+          + ("" if duration or args.count else " (Ctrl-C to stop)"), file=sys.stderr, flush=True)
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if client.call("capture_status", id=started["id"])["done"]:
+                break
+            time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finished = client.call("capture_stop", id=started["id"])
+    _emit(f"{finished['frames']} packets captured to {args.file}")
+    if args.summary:
+        _emit("\n".join(finished["summary"]))
+    return 0
+
+
 def _cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
@@ -477,6 +514,8 @@ def run(argv: Sequence[str]) -> int:
     elif cmd == "impair":
         _emit(client.call("impair", service=args.service, node=args.node, link=args.link,
                           namespace=args.namespace, settings=_impair_settings(args)))
+    elif cmd == "capture":
+        return _cmd_capture(args, client)
     elif cmd == "partition":
         _emit(client.call("partition", groups=args.groups))
     elif cmd == "heal":

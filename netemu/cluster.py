@@ -173,6 +173,8 @@ class Cluster:
         caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", "impair", self.config.backend}
         if hasattr(self.fabric, "partition"):
             caps.add("partition")
+        if hasattr(self.fabric, "start_capture"):
+            caps.add("capture")
         if os.geteuid() == 0:
             caps.add("root")
         if not podfiles.prefix_problem():
@@ -466,6 +468,61 @@ class Cluster:
             raise BackendUnavailableError(f"heal: needs the netns backend (this cluster uses {self.config.backend})")
         fabric_heal()
         return "healed: every node hears every other"
+
+    # ------------------------------------------------------------------ capture
+
+    async def start_capture(self, path: str | os.PathLike[str], *, pod: str | None = None, node: str | None = None,
+                            link: tuple[str, str] | list[str] | None = None, namespace: str = "default",
+                            filter: str = "", count: int = 0) -> Any:
+        """Start a packet capture to ``path`` (pcapng; netns backend): what crosses a pod's
+        ``eth0``, a node's link to the underlay, or the link between two nodes, optionally
+        narrowed by a tcpdump-style ``filter`` and stopped after ``count`` frames. Returns the
+        running ``Capture``; ``stop()`` it, then ``capture_summary`` lists its flows."""
+        start = getattr(self.fabric, "start_capture", None)
+        if start is None:
+            raise BackendUnavailableError(f"capture: needs the netns backend (this cluster uses {self.config.backend}): "
+                                          "on the loopback backend packets never leave the host's own stack")
+        sandbox = None
+        if pod is not None:
+            obj = self.store.must_get("Pod", namespace, pod)
+            if not obj.status.pod_ip:
+                raise ClusterError(f'pod "{pod}" has no network yet (status {obj.status.phase or "Pending"})')
+            sandbox = obj.metadata.uid  # the kubelet's sandbox id
+        for name in (tuple(link) if link is not None else (node,) if node is not None else ()):
+            if name not in self.nodes:
+                raise NotFoundError(f'nodes "{name}" not found')
+        return await start(Path(path), pod=sandbox, node=node, link=tuple(link) if link is not None else None,
+                           filter=filter, count=count)
+
+    def capture_summary(self, capture: Any) -> list[str]:
+        """A capture's flows, one line each, addresses named after pods, services and nodes."""
+        from netemu.fabric.netns.capture import summary
+        names: dict[str, str] = {}
+        for obj in self.store.list("Node"):
+            for address in obj.status.addresses:
+                if address.type == "InternalIP":
+                    names[address.address] = f"node/{obj.metadata.name}"
+        for obj in self.store.list("Service"):
+            for ip in obj.spec.cluster_ips or ((obj.spec.cluster_ip,) if obj.spec.cluster_ip else ()):
+                if ip and ip != "None":
+                    names[ip] = f"svc/{obj.metadata.namespace}/{obj.metadata.name}"
+        for obj in self.store.list("Pod"):
+            if obj.status.pod_ip and not obj.spec.host_network:
+                names[obj.status.pod_ip] = f"{obj.metadata.namespace}/{obj.metadata.name}"
+        return summary(capture.flows(), names)
+
+    async def capture(self, path: str | os.PathLike[str], *, duration: float = 0.0, **target: Any) -> list[str]:
+        """Capture for ``duration`` seconds (or until ``count`` frames); the flow summary."""
+        running = await self.start_capture(path, **target)
+        try:
+            if target.get("count"):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(running.done.wait(), duration or None)
+            else:
+                await asyncio.sleep(duration)
+        finally:
+            running.stop()
+        return self.capture_summary(running)
 
     def connection_log(self, service: str, namespace: str = "default") -> list[Any]:
         """The proxy's recent connections and UDP flows of a Service (``"name"`` or ``"ns/name"``),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netemu.errors import ClusterError, InvalidError, NetemuError
+from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError
 
 if TYPE_CHECKING:
     from netemu.cluster import Cluster
@@ -36,6 +36,7 @@ class ControlServer:
         self.path = path
         self.server: asyncio.AbstractServer | None = None
         self.down_requested = asyncio.Event()
+        self.captures: dict[int, Any] = {}
 
     async def start(self) -> None:
         old_umask = os.umask(0o177)
@@ -121,6 +122,22 @@ class ControlServer:
             return "stopping"
         if op == "impair":
             return self._impair(req)
+        if op == "capture_start":
+            capture = await c.start_capture(req["path"], pod=req.get("pod"), node=req.get("node"), link=req.get("link"),
+                                            namespace=req.get("namespace") or "default", filter=req.get("filter") or "",
+                                            count=int(req.get("count") or 0))
+            number = max(self.captures, default=0) + 1
+            self.captures[number] = capture
+            return {"id": number, "on": ", ".join(tap.label for tap in capture.taps)}
+        if op in ("capture_status", "capture_stop"):
+            capture = self.captures.get(int(req["id"]))
+            if capture is None:
+                raise NotFoundError(f"no capture {req['id']}")
+            if op == "capture_stop":
+                capture.stop()
+                del self.captures[int(req["id"])]
+                return {"frames": capture.frames, "summary": c.capture_summary(capture)}
+            return {"frames": capture.frames, "done": capture.done.is_set()}
         if op == "partition":
             return c.partition(req.get("groups") or [])
         if op == "heal":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,6 +157,30 @@ def test_the_cluster_still_works_after_the_mistakes(cli_cluster: CliCluster) -> 
     assert cli_cluster.ok("impair", "--link", "node-1", "node-2", "--delay", "1ms") == \
         "link node-1<->node-2 impaired: delay 1ms\n"
     assert cli_cluster.ok("get", "nodes").count(" Ready ") == 2
+
+
+def test_capture_writes_a_pcapng_file_for_the_time_asked(cli_cluster: CliCluster, tmp_path) -> None:
+    out = tmp_path / "node-1.pcapng"
+    result = cli_cluster.netemu("capture", "--node", "node-1", "--filter", "tcp", "-w", str(out), "--duration",
+                                "300ms", "--summary")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"capturing on node-1:eth0 to {out}\n"  # the progress line, apart from the data
+    assert result.stdout.splitlines()[0].endswith(f"packets captured to {out}")
+    assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # a pcapng section header
+    if shutil.which("tcpdump"):
+        read = subprocess.run(["tcpdump", "-r", str(out)], capture_output=True, text=True, check=False)
+        assert read.returncode == 0, read.stderr
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    pytest.param(["--node", "node-1", "--filter", "tcp prot 80"], 'capture filter "tcp prot 80"', id="bad-filter"),
+    pytest.param(["--pod", "nope"], 'pods "nope" not found', id="unknown-pod"),
+    pytest.param(["--link", "node-1", "node-1"], "two different nodes", id="self-link"),
+])
+def test_capture_mistakes_are_one_line(cli_cluster: CliCluster, tmp_path, args: list[str], named: str) -> None:
+    result = cli_cluster.netemu("capture", *args, "-w", str(tmp_path / "x.pcapng"), "--duration", "100ms")
+    assert result.returncode == 1 and named in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_down_stops_the_cluster(cli_cluster: CliCluster) -> None:

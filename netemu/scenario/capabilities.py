@@ -24,6 +24,7 @@ KNOWN: dict[str, str] = {
     "node-lifecycle": "stopping and starting nodes, Cluster.stop_node and start_node",
     "impair": "link impairments (delay, jitter, loss, rate), Cluster.impair",
     "partition": "network partitions between nodes, Cluster.partition and heal",
+    "capture": "packet capture to pcapng, Cluster.start_capture (netns backend)",
 }
 HOST = frozenset({"root", "privileged-ports"})
 
@@ -35,6 +36,7 @@ _INFERRED = {
     "node-lifecycle": ("stop_node", "start_node"),
     "impair": ("impair",),
     "partition": ("partition", "heal"),
+    "capture": ("start_capture",),
 }
 
 

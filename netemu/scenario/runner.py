@@ -182,6 +182,9 @@ async def _stop_backgrounds(ctx: Context) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await bg.task
     ctx.backgrounds.clear()
+    for capture in ctx.captures.values():
+        capture.stop()
+    ctx.captures.clear()
 
 
 def select(scenarios: list[Scenario], pattern: str | None) -> list[Scenario]:

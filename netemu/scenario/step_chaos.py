@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 from netemu.errors import ClusterError
@@ -72,15 +73,19 @@ class Kill(StepKind):
 @register
 class Stop(StepKind):
     name = "stop"
-    summary = "{node: NAME} or {background: NAME, expect: {failures, successes}}"
+    summary = ("{node: NAME}, {background: NAME, expect: {failures, successes}} or "
+               "{capture: NAME, expect: {output}} (the capture's flows)")
 
     def parse(self, p: Parse) -> Any:
         f = p.fields()
         node = f.take("node", "str")
         background = f.take("background", "str")
+        capture = f.take("capture", "str")
         f.finish()
-        if (node is None) == (background is None) and f.ok:
-            p.problems.add(p.path, "give node: NAME or background: NAME")
+        if sum(v is not None for v in (node, background, capture)) != 1 and f.ok:
+            p.problems.add(p.path, "give node: NAME, background: NAME or capture: NAME")
+        if capture is not None:
+            return "capture", capture, *error_expectation(p)
         if background is not None:
             e = p.expect_fields()
             failures = p.matcher(e.raw("failures"), join(p.expect_path, "failures")) if e.has("failures") \
@@ -95,10 +100,73 @@ class Stop(StepKind):
         if spec[0] == "background":
             await stop_background(ctx, spec[1], spec[2], spec[3])
             return
+        if spec[0] == "capture":
+            await expect_outcome(ctx, stop_capture(ctx, spec[1]), spec[2], spec[3])
+            return
         await expect_outcome(ctx, call_cluster(ctx, "stop", "stop_node", spec[1]), spec[2], spec[3])
 
     def title(self, spec: Any) -> str:
-        return f'stop background "{spec[1]}"' if spec[0] == "background" else f"stop node {spec[1]}"
+        return f'stop {spec[0]} "{spec[1]}"' if spec[0] in ("background", "capture") else f"stop node {spec[1]}"
+
+
+async def stop_capture(ctx: Context, name: str) -> list[str]:
+    capture = ctx.captures.pop(name, None)
+    if capture is None:
+        ctx.fail(f'no capture named "{name}" is running (running: {", ".join(ctx.captures) or "none"})')
+    capture.stop()
+    return [f"{capture.frames} packets captured to {capture.path}", *ctx.cluster.capture_summary(capture)]
+
+
+@register
+class CaptureStep(StepKind):
+    name = "capture"
+    summary = ("{name, pod | node: NAME | link: [A, B], filter, file, count}: start a packet capture "
+               "(netns); `stop: {capture: NAME}` ends it and lists its flows")
+
+    def parse(self, p: Parse) -> Any:
+        f = p.fields()
+        label = f.take("name", "str", required=True)
+        target = {"pod": f.take("pod", "str"), "node": f.take("node", "str"), "link": f.take("link", "str-list")}
+        namespace = f.take("namespace", "str", default="default")
+        options = {"filter": f.take("filter", "str", default=""), "count": f.take("count", "int", default=0)}
+        path = f.take("file", "str")
+        f.finish()
+        if target["link"] is not None and len(target["link"]) != 2:
+            p.problems.add(join(p.path, "link"), f"expected two node names, got {describe(target['link'])}")
+        if sum(v is not None for v in target.values()) != 1 and f.ok:
+            p.problems.add(p.path, "give one of pod: NAME, node: NAME or link: [A, B]")
+        return label, {k: v for k, v in target.items() if v is not None}, namespace, options, path, \
+            *error_expectation(p)
+
+    async def run(self, ctx: Context, spec: Any) -> None:
+        label, target, namespace, options, path, error, output = spec
+        if label in ctx.captures:
+            ctx.fail(f'a capture named "{label}" is running already')
+
+        async def start() -> list[str]:
+            await ctx.settle()
+            where = Path(path) if path else ctx.cluster.state.path(f"capture-{label}.pcapng")
+            pod = target.get("pod")
+            if pod is not None:
+                target["pod"] = ctx.pod(pod, namespace).metadata.name
+            capture = await call_cluster_raw(ctx, "capture", "start_capture", where, namespace=namespace,
+                                             **target, **options)
+            ctx.captures[label] = capture
+            return [f"capturing on {', '.join(t.label for t in capture.taps)} to {where}"]
+        await expect_outcome(ctx, start(), error, output)
+
+    def title(self, spec: Any) -> str:
+        label, target = spec[0], spec[1]
+        what = " ".join(f"link {v[0]}<->{v[1]}" if k == "link" else f"{k} {v}" for k, v in target.items())
+        return f'capture "{label}" on {what}' + (f" ({spec[3]['filter']})" if spec[3]["filter"] else "")
+
+
+async def call_cluster_raw(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    func = getattr(ctx.cluster, method, None)
+    if func is None:
+        raise ClusterError(f"{step} is not supported by this backend ({ctx.backend}): the cluster has no {method}()")
+    result = func(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
 
 
 @register

@@ -161,6 +161,7 @@ class Context:
     capabilities: frozenset[str] = frozenset()
     output: list[str] = field(default_factory=list)
     backgrounds: dict[str, Any] = field(default_factory=dict)
+    captures: dict[str, Any] = field(default_factory=dict)   # name -> a running Capture
     resolver: Resolver = field(init=False)
 
     def __post_init__(self) -> None:
