@@ -55,7 +55,7 @@ BAD = [
         steps:
           - name: just a name
      """, "x.yaml: steps[0]: a step needs an action: apply, delete, scale, restart, expect, wait, logs, sleep, curl, "
-          "exec, connect, dig, nslookup, background, kill, stop, start, impair, partition, heal"),
+          "exec, connect, dig, nslookup, background, kill, stop, capture, start, impair, partition, heal"),
     ("step-not-a-mapping", """
         steps: [42]
      """, "x.yaml: steps[0]: expected a mapping such as {curl: {url: ...}}, got the number 42"),
