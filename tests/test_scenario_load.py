@@ -45,7 +45,7 @@ BAD = [
         steps:
           - curlz: {url: x}
      """, 'x.yaml: steps[0].curlz: unknown step kind (did you mean "curl"?); known: apply, delete, scale, restart, '
-          "expect, wait, logs, sleep, curl, exec, connect, dig, nslookup, background, kill, stop, start, impair, "
+          "expect, wait, logs, sleep, curl, exec, connect, dig, nslookup, background, kill, stop, capture, start, impair, "
           "partition, heal"),
     ("two-actions", """
         steps:
@@ -66,7 +66,7 @@ BAD = [
         requires: [service-prxy]
      """, 'x.yaml: requires[0]: unknown capability "service-prxy" (did you mean "service-proxy"?); known: root, '
           "privileged-ports, loopback, netns, pod-resolv-conf, dns-port-53, service-proxy, cluster-dns, kill, "
-          "node-lifecycle, impair, partition"),
+          "node-lifecycle, impair, partition, capture"),
     ("cluster-field", """
         cluster: {nodes: 0, backnd: netns}
      """, "x.yaml: cluster.nodes: expected a number of nodes or a list of node names, got the number 0\n"
@@ -210,7 +210,7 @@ def test_every_problem_of_every_file_is_reported_at_once(in_tmp):
         load_scenarios(["."])
     assert str(info.value).splitlines() == [
         'a.yaml: steps[0].curlz: unknown step kind (did you mean "curl"?); known: apply, delete, scale, restart, '
-        "expect, wait, logs, sleep, curl, exec, connect, dig, nslookup, background, kill, stop, start, impair, "
+        "expect, wait, logs, sleep, curl, exec, connect, dig, nslookup, background, kill, stop, capture, start, impair, "
         "partition, heal",
         'a.yaml: steps[1].sleep: invalid duration "never" (use e.g. 5s, 250ms, 1m30s)',
         'b.yaml: nme: unknown field (did you mean "name"?)',
