@@ -98,6 +98,7 @@ class Capture:
     _flows: dict[tuple[str, str, str], Flow] = field(default_factory=dict)
 
     async def start(self, filter_expression: str, call_in: Callable[..., Any]) -> None:
+        from scapy.layers import inet, inet6, l2  # noqa: F401 - their bindings must exist before the first frame
         from scapy.utils import PcapNgWriter
         if filter_expression.strip():
             compile_filter(filter_expression)  # its own mistakes named as the user wrote it
