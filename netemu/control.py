@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netemu.api.labels import parse_selector, selector_matches
 from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError
 
 if TYPE_CHECKING:
@@ -206,12 +208,13 @@ class ControlServer:
         c = self.cluster
         all_ns = bool(req.get("all_namespaces"))
         ns = None if all_ns else (req.get("namespace") or "default")
-        sel = _parse_selector(req["selector"]) if req.get("selector") else None
+        sel = functools.partial(selector_matches, parse_selector(req["selector"])) if req.get("selector") else None
         text_kind = req["kind"]
         fmt = req.get("output") or ""
         names = req.get("names") or []
         if text_kind == "all" or "," in text_kind:
-            kinds = ["Pod", "Service", "Deployment", "StatefulSet"] if text_kind == "all" else [resolve_kind(k) for k in text_kind.split(",")]
+            kinds = ([cls.KIND for cls in printers.ALL_KINDS] if text_kind == "all"
+                     else [resolve_kind(k) for k in text_kind.split(",")])
         else:
             kinds = [resolve_kind(text_kind)]
         namespaced = all(k8s_namespaced(k) for k in kinds)
@@ -232,35 +235,6 @@ class ControlServer:
 def k8s_namespaced(kind: str) -> bool:
     from netemu.api.objects import KIND_BY_NAME
     return KIND_BY_NAME[kind].NAMESPACED
-
-
-def _parse_selector(text: str) -> Any:
-    """kubectl's ``-l`` equality selectors: ``a=b,c!=d,e`` (set-based forms are not supported)."""
-    rules = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "!=" in part:
-            k, v = part.split("!=", 1)
-            rules.append((k.strip(), "!=", v.strip()))
-        elif "==" in part or "=" in part:
-            k, v = part.replace("==", "=").split("=", 1)
-            rules.append((k.strip(), "=", v.strip()))
-        elif part.startswith("!"):
-            rules.append((part[1:], "!", ""))
-        else:
-            rules.append((part, "exists", ""))
-
-    def match(labels: Any) -> bool:
-        for k, op, v in rules:
-            if op == "=" and labels.get(k) != v:
-                return False
-            if op == "!=" and labels.get(k) == v:
-                return False
-            if op == "exists" and k not in labels:
-                return False
-            if op == "!" and k in labels:
-                return False
-        return True
-    return match
 
 
 class ControlClient:

@@ -60,7 +60,7 @@ _RESOURCES: tuple[_Resource, ...] = (
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
 # kubectl's "all" category, restricted to what netemu has (no ReplicaSets: deployments own pods).
-_ALL: tuple[type, ...] = (Pod, Service, Deployment, StatefulSet)
+ALL_KINDS: tuple[type, ...] = (Pod, Service, Deployment, StatefulSet)  # what `get all` lists
 
 
 def resolve_kind(name: str) -> type:
@@ -77,7 +77,7 @@ def resolve_kinds(request: str) -> tuple[list[type], bool]:
         raise NotFoundError('the server doesn\'t have a resource type ""')
     kinds: list[type] = []
     for part in parts:
-        for cls in _ALL if part.strip().lower() == "all" else (resolve_kind(part),):
+        for cls in ALL_KINDS if part.strip().lower() == "all" else (resolve_kind(part),):
             if cls not in kinds:
                 kinds.append(cls)
     # kubectl prefixes names with the kind whenever the request names several types or "all".

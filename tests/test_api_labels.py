@@ -96,3 +96,30 @@ def test_syntax_checks(check: Any, value: str, valid: bool) -> None:
 def test_generate_name_prefix_may_end_with_a_hyphen() -> None:
     assert labels.name_is_dns_subdomain("web-", prefix=True) == []
     assert labels.name_is_dns_subdomain("web-", prefix=False) != []
+
+
+# ---------------------------------------------------------------- kubectl -l selectors
+
+@pytest.mark.parametrize(("text", "pod_labels", "matches"), [
+    ("app=web", {"app": "web"}, True),
+    ("app==web", {"app": "web"}, True),
+    ("app=web", {"app": "db"}, False),
+    ("tier!=db", {}, True),  # != also matches objects without the label, as kubectl's
+    ("tier!=db", {"tier": "db"}, False),
+    ("release", {"release": ""}, True),
+    ("!legacy", {"legacy": "1"}, False),
+    ("env in (prod, staging)", {"env": "staging"}, True),
+    ("env notin (prod,staging)", {"env": "prod"}, False),
+    ("app=web,env in (prod),!legacy", {"app": "web", "env": "prod"}, True),
+], ids=["equals", "double-equals", "equals-other", "not-equals-absent", "not-equals", "exists", "does-not-exist",
+        "in", "notin", "combined"])
+def test_parse_selector_matches_as_kubectl(text: str, pod_labels: dict[str, str], matches: bool) -> None:
+    assert labels.selector_matches(labels.parse_selector(text), pod_labels) is matches
+
+
+@pytest.mark.parametrize("text", ["a=b,,c", "-bad=x"], ids=["empty-requirement", "bad-key"])
+def test_parse_selector_refuses_what_kubectl_refuses(text: str) -> None:
+    from netemu.api.labels import parse_selector
+    from netemu.errors import InvalidError
+    with pytest.raises(InvalidError, match="unable to parse requirement"):
+        parse_selector(text)

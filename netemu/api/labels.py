@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from .objects import LabelSelector
+from .objects import LabelSelector, LabelSelectorRequirement
 
 # --------------------------------------------------------------------------- message helpers
 
@@ -271,3 +271,56 @@ def service_selector_matches(selector: Mapping[str, str] | None, labels: Mapping
     if not selector:
         return False
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+_SET_OPERATOR = re.compile(r"^\s*(!?[^\s!=(),]+)\s+(in|notin)\s+\(([^()]*)\)\s*$")
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Commas separate requirements, except inside the parentheses of a set."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts]
+
+
+def parse_selector(text: str) -> LabelSelector:
+    """kubectl's ``-l`` syntax: ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``,
+    ``a notin (x,y)``, joined by commas (all must hold). InvalidError for anything else."""
+    from netemu.errors import InvalidError
+    labels: dict[str, str] = {}
+    requirements: list[LabelSelectorRequirement] = []
+    for part in _split_requirements(text):
+        if not part:
+            raise InvalidError(f'unable to parse requirement: found "," in selector "{text}" where a key was expected')
+        match = _SET_OPERATOR.match(part)
+        if match:
+            key, operator, values = match.group(1), match.group(2), match.group(3)
+            items = tuple(v.strip() for v in values.split(",") if v.strip())
+            requirements.append(LabelSelectorRequirement(key=key, operator="In" if operator == "in" else "NotIn",
+                                                         values=items))
+        elif "!=" in part:
+            key, value = (x.strip() for x in part.split("!=", 1))
+            requirements.append(LabelSelectorRequirement(key=key, operator="NotIn", values=(value,)))
+        elif "=" in part:
+            key, value = (x.strip() for x in part.replace("==", "=", 1).split("=", 1))
+            labels[key] = value
+        elif part.startswith("!"):
+            key = part[1:].strip()
+            requirements.append(LabelSelectorRequirement(key=key, operator="DoesNotExist"))
+        else:
+            key = part
+            requirements.append(LabelSelectorRequirement(key=key, operator="Exists"))
+        problems = is_qualified_name(key)
+        if problems:
+            raise InvalidError(f'unable to parse requirement: invalid label key "{key}": {"; ".join(problems)}')
+    return LabelSelector(match_labels=labels, match_expressions=tuple(requirements))
