@@ -185,7 +185,7 @@ BAD = [
     ("selector", """
         steps:
           - wait: {for: pods-ready, selector: "app in (web"}
-     """, 'x.yaml: steps[0].wait.selector: invalid selector "app in (web": cannot read "app in (web"'),
+     """, 'x.yaml: steps[0].wait.selector: invalid selector "app in (web": unable to parse requirement: cannot read "app in (web"'),
     ("impair-nothing", """
         steps:
           - impair: {service: web}
@@ -272,7 +272,7 @@ def test_every_library_scenario_loads():
                                     "use one of nodePort, port, targetPort"),
     ("pod.web.IP", 'unknown pod attribute "IP" (did you mean "ip"?); use one of ip, name, node, hostIP, phase, '
                    "namespace"),
-    ("pods.app in (web.ips", 'invalid selector "app in (web": cannot read "app in (web"'),
+    ("pods.app in (web.ips", 'invalid selector "app in (web": unable to parse requirement: cannot read "app in (web"'),
     ("cluster.dnsIP", 'unknown cluster attribute "dnsIP" (did you mean "dns"?); use one of dns, name, domain, '
                       "backend, serviceCIDR, podCIDR, nodeCIDR, lbCIDR"),
     ("svc", "cannot read a service reference; references look like svc.NAME.clusterIP, svc.NAME.nodePort, "

@@ -320,7 +320,13 @@ def parse_selector(text: str) -> LabelSelector:
         else:
             key = part
             requirements.append(LabelSelectorRequirement(key=key, operator="Exists"))
+        if any(c in key for c in " ()=!"):
+            raise InvalidError(f'unable to parse requirement: cannot read "{part}"')
         problems = is_qualified_name(key)
         if problems:
             raise InvalidError(f'unable to parse requirement: invalid label key "{key}": {"; ".join(problems)}')
+        for value in (*(labels.values()), *(v for r in requirements for v in r.values)):
+            if is_label_value(value):
+                raise InvalidError(f'unable to parse requirement: invalid label value "{value}": '
+                                   f'{"; ".join(is_label_value(value))}')
     return LabelSelector(match_labels=labels, match_expressions=tuple(requirements))
