@@ -25,16 +25,23 @@ error 100 (101 for CNI_NETNS) and leaves no trace: no IPAM reservation, no inter
 
 Run it as ``ip netns exec netemu-<cluster>-node-<name> netemu-cni-bridge``, or in-process
 (``skel.invoke(PLUGIN, ...)``) on a worker thread switched into the node namespace
-(``netemu.fabric.netns.namespaces.call_in``): it runs ``ip`` as child processes, which inherit
-the calling thread's namespace. Blocking; never call it on an event-loop thread.
+(``netemu.fabric.netns.namespaces.call_in``). ADD and DEL read and change links, addresses and
+routes over rtnetlink (``Rtnetlink``, the requests ``ip`` sends, without an ``ip`` process per
+pod): on a socket made in the calling thread's namespace, and for the pod's side on one made
+while the thread steps into CNI_NETNS and straight back. CHECK reads addresses and routes with
+``ip -j``. Blocking; never call it on an event-loop thread.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -47,7 +54,7 @@ from netemu.errors import CNIError
 
 from . import host_local
 from .skel import CmdArgs, Plugin, plugin_main
-from .types import ErrorCode, Interface, IPConfig, NetConf, Result, Route, format_cni_args
+from .types import ErrorCode, Interface, IPAddress, IPConfig, NetConf, Result, Route, format_cni_args
 
 PLUGIN_TYPE = "netemu-cni-bridge"
 ABOUT = "netemu CNI bridge plugin (veth pairs on a node namespace's bridge, IPAM by host-local)"
@@ -195,8 +202,9 @@ def _ip_binary() -> str:
 
 
 def _ip(args: Sequence[str], *, netns: str = "", commands: Sequence[str] = ()) -> str:
-    """``ip [-n NETNS] ARGS`` (a batch when ``commands`` are given). Without ``netns`` it acts
-    on this thread's namespace: only ever called after the guard accepted it."""
+    """``ip [-n NETNS] ARGS`` (a batch when ``commands`` are given), for CHECK's queries.
+    Without ``netns`` it acts on this thread's namespace: only ever called after the guard
+    accepted it."""
     argv = [_ip_binary(), *(["-n", netns] if netns else []), *args]
     stdin = "".join(f"{line}\n" for line in commands) if commands else None
     try:
@@ -210,18 +218,9 @@ def _ip(args: Sequence[str], *, netns: str = "", commands: Sequence[str] = ()) -
     return proc.stdout
 
 
-def _batch(commands: Sequence[str], netns: str = "") -> None:
-    if commands:
-        _ip(["-batch", "-"], netns=netns, commands=commands)
-
-
 def _json(args: Sequence[str], netns: str = "") -> list[dict[str, Any]]:
     out = _ip(["-j", *args], netns=netns)
     return json.loads(out) if out.strip() else []
-
-
-def _links(netns: str = "") -> list[dict[str, Any]]:
-    return _json(["-d", "link", "show"], netns)
 
 
 def _find(links: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
@@ -230,6 +229,344 @@ def _find(links: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | 
 
 def _kind(link: Mapping[str, Any]) -> str:
     return link.get("linkinfo", {}).get("info_kind", "")
+
+
+# ---------------------------------------------------------------- rtnetlink
+
+# ADD, CHECK and DEL read links and addresses, and ADD and DEL make their changes, over rtnetlink
+# from this process: no ``ip`` process per pod. Each change is one request, the one ``ip`` sends
+# for the command its error message names.
+_NLMSG = struct.Struct("=IHHII")      # nlmsghdr: length, type, flags, sequence, port
+_IFINFO = struct.Struct("=BxHiII")    # ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")     # ifaddrmsg: family, prefix length, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src length, tos, table, protocol, scope, type, flags
+_RTA = struct.Struct("=HH")           # rtattr: length, type
+_U32 = struct.Struct("=I")
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x10, 0x200, 0x400, 0x300
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_NEWROUTE = 20, 21, 22, 24
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+VETH_INFO_PEER = 1
+IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # hairpin, isolated
+IFA_ADDRESS, IFA_LOCAL, IFA_F_NODAD = 1, 2, 0x02
+RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+IFF_UP, IFF_PROMISC = 0x1, 0x100
+CLONE_NEWNET = 0x40000000
+DUMP_TRIES = 5  # a dump the kernel marks interrupted (links changed meanwhile) is asked again
+_FLAG_WORDS = ((IFF_UP, "UP"), (IFF_PROMISC, "PROMISC"))
+_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+_NLA_TYPE_MASK = 0x3FFF
+_LINK_ATTRIBUTES = frozenset((IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE,
+                              IFLA_LINKINFO, IFLA_IFALIAS))
+_NO_STATS = _RTA.pack(8, IFLA_EXT_MASK) + _U32.pack(RTEXT_FILTER_SKIP_STATS)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
+    """The attributes from ``offset`` on, by type (only the ``wanted`` ones when given)."""
+    found = {}
+    end = len(data) - 4
+    unpack = _RTA.unpack_from
+    while offset <= end:
+        length, kind = unpack(data, offset)
+        if length < 4:
+            break
+        kind &= _NLA_TYPE_MASK
+        if wanted is None or kind in wanted:
+            found[kind] = data[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    length = 4 + len(value)
+    return _RTA.pack(length, kind) + value + b"\0" * (-length % 4)
+
+
+def _name(kind: int, name: str) -> bytes:
+    return _attribute(kind, name.encode() + b"\0")
+
+
+def _text(value: bytes) -> str:
+    return value.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _ifinfo(flags: int = 0) -> bytes:
+    """An ifinfomsg that names its link by IFLA_IFNAME and changes exactly the ``flags`` bits."""
+    return _IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, flags)
+
+
+class Rtnetlink:
+    """A route netlink socket. It acts on the namespace that was the calling thread's when it
+    was made, whichever thread uses it later."""
+
+    def __init__(self) -> None:
+        try:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        except OSError as exc:
+            raise CNIError(ErrorCode.INTERNAL, f"cannot open a netlink socket: {exc.strerror}") from exc
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)  # the kernel filters address dumps
+        except OSError:
+            pass  # an older kernel: the replies are filtered here anyway
+        try:
+            self._sock.bind((0, 0))
+        except OSError as exc:
+            self._sock.close()
+            raise CNIError(ErrorCode.INTERNAL, f"cannot bind a netlink socket: {exc.strerror}") from exc
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Rtnetlink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Sends one request; returns the (type, message) replies until the dump ends or the
+        request is answered. A netlink error raises ``OSError`` with its errno."""
+        tries = DUMP_TRIES if flags & NLM_F_DUMP else 1
+        for attempt in range(1, tries + 1):
+            try:
+                return self._exchange(what, kind, flags, body)
+            except InterruptedError:
+                if attempt == tries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _exchange(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        self._seq += 1
+        seq = self._seq
+        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+        replies = []
+        interrupted = False
+        while True:
+            data, _ancillary, msg_flags, _address = self._sock.recvmsg(1 << 16)
+            if msg_flags & socket.MSG_TRUNC:  # the kernel sends at most 32 KiB at a time
+                raise OSError(errno.EMSGSIZE, f"{what}: a reply did not fit in 64 KiB")
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, reply, reply_flags, reply_seq, _port = _NLMSG.unpack_from(data, offset)
+                message = data[offset + _NLMSG.size:offset + length]
+                offset += (length + 3) & ~3
+                if reply_seq != seq:
+                    continue  # left over from a request that failed half-way
+                interrupted = interrupted or bool(reply_flags & NLM_F_DUMP_INTR)
+                if reply in (NLMSG_DONE, NLMSG_ERROR):
+                    code = -struct.unpack_from("=i", message)[0] if len(message) >= 4 else 0
+                    if code:
+                        raise OSError(code, f"{what}: {os.strerror(code)}")
+                    if interrupted:  # a dump that may have missed something is no answer
+                        raise InterruptedError(errno.EINTR, f"{what}: interrupted")
+                    return replies
+                replies.append((reply, message))
+                if not flags & (NLM_F_DUMP | NLM_F_ACK):
+                    return replies
+
+    def _read(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        try:
+            return self._request(what, kind, flags, body)
+        except OSError as exc:
+            raise CNIError(ErrorCode.INTERNAL, f"netlink {what}: {os.strerror(exc.errno)}") from exc
+
+    def _change(self, what: str, kind: int, body: bytes, flags: int = 0) -> None:
+        try:
+            self._request(what, kind, NLM_F_ACK | flags, body)
+        except OSError as exc:
+            raise CNIError(ErrorCode.INTERNAL, f"{what}: {os.strerror(exc.errno)}") from exc
+
+    # ------------------------------------------------ reading
+
+    def links(self) -> list[dict[str, Any]]:
+        """Every link, with the keys of ``ip -j -d link show`` the plugin reads: ifindex,
+        ifname, flags (UP, PROMISC), mtu, address, operstate, ifalias, master (a name),
+        link_index (the peer's index) and linkinfo.info_kind."""
+        replies = self._read("link dump", RTM_GETLINK, NLM_F_DUMP, _ifinfo() + _NO_STATS)
+        found = [self._link(message) for kind, message in replies if kind == RTM_NEWLINK]
+        names = {link["ifindex"]: link["ifname"] for link in found}
+        for link in found:
+            master = link.pop("master_index", None)
+            if master is not None:
+                link["master"] = names.get(master, f"if{master}")
+        return found
+
+    def link(self, name: str) -> dict[str, Any] | None:
+        """One link by name (its master as ``master_index``), None when there is none."""
+        try:
+            replies = self._request(f"link {name}", RTM_GETLINK, 0, _ifinfo() + _name(IFLA_IFNAME, name) + _NO_STATS)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            raise CNIError(ErrorCode.INTERNAL, f"netlink link {name}: {os.strerror(exc.errno)}") from exc
+        return next((self._link(message) for kind, message in replies if kind == RTM_NEWLINK), None)
+
+    @staticmethod
+    def _link(message: bytes) -> dict[str, Any]:
+        _family, _type, index, flags, _change = _IFINFO.unpack_from(message)
+        attrs = _attributes(message, _IFINFO.size, _LINK_ATTRIBUTES)
+        link: dict[str, Any] = {"ifindex": index, "ifname": _text(attrs.get(IFLA_IFNAME, b"")),
+                                "flags": [word for bit, word in _FLAG_WORDS if flags & bit]}
+        if IFLA_MTU in attrs:
+            link["mtu"] = _U32.unpack_from(attrs[IFLA_MTU])[0]
+        if IFLA_ADDRESS in attrs:
+            link["address"] = attrs[IFLA_ADDRESS].hex(":")
+        if IFLA_OPERSTATE in attrs:
+            state = attrs[IFLA_OPERSTATE][0]
+            link["operstate"] = _OPERSTATES[state] if state < len(_OPERSTATES) else "UNKNOWN"
+        alias = _text(attrs.get(IFLA_IFALIAS, b""))
+        if alias:
+            link["ifalias"] = alias
+        if IFLA_MASTER in attrs:
+            link["master_index"] = _U32.unpack_from(attrs[IFLA_MASTER])[0]
+        if IFLA_LINK in attrs:
+            link["link_index"] = _U32.unpack_from(attrs[IFLA_LINK])[0]
+        if IFLA_LINKINFO in attrs:
+            kind = _attributes(attrs[IFLA_LINKINFO], 0).get(IFLA_INFO_KIND)
+            link["linkinfo"] = {"info_kind": _text(kind)} if kind is not None else {}
+        return link
+
+    def addresses(self, index: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """The addresses of link ``index`` but its link-scope ones (``ip addr show dev``'s
+        global and host ones)."""
+        replies = self._read("address dump", RTM_GETADDR, NLM_F_DUMP, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, index))
+        found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+        for kind, message in replies:
+            family, prefixlen, _flags, scope, owner = _IFADDR.unpack_from(message)
+            if kind != RTM_NEWADDR or owner != index or scope == RT_SCOPE_LINK:
+                continue
+            attrs = _attributes(message, _IFADDR.size)
+            raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
+            if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
+                found.append(ipaddress.ip_interface((ipaddress.ip_address(raw), prefixlen)))
+        return found
+
+    # ------------------------------------------------ changing
+
+    def set_link(self, name: str, *, up: bool = False, promisc: bool = False, alias: str = "",
+                 master: int = 0) -> None:
+        """``ip link set NAME [up] [promisc on] [alias ALIAS] [master INDEX]``."""
+        attrs = _name(IFLA_IFNAME, name)
+        if alias:
+            attrs += _attribute(IFLA_IFALIAS, alias.encode())
+        if master:
+            attrs += _attribute(IFLA_MASTER, _U32.pack(master))
+        words = [word for word, wanted in (("up", up), ("promisc on", promisc), (f"alias {alias}", alias),
+                                           (f"master if{master}", master)) if wanted]
+        self._change(f"ip link set {name} {' '.join(words)}", RTM_NEWLINK,
+                     _ifinfo((IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)) + attrs)
+
+    def add_bridge(self, name: str, mac: str, mtu: int = 0) -> None:
+        """``ip link add name NAME address MAC [mtu MTU] type bridge``."""
+        attrs = (_name(IFLA_IFNAME, name) + _attribute(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+                 + (_attribute(IFLA_MTU, _U32.pack(mtu)) if mtu else b"")
+                 + _attribute(IFLA_LINKINFO, _name(IFLA_INFO_KIND, "bridge")))
+        self._change(f"ip link add name {name} type bridge", RTM_NEWLINK, _ifinfo() + attrs, NLM_F_CREATE | NLM_F_EXCL)
+
+    def add_veth(self, name: str, peer: str, peer_netns: int, *, mtu: int = 0, peer_mac: str = "") -> None:
+        """``ip link add name NAME [mtu MTU] type veth peer name PEER [mtu MTU] [address MAC]
+        netns FD``: the peer is made in the namespace of descriptor ``peer_netns``."""
+        mtu_attr = _attribute(IFLA_MTU, _U32.pack(mtu)) if mtu else b""
+        peer_body = (_ifinfo() + _name(IFLA_IFNAME, peer) + mtu_attr
+                     + (_attribute(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", ""))) if peer_mac else b"")
+                     + _attribute(IFLA_NET_NS_FD, _U32.pack(peer_netns)))
+        info = _name(IFLA_INFO_KIND, "veth") + _attribute(IFLA_INFO_DATA, _attribute(VETH_INFO_PEER, peer_body))
+        self._change(f"ip link add name {name} type veth peer name {peer}", RTM_NEWLINK,
+                     _ifinfo() + _name(IFLA_IFNAME, name) + mtu_attr + _attribute(IFLA_LINKINFO, info),
+                     NLM_F_CREATE | NLM_F_EXCL)
+
+    def set_bridge_port(self, name: str, *, hairpin: bool, isolated: bool) -> None:
+        """``ip link set NAME type bridge_slave hairpin on|off isolated on|off``."""
+        data = _attribute(IFLA_BRPORT_MODE, bytes([hairpin])) + _attribute(IFLA_BRPORT_ISOLATED, bytes([isolated]))
+        info = _name(IFLA_INFO_SLAVE_KIND, "bridge") + _attribute(IFLA_INFO_SLAVE_DATA, data)
+        self._change(f"ip link set {name} type bridge_slave hairpin {'on' if hairpin else 'off'} "
+                     f"isolated {'on' if isolated else 'off'}", RTM_NEWLINK,
+                     _ifinfo() + _name(IFLA_IFNAME, name) + _attribute(IFLA_LINKINFO, info))
+
+    def address(self, add: bool, index: int, name: str,
+                address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, *, nodad: bool = False) -> None:
+        """``ip addr add|del ADDRESS dev NAME [nodad]`` (``index`` is NAME's)."""
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        scope = RT_SCOPE_HOST if address.ip.is_loopback else RT_SCOPE_UNIVERSE  # as ip chooses it
+        raw = address.ip.packed
+        body = (_IFADDR.pack(family, address.network.prefixlen, IFA_F_NODAD if nodad else 0, scope, index)
+                + _attribute(IFA_LOCAL, raw) + _attribute(IFA_ADDRESS, raw))
+        self._change(f"ip addr {'add' if add else 'del'} {address} dev {name}{' nodad' if nodad else ''}",
+                     RTM_NEWADDR if add else RTM_DELADDR, body, NLM_F_CREATE | NLM_F_EXCL if add else 0)
+
+    def add_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: IPAddress | None,
+                  index: int, name: str) -> None:
+        """``ip route add DST [via GATEWAY] dev NAME`` (main table; link scope without a gateway)."""
+        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+        scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
+        body = (_RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0)
+                + (_attribute(RTA_DST, dst.network_address.packed) if dst.prefixlen else b"")
+                + (_attribute(RTA_GATEWAY, gateway.packed) if gateway is not None else b"")
+                + _attribute(RTA_OIF, _U32.pack(index)))
+        self._change(f"ip route add {dst}{f' via {gateway}' if gateway is not None else ''} dev {name}",
+                     RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_link(self, name: str) -> bool:
+        """``ip link del NAME``; False when there is none (gone already)."""
+        try:
+            self._request(f"ip link del {name}", RTM_DELLINK, NLM_F_ACK, _ifinfo() + _name(IFLA_IFNAME, name))
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return False
+            raise CNIError(ErrorCode.INTERNAL, f"ip link del {name}: {os.strerror(exc.errno)}") from exc
+        return True
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _open_namespace(path: str, expected: NamespaceId) -> int:
+    """A descriptor of the namespace at ``path``, which must (still) be namespace ``expected``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CNIError(ErrorCode.INTERNAL, f'failed to open netns "{path}": {exc.strerror}') from exc
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != expected:
+        os.close(fd)
+        raise CNIError(ErrorCode.INTERNAL, f"netns {path} changed while the plugin was working")
+    return fd
+
+
+def _rtnetlink_in(path: str, expected: NamespaceId) -> Rtnetlink:
+    """A netlink socket of namespace ``expected``, found at ``path``: this thread steps in to
+    make it and straight back."""
+    target = _open_namespace(path, expected)
+    try:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                _setns(target)
+            except OSError as exc:
+                raise CNIError(ErrorCode.INTERNAL, f'failed to enter netns "{path}": {exc.strerror}') from exc
+            try:
+                return Rtnetlink()
+            finally:
+                try:
+                    _setns(own)
+                except OSError as exc:  # never go on working in the wrong namespace
+                    raise CNIError(ErrorCode.INTERNAL, f"cannot return from netns {path}: {exc.strerror}") from exc
+        finally:
+            os.close(own)
+    finally:
+        os.close(target)
 
 
 # ---------------------------------------------------------------- the guard
@@ -255,6 +592,39 @@ def netemu_namespaces() -> dict[NamespaceId, str]:
     return found
 
 
+# Names found before, by identity: a hint only, each use checks it again (see netemu_name).
+_NAMES: dict[NamespaceId, str] = {}
+
+
+def _bound_at(name: str, ns: NamespaceId) -> bool:
+    """Whether ``/run/netns/<name>`` is a netemu name and is namespace ``ns`` right now."""
+    if not name.startswith(NETNS_PREFIX) or "/" in name:
+        return False
+    try:
+        return _ns_id(os.path.join(NETNS_RUN_DIR, name)) == ns
+    except OSError:
+        return False
+
+
+def netemu_name(ns: NamespaceId, path: str = "") -> str | None:
+    """The name of namespace ``ns`` under ``/run/netns/netemu-*``, or None when it has none.
+    Tries the name in ``path`` (when it is such a bind mount), then the name it had before,
+    and scans ``/run/netns`` only when neither is (still) bound to ``ns``. Whatever the route,
+    the answer is a name whose bind mount is ``ns`` when asked: identities of living
+    namespaces are unique."""
+    if os.path.dirname(path) == NETNS_RUN_DIR and _bound_at(os.path.basename(path), ns):
+        name = os.path.basename(path)
+    else:
+        name = _NAMES.get(ns, "")
+        if not _bound_at(name, ns):
+            known = netemu_namespaces()
+            name = known.get(ns, "")
+            if not name:
+                return None
+    _NAMES[ns] = name
+    return name
+
+
 def _init_namespace() -> NamespaceId | None:
     try:
         return _ns_id("/proc/1/ns/net")
@@ -277,9 +647,9 @@ class Namespace:
     links: list[dict[str, Any]]
 
 
-def guard_node_namespace() -> tuple[Namespace, dict[NamespaceId, str]]:
-    """Checks 1-3 of the module docstring on this thread's namespace, reading only; returns it
-    and the netemu namespaces found. Raises error 100 on refusal."""
+def guard_node_namespace(netlink: Rtnetlink) -> Namespace:
+    """Checks 1-3 of the module docstring on this thread's namespace (``netlink`` is a socket
+    made in it), reading only; raises error 100 on refusal."""
     own = _ns_id("/proc/thread-self/ns/net")
 
     def refuse(why: str) -> CNIError:
@@ -289,20 +659,19 @@ def guard_node_namespace() -> tuple[Namespace, dict[NamespaceId, str]]:
 
     if own == _init_namespace():
         raise refuse("this is the network namespace of pid 1 (the host's)")
-    known = netemu_namespaces()
-    name = known.get(own)
+    name = netemu_name(own)
     if name is None:
         raise refuse(f"this network namespace is not one netemu created (none of {NETNS_RUN_DIR}/{NETNS_PREFIX}*)")
-    links = _links()
+    links = netlink.links()
     foreign = foreign_interfaces(links)
     if foreign:
         raise refuse(f"network namespace {name} holds interfaces netemu did not make: {', '.join(foreign)}")
-    return Namespace(own, name, links), known
+    return Namespace(own, name, links)
 
 
-def guard_pod_namespace(path: str, node: Namespace, known: Mapping[NamespaceId, str]) -> Namespace:
-    """The same checks for CNI_NETNS, which must also differ from the node's namespace.
-    Raises error 101 on refusal."""
+def guard_pod_namespace(path: str, node: Namespace) -> tuple[Namespace, Rtnetlink]:
+    """The same checks for CNI_NETNS, which must also differ from the node's namespace; returns
+    it and a netlink socket made in it (the caller closes it). Raises error 101 on refusal."""
     try:
         sandbox = _ns_id(path)
     except OSError as exc:
@@ -316,14 +685,19 @@ def guard_pod_namespace(path: str, node: Namespace, known: Mapping[NamespaceId, 
         raise refuse("it is the plugin's own (node) namespace")
     if sandbox == _init_namespace():
         raise refuse("it is the network namespace of pid 1 (the host's)")
-    name = known.get(sandbox)
+    name = netemu_name(sandbox, path)
     if name is None:
         raise refuse("it is not a namespace netemu created")
-    links = _links(name)
-    foreign = foreign_interfaces(links)
-    if foreign:
-        raise refuse(f"it holds interfaces netemu did not make: {', '.join(foreign)}")
-    return Namespace(sandbox, name, links)
+    netlink = _rtnetlink_in(path, sandbox)
+    try:
+        links = netlink.links()
+        foreign = foreign_interfaces(links)
+        if foreign:
+            raise refuse(f"it holds interfaces netemu did not make: {', '.join(foreign)}")
+    except BaseException:
+        netlink.close()
+        raise
+    return Namespace(sandbox, name, links), netlink
 
 
 # ---------------------------------------------------------------- IPAM
@@ -410,21 +784,15 @@ def _gateways(ipam_result: Result, conf: BridgeConfig) -> tuple[tuple[IPConfig, 
     return tuple(ips), tuple(routes)
 
 
-def _bridge_addresses(bridge: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    found = []
-    for entry in _json(["addr", "show", "dev", bridge]):
-        for info in entry.get("addr_info", []):
-            if info.get("family") in ("inet", "inet6") and info.get("scope") != "link":
-                found.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
-    return found
+AddressChange = tuple[bool, ipaddress.IPv4Interface | ipaddress.IPv6Interface]  # (add?, address)
 
 
-def _gateway_commands(conf: BridgeConfig, ips: Sequence[IPConfig],
-                      present: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]) -> list[str]:
+def _gateway_changes(conf: BridgeConfig, ips: Sequence[IPConfig],
+                     present: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]) -> list[AddressChange]:
     """The reference's ``ensureAddr`` for each gateway: nothing when the bridge has it, an error
     (or, with ``forceAddress``, a replacement) when it has another address of that family that
     conflicts (any IPv4 one; an overlapping IPv6 one)."""
-    commands: list[str] = []
+    changes: list[AddressChange] = []
     wanted: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     for ipc in ips:
         if ipc.gateway is not None:
@@ -442,50 +810,55 @@ def _gateway_commands(conf: BridgeConfig, ips: Sequence[IPConfig],
                 continue
             if not conf.force_address:
                 raise CNIError(ErrorCode.INTERNAL, f'"{conf.bridge}" already has an IP address different from {gw}')
-            commands.append(f"addr del {other} dev {conf.bridge}")
+            changes.append((False, other))
             current.remove(other)
-        commands.append(f"addr add {gw} dev {conf.bridge}")
+        changes.append((True, gw))
         current.append(gw)
-    return commands
+    return changes
 
 
-def _node_commands(conf: BridgeConfig, create_bridge: bool, veth: str, args: CmdArgs, pod_ns: str) -> list[str]:
-    mtu = f" mtu {conf.mtu}" if conf.mtu else ""
-    commands = []
-    if create_bridge:
-        from_mac = f" address {_random_mac()}"
-        commands += [f"link add name {conf.bridge}{from_mac}{mtu} type bridge",
-                     f"link set {conf.bridge} alias {OWNED_ALIAS_PREFIX}-cni:bridge"]
-    if conf.promisc_mode:
-        commands.append(f"link set {conf.bridge} promisc on")
-    peer_mac = f" address {conf.mac}" if conf.mac else ""
-    commands += [
-        f"link set {conf.bridge} up",
-        f"link add name {veth}{mtu} type veth peer name {args.ifname}{mtu}{peer_mac} netns {pod_ns}",
-        f"link set {veth} alias {_owned_alias(args.container_id, args.ifname)}",
-        f"link set {veth} master {conf.bridge}",
-        f"link set {veth} type bridge_slave hairpin {'on' if conf.hairpin_mode else 'off'}"
-        f" isolated {'on' if conf.port_isolation else 'off'}",
-        f"link set {veth} up",
-    ]
-    return commands
+def _configure_node(netlink: Rtnetlink, conf: BridgeConfig, bridge: Mapping[str, Any] | None, veth: str,
+                    args: CmdArgs, pod: Namespace, gateway_changes: Sequence[AddressChange]) -> None:
+    """The node's side: the bridge (made when missing), the host veth on it, the gateways."""
+    if bridge is None:
+        netlink.add_bridge(conf.bridge, _random_mac(), conf.mtu)
+        netlink.set_link(conf.bridge, alias=f"{OWNED_ALIAS_PREFIX}-cni:bridge")
+        bridge = netlink.link(conf.bridge)
+        if bridge is None:
+            raise CNIError(ErrorCode.INTERNAL, f"bridge {conf.bridge} vanished after it was made")
+    netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode)
+    pod_netns = _open_namespace(args.netns, pod.id)
+    try:
+        netlink.add_veth(veth, args.ifname, pod_netns, mtu=conf.mtu, peer_mac=conf.mac)
+    finally:
+        os.close(pod_netns)
+    netlink.set_link(veth, alias=_owned_alias(args.container_id, args.ifname), master=bridge["ifindex"])
+    netlink.set_bridge_port(veth, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
+    netlink.set_link(veth, up=True)
+    for add, address in gateway_changes:
+        netlink.address(add, bridge["ifindex"], conf.bridge, address)
 
 
-def _pod_commands(args: CmdArgs, ips: Sequence[IPConfig], routes: Sequence[Route]) -> list[str]:
+def _configure_pod(netlink: Rtnetlink, args: CmdArgs, ips: Sequence[IPConfig],
+                   routes: Sequence[Route]) -> dict[str, Any]:
     """The reference's ``ConfigureIface``: addresses, link up, routes (a route without a
-    gateway goes via the first gateway of its family), plus ``lo`` up."""
+    gateway goes via the first gateway of its family), plus ``lo`` up. Returns the interface."""
     ifname = args.ifname
-    commands = [f"link set {ifname} alias {_owned_alias(args.container_id, ifname)}", "link set lo up"]
+    netlink.set_link(ifname, alias=_owned_alias(args.container_id, ifname))
+    netlink.set_link("lo", up=True)
+    link = netlink.link(ifname)
+    if link is None:
+        raise CNIError(ErrorCode.INTERNAL, f"{ifname} vanished from the container after it was made")
     gateways: dict[int, Any] = {}
     for ipc in ips:
-        commands.append(f"addr add {ipc.address} dev {ifname}" + (" nodad" if ipc.address.version == 6 else ""))
+        netlink.address(True, link["ifindex"], ifname, ipc.address, nodad=ipc.address.version == 6)
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
-    commands.append(f"link set {ifname} up")
+    netlink.set_link(ifname, up=True)
     for route in routes:
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
-        commands.append(f"route add {route.dst}" + (f" via {gw}" if gw is not None else "") + f" dev {ifname}")
-    return commands
+        netlink.add_route(route.dst, gw, link["ifindex"], ifname)
+    return link
 
 
 def _random_mac() -> str:
@@ -507,32 +880,25 @@ def _enable_forwarding(families: set[int]) -> None:
             raise CNIError(ErrorCode.INTERNAL, f"failed to enable forwarding ({path}): {exc.strerror}") from exc
 
 
-def _wait_port_up(veth: str) -> dict[str, Any]:
+def _wait_port_up(netlink: Rtnetlink, veth: str) -> dict[str, Any]:
     deadline = time.monotonic() + PORT_UP_WAIT
+    pause = 0.0005
     while True:
-        links = _json(["link", "show", "dev", veth])
-        state = links[0].get("operstate", "") if links else "missing"
-        if state == "UP":
-            return links[0]
+        link = netlink.link(veth)
+        state = link.get("operstate", "") if link is not None else "missing"
+        if link is not None and state == "UP":
+            return link
         if time.monotonic() >= deadline:
             raise CNIError(ErrorCode.INTERNAL, f"bridge port in error state: {state}")
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
 
 
-def _delete_link(name: str) -> None:
-    try:
-        _batch([f"link del {name}"])
-    except CNIError:
-        if _find(_links(), name) is not None:  # gone meanwhile is fine
-            raise
-
-
-def _undo_add(args: CmdArgs, veth: str, ipam_type: str) -> None:
+def _undo_add(args: CmdArgs, netlink: Rtnetlink, veth: str, ipam_type: str) -> None:
     """Removes what a failed ADD made (the veth made here, its peer goes with it; the IPAM
     reservation). A failure while undoing goes to stderr: the error to report is the first."""
     try:
-        if _find(_links(), veth) is not None:
-            _delete_link(veth)
+        netlink.delete_link(veth)
     except CNIError as exc:
         print(f"netemu-cni-bridge: cleanup: {exc}", file=sys.stderr)
     try:
@@ -543,10 +909,17 @@ def _undo_add(args: CmdArgs, veth: str, ipam_type: str) -> None:
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    node, known = guard_node_namespace()  # first: nothing happens before it accepts
-    conf = load_config(args.netconf, args.args)
-    _check_ifname(args.ifname)
-    pod = guard_pod_namespace(args.netns, node, known)
+    with Rtnetlink() as netlink:
+        node = guard_node_namespace(netlink)  # first: nothing happens before it accepts
+        conf = load_config(args.netconf, args.args)
+        _check_ifname(args.ifname)
+        pod, pod_netlink = guard_pod_namespace(args.netns, node)
+        with pod_netlink:
+            return _add(args, conf, netlink, node, pod, pod_netlink)
+
+
+def _add(args: CmdArgs, conf: BridgeConfig, netlink: Rtnetlink, node: Namespace, pod: Namespace,
+         pod_netlink: Rtnetlink) -> Result:
     if _find(pod.links, args.ifname) is not None:
         raise CNIError(ErrorCode.INTERNAL, f"container veth name provided ({args.ifname}) already exists")
     veth = host_veth_name(args.container_id, args.ifname)
@@ -555,7 +928,7 @@ def cmd_add(args: CmdArgs) -> Result:
     bridge = _find(node.links, conf.bridge)
     if bridge is not None and _kind(bridge) != "bridge":
         raise CNIError(ErrorCode.INTERNAL, f'"{conf.bridge}" already exists but is not a bridge')
-    bridge_addresses = _bridge_addresses(conf.bridge) if bridge is not None else []
+    bridge_addresses = netlink.addresses(bridge["ifindex"]) if bridge is not None and conf.is_gateway else []
     ipam_type = _ipam_type(args.netconf)
 
     ipam_result = ipam_add(args, ipam_type) if ipam_type else Result(args.netconf.cni_version)
@@ -563,16 +936,17 @@ def cmd_add(args: CmdArgs) -> Result:
         if ipam_type and not ipam_result.ips:
             raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
         ips, routes = _gateways(ipam_result, conf)
-        gateway_commands = _gateway_commands(conf, ips, bridge_addresses) if conf.is_gateway else []
-        _batch(_node_commands(conf, bridge is None, veth, args, pod.name) + gateway_commands)
-        _batch(_pod_commands(args, ips, routes), pod.name)
+        gateway_changes = _gateway_changes(conf, ips, bridge_addresses) if conf.is_gateway else []
+        _configure_node(netlink, conf, bridge, veth, args, pod, gateway_changes)
+        pod_link = _configure_pod(pod_netlink, args, ips, routes)
         if conf.is_gateway and ips:
             _enable_forwarding({ipc.address.version for ipc in ips})
-        host_link = _wait_port_up(veth)
-        bridge_link = _json(["link", "show", "dev", conf.bridge])[0]
-        pod_link = _json(["link", "show", "dev", args.ifname], pod.name)[0]
+        host_link = _wait_port_up(netlink, veth)
+        bridge_link = netlink.link(conf.bridge)  # read again: a bridge without a MAC of its own takes its ports'
+        if bridge_link is None:
+            raise CNIError(ErrorCode.INTERNAL, f"bridge {conf.bridge} vanished")
     except BaseException:
-        _undo_add(args, veth, ipam_type)
+        _undo_add(args, netlink, veth, ipam_type)
         raise
     interfaces = (Interface(conf.bridge, bridge_link.get("address", "")),
                   Interface(veth, host_link.get("address", "")),
@@ -586,11 +960,12 @@ def cmd_add(args: CmdArgs) -> Result:
 def cmd_del(args: CmdArgs) -> None:
     """Idempotent. Checks only what it needs (no refusal of ipMasq and the like: whatever was
     never added is simply not there)."""
-    node, _ = guard_node_namespace()
-    ipam_type = _ipam_type(args.netconf)
-    veth = host_veth_name(args.container_id, args.ifname)
-    if _find(node.links, veth) is not None:  # the guard vouched that every link here is netemu's
-        _delete_link(veth)
+    with Rtnetlink() as netlink:
+        node = guard_node_namespace(netlink)
+        ipam_type = _ipam_type(args.netconf)
+        veth = host_veth_name(args.container_id, args.ifname)
+        if _find(node.links, veth) is not None:  # the guard vouched that every link here is netemu's
+            netlink.delete_link(veth)  # gone meanwhile is fine
     if ipam_type:
         ipam_del(args, ipam_type)
 
@@ -626,7 +1001,8 @@ def _check_ips_and_routes(prev: Result, ifname: str, pod_index: int, pod_ns: str
 
 
 def cmd_check(args: CmdArgs) -> None:
-    node, known = guard_node_namespace()
+    with Rtnetlink() as netlink:
+        node = guard_node_namespace(netlink)
     conf = load_config(args.netconf, args.args)
     prev = args.netconf.prev_result
     if prev is None:
@@ -634,7 +1010,8 @@ def cmd_check(args: CmdArgs) -> None:
     ipam_type = _ipam_type(args.netconf)
     if ipam_type:
         ipam_check(args, ipam_type)
-    pod = guard_pod_namespace(args.netns, node, known)
+    pod, pod_netlink = guard_pod_namespace(args.netns, node)
+    pod_netlink.close()
 
     bridge_entry = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
     pod_index, pod_entry = next(((n, i) for n, i in enumerate(prev.interfaces)

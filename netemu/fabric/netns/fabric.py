@@ -416,7 +416,7 @@ class NetnsFabric:
         pod = self._pods.pop(container_id, None)
         if pod is None:
             return
-        await asyncio.to_thread(namespaces.collect, [pod.netns])
+        await namespaces.acollect([pod.netns])
         self._made = [n for n in self._made if n != pod.netns]
 
     # ------------------------------------------------------------------ where things run

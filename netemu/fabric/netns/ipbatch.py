@@ -23,6 +23,7 @@ from typing import Any
 from netemu.errors import FabricError
 
 IP_TIMEOUT = 30.0
+NETNS_RUN_DIR = "/run/netns"
 _FALLBACK_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _FAILED_LINE = re.compile(r"Command failed -:(\d+)")
 
@@ -115,3 +116,47 @@ async def anetns_batch(lines: Sequence[str], *, force: bool = False) -> None:
     if lines:
         _netns_lines(lines)
         await _arun([ip_binary(), *(["-force"] if force else []), "-batch", "-"], lines)
+
+
+def _failed_lines(stderr: str) -> dict[int, str]:
+    """Line number (1-based) -> message, for every line an ``ip -force -batch`` run reports as
+    failed (its messages come before its ``Command failed -:N``)."""
+    failed: dict[int, str] = {}
+    messages: list[str] = []
+    for line in stderr.splitlines():
+        match = _FAILED_LINE.match(line.strip())
+        if match:
+            failed[int(match.group(1))] = " ".join(messages) or "no message"
+            messages = []
+        elif line.strip():
+            messages.append(line.strip())
+    return failed
+
+
+async def anetns_add(names: Sequence[str]) -> dict[str, FabricError]:
+    """``netns add`` for every name in one ``ip -force -batch`` run (one failure does not stop
+    the others); returns the error of each name that was not made. When ``ip`` fails, a name
+    counts as made only if it reported no failure for its line and ``/run/netns/NAME`` exists
+    now (the caller checked that none existed before)."""
+    if not names:
+        return {}
+    lines = [f"netns add {name}" for name in names]
+    _netns_lines(lines)
+    argv = [ip_binary(), "-force", "-batch", "-"]
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.PIPE)
+        _out, err = await asyncio.wait_for(proc.communicate("".join(f"{line}\n" for line in lines).encode()),
+                                           IP_TIMEOUT)
+    except (TimeoutError, OSError) as exc:
+        return {name: FabricError(f"{' '.join(argv)} (netns add {name}): {exc!r}") for name in names}
+    if proc.returncode == 0:
+        return {}
+    stderr = err.decode(errors="replace")
+    reported = _failed_lines(stderr)
+    failed = {}
+    for number, (name, line) in enumerate(zip(names, lines), start=1):
+        if number in reported or not os.path.exists(os.path.join(NETNS_RUN_DIR, name)):
+            why = reported.get(number) or " ".join(stderr.split()) or f"status {proc.returncode}"
+            failed[name] = FabricError(f"{' '.join(argv)} (line {number}: {line}) failed: {why}")
+    return failed

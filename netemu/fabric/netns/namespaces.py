@@ -11,23 +11,32 @@ plugin refuses to work in a namespace holding any other interface besides ``lo``
 ``switched_to``/``call_in``/``acall_in`` run a function with one *thread* switched into a
 namespace (``setns`` is per thread; Python 3.11 has no ``os.setns``, so ctypes): for making
 sockets there, which stay in that namespace for good. Never on an event-loop thread and never
-across an ``await``. Sync functions for setup and worker threads, ``a``-prefixed twins for the
-loop (asyncio subprocesses).
+across an ``await``. ``call_in`` uses a small pool of threads kept for the purpose: each runs one
+call at a time and returns to its own namespace after it (a thread that cannot is retired, never
+reused); idle threads end after a while. Sync functions for setup and worker threads,
+``a``-prefixed twins for the loop (asyncio subprocesses). ``acreate`` and ``acollect`` gather
+the namespaces asked for at the same time (many pods starting or stopping at once) into one run.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
+import fcntl
 import json
 import os
+import queue
 import re
 import secrets
 import select
 import shutil
 import signal
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
@@ -48,11 +57,18 @@ IFNAMSIZ = 15  # usable characters of an interface name
 CLONE_NEWNET = 0x40000000
 LEDGER_KIND = "netns"
 KILL_WAIT = 5.0  # seconds to wait for killed processes to exit before deleting their namespaces
+SWITCHING_THREADS = 8  # at most this many call_in calls run at once; more wait their turn
+SWITCHING_IDLE = 5.0   # seconds an idle switching thread waits for work before it ends
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFREQ_FLAGS = struct.Struct("16sH22x")  # struct ifreq holding ifr_flags (40 bytes)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAX_NAME = 200
 _libc = ctypes.CDLL(None, use_errno=True)
+_local = threading.local()  # per thread: "switching" (one of call_in's), "stranded" (could not return)
 
 NamespaceId = tuple[int, int]  # (st_dev, st_ino) of an nsfs file
 
@@ -121,21 +137,145 @@ def _check_new(names: Sequence[str]) -> None:
         raise FabricError(f"duplicate network namespace names in {list(names)}")
 
 
+def _loopback_up() -> None:
+    """``lo`` up in this thread's namespace (an ioctl on a socket made here: no ``ip`` process)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = _IFREQ_FLAGS.unpack(fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0)))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(sock, SIOCSIFFLAGS, _IFREQ_FLAGS.pack(b"lo", flags | IFF_UP))
+
+
+def _loopbacks_up(names: Sequence[str]) -> dict[str, FabricError]:
+    """``lo`` up in each of ``names`` (on a switching thread); what failed, by name."""
+    failed: dict[str, FabricError] = {}
+    for name in names:
+        try:
+            with switched_to(name):
+                _loopback_up()
+        except OSError as exc:
+            failed[name] = FabricError(f"bringing lo up in network namespace {name}: {exc.strerror}")
+        except FabricError as exc:
+            failed[name] = exc
+    return failed
+
+
 def create(names: Sequence[str], state: ClusterState | None = None) -> None:
     """Records ``names`` in the ledger, creates the namespaces (one ``ip`` process) and brings
     ``lo`` up in each."""
     _check_new(names)
     _record(state, names)
     ipbatch.netns_batch([f"netns add {name}" for name in names])
-    for name in names:
-        ipbatch.batch(name, ["link set lo up"])
+    failed = call_in_thread(_loopbacks_up, names)
+    if failed:
+        raise next(iter(failed.values()))
 
 
 async def acreate(names: Sequence[str], state: ClusterState | None = None) -> None:
+    """``create`` for the event loop. Calls made while an ``ip`` run is under way are gathered
+    into the next one; each caller gets its own namespaces or the error that concerns them."""
     _check_new(names)
+    creator = _batcher(_creators, _make_namespaces)
+    taken = [name for name in names if creator.pending(name)]
+    if taken:
+        raise FabricError(f"network namespaces are being created already: {', '.join(taken)}")
     _record(state, names)
-    await ipbatch.anetns_batch([f"netns add {name}" for name in names])
-    await asyncio.gather(*(ipbatch.abatch(name, ["link set lo up"]) for name in names))
+    await creator.run(names)
+
+
+async def _make_namespaces(names: list[str]) -> dict[str, Any]:
+    failed: dict[str, Any] = dict(await ipbatch.anetns_add(names))
+    made = [name for name in names if name not in failed]
+    failed.update(await acall_in_thread(_loopbacks_up, made))
+    return failed
+
+
+class _Batcher:
+    """Runs ``work`` for the names of concurrent calls of one event loop together: a call made
+    while a run is under way joins the next one. ``work`` returns, per name, an exception (that
+    name failed) or a value (that name's result); a name it leaves out gets None."""
+
+    def __init__(self, work: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> None:
+        self._work = work
+        self._waiting: list[tuple[str, asyncio.Future[Any]]] = []
+        self._names: set[str] = set()  # waiting or in the run under way
+        self._task: asyncio.Task[None] | None = None
+
+    def pending(self, name: str) -> bool:
+        return name in self._names
+
+    async def run(self, names: Sequence[str]) -> list[Any]:
+        """The results for ``names``, in order; raises the first failure among them. A caller
+        that is cancelled still waits for its names' run: its cleanup must find what was made."""
+        if not names:
+            return []
+        loop = asyncio.get_running_loop()
+        futures = []
+        for name in names:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._waiting.append((name, future))
+            self._names.add(name)
+            futures.append(future)
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        try:
+            await asyncio.wait(futures)
+        except asyncio.CancelledError:
+            await asyncio.wait(futures)
+            for future in futures:
+                future.exception()  # retrieved: nobody else will look
+            raise
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
+
+    async def _drain(self) -> None:
+        batch: list[tuple[str, asyncio.Future[Any]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    outcome = await self._work([name for name, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets it
+                    outcome = {name: _failure(name, exc) for name, _ in batch}
+                self._settle(batch, outcome)
+                batch = []
+        finally:
+            self._task = None
+            unsettled, self._waiting = batch + self._waiting, []
+            self._settle(unsettled, {name: FabricError(f"network namespace {name}: interrupted")
+                                     for name, _ in unsettled})
+
+    def _settle(self, batch: list[tuple[str, asyncio.Future[Any]]], outcome: dict[str, Any]) -> None:
+        for name, future in batch:
+            self._names.discard(name)
+            if future.done():
+                continue
+            result = outcome.get(name)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _failure(name: str, cause: Exception) -> FabricError:
+    error = FabricError(f"network namespace {name}: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+_creators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+_collectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+
+
+def _batcher(batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher],
+             work: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> _Batcher:
+    loop = asyncio.get_running_loop()
+    batcher = batchers.get(loop)
+    if batcher is None:
+        batcher = batchers[loop] = _Batcher(work)
+    return batcher
 
 
 def _remove_etc(name: str) -> None:
@@ -241,6 +381,7 @@ def switched_to(name: str | Path) -> Iterator[None]:
                 try:
                     _setns(original)
                 except OSError as exc:  # the thread would stay in the wrong place: never carry on
+                    _local.stranded = True
                     raise FabricError(f"cannot return from network namespace {name}: {exc.strerror}") from exc
         finally:
             os.close(original)
@@ -248,29 +389,106 @@ def switched_to(name: str | Path) -> Iterator[None]:
         os.close(target)
 
 
+class _SwitchingThreads:
+    """The threads ``call_in`` runs on. Each takes one call at a time, runs it inside
+    ``switched_to`` and is back in its own namespace before it takes the next; one that could
+    not return is retired at once. Threads start on demand (inheriting the namespace of the
+    thread that asked, as a fresh thread per call did; the call itself always runs in the
+    namespace it names) and end after ``idle`` seconds without work."""
+
+    def __init__(self, limit: int, idle: float) -> None:
+        self._limit = limit
+        self._idle = idle
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._waiting = 0  # threads blocked on the queue, ready for a job
+
+    def submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            self._jobs.put((future, job))
+            try:
+                self._add_thread_if_needed()
+            except RuntimeError as exc:  # no thread can start: fail now unless one is there to serve it
+                if self._threads == 0:
+                    future.cancel()
+                    raise FabricError(f"cannot start a thread for network namespace work: {exc}") from exc
+        return future
+
+    def _add_thread_if_needed(self) -> None:
+        """Under the lock: one more thread when queued jobs outnumber the waiting threads."""
+        if self._jobs.qsize() > self._waiting and self._threads < self._limit:
+            threading.Thread(target=self._serve, name="netemu-netns", daemon=True).start()
+            self._threads += 1
+
+    def _serve(self) -> None:
+        _local.switching = True
+        while True:
+            with self._lock:
+                self._waiting += 1
+            try:
+                future, job = self._jobs.get(timeout=self._idle)
+            except queue.Empty:
+                with self._lock:
+                    self._waiting -= 1
+                    if self._jobs.empty():  # jobs are queued under this lock: none can be missed
+                        self._threads -= 1
+                        return
+                continue
+            with self._lock:
+                self._waiting -= 1
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                    future.set_exception(exc)
+            if getattr(_local, "stranded", False):  # maybe still in a foreign namespace: never reuse
+                with self._lock:
+                    self._threads -= 1
+                    try:
+                        self._add_thread_if_needed()
+                    except RuntimeError:
+                        pass  # the threads left serve the queue
+                return
+
+
+_switching = _SwitchingThreads(SWITCHING_THREADS, SWITCHING_IDLE)
+
+
+def _on_switching_thread() -> bool:
+    return getattr(_local, "switching", False)
+
+
+def _switched_call(name: str | Path, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    with switched_to(name):
+        return func(*args, **kwargs)
+
+
+def call_in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` on a switching thread, for work that switches it itself with
+    ``switched_to``; blocks until done."""
+    if _on_switching_thread():
+        return func(*args, **kwargs)
+    return _switching.submit(lambda: func(*args, **kwargs)).result()
+
+
+async def acall_in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.wrap_future(_switching.submit(lambda: func(*args, **kwargs)))
+
+
 def call_in(name: str | Path, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``func(*args, **kwargs)`` on a fresh thread switched into ``name``; blocks until done.
-    A socket made this way belongs to ``name`` for its whole life."""
-    outcome: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            with switched_to(name):
-                outcome["value"] = func(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=body, name=f"netns {name}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    """``func(*args, **kwargs)`` on a thread switched into ``name``; blocks until done. A socket
+    made this way belongs to ``name`` for its whole life. Called from inside another
+    ``call_in``, it switches that same thread there and back."""
+    if _on_switching_thread():
+        return _switched_call(name, func, args, kwargs)
+    return _switching.submit(lambda: _switched_call(name, func, args, kwargs)).result()
 
 
 async def acall_in(name: str | Path, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``call_in`` for the event loop: the work runs on its own thread, the loop keeps going."""
-    return await asyncio.to_thread(call_in, name, func, *args, **kwargs)
+    """``call_in`` for the event loop: the work runs on a switching thread, the loop keeps going."""
+    return await asyncio.wrap_future(_switching.submit(lambda: _switched_call(name, func, args, kwargs)))
 
 
 # ---------------------------------------------------------------- garbage collection
@@ -349,6 +567,33 @@ def collect(names: Sequence[str]) -> list[str]:
     _wait_exited(pidfds, KILL_WAIT)
     removed += [f"netns {name}" for name in delete(names)]
     return removed
+
+
+async def acollect(names: Sequence[str]) -> list[str]:
+    """``collect`` for the event loop (on a worker thread). Calls made while one runs are
+    gathered into the next run (one ``/proc`` scan and one ``ip`` process for all of them);
+    returns the lines about ``names``."""
+    for name in names:
+        check_name(name)
+    results = await _batcher(_collectors, _collect_batch).run(list(dict.fromkeys(names)))
+    return [line for lines in results for line in lines]
+
+
+async def _collect_batch(names: list[str]) -> dict[str, Any]:
+    try:
+        lines = await asyncio.to_thread(collect, names)
+    except FabricError:
+        if len(names) == 1:
+            raise
+        return {name: await _collect_one(name) for name in names}  # whose is the failure?
+    return {name: [line for line in lines if line.endswith((f" {name}", f" {name})"))] for name in names}
+
+
+async def _collect_one(name: str) -> list[str] | FabricError:
+    try:
+        return await asyncio.to_thread(collect, [name])
+    except FabricError as exc:
+        return exc
 
 
 def recorded(directory: Path) -> list[str]:
