@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where cluster DNS forwards names outside the cluster: the host's resolv.conf "
                         "nameservers (default, like CoreDNS's `forward . /etc/resolv.conf`), none (REFUSED), "
                         "or the given servers")
+    p.add_argument("--cni-bin-dir", default=None, metavar="DIR",
+                   help="netns: wire pods with the CNI plugin executables bridge and host-local from DIR "
+                        "(e.g. /usr/lib/cni) instead of netemu's own, run in-process")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     _add_cluster_flag(p)
 
@@ -216,7 +219,8 @@ def _emit(text: str) -> None:
 def _make_cluster(args: argparse.Namespace) -> Any:
     from netemu.cluster import Cluster
     nodes: Any = int(args.nodes) if args.nodes.isdigit() else [n.strip() for n in args.nodes.split(",") if n.strip()]
-    overrides = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr") if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr", "cni_bin_dir")
+                 if getattr(args, k)}
     overrides["dns_upstreams"] = _dns_upstreams(args.dns_upstream)
     manifests = []
     for p in args.filename:

@@ -58,6 +58,8 @@ class ClusterConfig:
     cluster_domain: str = "cluster.local"
     dns_ttl: int = 5
     dns_upstreams: tuple[str, ...] = ()       # where names outside the cluster go; none: REFUSED
+    cni_bin_dir: str = ""                     # netns: run the CNI plugins "bridge" and "host-local" found
+                                              # here (e.g. /usr/lib/cni) instead of netemu's in-process ones
     restart_backoff: float = 10.0             # kubelet's initial CrashLoopBackOff delay
     restart_backoff_max: float = 300.0
     lb_delay: float = 0.05                    # LoadBalancer provisioning is asynchronous
@@ -89,6 +91,13 @@ class ClusterConfig:
             raise ClusterError(f"cluster name {self.name!r}: must be a DNS-1123 label of at most 32 characters")
         if self.backend not in ("loopback", "netns"):
             raise ClusterError(f'backend {self.backend!r}: supported values: "loopback", "netns"')
+        if self.cni_bin_dir:
+            if self.backend != "netns":
+                raise ClusterError("cni_bin_dir: CNI plugin executables wire pods on the netns backend only")
+            missing = [p for p in ("bridge", "host-local") if not os.access(os.path.join(self.cni_bin_dir, p), os.X_OK)]
+            if missing:
+                raise ClusterError(f"cni_bin_dir {self.cni_bin_dir}: no executable {' or '.join(missing)} there "
+                                   "(Debian: containernetworking-plugins, in /usr/lib/cni)")
         nets = {}
         for attr in ("node_cidr", "pod_cidr", "service_cidr", "lb_cidr"):
             try:

@@ -49,7 +49,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from netemu.cni import bridge, skel
+from netemu.cni import bridge, execplugin, skel
 from netemu.config import ClusterConfig
 from netemu.errors import CNIError, FabricError, InvalidError, NetemuError
 from netemu.fabric.base import NodeNetwork, PodNetwork
@@ -372,17 +372,34 @@ class NetnsFabric:
         return namespaces.check_name(name)
 
     def _netconf(self, node: _Node) -> dict[str, Any]:
-        return bridge.network_config(f"netemu-{node.net.name}", node.net.pod_cidr, str(self._cni_dir),
-                                     bridge=NODE_BRIDGE, port_isolation=True)
+        config = bridge.network_config(f"netemu-{node.net.name}", node.net.pod_cidr, str(self._cni_dir),
+                                       bridge=NODE_BRIDGE, port_isolation=True)
+        if self.config.cni_bin_dir:
+            config["type"] = "bridge"  # the executable of that name in cni_bin_dir, as a runtime would run it
+        return config
 
     async def _cni(self, command: str, node: _Node, container_id: str, pod_netns: str) -> Any:
+        netns = str(namespaces.namespace_path(pod_netns))
         try:
             async with node.lock:
-                return await namespaces.acall_in(
-                    node.netns, skel.invoke, bridge.PLUGIN, command, self._netconf(node),
-                    container_id=container_id, netns=str(namespaces.namespace_path(pod_netns)), ifname=POD_IFNAME)
+                if not self.config.cni_bin_dir:
+                    return await namespaces.acall_in(
+                        node.netns, skel.invoke, bridge.PLUGIN, command, self._netconf(node),
+                        container_id=container_id, netns=netns, ifname=POD_IFNAME)
+                result = await namespaces.acall_in(
+                    node.netns, execplugin.exec_plugin, command, self._netconf(node), container_id=container_id,
+                    netns=netns, ifname=POD_IFNAME, path=(self.config.cni_bin_dir,))
+                if result is not None:
+                    await self._isolate_ports(node, result)
+                return result
         except CNIError as exc:
             raise FabricError(f"CNI {command} for pod sandbox {container_id[:8]} on {node.net.name}: {exc}") from exc
+
+    async def _isolate_ports(self, node: _Node, result: Any) -> None:
+        """What ``portIsolation`` does, for plugins older than that option (Debian 12 ships 1.1):
+        the pod's port on the node's bridge talks only through the node (see ``_NODE_SYSCTLS``)."""
+        ports = [i.name for i in result.interfaces if not i.sandbox and i.name != NODE_BRIDGE]
+        await ipbatch.abatch(node.netns, [f"link set {name} type bridge_slave isolated on" for name in ports])
 
     async def add_pod(self, node: str, container_id: str, namespace: str, pod: str) -> PodNetwork:
         host = self._nodes.get(node)

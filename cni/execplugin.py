@@ -1,0 +1,53 @@
+"""Running a CNI plugin executable, as a container runtime does (libcni's ``invoke.ExecPlugin*``).
+
+``exec_plugin`` finds the plugin named by a network configuration's ``type`` in CNI_PATH, runs it
+with the CNI environment and the configuration on stdin, and turns its answer into a ``Result``
+(ADD) or None, or its error JSON into ``CNIError`` with the plugin's code. The child inherits the
+calling thread's network namespace: call it on a thread switched into the node's namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from netemu.errors import CNIError
+
+from .types import ErrorCode, Result, format_cni_args
+
+TIMEOUT = 30.0
+
+
+def find_plugin(plugin_type: str, path: Sequence[str]) -> str:
+    if not plugin_type or "/" in plugin_type or plugin_type in (".", ".."):
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"invalid plugin type {plugin_type!r}")
+    for directory in path:
+        candidate = os.path.join(directory, plugin_type)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(ErrorCode.INTERNAL, f'failed to find plugin "{plugin_type}" in path {list(path)}')
+
+
+def exec_plugin(command: str, config: Mapping[str, Any], *, container_id: str, netns: str, ifname: str,
+                path: Sequence[str], args: Mapping[str, str] | None = None,
+                plugin_type: str | None = None) -> Result | None:
+    """Run the plugin ``plugin_type`` (default: the configuration's ``type``) for ``command``."""
+    plugin = find_plugin(plugin_type or str(config.get("type", "")), path)
+    env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+           "CNI_IFNAME": ifname, "CNI_ARGS": format_cni_args(args or {}), "CNI_PATH": os.pathsep.join(path)}
+    try:
+        proc = subprocess.run([plugin], input=json.dumps(dict(config)), env=env, capture_output=True, check=False,
+                              text=True, timeout=TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CNIError(ErrorCode.INTERNAL, f"{plugin}: {exc}") from exc
+    try:
+        out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError as exc:
+        raise CNIError(ErrorCode.DECODING_FAILURE, f"{plugin}: unreadable output: {proc.stdout[:200]!r}") from exc
+    if proc.returncode != 0:
+        if isinstance(out, dict) and isinstance(out.get("code"), int):
+            raise CNIError(out["code"], str(out.get("msg", "")), str(out.get("details", "")))
+        raise CNIError(ErrorCode.INTERNAL, f"{plugin} failed with status {proc.returncode}: {proc.stderr.strip()}")
+    return Result.from_json(out) if command == "ADD" else None
