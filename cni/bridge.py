@@ -25,24 +25,18 @@ error 100 (101 for CNI_NETNS) and leaves no trace: no IPAM reservation, no inter
 
 Run it as ``ip netns exec netemu-<cluster>-node-<name> netemu-cni-bridge``, or in-process
 (``skel.invoke(PLUGIN, ...)``) on a worker thread switched into the node namespace
-(``netemu.fabric.netns.namespaces.call_in``). ADD and DEL read and change links, addresses and
-routes over rtnetlink (``Rtnetlink``, the requests ``ip`` sends, without an ``ip`` process per
-pod): on a socket made in the calling thread's namespace, and for the pod's side on one made
-while the thread steps into CNI_NETNS and straight back. CHECK reads addresses and routes with
-``ip -j``. Blocking; never call it on an event-loop thread.
+(``netemu.fabric.netns.namespaces.call_in``). Links, addresses and routes are read and changed
+over rtnetlink (``netlink.Rtnetlink``: the requests ``ip`` sends, built by pyroute2, without an
+``ip`` process per pod), on a socket made in the calling thread's namespace and, for the pod's
+side, on one made while the thread steps into CNI_NETNS and straight back; each lives for one
+call. Blocking; never call it on an event-loop thread.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import ipaddress
 import json
 import os
 import re
-import shutil
-import socket
-import struct
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -52,9 +46,17 @@ from typing import Any, NoReturn
 
 from netemu.errors import CNIError
 
-from . import host_local
+from . import execplugin, host_local
+from .netlink import BridgePort, NamespaceId, Rtnetlink, open_namespace
 from .skel import CmdArgs, Plugin, plugin_main
-from .types import ErrorCode, Interface, IPAddress, IPConfig, NetConf, Result, Route, format_cni_args
+from .types import (
+    ErrorCode,
+    Interface,
+    IPConfig,
+    NetConf,
+    Result,
+    Route,
+)
 
 PLUGIN_TYPE = "netemu-cni-bridge"
 ABOUT = "netemu CNI bridge plugin (veth pairs on a node namespace's bridge, IPAM by host-local)"
@@ -65,15 +67,11 @@ OWNED_ALIAS_PREFIX = "netemu"  # the ifalias prefix of every interface netemu ma
 NOT_A_NODE_NAMESPACE = 100
 NOT_A_POD_NAMESPACE = 101
 IN_PROCESS_IPAM = ("host-local",)
-IP_TIMEOUT = 30.0
 PORT_UP_WAIT = 2.5  # seconds, as the reference waits for the bridge port
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # passes through an `ip -batch` line untouched
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # interface names this plugin accepts
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_FALLBACK_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _FORWARDING = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
-
-NamespaceId = tuple[int, int]  # (st_dev, st_ino) of an nsfs file
 
 
 def network_config(name: str, subnet: str, data_dir: str, *, bridge: str = DEFAULT_BRIDGE, mtu: int = 0,
@@ -192,36 +190,7 @@ def _check_ifname(ifname: str) -> None:
                        "accepts only letters, digits, '_', '.', '-'")
 
 
-# ---------------------------------------------------------------- ip
-
-def _ip_binary() -> str:
-    found = shutil.which("ip", path=os.environ.get("PATH", "") + os.pathsep + _FALLBACK_PATH)
-    if found is None:
-        raise CNIError(ErrorCode.INTERNAL, "iproute2's `ip` was not found")
-    return found
-
-
-def _ip(args: Sequence[str], *, netns: str = "", commands: Sequence[str] = ()) -> str:
-    """``ip [-n NETNS] ARGS`` (a batch when ``commands`` are given), for CHECK's queries.
-    Without ``netns`` it acts on this thread's namespace: only ever called after the guard
-    accepted it."""
-    argv = [_ip_binary(), *(["-n", netns] if netns else []), *args]
-    stdin = "".join(f"{line}\n" for line in commands) if commands else None
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CNIError(ErrorCode.INTERNAL, f"{' '.join(argv)}: {exc}") from exc
-    if proc.returncode != 0:
-        where = f" in {netns}" if netns else ""
-        raise CNIError(ErrorCode.INTERNAL, f"ip{where} failed: {' '.join(proc.stderr.split())}",
-                       "; ".join(commands) if commands else " ".join(args))
-    return proc.stdout
-
-
-def _json(args: Sequence[str], netns: str = "") -> list[dict[str, Any]]:
-    out = _ip(["-j", *args], netns=netns)
-    return json.loads(out) if out.strip() else []
-
+# ---------------------------------------------------------------- links
 
 def _find(links: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
     return next((link for link in links if link.get("ifname") == name), None)
@@ -229,344 +198,6 @@ def _find(links: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | 
 
 def _kind(link: Mapping[str, Any]) -> str:
     return link.get("linkinfo", {}).get("info_kind", "")
-
-
-# ---------------------------------------------------------------- rtnetlink
-
-# ADD, CHECK and DEL read links and addresses, and ADD and DEL make their changes, over rtnetlink
-# from this process: no ``ip`` process per pod. Each change is one request, the one ``ip`` sends
-# for the command its error message names.
-_NLMSG = struct.Struct("=IHHII")      # nlmsghdr: length, type, flags, sequence, port
-_IFINFO = struct.Struct("=BxHiII")    # ifinfomsg: family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBI")     # ifaddrmsg: family, prefix length, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src length, tos, table, protocol, scope, type, flags
-_RTA = struct.Struct("=HH")           # rtattr: length, type
-_U32 = struct.Struct("=I")
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x10, 0x200, 0x400, 0x300
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_NEWROUTE = 20, 21, 22, 24
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
-IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
-VETH_INFO_PEER = 1
-IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33  # hairpin, isolated
-IFA_ADDRESS, IFA_LOCAL, IFA_F_NODAD = 1, 2, 0x02
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
-RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
-IFF_UP, IFF_PROMISC = 0x1, 0x100
-CLONE_NEWNET = 0x40000000
-DUMP_TRIES = 5  # a dump the kernel marks interrupted (links changed meanwhile) is asked again
-_FLAG_WORDS = ((IFF_UP, "UP"), (IFF_PROMISC, "PROMISC"))
-_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
-_NLA_TYPE_MASK = 0x3FFF
-_LINK_ATTRIBUTES = frozenset((IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_OPERSTATE,
-                              IFLA_LINKINFO, IFLA_IFALIAS))
-_NO_STATS = _RTA.pack(8, IFLA_EXT_MASK) + _U32.pack(RTEXT_FILTER_SKIP_STATS)
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
-    """The attributes from ``offset`` on, by type (only the ``wanted`` ones when given)."""
-    found = {}
-    end = len(data) - 4
-    unpack = _RTA.unpack_from
-    while offset <= end:
-        length, kind = unpack(data, offset)
-        if length < 4:
-            break
-        kind &= _NLA_TYPE_MASK
-        if wanted is None or kind in wanted:
-            found[kind] = data[offset + 4:offset + length]
-        offset += (length + 3) & ~3
-    return found
-
-
-def _attribute(kind: int, value: bytes) -> bytes:
-    length = 4 + len(value)
-    return _RTA.pack(length, kind) + value + b"\0" * (-length % 4)
-
-
-def _name(kind: int, name: str) -> bytes:
-    return _attribute(kind, name.encode() + b"\0")
-
-
-def _text(value: bytes) -> str:
-    return value.split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _ifinfo(flags: int = 0) -> bytes:
-    """An ifinfomsg that names its link by IFLA_IFNAME and changes exactly the ``flags`` bits."""
-    return _IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, flags)
-
-
-class Rtnetlink:
-    """A route netlink socket. It acts on the namespace that was the calling thread's when it
-    was made, whichever thread uses it later."""
-
-    def __init__(self) -> None:
-        try:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-        except OSError as exc:
-            raise CNIError(ErrorCode.INTERNAL, f"cannot open a netlink socket: {exc.strerror}") from exc
-        try:
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)  # the kernel filters address dumps
-        except OSError:
-            pass  # an older kernel: the replies are filtered here anyway
-        try:
-            self._sock.bind((0, 0))
-        except OSError as exc:
-            self._sock.close()
-            raise CNIError(ErrorCode.INTERNAL, f"cannot bind a netlink socket: {exc.strerror}") from exc
-        self._seq = 0
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Rtnetlink:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _request(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
-        """Sends one request; returns the (type, message) replies until the dump ends or the
-        request is answered. A netlink error raises ``OSError`` with its errno."""
-        tries = DUMP_TRIES if flags & NLM_F_DUMP else 1
-        for attempt in range(1, tries + 1):
-            try:
-                return self._exchange(what, kind, flags, body)
-            except InterruptedError:
-                if attempt == tries:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _exchange(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
-        self._seq += 1
-        seq = self._seq
-        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
-        replies = []
-        interrupted = False
-        while True:
-            data, _ancillary, msg_flags, _address = self._sock.recvmsg(1 << 16)
-            if msg_flags & socket.MSG_TRUNC:  # the kernel sends at most 32 KiB at a time
-                raise OSError(errno.EMSGSIZE, f"{what}: a reply did not fit in 64 KiB")
-            offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, reply, reply_flags, reply_seq, _port = _NLMSG.unpack_from(data, offset)
-                message = data[offset + _NLMSG.size:offset + length]
-                offset += (length + 3) & ~3
-                if reply_seq != seq:
-                    continue  # left over from a request that failed half-way
-                interrupted = interrupted or bool(reply_flags & NLM_F_DUMP_INTR)
-                if reply in (NLMSG_DONE, NLMSG_ERROR):
-                    code = -struct.unpack_from("=i", message)[0] if len(message) >= 4 else 0
-                    if code:
-                        raise OSError(code, f"{what}: {os.strerror(code)}")
-                    if interrupted:  # a dump that may have missed something is no answer
-                        raise InterruptedError(errno.EINTR, f"{what}: interrupted")
-                    return replies
-                replies.append((reply, message))
-                if not flags & (NLM_F_DUMP | NLM_F_ACK):
-                    return replies
-
-    def _read(self, what: str, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
-        try:
-            return self._request(what, kind, flags, body)
-        except OSError as exc:
-            raise CNIError(ErrorCode.INTERNAL, f"netlink {what}: {os.strerror(exc.errno)}") from exc
-
-    def _change(self, what: str, kind: int, body: bytes, flags: int = 0) -> None:
-        try:
-            self._request(what, kind, NLM_F_ACK | flags, body)
-        except OSError as exc:
-            raise CNIError(ErrorCode.INTERNAL, f"{what}: {os.strerror(exc.errno)}") from exc
-
-    # ------------------------------------------------ reading
-
-    def links(self) -> list[dict[str, Any]]:
-        """Every link, with the keys of ``ip -j -d link show`` the plugin reads: ifindex,
-        ifname, flags (UP, PROMISC), mtu, address, operstate, ifalias, master (a name),
-        link_index (the peer's index) and linkinfo.info_kind."""
-        replies = self._read("link dump", RTM_GETLINK, NLM_F_DUMP, _ifinfo() + _NO_STATS)
-        found = [self._link(message) for kind, message in replies if kind == RTM_NEWLINK]
-        names = {link["ifindex"]: link["ifname"] for link in found}
-        for link in found:
-            master = link.pop("master_index", None)
-            if master is not None:
-                link["master"] = names.get(master, f"if{master}")
-        return found
-
-    def link(self, name: str) -> dict[str, Any] | None:
-        """One link by name (its master as ``master_index``), None when there is none."""
-        try:
-            replies = self._request(f"link {name}", RTM_GETLINK, 0, _ifinfo() + _name(IFLA_IFNAME, name) + _NO_STATS)
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                return None
-            raise CNIError(ErrorCode.INTERNAL, f"netlink link {name}: {os.strerror(exc.errno)}") from exc
-        return next((self._link(message) for kind, message in replies if kind == RTM_NEWLINK), None)
-
-    @staticmethod
-    def _link(message: bytes) -> dict[str, Any]:
-        _family, _type, index, flags, _change = _IFINFO.unpack_from(message)
-        attrs = _attributes(message, _IFINFO.size, _LINK_ATTRIBUTES)
-        link: dict[str, Any] = {"ifindex": index, "ifname": _text(attrs.get(IFLA_IFNAME, b"")),
-                                "flags": [word for bit, word in _FLAG_WORDS if flags & bit]}
-        if IFLA_MTU in attrs:
-            link["mtu"] = _U32.unpack_from(attrs[IFLA_MTU])[0]
-        if IFLA_ADDRESS in attrs:
-            link["address"] = attrs[IFLA_ADDRESS].hex(":")
-        if IFLA_OPERSTATE in attrs:
-            state = attrs[IFLA_OPERSTATE][0]
-            link["operstate"] = _OPERSTATES[state] if state < len(_OPERSTATES) else "UNKNOWN"
-        alias = _text(attrs.get(IFLA_IFALIAS, b""))
-        if alias:
-            link["ifalias"] = alias
-        if IFLA_MASTER in attrs:
-            link["master_index"] = _U32.unpack_from(attrs[IFLA_MASTER])[0]
-        if IFLA_LINK in attrs:
-            link["link_index"] = _U32.unpack_from(attrs[IFLA_LINK])[0]
-        if IFLA_LINKINFO in attrs:
-            kind = _attributes(attrs[IFLA_LINKINFO], 0).get(IFLA_INFO_KIND)
-            link["linkinfo"] = {"info_kind": _text(kind)} if kind is not None else {}
-        return link
-
-    def addresses(self, index: int) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-        """The addresses of link ``index`` but its link-scope ones (``ip addr show dev``'s
-        global and host ones)."""
-        replies = self._read("address dump", RTM_GETADDR, NLM_F_DUMP, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, index))
-        found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-        for kind, message in replies:
-            family, prefixlen, _flags, scope, owner = _IFADDR.unpack_from(message)
-            if kind != RTM_NEWADDR or owner != index or scope == RT_SCOPE_LINK:
-                continue
-            attrs = _attributes(message, _IFADDR.size)
-            raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
-            if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
-                found.append(ipaddress.ip_interface((ipaddress.ip_address(raw), prefixlen)))
-        return found
-
-    # ------------------------------------------------ changing
-
-    def set_link(self, name: str, *, up: bool = False, promisc: bool = False, alias: str = "",
-                 master: int = 0) -> None:
-        """``ip link set NAME [up] [promisc on] [alias ALIAS] [master INDEX]``."""
-        attrs = _name(IFLA_IFNAME, name)
-        if alias:
-            attrs += _attribute(IFLA_IFALIAS, alias.encode())
-        if master:
-            attrs += _attribute(IFLA_MASTER, _U32.pack(master))
-        words = [word for word, wanted in (("up", up), ("promisc on", promisc), (f"alias {alias}", alias),
-                                           (f"master if{master}", master)) if wanted]
-        self._change(f"ip link set {name} {' '.join(words)}", RTM_NEWLINK,
-                     _ifinfo((IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)) + attrs)
-
-    def add_bridge(self, name: str, mac: str, mtu: int = 0) -> None:
-        """``ip link add name NAME address MAC [mtu MTU] type bridge``."""
-        attrs = (_name(IFLA_IFNAME, name) + _attribute(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
-                 + (_attribute(IFLA_MTU, _U32.pack(mtu)) if mtu else b"")
-                 + _attribute(IFLA_LINKINFO, _name(IFLA_INFO_KIND, "bridge")))
-        self._change(f"ip link add name {name} type bridge", RTM_NEWLINK, _ifinfo() + attrs, NLM_F_CREATE | NLM_F_EXCL)
-
-    def add_veth(self, name: str, peer: str, peer_netns: int, *, mtu: int = 0, peer_mac: str = "") -> None:
-        """``ip link add name NAME [mtu MTU] type veth peer name PEER [mtu MTU] [address MAC]
-        netns FD``: the peer is made in the namespace of descriptor ``peer_netns``."""
-        mtu_attr = _attribute(IFLA_MTU, _U32.pack(mtu)) if mtu else b""
-        peer_body = (_ifinfo() + _name(IFLA_IFNAME, peer) + mtu_attr
-                     + (_attribute(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", ""))) if peer_mac else b"")
-                     + _attribute(IFLA_NET_NS_FD, _U32.pack(peer_netns)))
-        info = _name(IFLA_INFO_KIND, "veth") + _attribute(IFLA_INFO_DATA, _attribute(VETH_INFO_PEER, peer_body))
-        self._change(f"ip link add name {name} type veth peer name {peer}", RTM_NEWLINK,
-                     _ifinfo() + _name(IFLA_IFNAME, name) + mtu_attr + _attribute(IFLA_LINKINFO, info),
-                     NLM_F_CREATE | NLM_F_EXCL)
-
-    def set_bridge_port(self, name: str, *, hairpin: bool, isolated: bool) -> None:
-        """``ip link set NAME type bridge_slave hairpin on|off isolated on|off``."""
-        data = _attribute(IFLA_BRPORT_MODE, bytes([hairpin])) + _attribute(IFLA_BRPORT_ISOLATED, bytes([isolated]))
-        info = _name(IFLA_INFO_SLAVE_KIND, "bridge") + _attribute(IFLA_INFO_SLAVE_DATA, data)
-        self._change(f"ip link set {name} type bridge_slave hairpin {'on' if hairpin else 'off'} "
-                     f"isolated {'on' if isolated else 'off'}", RTM_NEWLINK,
-                     _ifinfo() + _name(IFLA_IFNAME, name) + _attribute(IFLA_LINKINFO, info))
-
-    def address(self, add: bool, index: int, name: str,
-                address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, *, nodad: bool = False) -> None:
-        """``ip addr add|del ADDRESS dev NAME [nodad]`` (``index`` is NAME's)."""
-        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-        scope = RT_SCOPE_HOST if address.ip.is_loopback else RT_SCOPE_UNIVERSE  # as ip chooses it
-        raw = address.ip.packed
-        body = (_IFADDR.pack(family, address.network.prefixlen, IFA_F_NODAD if nodad else 0, scope, index)
-                + _attribute(IFA_LOCAL, raw) + _attribute(IFA_ADDRESS, raw))
-        self._change(f"ip addr {'add' if add else 'del'} {address} dev {name}{' nodad' if nodad else ''}",
-                     RTM_NEWADDR if add else RTM_DELADDR, body, NLM_F_CREATE | NLM_F_EXCL if add else 0)
-
-    def add_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: IPAddress | None,
-                  index: int, name: str) -> None:
-        """``ip route add DST [via GATEWAY] dev NAME`` (main table; link scope without a gateway)."""
-        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-        scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
-        body = (_RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST, 0)
-                + (_attribute(RTA_DST, dst.network_address.packed) if dst.prefixlen else b"")
-                + (_attribute(RTA_GATEWAY, gateway.packed) if gateway is not None else b"")
-                + _attribute(RTA_OIF, _U32.pack(index)))
-        self._change(f"ip route add {dst}{f' via {gateway}' if gateway is not None else ''} dev {name}",
-                     RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
-
-    def delete_link(self, name: str) -> bool:
-        """``ip link del NAME``; False when there is none (gone already)."""
-        try:
-            self._request(f"ip link del {name}", RTM_DELLINK, NLM_F_ACK, _ifinfo() + _name(IFLA_IFNAME, name))
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                return False
-            raise CNIError(ErrorCode.INTERNAL, f"ip link del {name}: {os.strerror(exc.errno)}") from exc
-        return True
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def _open_namespace(path: str, expected: NamespaceId) -> int:
-    """A descriptor of the namespace at ``path``, which must (still) be namespace ``expected``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise CNIError(ErrorCode.INTERNAL, f'failed to open netns "{path}": {exc.strerror}') from exc
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != expected:
-        os.close(fd)
-        raise CNIError(ErrorCode.INTERNAL, f"netns {path} changed while the plugin was working")
-    return fd
-
-
-def _rtnetlink_in(path: str, expected: NamespaceId) -> Rtnetlink:
-    """A netlink socket of namespace ``expected``, found at ``path``: this thread steps in to
-    make it and straight back."""
-    target = _open_namespace(path, expected)
-    try:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            try:
-                _setns(target)
-            except OSError as exc:
-                raise CNIError(ErrorCode.INTERNAL, f'failed to enter netns "{path}": {exc.strerror}') from exc
-            try:
-                return Rtnetlink()
-            finally:
-                try:
-                    _setns(own)
-                except OSError as exc:  # never go on working in the wrong namespace
-                    raise CNIError(ErrorCode.INTERNAL, f"cannot return from netns {path}: {exc.strerror}") from exc
-        finally:
-            os.close(own)
-    finally:
-        os.close(target)
 
 
 # ---------------------------------------------------------------- the guard
@@ -688,7 +319,7 @@ def guard_pod_namespace(path: str, node: Namespace) -> tuple[Namespace, Rtnetlin
     name = netemu_name(sandbox, path)
     if name is None:
         raise refuse("it is not a namespace netemu created")
-    netlink = _rtnetlink_in(path, sandbox)
+    netlink = Rtnetlink.inside(path, sandbox)
     try:
         links = netlink.links()
         foreign = foreign_interfaces(links)
@@ -714,27 +345,8 @@ def _ipam_type(netconf: NetConf) -> str:
 def _exec_ipam(command: str, args: CmdArgs, ipam_type: str) -> Result | None:
     """The IPAM executable ``ipam_type`` from CNI_PATH, given this plugin's config and
     environment with CNI_COMMAND replaced, as libcni's ``ipam.Exec*`` does."""
-    plugin = next((os.path.join(d, ipam_type) for d in args.path
-                   if os.access(os.path.join(d, ipam_type), os.X_OK)), None)
-    if plugin is None:
-        raise CNIError(ErrorCode.INTERNAL, f'failed to find plugin "{ipam_type}" in path {list(args.path)}')
-    env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": args.container_id,
-           "CNI_NETNS": args.netns, "CNI_IFNAME": args.ifname, "CNI_ARGS": format_cni_args(args.args),
-           "CNI_PATH": os.pathsep.join(args.path)}
-    try:
-        proc = subprocess.run([plugin], input=json.dumps(dict(args.config)), env=env, capture_output=True, check=False,
-                              text=True, timeout=IP_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CNIError(ErrorCode.INTERNAL, f"{plugin}: {exc}") from exc
-    try:
-        out = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError as exc:
-        raise CNIError(ErrorCode.DECODING_FAILURE, f"{plugin}: unreadable output: {proc.stdout[:200]!r}") from exc
-    if proc.returncode != 0:
-        if isinstance(out, dict) and isinstance(out.get("code"), int):
-            raise CNIError(out["code"], str(out.get("msg", "")), str(out.get("details", "")))
-        raise CNIError(ErrorCode.INTERNAL, f"{plugin} failed with status {proc.returncode}: {proc.stderr.strip()}")
-    return Result.from_json(out) if command == "ADD" else None
+    return execplugin.exec_plugin(command, args.config, container_id=args.container_id, netns=args.netns,
+                                  ifname=args.ifname, path=args.path, args=args.args, plugin_type=ipam_type)
 
 
 def ipam_add(args: CmdArgs, ipam_type: str) -> Result:
@@ -819,33 +431,36 @@ def _gateway_changes(conf: BridgeConfig, ips: Sequence[IPConfig],
 
 def _configure_node(netlink: Rtnetlink, conf: BridgeConfig, bridge: Mapping[str, Any] | None, veth: str,
                     args: CmdArgs, pod: Namespace, gateway_changes: Sequence[AddressChange]) -> None:
-    """The node's side: the bridge (made when missing), the host veth on it, the gateways."""
+    """The node's side: the bridge (made when missing) up, the host veth on it, the gateways.
+    Each request does as much as one ``ip`` command can, and what is so already is skipped."""
+    wanted_flags = {"UP", "PROMISC"} if conf.promisc_mode else {"UP"}
     if bridge is None:
         netlink.add_bridge(conf.bridge, _random_mac(), conf.mtu)
-        netlink.set_link(conf.bridge, alias=f"{OWNED_ALIAS_PREFIX}-cni:bridge")
+        netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode, alias=f"{OWNED_ALIAS_PREFIX}-cni:bridge")
         bridge = netlink.link(conf.bridge)
         if bridge is None:
             raise CNIError(ErrorCode.INTERNAL, f"bridge {conf.bridge} vanished after it was made")
-    netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode)
-    pod_netns = _open_namespace(args.netns, pod.id)
+    elif not wanted_flags <= set(bridge.get("flags", [])):
+        netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode)
+    pod_netns = open_namespace(args.netns, pod.id)
     try:
-        netlink.add_veth(veth, args.ifname, pod_netns, mtu=conf.mtu, peer_mac=conf.mac)
+        netlink.add_veth(veth, args.ifname, pod_netns, master=bridge["ifindex"], mtu=conf.mtu, peer_mac=conf.mac)
     finally:
         os.close(pod_netns)
-    netlink.set_link(veth, alias=_owned_alias(args.container_id, args.ifname), master=bridge["ifindex"])
-    netlink.set_bridge_port(veth, hairpin=conf.hairpin_mode, isolated=conf.port_isolation)
-    netlink.set_link(veth, up=True)
+    netlink.set_link(veth, up=True, alias=_owned_alias(args.container_id, args.ifname),
+                     port=BridgePort(hairpin=conf.hairpin_mode, isolated=conf.port_isolation))
     for add, address in gateway_changes:
         netlink.address(add, bridge["ifindex"], conf.bridge, address)
 
 
-def _configure_pod(netlink: Rtnetlink, args: CmdArgs, ips: Sequence[IPConfig],
+def _configure_pod(netlink: Rtnetlink, args: CmdArgs, pod: Namespace, ips: Sequence[IPConfig],
                    routes: Sequence[Route]) -> dict[str, Any]:
     """The reference's ``ConfigureIface``: addresses, link up, routes (a route without a
     gateway goes via the first gateway of its family), plus ``lo`` up. Returns the interface."""
     ifname = args.ifname
-    netlink.set_link(ifname, alias=_owned_alias(args.container_id, ifname))
-    netlink.set_link("lo", up=True)
+    loopback = _find(pod.links, "lo")
+    if loopback is None or "UP" not in loopback.get("flags", []):
+        netlink.set_link("lo", up=True)
     link = netlink.link(ifname)
     if link is None:
         raise CNIError(ErrorCode.INTERNAL, f"{ifname} vanished from the container after it was made")
@@ -854,7 +469,7 @@ def _configure_pod(netlink: Rtnetlink, args: CmdArgs, ips: Sequence[IPConfig],
         netlink.address(True, link["ifindex"], ifname, ipc.address, nodad=ipc.address.version == 6)
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
-    netlink.set_link(ifname, up=True)
+    netlink.set_link(ifname, up=True, alias=_owned_alias(args.container_id, ifname))
     for route in routes:
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
         netlink.add_route(route.dst, gw, link["ifindex"], ifname)
@@ -938,7 +553,7 @@ def _add(args: CmdArgs, conf: BridgeConfig, netlink: Rtnetlink, node: Namespace,
         ips, routes = _gateways(ipam_result, conf)
         gateway_changes = _gateway_changes(conf, ips, bridge_addresses) if conf.is_gateway else []
         _configure_node(netlink, conf, bridge, veth, args, pod, gateway_changes)
-        pod_link = _configure_pod(pod_netlink, args, ips, routes)
+        pod_link = _configure_pod(pod_netlink, args, pod, ips, routes)
         if conf.is_gateway and ips:
             _enable_forwarding({ipc.address.version for ipc in ips})
         host_link = _wait_port_up(netlink, veth)
@@ -977,24 +592,13 @@ def _check_mac(expected: str, link: Mapping[str, Any], what: str) -> None:
         raise CNIError(ErrorCode.INTERNAL, f"{what} {link.get('ifname')} Mac doesn't match: {expected}")
 
 
-def _normal_dst(dst: str, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    if dst == "default":
-        return ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
-    return ipaddress.ip_network(dst, strict=False)
-
-
-def _check_ips_and_routes(prev: Result, ifname: str, pod_index: int, pod_ns: str) -> None:
-    held = set()
-    for entry in _json(["addr", "show", "dev", ifname], pod_ns):
-        for info in entry.get("addr_info", []):
-            held.add(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
+def _check_ips_and_routes(prev: Result, ifname: str, pod_index: int, pod_link: Mapping[str, Any],
+                          pod_netlink: Rtnetlink) -> None:
+    held = set(pod_netlink.addresses(pod_link["ifindex"], link_scope=True))
     for ipc in prev.ips:
         if ipc.interface == pod_index and ipc.address not in held:
             raise CNIError(ErrorCode.INTERNAL, f"Failed to match addr {ipc.address} on interface {ifname}")
-    found = []
-    for family, flag in ((4, "-4"), (6, "-6")):
-        for route in _json([flag, "route", "show"], pod_ns):
-            found.append((_normal_dst(route.get("dst", ""), family), route.get("gateway")))
+    found = pod_netlink.routes()
     for route in prev.routes:
         if not any(dst == route.dst and (route.gw is None or gw == str(route.gw)) for dst, gw in found):
             raise CNIError(ErrorCode.INTERNAL, f"Failed to match route {route.to_json()} in the container")
@@ -1011,8 +615,12 @@ def cmd_check(args: CmdArgs) -> None:
     if ipam_type:
         ipam_check(args, ipam_type)
     pod, pod_netlink = guard_pod_namespace(args.netns, node)
-    pod_netlink.close()
+    with pod_netlink:
+        _check(args, conf, prev, node, pod, pod_netlink)
 
+
+def _check(args: CmdArgs, conf: BridgeConfig, prev: Result, node: Namespace, pod: Namespace,
+           pod_netlink: Rtnetlink) -> None:
     bridge_entry = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
     pod_index, pod_entry = next(((n, i) for n, i in enumerate(prev.interfaces)
                                  if i.name == args.ifname and i.sandbox == args.netns), (-1, None))
@@ -1039,7 +647,7 @@ def cmd_check(args: CmdArgs) -> None:
             break
     if host is None:
         raise CNIError(ErrorCode.INTERNAL, f"CNI veth created for bridge {conf.bridge} was not found")
-    _check_ips_and_routes(prev, args.ifname, pod_index, pod.name)
+    _check_ips_and_routes(prev, args.ifname, pod_index, pod_link, pod_netlink)
 
 
 # ---------------------------------------------------------------- GC

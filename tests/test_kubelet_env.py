@@ -199,7 +199,7 @@ spec:
         subprocess.run, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
                          f"http://{ip}:18080/"], capture_output=True, text=True)
     assert result.stdout == "200", result.stderr
-    assert f'"GET / HTTP/1.1" 200' in cluster.logs("web")
+    assert '"GET / HTTP/1.1" 200' in cluster.logs("web")
 
 
 async def test_command_expands_only_kubernetes_variables(cluster):
