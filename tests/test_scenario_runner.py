@@ -211,3 +211,18 @@ def test_the_scenario_library_passes_or_skips(tmp_path, monkeypatch, capsys):
         skipped = case.find("skipped")
         assert skipped is None or skipped.get("message").startswith("needs ") or "not available" in \
             skipped.get("message"), ET.tostring(case, encoding="unicode")
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="the netns backend needs root")
+def test_the_scenario_library_passes_on_the_netns_backend(tmp_path, monkeypatch, capsys):
+    """`netemu run --backend netns scenarios/`: every topic on the packet-level backend too; only
+    what exists on loopback alone (a host client's own 127.x address inside the cluster) skips."""
+    monkeypatch.setenv("NETEMU_STATE_DIR", str(tmp_path / "state"))
+    status = cli.main(["run", "--backend", "netns", str(REPO / "scenarios"), "--junit", str(tmp_path / "netns.xml")])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    suites = ET.parse(tmp_path / "netns.xml").getroot()
+    assert suites.get("failures") == "0" and suites.get("errors") == "0"
+    skipped = [case.get("name") for case in suites.iter("testcase") if case.find("skipped") is not None]
+    assert skipped == ["LoadBalancer with externalTrafficPolicy Local, a client on the host"], out
