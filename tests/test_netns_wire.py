@@ -261,3 +261,36 @@ async def test_capture_mistakes_are_refused(net: Net, tmp_path, kwargs, message:
     from netemu.errors import NetemuError
     with pytest.raises(NetemuError, match=message):
         await net.fabric.start_capture(tmp_path / "x.pcapng", **kwargs)
+
+
+async def _largest_frame_on_the_link(net: Net, tmp_path, name: str) -> int:
+    """Send 512 KiB from a (node-1) to c (node-2); the largest frame seen crossing the link."""
+    from scapy.utils import rdpcap
+    got = bytearray()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.extend(await reader.read())
+        writer.close()
+
+    server = await net.fabric.start_server(net.ids["c"], sink, net.ips["c"], 0)
+    port = server.sockets[0].getsockname()[1]
+    capture = await net.fabric.start_capture(tmp_path / name, link=("node-1", "node-2"), filter="tcp")
+    try:
+        loop = asyncio.get_running_loop()
+        with net.socket("a", socket.SOCK_STREAM) as sock:
+            await loop.sock_connect(sock, (net.ips["c"], port))
+            await loop.sock_sendall(sock, b"x" * 524288)
+            sock.shutdown(socket.SHUT_WR)
+            await poll(lambda: len(got) == 524288)
+    finally:
+        capture.stop()
+        server.close()
+    return max(len(p) for p in rdpcap(str(tmp_path / name)))
+
+
+async def test_tcp_crosses_in_large_frames_unless_a_link_drops_frames(net: Net, tmp_path) -> None:
+    assert await _largest_frame_on_the_link(net, tmp_path, "offload.pcapng") > 1514  # TSO between nodes
+    net.fabric.impair(LinkImpairment(loss=0.0001), link=("node-1", "node-2"))
+    assert await _largest_frame_on_the_link(net, tmp_path, "frames.pcapng") <= 1514  # loss acts per real frame
+    net.fabric.impair(None, link=("node-1", "node-2"))
+    assert await _largest_frame_on_the_link(net, tmp_path, "again.pcapng") > 1514

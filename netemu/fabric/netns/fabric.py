@@ -57,7 +57,7 @@ from netemu.state import ClusterState, list_clusters
 
 from . import ipbatch, namespaces, seal
 from .capture import Capture, Tap
-from .wire import LinkImpairment, Wire, open_tap
+from .wire import VNET_HDR_LEN, LinkImpairment, Wire, open_tap
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class NetnsFabric:
         try:
             self._cni_dir.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._collect_dead_clusters)
-            self.wire = Wire()
+            self.wire = Wire(header=VNET_HDR_LEN)
         except BaseException:
             self.host = None
             seal.leave(loop)
