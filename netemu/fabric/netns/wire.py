@@ -8,6 +8,11 @@ kernel has no netem): per directed link a one-way delay with jitter, loss, dupli
 rate cap, and partitions that drop every frame between nodes in different groups. Frames on a
 link keep their order (jitter never reorders them; netem's would).
 
+With offload (``open_tap``) each frame starts with a virtio-net header the wire passes along
+untouched (``header``), and TCP crosses in frames of up to 64 KiB; the two ends of a link set to
+lose, rate-limit or duplicate turn the offload off while it lasts, so those act on MTU-sized
+frames.
+
 An unimpaired link forwards a frame as soon as it is read. An impaired one queues it: a lane
 per (source node, destination node) holds frames with the time they are due, and one timer per
 lane writes them out. With a rate the frame first waits for the lane to finish sending the ones
