@@ -165,7 +165,10 @@ class Cluster:
             for obj in self.store.list(kind):
                 handler(None, obj)
         self.dns_port = system.dns_port()
-        self.dns_image = system.ClusterDNSImage(self.dns_config, self.dns_index, self.dns_port)
+        # Names outside the cluster are forwarded from the host's network, where the configured
+        # upstreams are (on netns the DNS pod's namespace has no way out, by design).
+        self.dns_image = system.ClusterDNSImage(self.dns_config, self.dns_index, self.dns_port,
+                                                upstream_socket=lambda family, kind: self.fabric.socket("", family, kind))
 
     @property
     def capabilities(self) -> frozenset[str]:

@@ -70,16 +70,18 @@ class ClusterDNSImage(EmulationBase):
 
     name = "cluster-dns"
 
-    def __init__(self, config: Any, index: Any, port: int):
+    def __init__(self, config: Any, index: Any, port: int, upstream_socket: Any = None):
         self.config = config
         self.index = index
         self.port = port
+        self.upstream_socket = upstream_socket  # (family, type) -> socket, for forwarding upstream
 
     async def start(self, ctx: ContainerContext) -> RunningEmulation:
         from netemu.dns import ClusterDNS
         running = RunningEmulation(self.name)
         server = ClusterDNS(self.config, self.index)
-        await server.start(ctx.start_server, ctx.create_datagram_endpoint, host=ctx.pod_ip, port=self.port)
+        await server.start(ctx.start_server, ctx.create_datagram_endpoint, host=ctx.pod_ip, port=self.port,
+                           make_socket=self.upstream_socket)
         ctx.log(f"[INFO] plugin/kubernetes: serving {self.config.zone} on {ctx.pod_ip}:{self.port} (udp, tcp)")
         running.on_stop(lambda: _close_soon(server))
         return running

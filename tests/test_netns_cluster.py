@@ -167,3 +167,33 @@ spec:
     await cluster.wait_ready(timeout=20)
     status = cluster.get("pod", "probed").status.container_statuses[0]
     assert status.ready and status.restart_count == 0
+
+
+async def test_cluster_dns_forwards_from_the_hosts_network_to_a_configured_upstream(netns_ready, make_cluster) -> None:  # noqa: F811
+    """The upstream (a stub on 127.x, in the namespace the test started in) is reachable only from
+    the host's network: the DNS pod's own namespace has no way out."""
+    import socketserver
+    import threading
+
+    from dnslib import QTYPE, RR, A, DNSRecord
+
+    class Stub(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data, sock = self.request
+            reply = DNSRecord.parse(data).reply()
+            if reply.q.qtype == QTYPE.A:
+                reply.add_answer(RR(reply.q.qname, QTYPE.A, rdata=A("192.0.2.99"), ttl=60))
+            sock.sendto(reply.pack(), self.client_address)
+
+    server = socketserver.UDPServer(("127.53.9.9", 0), Stub)  # made before the cluster seals this thread
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cluster = await make_cluster(nodes=1, backend="netns", dns_upstreams=(f"127.53.9.9:{server.server_address[1]}",))
+        await cluster.apply(CLIENTS.split("---")[0])
+        await cluster.wait_ready(timeout=30)
+        lookup = await cluster.exec("curl", ["nslookup", "example.com"])
+        assert lookup.returncode == 0 and "192.0.2.99" in lookup.stdout, lookup.stdout + lookup.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
