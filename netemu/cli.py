@@ -428,7 +428,11 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 def run(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "names", None), list) and not any(a.startswith("-") for a in extra):
+        args.names += extra  # kubectl takes names after flags too: get svc -n kube-system kube-dns
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -65,6 +65,8 @@ def test_up_get_exec_logs_describe_down(env, cluster, tmp_path):
     svc = netemu(env, "get", "svc", "my-nginx").stdout.splitlines()
     assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     assert svc[1].split()[1:5] == ["ClusterIP", svc[1].split()[2], "<none>", "80/TCP"]
+    dns = netemu(env, "get", "svc", "-n", "kube-system", "kube-dns").stdout.splitlines()  # flags before the name
+    assert dns[1].split()[0] == "kube-dns"
 
     # exec: the container's environment (variables from when it started), exit code, stdin
     r = netemu(env, "exec", name, "--", "sh", "-c", "printenv KUBERNETES_SERVICE_HOST; cat; exit 7",
