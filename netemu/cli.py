@@ -255,8 +255,13 @@ def _summary(cluster: Any, elapsed: float) -> str:
             where = spec.external_name
         lines.append(f"  service {svc.metadata.namespace}/{svc.metadata.name:<20} {spec.type:<12} {where} {ports}{extra}")
     port = "" if cluster.dns_port == 53 else f" port {cluster.dns_port} (not 53: not root, so pods cannot use it)"
-    lines.append(f"  cluster DNS {cluster.config.dns_ip}{port}: dig @{cluster.config.dns_ip}"
-                 + ("" if cluster.dns_port == 53 else f" -p {cluster.dns_port}") + " my-svc.default.svc.cluster.local")
+    if cluster.fabric.shared_stack:
+        lines.append(f"  cluster DNS {cluster.config.dns_ip}{port}: dig @{cluster.config.dns_ip}"
+                     + ("" if cluster.dns_port == 53 else f" -p {cluster.dns_port}") + " my-svc.default.svc.cluster.local")
+    else:  # pods and ClusterIPs live in the cluster's namespaces; the host reaches node and LB addresses
+        hosts = ", ".join(f"{name} {getattr(net, 'host_ip', '')}" for name, net in cluster.nodes.items())
+        lines.append(f"  cluster DNS {cluster.config.dns_ip}, inside the cluster: netemu exec POD -- nslookup my-svc")
+        lines.append(f"  from the host: NodePorts on {hosts}; LoadBalancers on {cluster.config.lb_cidr}")
     lines.append("try: netemu get pods -o wide   |   stop: netemu down" + (f" --name {cluster.name}" if cluster.name != DEFAULT_NAME else ""))
     return "\n".join(lines)
 

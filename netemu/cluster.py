@@ -33,7 +33,7 @@ from netemu import system
 from netemu.kubelet import podfiles
 from netemu.kubelet.kubelet import ExecPlan, Kubelet, PodDNS
 from netemu.state import ClusterState
-from netemu.store import Store
+from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,8 @@ class Cluster:
                 addresses=(k8s.NodeAddress(type="InternalIP", address=net.ip),
                            k8s.NodeAddress(type="Hostname", address=name)),
                 conditions=(k8s.NodeCondition(type="Ready", status="True", reason="KubeletReady",
-                                              message="kubelet is posting ready status"),),
+                                              message="kubelet is posting ready status",
+                                              last_heartbeat_time=now_rfc3339(), last_transition_time=now_rfc3339()),),
                 extra={"nodeInfo": {"kubeletVersion": "v1.31.0-netemu", "containerRuntimeVersion": "netemu://0.1.0",
                                     "osImage": f"netemu ({self.config.backend} backend)",
                                     "kernelVersion": os.uname().release, "operatingSystem": "linux",
@@ -225,10 +226,12 @@ class Cluster:
     # ------------------------------------------------------------------ nodes
 
     def _set_node_ready(self, name: str, ready: bool) -> None:
+        now = now_rfc3339()
         condition = (k8s.NodeCondition(type="Ready", status="True", reason="KubeletReady",
-                                       message="kubelet is posting ready status") if ready else
+                                       message="kubelet is posting ready status", last_heartbeat_time=now,
+                                       last_transition_time=now) if ready else
                      k8s.NodeCondition(type="Ready", status="Unknown", reason="NodeStatusUnknown",
-                                       message="Kubelet stopped posting node status."))
+                                       message="Kubelet stopped posting node status.", last_transition_time=now))
         self.store.modify("Node", "", name, lambda n: dataclasses.replace(
             n, status=dataclasses.replace(n.status, conditions=(condition,))))
 
