@@ -156,7 +156,8 @@ class ControlServer:
             return {"pods": [p for p in store.list("Pod", obj.metadata.namespace)
                              if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
         if obj.KIND == "Node":
-            return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name]}
+            return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name],
+                    "sections": self._node_sections(obj.metadata.name)}
         return {}
 
     def _impair(self, req: dict[str, Any]) -> str:
@@ -178,6 +179,25 @@ class ControlServer:
         impairment = kind.parse(**settings) if settings else None
         return self.cluster.impair(service=service, node=node, link=tuple(link) if link else None,
                                    impairment=impairment, namespace=req.get("namespace") or "default")
+
+    def _node_sections(self, node: str) -> list[tuple[str, list[str]]]:
+        """What is impaired on the node's links (wire: netns) or at its proxy, and the partition."""
+        c = self.cluster
+        sections: list[tuple[str, list[str]]] = []
+        wire = getattr(c.fabric, "wire", None)
+        if wire is not None:
+            lines = [f"{what}\t{setting}" for what, setting in wire.impairments().items()
+                     if what == f"node {node}" or (what.startswith("link ") and node in what[5:].split("<->"))]
+            if lines:
+                sections.append(("Link impairments", lines))
+            groups = wire.partitions()
+            if groups:
+                mine = next(g for g in groups if node in g)
+                sections.append(("Partition", [f"hears only\t{', '.join(mine)}"]))
+        impairment = c.proxy.impairments.by_node.get(node) if c.proxy is not None else None
+        if impairment is not None:
+            sections.append(("Impairment", [str(impairment)]))
+        return sections
 
     def _traffic_sections(self, svc: Any) -> list[tuple[str, list[str]]]:
         """A Service's impairment (when set) and its last connections from the proxy's log."""

@@ -159,6 +159,19 @@ def test_the_cluster_still_works_after_the_mistakes(cli_cluster: CliCluster) -> 
     assert cli_cluster.ok("get", "nodes").count(" Ready ") == 2
 
 
+def test_describe_node_shows_its_link_impairments_and_partition(cli_cluster: CliCluster) -> None:
+    cli_cluster.ok("impair", "--link", "node-1", "node-2", "--delay", "20ms")
+    cli_cluster.ok("partition", "node-1")
+    try:
+        described = cli_cluster.ok("describe", "node", "node-2")
+    finally:
+        cli_cluster.ok("heal")
+        cli_cluster.ok("impair", "--link", "node-1", "node-2", "--clear")
+    assert "Link impairments:\n  link node-1<->node-2  delay 20ms" in described
+    assert "Partition:\n  hears only  node-2" in described
+    assert "Partition" not in cli_cluster.ok("describe", "node", "node-2")
+
+
 def test_capture_writes_a_pcapng_file_for_the_time_asked(cli_cluster: CliCluster, tmp_path) -> None:
     out = tmp_path / "node-1.pcapng"
     result = cli_cluster.netemu("capture", "--node", "node-1", "--filter", "tcp", "-w", str(out), "--duration",
