@@ -91,7 +91,6 @@ class Capture:
     taps: Sequence[Tap]
     count: int = 0
     frames: int = 0
-    started: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _sockets: list[socket.socket] = field(default_factory=list)
     _writer: Any = None

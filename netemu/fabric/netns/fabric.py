@@ -18,13 +18,14 @@ namespace is recorded in the cluster ledger before it exists (``namespaces.creat
 
 Sockets for a node or pod are made on a worker thread switched into its namespace and then handed
 to asyncio; a socket stays in the namespace it was made in, so one event loop serves them all.
-``where`` is a node name, a pod's container id, or "" for this process's own network.
+``where`` is a node name, a pod's container id, or "" for the host's network (the namespace the
+process started in, which the event-loop thread leaves for a sealed one: ``seal``).
 
 Addresses: the pod range is ``config.pod_cidr`` unless that lies in 127/8 (the loopback
 backend's default), in which case it is ``DEFAULT_POD_CIDR`` (10.244.0.0/16); node N (0-based
 index) gets the /24 number N+1 of it. Node addresses are ``UNDERLAY_CIDR``'s .N+1; each node
 also has a host address, ``config.node_ip(N)`` (127.10.0.N+1), on which the service proxy opens
-the node's NodePorts in this process's own namespace (``NetnsNodeNetwork.host_ip``): pods and
+the node's NodePorts in the host's namespace (``NetnsNodeNetwork.host_ip``): pods and
 ClusterIPs are not reachable from the host, node and load-balancer addresses are.
 
 ClusterIPs: every node namespace has ``svc0``, a bridge with no ports (this kernel has no

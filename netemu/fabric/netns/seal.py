@@ -101,10 +101,6 @@ def leave(loop: asyncio.AbstractEventLoop | None = None) -> None:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
 
 
-def sealed() -> bool:
-    return getattr(_local, "depth", 0) > 0
-
-
 def _return(host_fd: int) -> None:
     try:
         _call(_libc.setns(host_fd, CLONE_NEWNET), "setns(host)")
