@@ -62,7 +62,8 @@ class ClusterConfig:
                                               # here (e.g. /usr/lib/cni) instead of netemu's in-process ones
     restart_backoff: float = 10.0             # kubelet's initial CrashLoopBackOff delay
     restart_backoff_max: float = 300.0
-    lb_delay: float = 0.05                    # LoadBalancer provisioning is asynchronous
+    lb_delay: float = 0.5                     # LoadBalancer provisioning is asynchronous (a cloud
+                                              # takes seconds): long enough to see <pending>
     state_dir: Path = field(default_factory=state_root)
 
     def __post_init__(self) -> None:
