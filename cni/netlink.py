@@ -172,14 +172,14 @@ class Rtnetlink:
             own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 try:
-                    _setns(target)
+                    setns(target)
                 except OSError as exc:
                     raise CNIError(ErrorCode.INTERNAL, f'failed to enter netns "{path}": {exc.strerror}') from exc
                 try:
                     return cls()
                 finally:
                     try:
-                        _setns(own)
+                        setns(own)
                     except OSError as exc:  # never go on working in the wrong namespace
                         raise CNIError(ErrorCode.INTERNAL, f"cannot return from netns {path}: {exc.strerror}") from exc
             finally:
@@ -381,8 +381,17 @@ class Rtnetlink:
         return True
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace ``fd`` refers to (Python 3.11 has no
+    ``os.setns``). The one place netemu calls setns(2); OSError on failure."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def unshare_net() -> None:
+    """Move the calling thread into a new, empty network namespace; OSError on failure."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 import fcntl
 import json
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from netemu.cni.bridge import NETNS_PREFIX, OWNED_ALIAS_PREFIX
+from netemu.cni.netlink import setns
 from netemu.errors import ClusterError, FabricError
 from netemu.state import LEDGER, STATE_FILE, ClusterState, gc_cluster, is_alive
 
@@ -54,7 +54,6 @@ NETNS_RUN_DIR = Path("/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")
 OWNED_ALIAS = OWNED_ALIAS_PREFIX
 IFNAMSIZ = 15  # usable characters of an interface name
-CLONE_NEWNET = 0x40000000
 LEDGER_KIND = "netns"
 KILL_WAIT = 5.0  # seconds to wait for killed processes to exit before deleting their namespaces
 SWITCHING_THREADS = 8  # at most this many call_in calls run at once; more wait their turn
@@ -67,7 +66,6 @@ _IFREQ_FLAGS = struct.Struct("16sH22x")  # struct ifreq holding ifr_flags (40 by
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAX_NAME = 200
-_libc = ctypes.CDLL(None, use_errno=True)
 _local = threading.local()  # per thread: "switching" (one of call_in's), "stranded" (could not return)
 
 NamespaceId = tuple[int, int]  # (st_dev, st_ino) of an nsfs file
@@ -137,7 +135,7 @@ def _check_new(names: Sequence[str]) -> None:
         raise FabricError(f"duplicate network namespace names in {list(names)}")
 
 
-def _loopback_up() -> None:
+def loopback_up() -> None:
     """``lo`` up in this thread's namespace (an ioctl on a socket made here: no ``ip`` process)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         flags = _IFREQ_FLAGS.unpack(fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0)))[1]
@@ -151,7 +149,7 @@ def _loopbacks_up(names: Sequence[str]) -> dict[str, FabricError]:
     for name in names:
         try:
             with switched_to(name):
-                _loopback_up()
+                loopback_up()
         except OSError as exc:
             failed[name] = FabricError(f"bringing lo up in network namespace {name}: {exc.strerror}")
         except FabricError as exc:
@@ -344,12 +342,6 @@ async def asetup_node(name: str, bridge: str = "cni0", mtu: int = 0) -> None:
 
 # ---------------------------------------------------------------- switching a thread
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
 def _refuse_on_event_loop() -> None:
     try:
         asyncio.get_running_loop()
@@ -372,14 +364,14 @@ def switched_to(name: str | Path) -> Iterator[None]:
         original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             try:
-                _setns(target)
+                setns(target)
             except OSError as exc:
                 raise FabricError(f"cannot enter network namespace {name}: {exc.strerror}") from exc
             try:
                 yield
             finally:
                 try:
-                    _setns(original)
+                    setns(original)
                 except OSError as exc:  # the thread would stay in the wrong place: never carry on
                     _local.stranded = True
                     raise FabricError(f"cannot return from network namespace {name}: {exc.strerror}") from exc

@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
-import fcntl
 import os
-import socket
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from netemu.cni.netlink import setns, unshare_net
 from netemu.errors import BackendUnavailableError, FabricError
 
-CLONE_NEWNET = 0x40000000
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
+from . import namespaces
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _local = threading.local()
 
 
@@ -47,19 +40,6 @@ class Host:
         return Path(f"/proc/{os.getpid()}/fd/{self.fd}")
 
 
-def _call(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
-
-def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
-
-
 def enter(loop: asyncio.AbstractEventLoop | None = None) -> Host:
     """Move the calling thread into a fresh namespace holding only ``lo`` (or, when it is
     sealed already, share that seal); the host's namespace for the caller to reach."""
@@ -69,14 +49,14 @@ def enter(loop: asyncio.AbstractEventLoop | None = None) -> Host:
         return _local.host
     host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _call(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        unshare_net()
     except OSError as exc:
         os.close(host_fd)
         raise BackendUnavailableError(
             f"the netns backend cannot make a network namespace of its own ({exc.strerror}); it needs root "
             "(CAP_SYS_ADMIN and CAP_NET_ADMIN)") from exc
     try:
-        _loopback_up()
+        namespaces.loopback_up()
     except OSError as exc:
         _return(host_fd)
         raise FabricError(f"bringing lo up in netemu's own namespace: {exc}") from exc
@@ -103,6 +83,6 @@ def leave(loop: asyncio.AbstractEventLoop | None = None) -> None:
 
 def _return(host_fd: int) -> None:
     try:
-        _call(_libc.setns(host_fd, CLONE_NEWNET), "setns(host)")
+        setns(host_fd)
     finally:
         os.close(host_fd)
