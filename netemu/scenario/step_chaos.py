@@ -27,14 +27,19 @@ from netemu.scenario.steps import Context, Parse, StepKind, error_expectation, e
 SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT")
 
 
-async def call_cluster(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> list[str]:
+async def call_cluster_raw(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``ctx.cluster.<method>(...)``, awaited if need be; a clear error when the cluster lacks it."""
     func = getattr(ctx.cluster, method, None)
     if func is None:
         raise ClusterError(f"{step} is not supported by this backend ({ctx.backend}): the cluster has no "
                            f"{method}(); add the matching requires: to skip this scenario where it cannot run")
     result = func(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
+    return await result if inspect.isawaitable(result) else result
+
+
+async def call_cluster(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> list[str]:
+    """``call_cluster_raw``, its result as output lines."""
+    result = await call_cluster_raw(ctx, step, method, *args, **kwargs)
     if isinstance(result, list):
         return [str(line) for line in result]
     return [str(result)] if result else []
@@ -160,13 +165,6 @@ class CaptureStep(StepKind):
         what = " ".join(f"link {v[0]}<->{v[1]}" if k == "link" else f"{k} {v}" for k, v in target.items())
         return f'capture "{label}" on {what}' + (f" ({spec[3]['filter']})" if spec[3]["filter"] else "")
 
-
-async def call_cluster_raw(ctx: Context, step: str, method: str, *args: Any, **kwargs: Any) -> Any:
-    func = getattr(ctx.cluster, method, None)
-    if func is None:
-        raise ClusterError(f"{step} is not supported by this backend ({ctx.backend}): the cluster has no {method}()")
-    result = func(*args, **kwargs)
-    return await result if inspect.isawaitable(result) else result
 
 
 @register
