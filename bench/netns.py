@@ -1,7 +1,8 @@
 """netns backend benchmark: bring-up time, and pod-to-pod TCP throughput against a bare veth pair.
 
-    cd /work/main && ./scripts/isolated .venv/bin/python bench/netns.py [--seconds 3] [--rounds 1]
-                                        [--only bringup|throughput]
+From the checkout, as ``make bench`` runs it:
+
+    ./scripts/isolated .venv/bin/python bench/netns.py [--seconds 3] [--rounds 1] [--only bringup|throughput]
 
 Only ever inside scripts/isolated (a network namespace holding nothing but ``lo``): the script
 refuses to run where the namespace has a route through another interface.
@@ -299,7 +300,7 @@ def refuse_outside_isolation() -> None:
     outside = routes_outside_loopback()
     if outside:
         sys.exit(f"bench/netns.py: this network namespace has routes via {', '.join(sorted(set(outside))[:3])}; "
-                 "run it only inside an isolated namespace: cd /work/main && ./scripts/isolated "
+                 "run it only inside an isolated namespace, from the checkout: ./scripts/isolated "
                  ".venv/bin/python bench/netns.py")
     if os.geteuid() != 0:
         sys.exit("bench/netns.py: the netns backend needs root")

@@ -5,12 +5,18 @@ short restart back-off so crash loops are quick) and stops it when the test ends
 one started single-node cluster. The cluster runs on the test's loop: run real tools with
 ``asyncio.to_thread`` or asyncio subprocesses, never a blocking call. ``process_gone(pid,
 start_time=None)`` tells whether a process has stopped (zombies count as stopped).
+
+Under ``make test`` — as root inside ``scripts/isolated`` (``NETEMU_ISOLATED=1``), with every tool
+``make tools`` installs — a test that skips is a test that cannot fail, so there every skip is
+reported as a failure that names the skip's reason (``skips_must_fail``). Elsewhere (not root, not
+isolated) a skip stays a skip.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import pytest
@@ -18,6 +24,25 @@ import pytest
 import netemu
 
 _serial = itertools.count(1)
+
+
+def skips_must_fail() -> bool:
+    """True under ``make test``: root inside ``scripts/isolated``, where every test can run."""
+    return os.environ.get("NETEMU_ISOLATED") == "1" and os.geteuid() == 0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Under ``make test`` a skipped test (a ``skipif`` mark, ``pytest.skip`` in the test or in a
+    fixture such as ``netns_ready``) fails instead, with the reason it gave."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail") or not skips_must_fail():
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"{item.nodeid}: skipped under `make test` (root, scripts/isolated), where every test "
+                       f"must run: {reason.removeprefix('Skipped: ')}")
 
 
 def _cluster_name(request: pytest.FixtureRequest) -> str:

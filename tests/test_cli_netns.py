@@ -5,8 +5,10 @@ One two-node cluster runs as its own process for the module (``netemu up --backe
 in a subprocess (cwd is the tmp dir, so the repo's ``dns/`` folder never shadows dnspython) and
 reaches the cluster over its control socket. Each command that changes the wire prints what it
 set; each wrong one fails with exit status 1 and one line on stderr that names the problem,
-never a traceback. The last test stops the cluster with ``netemu down``; should a test fail
-before, the fixture stops it (down, else SIGKILL by recorded pid and start time, then gc).
+never a traceback. No test depends on another or on their order: before each one the cluster is
+brought up if a test stopped it (``netemu down`` has its own test) and its wire is reset to whole
+and unimpaired. When the module ends the fixture stops the cluster (down, else SIGKILL by
+recorded pid and start time, then gc).
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ import pytest
 from netemu.cni.bridge import NETNS_PREFIX
 from test_netns_helpers import netns_ready, own_network_unchanged, poll  # noqa: F401 - fixtures
 
+from netemu.control import ControlClient
 from netemu.fabric import routes_outside_loopback
 from netemu.fabric.netns import namespaces
 from netemu.fabric.netns.namespaces import collect_cluster_garbage
-from netemu.state import gc_all, proc_start_time
+from netemu.state import gc_all, list_clusters, proc_start_time
 
 pytestmark = [
     pytest.mark.netns,
@@ -69,28 +72,53 @@ class CliCluster:
     def namespaces(self) -> list[str]:
         return sorted(p.name for p in namespaces.NETNS_RUN_DIR.glob(f"{NETNS_PREFIX}{self.name}-*"))
 
+    def up(self) -> None:
+        self.ok("up", "--backend", "netns", "--nodes", "2", "--dns-upstream", "none", "--detach", "--timeout", "60")
+        info = json.loads((self.state_root / self.name / "state.json").read_text())
+        self.pid, self.start_time = info["pid"], info["start_time"]
+
+    def reset_wire(self) -> None:
+        """Every node hears every other, no link or node impaired: what each test starts from (set
+        over the control socket directly, which is quicker than four CLI processes)."""
+        (cluster,) = [c for c in list_clusters(self.state_root) if c.name == self.name]
+        control = ControlClient(cluster.control_socket)
+        control.call("heal")
+        control.call("impair", link=["node-1", "node-2"], settings=None)
+        for node in ("node-1", "node-2"):
+            control.call("impair", node=node, settings=None)
+        described = control.call("describe", kind="node", names=["node-1", "node-2"], namespace=None)
+        assert "Link impairments" not in described and "Partition" not in described, described
+
+    def stop(self) -> None:
+        """``netemu down``, else SIGKILL by recorded pid and start time; then collect what is left."""
+        if self.running:
+            self.netemu("down")
+        if self.running:
+            os.kill(self.pid, signal.SIGKILL)
+            poll(lambda: not self.running, timeout=10)
+        gc_all(self.state_root, collect_cluster_garbage)
+        namespaces.collect(self.namespaces())
+
 
 @pytest.fixture(scope="module")
-def cli_cluster(netns_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:  # noqa: F811
+def shared_cluster(netns_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:  # noqa: F811
     workdir = tmp_path_factory.mktemp("cli-netns")
     env = {k: v for k, v in os.environ.items() if k != "NETEMU_CLUSTER"}
     env["NETEMU_STATE_DIR"] = str(workdir / "state")
     cluster = CliCluster(name=f"cli-{secrets.token_hex(4)}", workdir=workdir, state_root=workdir / "state", env=env)
     try:
-        cluster.ok("up", "--backend", "netns", "--nodes", "2", "--dns-upstream", "none", "--detach",
-                   "--timeout", "60")
-        info = json.loads((cluster.state_root / cluster.name / "state.json").read_text())
-        cluster.pid, cluster.start_time = info["pid"], info["start_time"]
         yield cluster
     finally:
-        # Safety net when a test failed before `netemu down`: only what this module started.
-        if cluster.running:
-            cluster.netemu("down")
-        if cluster.running:
-            os.kill(cluster.pid, signal.SIGKILL)
-            poll(lambda: not cluster.running, timeout=10)
-        gc_all(cluster.state_root, collect_cluster_garbage)
-        namespaces.collect(cluster.namespaces())
+        cluster.stop()  # only what this module started
+
+
+@pytest.fixture
+def cli_cluster(shared_cluster: CliCluster) -> CliCluster:
+    """The module's cluster, running, with a whole and unimpaired wire, whatever ran before."""
+    if not shared_cluster.running:
+        shared_cluster.up()
+    shared_cluster.reset_wire()
+    return shared_cluster
 
 
 CHANGES = [
@@ -162,13 +190,10 @@ def test_the_cluster_still_works_after_the_mistakes(cli_cluster: CliCluster) -> 
 def test_describe_node_shows_its_link_impairments_and_partition(cli_cluster: CliCluster) -> None:
     cli_cluster.ok("impair", "--link", "node-1", "node-2", "--delay", "20ms")
     cli_cluster.ok("partition", "node-1")
-    try:
-        described = cli_cluster.ok("describe", "node", "node-2")
-    finally:
-        cli_cluster.ok("heal")
-        cli_cluster.ok("impair", "--link", "node-1", "node-2", "--clear")
+    described = cli_cluster.ok("describe", "node", "node-2")
     assert "Link impairments:\n  link node-1<->node-2  delay 20ms" in described
     assert "Partition:\n  hears only  node-2" in described
+    cli_cluster.ok("heal")
     assert "Partition" not in cli_cluster.ok("describe", "node", "node-2")
 
 

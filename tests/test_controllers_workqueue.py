@@ -60,7 +60,12 @@ async def test_add_after_keeps_the_earliest_timer_and_stop_cancels() -> None:
     await eventually(lambda: seen == ["k"])
     queue.add_after("later", 0.01)
     queue.stop()
-    await asyncio.sleep(0.03)
+    # a witness timer due after the cancelled one: the loop runs timers in the order they are due,
+    # so once the witness has been processed the cancelled key would have been too
+    witnessed: list[str] = []
+    witness: WorkQueue[str] = WorkQueue(witnessed.append, "witness")
+    witness.add_after("witness", 0.02)
+    await eventually(lambda: witnessed == ["witness"])
     assert seen == ["k"]
 
 

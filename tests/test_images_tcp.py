@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -298,10 +300,46 @@ async def test_netexec_udp_port_in_use(pods):
                              args=("netexec", "--http-port=0", f"--udp-port={busy}"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may bind ports below 1024")
-async def test_low_port_without_privilege_is_a_clear_error(pods):
-    with pytest.raises(InvalidError, match="permission denied"):
-        await pods.start("nginx", "127.244.201.33", ports=())
+LOW_PORT_CHILD = """
+import asyncio, sys
+from netemu.errors import InvalidError
+from netemu.images import ContainerContext, resolve
+
+
+async def main() -> str:
+    ctx = ContainerContext.plain(pod_ip=sys.argv[1], image="nginx", pod_name="db-0", args=(), ports=(),
+                                 env=None, log=print)
+    try:
+        running = await resolve("nginx").start(ctx)
+    except InvalidError as exc:
+        return f"InvalidError: {exc}"
+    await running.stop()
+    return "started"
+
+print(asyncio.run(main()))
+"""
+
+
+def without_low_port_privilege() -> list[str]:
+    """The argv prefix that runs a program unable to bind ports below 1024: none for an ordinary
+    user; as root, util-linux's setpriv drops CAP_NET_BIND_SERVICE (bounding and inheritable)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"]
+
+
+async def test_low_port_without_privilege_is_a_clear_error(tmp_path):
+    """nginx's port 80 in a process without the privilege (a child without CAP_NET_BIND_SERVICE
+    when the suite runs as root); its cwd is a tmp dir, so the repo's dns/ never shadows dnspython."""
+    child = await asyncio.create_subprocess_exec(
+        *without_low_port_privilege(), sys.executable, "-c", LOW_PORT_CHILD, "127.244.201.33", cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    unprivileged_from = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
+    assert out.decode().startswith("InvalidError: ") and out.decode().strip().endswith(
+        "cannot listen on 127.244.201.33:80/TCP: permission denied (ports below 1024 need root or "
+        "CAP_NET_BIND_SERVICE)"), f"{out.decode()} (ip_unprivileged_port_start here: {unprivileged_from})"
 
 
 @pytest.mark.parametrize("image, stop_code", [

@@ -5,7 +5,8 @@ own_network_unchanged, new_names, netns_ready``): ``own_network_unchanged`` (mod
 autouse once imported) checks that the namespace the tests run in — the host's when pytest runs
 directly — has the same links, addresses, routes, rules and forwarding switches at the end of
 the module as at its start; ``netns_ready`` skips unless namespaces can be made (root and a
-working ``ip netns``); ``new_names(n)`` gives n namespace names of the test's own
+working ``ip netns``), a skip that fails the test under ``make test`` (see conftest.py);
+``new_names(n)`` gives n namespace names of the test's own
 (``netemu-t<random>-<i>``), collected (processes killed, namespaces deleted) when it ends
 (``NameBook`` does the same for wider-scoped fixtures).
 """
