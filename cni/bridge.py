@@ -7,11 +7,23 @@ Owns ADD/CHECK/DEL/GC of a CNI "bridge" network the way containernetworking/plug
 other side, named CNI_IFNAME, is created straight inside CNI_NETNS and gets the IPAM addresses,
 the routes (plus a default route via the gateway with ``isDefaultGateway``) and ``lo`` up. The
 result lists [bridge, host veth, container interface (with sandbox)], and every IP points at the
-container interface (index 2). IPAM: ``host-local`` runs in-process (netemu's); any other
-``ipam.type`` is executed from CNI_PATH. ``ipMasq: true`` (and ``vlan``, ``vlanTrunk``,
-``macspoofchk``) is refused with code 2: netemu never NATs. DEL deletes the host veth (its peer
-goes with it) and releases the addresses; it never enters CNI_NETNS and succeeds when things
-are gone already. CHECK compares ``prevResult`` with the interfaces, addresses and routes found.
+container interface (index 2). IPAM: as an executable the plugin runs ``ipam.type`` from
+CNI_PATH, ``host-local`` included, as the reference does (the IPAM plugin's stderr is passed on,
+and a failed IPAM ADD is followed by an IPAM DEL, as the spec's delegation rules ask); called
+in-process (``skel.invoke``), ``host-local`` is netemu's own, run in-process. ``ipMasq: true``
+(and ``vlan``, ``vlanTrunk``, ``macspoofchk``) is refused with code 2: netemu never NATs. DEL
+deletes the host veth (its peer goes with it) and releases the addresses; it never enters
+CNI_NETNS and succeeds when things are gone already. CHECK compares ``prevResult`` with the
+interfaces, addresses and routes found. STATUS (CNI 1.1) fails, code 50, wherever ADD would
+refuse whatever the container: outside a netemu node namespace, with a configuration ADD
+refuses, with an IPAM plugin that is missing or not ready (host-local: no free address).
+
+Concurrency. ADD, CHECK and DEL of one node namespace take an exclusive ``flock`` on that
+namespace itself (``/proc/thread-self/ns/net``: every opener of one namespace shares its inode),
+so the guard never sees another call's half-made interface, and making the bridge, its gateway
+address and the routes is idempotent as in the reference (a bridge, address or route that is
+there already is used, not an error): 8 parallel ADDs on a node without a bridge all succeed. A
+second attachment of one container (another CNI_IFNAME) keeps the first's default route.
 
 Guard. Like the reference, the plugin configures the namespace it runs in, so before anything
 else ADD, CHECK and DEL check that the calling thread's network namespace
@@ -19,7 +31,9 @@ else ADD, CHECK and DEL check that the calling thread's network namespace
   1. is not pid 1's (when pid 1's can be read: some containers hide it),
   2. is one netemu created: the one bind-mounted at ``/run/netns/netemu-*``,
   3. holds no interface besides ``lo`` whose ``ifalias`` does not start with ``netemu`` (netemu
-     marks every interface it makes; a host's ``eth0`` is never marked).
+     marks every interface it makes; a host's ``eth0`` is never marked). DEL skips this check:
+     it removes only the veth that carries this attachment's own mark, and releases the
+     addresses, whatever else the namespace holds.
 ADD checks CNI_NETNS the same way and that it is not the plugin's own namespace. A refusal is
 error 100 (101 for CNI_NETNS) and leaves no trace: no IPAM reservation, no interface.
 
@@ -33,6 +47,8 @@ call. Blocking; never call it on an event-loop thread.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -42,7 +58,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 from netemu.errors import CNIError
 
@@ -66,6 +82,7 @@ NETNS_PREFIX = "netemu-"
 OWNED_ALIAS_PREFIX = "netemu"  # the ifalias prefix of every interface netemu makes
 NOT_A_NODE_NAMESPACE = 100
 NOT_A_POD_NAMESPACE = 101
+NOT_AVAILABLE = 50  # CNI 1.1 STATUS: the plugin cannot service ADD requests
 IN_PROCESS_IPAM = ("host-local",)
 PORT_UP_WAIT = 2.5  # seconds, as the reference waits for the bridge port
 
@@ -278,9 +295,9 @@ class Namespace:
     links: list[dict[str, Any]]
 
 
-def guard_node_namespace(netlink: Rtnetlink) -> Namespace:
+def guard_node_namespace(netlink: Rtnetlink, *, allow_foreign: bool = False) -> Namespace:
     """Checks 1-3 of the module docstring on this thread's namespace (``netlink`` is a socket
-    made in it), reading only; raises error 100 on refusal."""
+    made in it; ``allow_foreign`` skips check 3), reading only; raises error 100 on refusal."""
     own = _ns_id("/proc/thread-self/ns/net")
 
     def refuse(why: str) -> CNIError:
@@ -295,9 +312,27 @@ def guard_node_namespace(netlink: Rtnetlink) -> Namespace:
         raise refuse(f"this network namespace is not one netemu created (none of {NETNS_RUN_DIR}/{NETNS_PREFIX}*)")
     links = netlink.links()
     foreign = foreign_interfaces(links)
-    if foreign:
+    if foreign and not allow_foreign:
         raise refuse(f"network namespace {name} holds interfaces netemu did not make: {', '.join(foreign)}")
     return Namespace(own, name, links)
+
+
+@contextlib.contextmanager
+def node_locked() -> Iterator[None]:
+    """This thread's network namespace, locked against every other ADD/CHECK/DEL in it (see
+    the module docstring); a descriptor of its own per call, so threads exclude each other too."""
+    try:
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CNIError(ErrorCode.INTERNAL, f"cannot open this network namespace: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise CNIError(ErrorCode.INTERNAL, f"cannot lock this network namespace: {exc.strerror}") from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def guard_pod_namespace(path: str, node: Namespace) -> tuple[Namespace, Rtnetlink]:
@@ -349,28 +384,55 @@ def _exec_ipam(command: str, args: CmdArgs, ipam_type: str) -> Result | None:
                                   ifname=args.ifname, path=args.path, args=args.args, plugin_type=ipam_type)
 
 
+def _in_process(args: CmdArgs, ipam_type: str) -> bool:
+    """netemu's own host-local runs in-process only when the plugin itself does; an executable
+    looks its IPAM plugin up in CNI_PATH, whatever its type, as the reference does."""
+    return args.in_process and ipam_type in IN_PROCESS_IPAM
+
+
 def ipam_add(args: CmdArgs, ipam_type: str) -> Result:
-    if ipam_type in IN_PROCESS_IPAM:
+    if _in_process(args, ipam_type):
         config = host_local.load_config(args.netconf, args.args)
         return host_local.allocate(config, args.container_id, args.ifname, args.netconf.cni_version)
     result = _exec_ipam("ADD", args, ipam_type)
-    assert result is not None
+    if result is None:
+        raise CNIError(ErrorCode.INTERNAL, f"IPAM plugin {ipam_type} returned no result")
     return result
 
 
 def ipam_del(args: CmdArgs, ipam_type: str) -> None:
-    if ipam_type in IN_PROCESS_IPAM:
+    if _in_process(args, ipam_type):
         host_local.release(host_local.load_config(args.netconf, args.args), args.container_id, args.ifname)
     elif ipam_type:
         _exec_ipam("DEL", args, ipam_type)
 
 
 def ipam_check(args: CmdArgs, ipam_type: str) -> None:
-    if ipam_type in IN_PROCESS_IPAM:
+    if _in_process(args, ipam_type):
         host_local.verify(host_local.load_config(args.netconf, args.args), args.container_id, args.ifname,
                           args.netconf.prev_result)
     elif ipam_type:
         _exec_ipam("CHECK", args, ipam_type)
+
+
+def ipam_status(args: CmdArgs, ipam_type: str) -> None:
+    if _in_process(args, ipam_type):
+        host_local.status(host_local.load_config(args.netconf, args.args))
+    elif ipam_type:
+        _exec_ipam("STATUS", args, ipam_type)
+
+
+def _ipam_add_or_undo(args: CmdArgs, ipam_type: str) -> Result:
+    """IPAM ADD; when it fails, IPAM DEL before the failure is reported (the spec: "If, on
+    ADD, a delegated plugin fails, the upper plugin should execute again with DEL")."""
+    try:
+        return ipam_add(args, ipam_type)
+    except CNIError:
+        try:
+            ipam_del(args, ipam_type)
+        except CNIError as exc:
+            print(f"netemu-cni-bridge: cleanup: {exc}", file=sys.stderr)
+        raise
 
 
 # ---------------------------------------------------------------- ADD
@@ -435,11 +497,13 @@ def _configure_node(netlink: Rtnetlink, conf: BridgeConfig, bridge: Mapping[str,
     Each request does as much as one ``ip`` command can, and what is so already is skipped."""
     wanted_flags = {"UP", "PROMISC"} if conf.promisc_mode else {"UP"}
     if bridge is None:
-        netlink.add_bridge(conf.bridge, _random_mac(), conf.mtu)
-        netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode, alias=f"{OWNED_ALIAS_PREFIX}-cni:bridge")
+        made = netlink.add_bridge(conf.bridge, _random_mac(), conf.mtu)  # there already: use it, as the reference
         bridge = netlink.link(conf.bridge)
         if bridge is None:
             raise CNIError(ErrorCode.INTERNAL, f"bridge {conf.bridge} vanished after it was made")
+        if not made and _kind(bridge) != "bridge":
+            raise CNIError(ErrorCode.INTERNAL, f'"{conf.bridge}" already exists but is not a bridge')
+        netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode, alias=f"{OWNED_ALIAS_PREFIX}-cni:bridge")
     elif not wanted_flags <= set(bridge.get("flags", [])):
         netlink.set_link(conf.bridge, up=True, promisc=conf.promisc_mode)
     pod_netns = open_namespace(args.netns, pod.id)
@@ -450,7 +514,7 @@ def _configure_node(netlink: Rtnetlink, conf: BridgeConfig, bridge: Mapping[str,
     netlink.set_link(veth, up=True, alias=_owned_alias(args.container_id, args.ifname),
                      port=BridgePort(hairpin=conf.hairpin_mode, isolated=conf.port_isolation))
     for add, address in gateway_changes:
-        netlink.address(add, bridge["ifindex"], conf.bridge, address)
+        netlink.address(add, bridge["ifindex"], conf.bridge, address, exist_ok=add)
 
 
 def _configure_pod(netlink: Rtnetlink, args: CmdArgs, pod: Namespace, ips: Sequence[IPConfig],
@@ -470,7 +534,7 @@ def _configure_pod(netlink: Rtnetlink, args: CmdArgs, pod: Namespace, ips: Seque
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
     netlink.set_link(ifname, up=True, alias=_owned_alias(args.container_id, ifname))
-    for route in routes:
+    for route in routes:  # one there already (another attachment's default route) is kept: the first wins
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
         netlink.add_route(route.dst, gw, link["ifindex"], ifname)
     return link
@@ -524,7 +588,7 @@ def _undo_add(args: CmdArgs, netlink: Rtnetlink, veth: str, ipam_type: str) -> N
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    with Rtnetlink() as netlink:
+    with node_locked(), Rtnetlink() as netlink:
         node = guard_node_namespace(netlink)  # first: nothing happens before it accepts
         conf = load_config(args.netconf, args.args)
         _check_ifname(args.ifname)
@@ -546,7 +610,7 @@ def _add(args: CmdArgs, conf: BridgeConfig, netlink: Rtnetlink, node: Namespace,
     bridge_addresses = netlink.addresses(bridge["ifindex"]) if bridge is not None and conf.is_gateway else []
     ipam_type = _ipam_type(args.netconf)
 
-    ipam_result = ipam_add(args, ipam_type) if ipam_type else Result(args.netconf.cni_version)
+    ipam_result = _ipam_add_or_undo(args, ipam_type) if ipam_type else Result(args.netconf.cni_version)
     try:
         if ipam_type and not ipam_result.ips:
             raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
@@ -574,15 +638,20 @@ def _add(args: CmdArgs, conf: BridgeConfig, netlink: Rtnetlink, node: Namespace,
 
 def cmd_del(args: CmdArgs) -> None:
     """Idempotent. Checks only what it needs (no refusal of ipMasq and the like: whatever was
-    never added is simply not there)."""
-    with Rtnetlink() as netlink:
-        node = guard_node_namespace(netlink)
+    never added is simply not there). Interfaces netemu did not make in the node namespace do
+    not stop it: it deletes only the veth marked as this attachment's, then releases the IPs."""
+    with node_locked(), Rtnetlink() as netlink:
+        node = guard_node_namespace(netlink, allow_foreign=True)
         ipam_type = _ipam_type(args.netconf)
         veth = host_veth_name(args.container_id, args.ifname)
-        if _find(node.links, veth) is not None:  # the guard vouched that every link here is netemu's
+        link = _find(node.links, veth)
+        if link is not None and str(link.get("ifalias", "")) == _owned_alias(args.container_id, args.ifname):
             netlink.delete_link(veth)  # gone meanwhile is fine
-    if ipam_type:
-        ipam_del(args, ipam_type)
+        elif link is not None:
+            print(f"netemu-cni-bridge: leaving {veth} alone: it is not marked as {args.container_id}/{args.ifname}'s",
+                  file=sys.stderr)
+        if ipam_type:
+            ipam_del(args, ipam_type)
 
 
 # ---------------------------------------------------------------- CHECK
@@ -605,7 +674,7 @@ def _check_ips_and_routes(prev: Result, ifname: str, pod_index: int, pod_link: M
 
 
 def cmd_check(args: CmdArgs) -> None:
-    with Rtnetlink() as netlink:
+    with node_locked(), Rtnetlink() as netlink:
         node = guard_node_namespace(netlink)
     conf = load_config(args.netconf, args.args)
     prev = args.netconf.prev_result
@@ -656,17 +725,37 @@ def cmd_gc(args: CmdArgs) -> None:
     """CNI 1.1 GC: releases addresses of attachments the runtime no longer knows (links die
     with their pod namespaces)."""
     ipam_type = _ipam_type(args.netconf)
-    if ipam_type in IN_PROCESS_IPAM:
+    if _in_process(args, ipam_type):
         host_local.cmd_gc(args)
     elif ipam_type:
         _exec_ipam("GC", args, ipam_type)
 
 
-PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc)
+# ---------------------------------------------------------------- STATUS
+
+def cmd_status(args: CmdArgs) -> None:
+    """CNI 1.1 STATUS: success only where an ADD would not be refused whatever the container.
+    Refusals for the place or the IPAM plugin are code 50 ("not available"); a configuration
+    ADD refuses keeps its own code (2, 6, 7)."""
+    conf_ipam = _ipam_type(args.netconf)
+    load_config(args.netconf, args.args)
+    try:
+        with node_locked(), Rtnetlink() as netlink:
+            guard_node_namespace(netlink)
+        if conf_ipam:
+            ipam_status(args, conf_ipam)
+    except CNIError as exc:
+        if exc.code in (ErrorCode.UNSUPPORTED_FIELD, ErrorCode.DECODING_FAILURE, ErrorCode.INVALID_NETWORK_CONFIG,
+                        ErrorCode.INCOMPATIBLE_VERSION):
+            raise
+        raise CNIError(NOT_AVAILABLE, exc.msg, exc.details) from exc
+
+
+PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 def main() -> NoReturn:
-    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc)
+    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Owns turning a network configuration (plus CNI_ARGS, ``args.cni.ips`` and
 ``runtimeConfig.ips``/``ipRanges``) into a ``HostLocalConfig``, and the plugin commands, with
 the reference plugin's semantics: one IP per range set per ``(container, ifname)``, requested
-IPs honoured or refused, partial allocations undone, DEL idempotent. The result has ``ips``
+IPs honoured or refused, partial allocations undone, DEL idempotent; STATUS (CNI 1.1) fails with
+code 50 when the store cannot be used or a range set has no address left. The result has ``ips``
 (CIDR address and gateway, no interface index), the configured ``routes`` and, when
 ``resolvConf`` is set, ``dns``. Usable in-process (``PLUGIN`` with ``skel.invoke``; or
 ``load_config`` + ``allocate``/``release``/``verify`` from another plugin) and as the
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from netemu.errors import CNIError
 
-from .allocator import IPAllocator, RangeSet, canonical_range_sets, range_for
+from .allocator import IPAllocator, RangeSet, allocation_order, canonical_range_sets, range_for, range_set_str
 from .disk_store import DiskStore
 from .skel import CmdArgs, Plugin, plugin_main
 from .store import Store, owned_by
@@ -25,6 +26,7 @@ from .types import (DNS, ErrorCode, IPAddress, IPAMConfig, NetConf, Result, Rout
                     range_sets_from_json)
 
 KNOWN_ARGS = {"IP"}
+NOT_AVAILABLE = 50  # CNI 1.1 STATUS: the plugin cannot service ADD requests
 ABOUT = "netemu CNI host-local IPAM plugin"
 # CNI 1.1 GC: the attachments the runtime still knows; everything else is released.
 VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
@@ -185,6 +187,23 @@ def verify(config: HostLocalConfig, container_id: str, ifname: str, prev_result:
     _with_store(config, store, check)
 
 
+def status(config: HostLocalConfig, store: Store | None = None) -> None:
+    """STATUS: the store can be used and every range set has an address left (else an ADD
+    would fail: code 50, in the allocator's words)."""
+
+    def check(active: Store) -> None:
+        held = {a.ip for a in active.allocations()}
+        for index, range_set in enumerate(config.range_sets):
+            last = active.last_reserved_ip(str(index))
+            if all(ip in held for _range, ip in allocation_order(range_set, last)):
+                raise CNIError(NOT_AVAILABLE, f"no IP addresses available in range set: {range_set_str(range_set)}")
+
+    try:
+        _with_store(config, store, check)
+    except CNIError as exc:
+        raise CNIError(NOT_AVAILABLE, exc.msg, exc.details) from exc
+
+
 def collect_garbage(config: HostLocalConfig, valid: set[tuple[str, str]], store: Store | None = None) -> list[IPAddress]:
     """Frees every reservation whose ``(container ID, ifname)`` is not in ``valid``."""
 
@@ -230,11 +249,15 @@ def cmd_gc(args: CmdArgs) -> None:
     collect_garbage(load_config(args.netconf, args.args), _valid_attachments(args.netconf))
 
 
-PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc)
+def cmd_status(args: CmdArgs) -> None:
+    status(load_config(args.netconf, args.args))
+
+
+PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 def main() -> NoReturn:
-    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc)
+    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 if __name__ == "__main__":

@@ -88,11 +88,15 @@ def cmd_gc(args: CmdArgs) -> None:
     host_local.cmd_gc(args)
 
 
-PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc)
+def cmd_status(args: CmdArgs) -> None:
+    host_local.status(_load(args))
+
+
+PLUGIN = Plugin(add=cmd_add, check=cmd_check, delete=cmd_del, about=ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 def main() -> NoReturn:
-    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc)
+    plugin_main(cmd_add, cmd_check, cmd_del, PLUGIN.versions, ABOUT, gc=cmd_gc, status=cmd_status)
 
 
 if __name__ == "__main__":

@@ -243,11 +243,15 @@ class Rtnetlink:
         except OSError as exc:
             raise CNIError(ErrorCode.INTERNAL, f"netlink {what}: {os.strerror(exc.errno or errno.EIO)}") from exc
 
-    def _change(self, what: str, request: nlmsg, kind: int, flags: int = 0) -> None:
+    def _change(self, what: str, request: nlmsg, kind: int, flags: int = 0, *, exist_ok: bool = False) -> bool:
+        """Sends a change; False when it is there already and ``exist_ok`` (EEXIST), True when made."""
         try:
             self._request(request, kind, NLM_F_ACK | flags)
         except OSError as exc:
+            if exist_ok and exc.errno == errno.EEXIST:
+                return False
             raise CNIError(ErrorCode.INTERNAL, f"{what}: {os.strerror(exc.errno or errno.EIO)}") from exc
+        return True
 
     # ------------------------------------------------ reading
 
@@ -324,11 +328,12 @@ class Rtnetlink:
         request = _ifinfo(*attrs, flags=(IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0))
         self._change(f"ip link set {name} {' '.join(words)}", request, RTM_NEWLINK)
 
-    def add_bridge(self, name: str, mac: str, mtu: int = 0) -> None:
-        """``ip link add name NAME address MAC [mtu MTU] type bridge``."""
+    def add_bridge(self, name: str, mac: str, mtu: int = 0) -> bool:
+        """``ip link add name NAME address MAC [mtu MTU] type bridge``; False when a link of
+        that name exists already (the caller checks what it is)."""
         request = _ifinfo(("IFLA_IFNAME", name), ("IFLA_ADDRESS", mac), *([("IFLA_MTU", mtu)] if mtu else []),
                           ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
-        self._change(f"ip link add name {name} type bridge", request, RTM_NEWLINK, _CREATE)
+        return self._change(f"ip link add name {name} type bridge", request, RTM_NEWLINK, _CREATE, exist_ok=True)
 
     def add_veth(self, name: str, peer: str, peer_netns: int, *, master: int = 0, mtu: int = 0,
                  peer_mac: str = "") -> None:
@@ -344,8 +349,10 @@ class Rtnetlink:
         self._change(f"ip link add name {name}{f' master if{master}' if master else ''} type veth peer name {peer}",
                      request, RTM_NEWLINK, _CREATE)
 
-    def address(self, add: bool, index: int, name: str, address: Address, *, nodad: bool = False) -> None:
-        """``ip addr add|del ADDRESS dev NAME [nodad]`` (``index`` is NAME's)."""
+    def address(self, add: bool, index: int, name: str, address: Address, *, nodad: bool = False,
+                exist_ok: bool = False) -> None:
+        """``ip addr add|del ADDRESS dev NAME [nodad]`` (``index`` is NAME's); with ``exist_ok``
+        an address that is there already is no error."""
         request = ifaddrmsg()
         request["family"] = socket.AF_INET if address.version == 4 else socket.AF_INET6
         request["prefixlen"] = address.network.prefixlen
@@ -354,10 +361,13 @@ class Rtnetlink:
         request["index"] = index
         request["attrs"] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
         self._change(f"ip addr {'add' if add else 'del'} {address} dev {name}{' nodad' if nodad else ''}",
-                     request, RTM_NEWADDR if add else RTM_DELADDR, _CREATE if add else 0)
+                     request, RTM_NEWADDR if add else RTM_DELADDR, _CREATE if add else 0, exist_ok=exist_ok)
 
-    def add_route(self, dst: Network, gateway: IPAddress | None, index: int, name: str) -> None:
-        """``ip route add DST [via GATEWAY] dev NAME`` (main table; link scope without a gateway)."""
+    def add_route(self, dst: Network, gateway: IPAddress | None, index: int, name: str) -> bool:
+        """``ip route prepend DST [via GATEWAY] dev NAME`` (main table; link scope without a
+        gateway): a route to DST through another device stays, after the new one, as the
+        reference plugins leave it; False when this very route exists already (the reference
+        skips duplicates)."""
         request = rtmsg()
         request["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         request["dst_len"] = dst.prefixlen
@@ -367,8 +377,8 @@ class Rtnetlink:
         request["type"] = RTN_UNICAST
         request["attrs"] = [*([("RTA_DST", str(dst.network_address))] if dst.prefixlen else []),
                             *([("RTA_GATEWAY", str(gateway))] if gateway is not None else []), ("RTA_OIF", index)]
-        self._change(f"ip route add {dst}{f' via {gateway}' if gateway is not None else ''} dev {name}",
-                     request, RTM_NEWROUTE, _CREATE)
+        return self._change(f"ip route prepend {dst}{f' via {gateway}' if gateway is not None else ''} dev {name}",
+                            request, RTM_NEWROUTE, NLM_F_CREATE, exist_ok=True)
 
     def delete_link(self, name: str) -> bool:
         """``ip link del NAME``; False when there is none (gone already)."""

@@ -44,6 +44,7 @@ class CmdArgs:
     path: tuple[str, ...]  # CNI_PATH, split
     netconf: NetConf
     config: Mapping[str, Any] = field(default_factory=dict)  # the config JSON as given
+    in_process: bool = False  # called through ``invoke`` (no executable, no CNI_PATH lookup of its own)
 
 
 AddFunc = Callable[[CmdArgs], Result]
@@ -64,10 +65,15 @@ class Plugin:
     status: CheckFunc | None = None
 
 
-def version_info(plugin: Plugin) -> dict[str, Any]:
-    """The VERSION output: the newest version this output speaks and every supported one."""
-    newest = max(plugin.versions, key=parse_version)
-    return {"cniVersion": newest, "supportedVersions": list(plugin.versions)}
+def newest_version(plugin: Plugin) -> str:
+    return max(plugin.versions, key=parse_version)
+
+
+def version_info(plugin: Plugin, cni_version: str = "") -> dict[str, Any]:
+    """The VERSION output: the request's ``cniVersion`` (the spec: "the value of cniVersion
+    specified on input"; the newest supported one when the request named none) and every
+    supported version."""
+    return {"cniVersion": cni_version or newest_version(plugin), "supportedVersions": list(plugin.versions)}
 
 
 # ---------------------------------------------------------------- shared validation
@@ -122,7 +128,7 @@ def _check_version(plugin: Plugin, command: str, config_version: str) -> None:
 # ---------------------------------------------------------------- dispatch
 
 def _dispatch(plugin: Plugin, command: str, config: Mapping[str, Any], container_id: str, netns: str,
-              ifname: str, args: Mapping[str, str], path: tuple[str, ...]) -> Result | None:
+              ifname: str, args: Mapping[str, str], path: tuple[str, ...], *, in_process: bool) -> Result | None:
     if command not in COMMANDS or command == "VERSION":
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
     validate_network_name(config)
@@ -131,7 +137,7 @@ def _dispatch(plugin: Plugin, command: str, config: Mapping[str, Any], container
         validate_ifname(ifname)
     netconf = NetConf.from_json(dict(config))
     _check_version(plugin, command, netconf.cni_version)
-    cmd_args = CmdArgs(container_id, netns, ifname, dict(args), path, netconf, config)
+    cmd_args = CmdArgs(container_id, netns, ifname, dict(args), path, netconf, config, in_process)
     handler = {"ADD": plugin.add, "CHECK": plugin.check, "DEL": plugin.delete,
                "GC": plugin.gc, "STATUS": plugin.status}[command]
     if handler is None:
@@ -157,61 +163,113 @@ def invoke(plugin: Plugin, command: str, config: Mapping[str, Any], container_id
     required only as environment variables; the loopback backend has no namespace). Returns the
     ADD result (in the config's cniVersion), None otherwise; raises ``CNIError`` with the spec
     code on failure. Blocking: it takes the network's file lock."""
-    return _dispatch(plugin, command.upper(), config, container_id, netns, ifname, args or {}, tuple(path))
+    return _dispatch(plugin, command.upper(), config, container_id, netns, ifname, args or {}, tuple(path),
+                     in_process=True)
 
 
 def _error_json(error: CNIError, cni_version: str) -> dict[str, Any]:
     return {"cniVersion": cni_version, "code": int(error.code), "msg": error.msg, "details": error.details}
 
 
-def _config_version(config: Any, plugin: Plugin) -> str:
-    """The version to speak in an error: the config's when it names a supported one."""
+def _request_version(config: Any) -> str:
+    """The ``cniVersion`` the request named, when it named a well-formed one ("" otherwise):
+    every answer, error or VERSION, speaks the request's version."""
     version = config.get("cniVersion") if isinstance(config, dict) else None
-    return version if version in plugin.versions else version_info(plugin)["cniVersion"]
+    if not isinstance(version, str):
+        return ""
+    try:
+        parse_version(version)
+    except CNIError:
+        return ""
+    return version
 
 
-def run(plugin: Plugin, environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, stderr: TextIO) -> int:
+def _is_terminal(stream: BinaryIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_stdin(stdin: BinaryIO | None) -> bytes:
+    """All of stdin; a closed or unreadable one is an I/O failure (code 5), worded as libcni's."""
+    if stdin is None:  # the process was started with descriptor 0 closed
+        raise CNIError(ErrorCode.IO_FAILURE, "error reading from stdin: read /dev/stdin: bad file descriptor")
+    try:
+        return stdin.read()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CNIError(ErrorCode.IO_FAILURE, f"error reading from stdin: read /dev/stdin: {reason.lower()}") from exc
+
+
+def _decode_config(data: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CNIError(ErrorCode.DECODING_FAILURE, f"error unmarshall network config: {exc}") from exc
+    if not isinstance(config, dict):
+        raise CNIError(ErrorCode.DECODING_FAILURE,
+                       f"error unmarshall network config: expected an object, got {type(config).__name__}")
+    return config
+
+
+def _missing_env(environ: Mapping[str, str], command: str) -> list[str]:
+    missing = [] if command else ["CNI_COMMAND"]
+    return missing + [name for name, commands in _REQUIRED_ENV.items() if command in commands and not environ.get(name)]
+
+
+def run(plugin: Plugin, environ: Mapping[str, str], stdin: BinaryIO | None, stdout: TextIO, stderr: TextIO) -> int:
     """The executable: reads the environment and stdin, writes the result or the error JSON to
-    stdout, returns the exit status (0 success, 1 error)."""
+    stdout, returns the exit status (0 success, 1 error).
+
+    Started with no CNI variable at all (a person typing its name), it prints what it is to
+    stderr and exits 0, as libcni's skel does. A runtime's call without CNI_COMMAND (other CNI_*
+    variables set) is an error (code 4): exiting 0 with no result would pass for success.
+    Answers carry the request's ``cniVersion``."""
+    command = environ.get("CNI_COMMAND", "")
+    if not command and plugin.about and not any(name.startswith("CNI_") for name in environ):
+        print(plugin.about, file=stderr)
+        print(f"CNI protocol versions supported: {', '.join(plugin.versions)}", file=stderr)
+        return 0
     config: Any = None
     try:
-        command = environ.get("CNI_COMMAND", "")
-        missing = [] if command else ["CNI_COMMAND"]
-        missing += [name for name, commands in _REQUIRED_ENV.items()
-                    if command in commands and not environ.get(name)]
+        missing = _missing_env(environ, command)
+        read_error: CNIError | None = None
+        data = b""
+        if not ((command == "VERSION" or missing) and _is_terminal(stdin)):  # never wait on a person
+            try:
+                data = _read_stdin(stdin)
+            except CNIError as error:
+                read_error = error
+        decode_error: CNIError | None = None
+        try:
+            config = _decode_config(data) if data.strip() or command != "VERSION" else {}
+        except CNIError as error:
+            decode_error = error
         if missing:
-            if not command and plugin.about:
-                print(plugin.about, file=stderr)
-                print(f"CNI protocol versions supported: {', '.join(plugin.versions)}", file=stderr)
-                return 0
             raise CNIError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
+        if read_error is not None:
+            raise read_error
         if command == "VERSION":
-            print(json.dumps(version_info(plugin)), file=stdout)
+            print(json.dumps(version_info(plugin, _request_version(config))), file=stdout)
             return 0
-        try:
-            data = stdin.read()
-        except OSError as exc:
-            raise CNIError(ErrorCode.IO_FAILURE, f"error reading from stdin: {exc}") from exc
-        try:
-            config = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CNIError(ErrorCode.DECODING_FAILURE, f"error unmarshall network config: {exc}") from exc
-        if not isinstance(config, dict):
-            raise CNIError(ErrorCode.DECODING_FAILURE,
-                           f"error unmarshall network config: expected an object, got {type(config).__name__}")
+        if decode_error is not None:
+            raise decode_error
         path = tuple(p for p in environ.get("CNI_PATH", "").split(os.pathsep) if p)
         result = _dispatch(plugin, command, config, environ.get("CNI_CONTAINERID", ""),
                            environ.get("CNI_NETNS", ""), environ.get("CNI_IFNAME", ""),
-                           parse_cni_args(environ.get("CNI_ARGS", "")), path)
+                           parse_cni_args(environ.get("CNI_ARGS", "")), path, in_process=False)
         if result is not None:
             print(json.dumps(result.to_json(), indent=4), file=stdout)
         return 0
     except CNIError as error:
-        print(json.dumps(_error_json(error, _config_version(config, plugin)), indent=4), file=stdout)
+        version = _request_version(config) or newest_version(plugin)
+        print(json.dumps(_error_json(error, version), indent=4), file=stdout)
         return 1
     except Exception as exc:  # never a traceback instead of the spec's error JSON
         error = CNIError(ErrorCode.INTERNAL, str(exc) or type(exc).__name__)
-        print(json.dumps(_error_json(error, _config_version(config, plugin)), indent=4), file=stdout)
+        version = _request_version(config) or newest_version(plugin)
+        print(json.dumps(_error_json(error, version), indent=4), file=stdout)
         return 1
 
 
@@ -219,4 +277,5 @@ def plugin_main(add: AddFunc, check: CheckFunc, delete: CheckFunc, versions: tup
                 about: str = "", *, gc: CheckFunc | None = None, status: CheckFunc | None = None) -> NoReturn:
     """The whole ``main`` of a plugin executable."""
     plugin = Plugin(add, check, delete, tuple(versions), about, gc, status)
-    sys.exit(run(plugin, os.environ, sys.stdin.buffer, sys.stdout, sys.stderr))
+    stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: started with descriptor 0 closed
+    sys.exit(run(plugin, os.environ, stdin, sys.stdout, sys.stderr))

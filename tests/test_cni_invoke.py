@@ -210,7 +210,8 @@ def test_foreign_exception_becomes_internal_error() -> None:
 
 
 def test_status_without_handler_succeeds() -> None:
-    assert invoke(host_local.PLUGIN, "STATUS", {"cniVersion": "1.1.0", "name": "n"}) is None
+    plugin = Plugin(host_local.cmd_add, host_local.cmd_check, host_local.cmd_del)
+    assert invoke(plugin, "STATUS", {"cniVersion": "1.1.0", "name": "n"}) is None
 
 
 def test_version_info() -> None:
