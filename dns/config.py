@@ -28,6 +28,8 @@ class DNSConfig:
     pod_mode: str = "insecure"                # kubeadm's `pods insecure`
     upstream_timeout: float = 2.0             # seconds per upstream try
     cache_size: int = 65536                   # answers kept as wire bytes, per transport
+    cache_bytes: int = 4 << 20                # and at most this many bytes of them, per transport
+    max_tcp_clients: int = 256                # TCP connections served at once; more are closed at once
     tcp_idle_timeout: float = 10.0            # seconds a TCP client may stay silent
 
     zone_fqdn: str = field(init=False)
@@ -45,8 +47,11 @@ class DNSConfig:
             raise DNSError(f"dns: pod mode must be one of {', '.join(POD_MODES)}: {self.pod_mode!r}")
         if self.upstream_timeout <= 0 or self.tcp_idle_timeout <= 0:
             raise DNSError("dns: timeouts must be positive")
-        if self.cache_size < 0:
-            raise DNSError(f"dns: cache_size must not be negative: {self.cache_size}")
+        if self.cache_size < 0 or self.cache_bytes < 0:
+            raise DNSError(f"dns: cache_size and cache_bytes must not be negative: {self.cache_size}, "
+                           f"{self.cache_bytes}")
+        if self.max_tcp_clients < 1:
+            raise DNSError(f"dns: max_tcp_clients must be at least 1: {self.max_tcp_clients}")
         ips = (self.dns_ip,) if isinstance(self.dns_ip, str) else tuple(self.dns_ip)
         ns_ips = tuple(_canonical_ip(ip, "dns_ip") for ip in ips if ip)
         zones: list[str] = []

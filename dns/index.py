@@ -315,6 +315,11 @@ class DNSIndex:
     def pods_by_ip(self, ip: str) -> list[SlimPod]:
         return [self._pods[k] for k in sorted(self._pod_by_ip.get(ip, ()))]
 
+    def published_ips(self) -> list[str]:
+        """Every address with a PTR record: service IPs and published endpoint addresses."""
+        return [ip for ip in self._svc_by_ip] + [ip for ip in self._slice_by_ip
+                                                 if ip not in self._svc_by_ip and self.endpoints_by_ip(ip)]
+
 
 def _same_version(old: object | None, new: object | None) -> bool:
     """CoreDNS's first filter: an update that keeps the resourceVersion is no update."""

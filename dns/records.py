@@ -10,9 +10,10 @@ TTL 5) and of the generic backend lookups it uses (``plugin/backend_lookup.go``)
   ``_find_services`` / ``_find_pods`` find (``kubernetes.go``); ``_NXDomain`` stands for
   ``errNoItems`` / ``errInvalidRequest`` / ``errNsNotExposed``.
 - the per-type functions turn items into records (A/AAAA follow in-zone CNAMEs, SRV weights are
-  100/n, glue goes to Additional); ``answer`` picks the rcode as ``handler.go`` does: a name
-  error is NXDOMAIN, no records is NODATA (NOERROR), both with the zone SOA in Authority; types
-  without a lookup of their own do a fake A lookup to tell NODATA from NXDOMAIN.
+  100/n, glue goes to Additional). When they find none, ``name_exists`` decides, whatever the
+  type: NODATA (NOERROR) for a name that owns records of some type or has names below it,
+  NXDOMAIN otherwise, both with the zone SOA in Authority (RFC 8020; CoreDNS decides per type
+  and answers some types NODATA for missing names, see the README).
 
 Names are presentation text with a trailing dot. Matching is on the lowercased name; the query's
 own spelling is echoed in owner names, and the zone part of generated names keeps the query's
@@ -24,12 +25,13 @@ import functools
 import ipaddress
 import math
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 from typing import Protocol
 
 from dnslib import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
 
 from .config import DNSConfig
-from .index import NO_PORT, SlimAddress, SlimPod, SlimService, Subset
+from .index import NO_PORT, SlimAddress, SlimPod, SlimPort, SlimService, Subset
 from .wire import NOERROR, NXDOMAIN, REFUSED, label_of
 
 DNS_SCHEMA_VERSION = "1.1.0"
@@ -56,6 +58,8 @@ class DNSIndexView(Protocol):
     def endpoints_by_ip(self, ip: str) -> list[tuple[str, str, SlimAddress]]: ...
 
     def pods_by_ip(self, ip: str) -> list[SlimPod]: ...
+
+    def published_ips(self) -> Iterable[str]: ...
 
 
 @dataclass(slots=True)
@@ -108,6 +112,8 @@ class Request:
     service: str = ""
     namespace: str = ""
     pod_or_svc: str = ""
+    port_label: str = field(default="", compare=False)      # as asked, underscore kept
+    protocol_label: str = field(default="", compare=False)
 
 
 class _NXDomain(Exception):
@@ -139,11 +145,16 @@ def parse_request(name: str, zone: str) -> Request:
     if last == 0:
         r.endpoint = segs[0]
     elif last == 1:
+        r.protocol_label, r.port_label = segs[1], segs[0]
         r.protocol = segs[1].removeprefix("_")
         r.port = segs[0].removeprefix("_")
     else:
         raise _NXDomain()
     return r
+
+
+def _is_underscored(label: str) -> bool:
+    return len(label) > 1 and label.startswith("_")
 
 
 def endpoint_hostname(addr: SlimAddress) -> str:
@@ -224,6 +235,7 @@ class Resolver:
         self.ns_ips = config.ns_ips
         # longest first, so the most specific zone wins (plugin.Zones.Matches)
         self.zones = sorted({config.zone_fqdn, *config.reverse_zones}, key=len, reverse=True)
+        self._reverse_cache: tuple[int, frozenset[str] | None] = (0, None)
 
     def match_zone(self, name: str) -> str | None:
         for zone in self.zones:
@@ -241,12 +253,12 @@ class Resolver:
         if zone is None:
             return Answer(authoritative=False, in_zone=False)
         st = _State(qname, name, qtype, qname[len(qname) - len(zone):])
+        if qtype in (T_AXFR, T_IXFR):
+            return Answer(rcode=REFUSED, authoritative=False)
         records: list[RR] = []
         extra: list[RR] = []
         chases: list[Chase] = []
         try:
-            if qtype in (T_AXFR, T_IXFR):
-                return Answer(rcode=REFUSED, authoritative=False)
             if qtype in (T_A, T_AAAA):
                 records = self._address(st, [], chases)
             elif qtype == T_TXT:
@@ -255,23 +267,60 @@ class Resolver:
                 records = self._cname(st)
             elif qtype == T_PTR:
                 records = self._ptr(st)
-            elif qtype == T_MX:
-                self._services(st)  # Kubernetes has no mail records: NODATA or NXDOMAIN
             elif qtype == T_SRV:
                 records, extra = self._srv(st)
-            elif qtype == T_SOA:
-                if name == zone:
-                    records = [self._soa(st)]
+            elif qtype == T_SOA and name == zone:
+                records = [self._soa(st)]
             elif qtype == T_NS and name == zone:
                 records, extra = self._ns(st)
-            else:
-                # "Do a fake A lookup, so we can distinguish between NODATA and NXDOMAIN"
-                self._address(replace(st, qtype=T_A), [], [])
+            # any other type (MX, SOA or NS below the apex, …) has no records here
         except _NXDomain:
-            return Answer(rcode=NXDOMAIN, authority=[self._soa(st)])
-        if not records:
-            return Answer(authority=[self._soa(st)])
-        return Answer(answer=records, additional=extra, chases=chases)
+            records, extra, chases = [], [], []
+        if records:
+            return Answer(answer=records, additional=extra, chases=chases)
+        # No records: the name decides, whatever the type (RFC 8020) — NXDOMAIN when it does not
+        # exist, NODATA when it does (it has records of another type, or names below it).
+        return Answer(rcode=NOERROR if self.name_exists(st.qname) else NXDOMAIN, authority=[self._soa(st)])
+
+    # ------------------------------------------------------------------ existence
+
+    def name_exists(self, qname: str) -> bool:
+        """Does ``qname`` (inside one of the zones) own records of any type, or is it an empty
+        non-terminal above names that do? Every type's negative answer hangs on this."""
+        name = _fqdn(qname).lower()
+        zone = self.match_zone(name)
+        if zone is None:
+            return False
+        if name == zone:
+            return True
+        if zone.endswith(("in-addr.arpa.", "ip6.arpa.")):
+            ip = extract_address_from_reverse(name)
+            if ip:
+                return bool(self._service_records_for_ip(ip))
+            return name in self._reverse_names()
+        if parse_labels(name, zone) in (["dns-version"], ["dns"], ["ns", "dns"]):
+            return True  # the schema TXT, the NS name (and the empty non-terminal above it)
+        try:
+            self._records(_State(name, name, T_A, zone))  # names exist independently of the type
+        except _NXDomain:
+            return False
+        return True
+
+    def _reverse_names(self) -> frozenset[str]:
+        """Every name in the reverse zones at or above an address that has a PTR record (the
+        empty non-terminals ``0.96.10.in-addr.arpa.`` …), rebuilt when the index changes."""
+        serial, names = self._reverse_cache
+        if serial != self.index.serial or names is None:
+            found: set[str] = set()
+            for ip in self.index.published_ips():
+                try:
+                    labels = ipaddress.ip_address(ip).reverse_pointer.split(".")
+                except ValueError:
+                    continue  # a load balancer's hostname
+                found.update(".".join(labels[i:]) + "." for i in range(len(labels) - 1))
+            names = frozenset(found)
+            self._reverse_cache = (self.index.serial, names)
+        return names
 
     # ------------------------------------------------------------------ items
 
@@ -300,6 +349,8 @@ class Resolver:
             raise _NXDomain()
         if not self.index.namespace_exists(r.namespace):
             raise _NXDomain()
+        if (r.port or r.protocol) and not (_is_underscored(r.port_label) and _is_underscored(r.protocol_label)):
+            raise _NXDomain()  # SRV names are _<port>._<proto>.<service>… (RFC 2782), nothing else
         if r.pod_or_svc == "pod":
             return self._find_pods(r, st.zone)
         return self._find_services(r, st.zone)
@@ -309,6 +360,8 @@ class Resolver:
             raise _NXDomain()
         if not r.service:
             return []  # NODATA
+        if r.endpoint or r.port or r.protocol:
+            raise _NXDomain()  # a pod name is a leaf: no name below it exists
         podname = r.service
         if podname.count("-") == 3 and "--" not in podname:
             ip_text = podname.replace("-", ".")
@@ -336,9 +389,13 @@ class Resolver:
         domain = f"{svc.name}.{svc.namespace}.svc.{zone}"
         items: list[_Item] = []
         found = False
+        if r.endpoint.startswith("_"):  # _<proto>.<service>…: the empty non-terminal of its SRV names
+            if svc.external or not any(p.name and p.protocol.lower() == r.endpoint[1:] for p in self._srv_ports(svc)):
+                raise _NXDomain()
+            return []
         if svc.external:
-            # an external service has no endpoints, so skip it if an endpoint is asked for
-            if not r.endpoint:
+            # an ExternalName is a CNAME: no endpoint, port or any other name exists below it
+            if not (r.endpoint or r.port or r.protocol):
                 item = _Item(host=svc.external_name, key=domain, ttl=self.ttl)
                 if _host_type(item)[0] == T_CNAME_ITEM:  # an IP-looking externalName gives nothing
                     items.append(item)
@@ -364,6 +421,12 @@ class Resolver:
         if not found:
             raise _NXDomain()
         return items
+
+    def _srv_ports(self, svc: SlimService) -> list[SlimPort]:
+        """The ports SRV names are made of: the service's, or (headless) those of published endpoints."""
+        if not svc.headless:
+            return list(svc.ports)
+        return [p for subset in self.index.subsets(svc) if subset.addresses for p in subset.ports]
 
     def _service_records_for_ip(self, ip: str) -> list[_Item]:
         """``serviceRecordForIP``: the first service with that ClusterIP or external IP, else

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -36,25 +37,37 @@ log = logging.getLogger(__name__)
 
 StartServer = Callable[..., Awaitable[asyncio.AbstractServer]]
 CreateDatagramEndpoint = Callable[..., Awaitable[tuple[Any, Any]]]
-MAX_PENDING = 1024  # concurrent upstream exchanges; beyond that, SERVFAIL at once
+MAX_PENDING = 128  # concurrent upstream exchanges (each holds a socket); beyond that, SERVFAIL at once
+ENTRY_OVERHEAD = 120  # bytes a cache entry costs besides its key and answer (dict slot, object headers)
 
 
 class AnswerCache:
-    """Wire answers without their ID, by key; the oldest go first when full."""
+    """Wire answers without their ID, by key; the oldest go first when the cache holds
+    ``max_entries`` answers or ``max_bytes`` bytes (so random names — a fuzzer, a scan — cost a
+    bounded amount of memory, and evicting is O(1))."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = 4 << 20) -> None:
         self.max_entries = max_entries
-        self.entries: dict[bytes, bytes] = {}
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[bytes, bytes] = OrderedDict()
+        self.bytes = 0
 
     def put(self, key: bytes, answer: bytes) -> None:
-        if self.max_entries <= 0:
+        cost = len(key) + len(answer) + ENTRY_OVERHEAD
+        if self.max_entries <= 0 or cost > self.max_bytes:
             return
-        if len(self.entries) >= self.max_entries and key not in self.entries:
-            del self.entries[next(iter(self.entries))]
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(key) + len(old) + ENTRY_OVERHEAD
+        while self.entries and (len(self.entries) >= self.max_entries or self.bytes + cost > self.max_bytes):
+            gone_key, gone = self.entries.popitem(last=False)
+            self.bytes -= len(gone_key) + len(gone) + ENTRY_OVERHEAD
         self.entries[key] = answer
+        self.bytes += cost
 
     def clear(self) -> None:
         self.entries.clear()  # in place: the protocols hold the bound ``get``
+        self.bytes = 0
 
 
 @dataclass(slots=True)
@@ -69,11 +82,12 @@ class Pending:
 class Responder:
     """Query bytes in, response bytes out (or ``Pending``, or None to drop); owns the caches."""
 
-    def __init__(self, resolver: Resolver, cache_size: int, forwarder: Forwarder | None = None) -> None:
+    def __init__(self, resolver: Resolver, cache_size: int, forwarder: Forwarder | None = None,
+                 cache_bytes: int = 4 << 20) -> None:
         self.resolver = resolver
         self.forwarder = forwarder
-        self.udp_cache = AnswerCache(cache_size)
-        self.tcp_cache = AnswerCache(cache_size)
+        self.udp_cache = AnswerCache(cache_size, cache_bytes)
+        self.tcp_cache = AnswerCache(cache_size, cache_bytes)
 
     def clear(self) -> None:
         self.udp_cache.clear()
@@ -115,9 +129,10 @@ class Responder:
         else:
             response = pack_response(query, answer.rcode, answer.answer, answer.authority, answer.additional,
                                      authoritative=answer.authoritative, limit=limit)
-        cache.put(query.key, response[2:])
+        answer_bytes = response[2:]  # one object for both keys
+        cache.put(query.key, answer_bytes)
         if query.raw_key:
-            cache.put(data[2:], response[2:])
+            cache.put(data[2:], answer_bytes)
         return response
 
     async def complete(self, pending: Pending, tcp: bool) -> bytes:
@@ -171,7 +186,7 @@ class ClusterDNS:
         self.config = config
         self.index = index if index is not None else DNSIndex(watch_pods=config.pod_mode == "verified")
         self.resolver = Resolver(config, self.index)
-        self.responder = Responder(self.resolver, config.cache_size)
+        self.responder = Responder(self.resolver, config.cache_size, cache_bytes=config.cache_bytes)
         self.index.add_listener(self.responder.clear)
         self.host = ""
         self.port = 0
@@ -179,6 +194,7 @@ class ClusterDNS:
         self._tcp: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forwarding = 0  # upstream exchanges under way (UDP tasks and TCP clients waiting)
 
     # ------------------------------------------------------------------ index handlers
 
@@ -220,10 +236,23 @@ class ClusterDNS:
                 if port == 0 and exc.errno == errno.EADDRINUSE:
                     continue
                 raise DNSError(f"dns: cannot listen on {host}:{bound}/tcp: {exc.strerror or exc}") from exc
+            except BaseException:  # cancelled (the pod stopped while starting): keep no socket
+                udp.close()
+                raise
             self._udp, self._tcp, self.host, self.port = udp, tcp, host, bound
             log.info("dns: serving %s on %s:%d (udp, tcp)", self.config.zone_fqdn, host, bound)
             return
         raise DNSError(f"dns: no free port on {host} for both udp and tcp")
+
+    @property
+    def udp_transport(self) -> asyncio.DatagramTransport | None:
+        """The UDP socket's transport while serving (its owner may close it)."""
+        return self._udp
+
+    @property
+    def tcp_server(self) -> asyncio.AbstractServer | None:
+        """The TCP listener while serving (its owner may close it)."""
+        return self._tcp
 
     async def close(self) -> None:
         if self._udp is not None:
@@ -255,12 +284,17 @@ class ClusterDNS:
         if isinstance(result, bytes):
             sendto(result, addr)
             return
-        if len(self._tasks) >= MAX_PENDING:
+        if self._forwarding >= MAX_PENDING:
             sendto(pack_response(result.query, SERVFAIL, limit=result.query.limit(False)), addr)
             return
         task = asyncio.get_running_loop().create_task(self._udp_complete(result, addr, sendto))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._forwarding += 1
+        task.add_done_callback(self._udp_done)
+
+    def _udp_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._forwarding -= 1
 
     async def _udp_complete(self, pending: Pending, addr: Any, sendto: Callable[..., None]) -> None:
         try:
@@ -276,6 +310,10 @@ class ClusterDNS:
     # ------------------------------------------------------------------ TCP
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self.config.max_tcp_clients:
+            log.debug("dns: %d tcp clients already: closing a new one", len(self._writers))
+            writer.transport.abort()  # its descriptor goes at once
+            return
         self._writers.add(writer)
         idle = self.config.tcp_idle_timeout
         cached = self.responder.tcp_cache.entries.get
@@ -291,12 +329,17 @@ class ClusterDNS:
                     response: bytes | None = data[:2] + hit
                 else:
                     result = self.responder.respond(data, tcp=True)
-                    if isinstance(result, Pending):
+                    if isinstance(result, Pending) and self._forwarding >= MAX_PENDING:
+                        response = pack_response(result.query, SERVFAIL, limit=result.query.limit(True))
+                    elif isinstance(result, Pending):
+                        self._forwarding += 1
                         try:
                             response = await self.responder.complete(result, tcp=True)
                         except Exception:
                             log.exception("dns: error completing a forwarded query")
                             response = pack_response(result.query, SERVFAIL, limit=result.query.limit(True))
+                        finally:
+                            self._forwarding -= 1
                     else:
                         response = result
                 if response is None:

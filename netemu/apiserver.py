@@ -8,16 +8,32 @@ directly (they are the cluster's own components, not users).
 A batch is planned first against an overlay of the store, with every allocation recorded in a
 ``Transaction``; only when every object passed is the store written, in order. On any problem the
 allocations are rolled back and the store has seen no write at all.
+
+Caps (``ClusterConfig.max_pods``, ``max_objects``, ``max_request_bytes``) refuse work before
+memory is at risk, the way a ResourceQuota refuses it: an apply or scale that would make the
+workloads and bare pods ask for more pods than ``max_pods`` all together (a Deployment's or
+StatefulSet's ``replicas``, 1 per pod without a controller) is refused, naming what was asked,
+what is used and the cap; so is an object that would make the cluster hold more than
+``max_objects``, and a request (manifest text or files) larger than ``max_request_bytes``.
+Nothing is capped silently: a refused object is not stored at all.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import time
+from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from netemu.api.kinds import resolve_kind
 from netemu.api import merge_server_fields, validate, validate_update
+from netemu.api.validation import MAX_INT32, service_ip_family_problems
+from netemu.api.yamlload import manifest_files
+from netemu.config import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PODS, DEFAULT_MAX_REQUEST_BYTES
 from netemu.api.defaults import apply_defaults
 from netemu.api.objects import (
     KIND_BY_NAME, Namespace, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
@@ -26,7 +42,7 @@ from netemu.api.objects import (
 from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
 from netemu.controllers.podutil import request_deletion
 from netemu.errors import (
-    ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
+    AlreadyExistsError, ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
     ObjectRef,
 )
 from netemu.store import DELETED, RESOURCE_NAMES, Event, Store, now_rfc3339
@@ -55,6 +71,44 @@ KUBE_DNS_OWNER = "kube-system/kube-dns"
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
 
 SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet"})
+
+PLAN_SLICE = 0.02  # seconds of planning between two yields to the event loop (apply_async)
+
+
+def _pod_demand(obj: Any | None) -> int:
+    """How many pods an object asks for: a workload its replicas, a pod without a controller 1
+    (a controller's pods are its workload's)."""
+    if obj is None:
+        return 0
+    if obj.KIND in SCALABLE_KINDS:
+        return obj.spec.replicas if obj.spec.replicas is not None else 1
+    if obj.KIND == "Pod":
+        return 0 if any(ref.controller for ref in obj.metadata.owner_references) else 1
+    return 0
+
+
+def _pod_cap_exceeded(kind: str, name: str, requested: int, used: int, limit: int) -> str:
+    return (f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" is forbidden: exceeded the cluster\'s pod cap: '
+            f"requested: pods={requested}, used: pods={used}, limited: pods={limit} "
+            "(max_pods in the cluster configuration)")
+
+
+def _object_cap_exceeded(kind: str, name: str, limit: int) -> str:
+    return (f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" is forbidden: exceeded the cluster\'s object cap: '
+            f"limited: objects={limit} (max_objects in the cluster configuration)")
+
+
+def request_bytes(source: Any) -> int:
+    """The size of what an apply reads from ``source``: text (a str), or a file or directory of
+    manifests (a Path)."""
+    if isinstance(source, str):
+        return len(source.encode())
+    path = Path(source)
+    try:
+        files = manifest_files(path) if path.is_dir() else [path]
+        return sum(os.stat(file).st_size for file in files)
+    except OSError:
+        return 0  # the reader names the problem
 
 
 def _immortal(namespace: str) -> str:
@@ -156,14 +210,26 @@ class _Overlay:
         self._store = store
         self._planned: dict[tuple[str, str, str], Any] = {}
 
+        self._read: dict[tuple[str, str, str], str | None] = {}  # key -> resourceVersion seen
+
     def get(self, kind: str, namespace: str, name: str) -> Any | None:
         key = (kind, namespace, name)
         if key in self._planned:
             return self._planned[key]
-        return self._store.get(kind, namespace, name)
+        obj = self._store.get(kind, namespace, name)
+        self._read.setdefault(key, obj.metadata.resource_version if obj is not None else None)
+        return obj
 
     def put(self, obj: Any) -> None:
         self._planned[key_of(obj)] = obj
+
+    def unchanged(self) -> bool:
+        """Every store object read is still as it was read (absent ones still absent)."""
+        for key, rv in self._read.items():
+            obj = self._store.get(*key)
+            if (obj.metadata.resource_version if obj is not None else None) != rv:
+                return False
+        return True
 
 
 class _Refused(NetemuError):
@@ -204,8 +270,12 @@ class ApiServer:
     """The write path of the emulated API server over one store."""
 
     def __init__(self, store: Store, *, service_cidr: str, node_port_range: str = "30000-32767",
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, max_pods: int = DEFAULT_MAX_PODS,
+                 max_objects: int = DEFAULT_MAX_OBJECTS, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self.store = store
+        self.max_pods = max_pods
+        self.max_objects = max_objects
+        self.max_request_bytes = max_request_bytes
         self.cluster_ips = ClusterIPAllocator(service_cidr, rng=rng)
         self.node_ports = NodePortAllocator(node_port_range, rng=rng)
         # Label and annotation keys each object's last apply set, for kubectl apply's three-way
@@ -261,23 +331,139 @@ class ApiServer:
         """
         return self._apply([(m.obj, m.ref) for m in manifests])
 
+    async def apply_async(self, manifests: Sequence[Manifest], *, slice_seconds: float = PLAN_SLICE) -> list[str]:
+        """``apply`` that leaves the event loop free while it plans: planning (defaults,
+        validation, allocation) yields every ``slice_seconds``, so a batch of thousands never
+        stalls cluster DNS or the proxy. The store is then written in one step, after a check that
+        nothing the plan read has changed meanwhile; if something has, the batch is planned again
+        (and, should that keep happening, at once)."""
+        items = [(m.obj, m.ref) for m in manifests]
+        for _ in range(3):
+            steps = self._plan_batch(items, slice_seconds)
+            try:
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        batch, planned, overlay = done.value
+                        break
+                    await asyncio.sleep(0)
+            finally:
+                steps.close()  # cancelled while planning: the generator rolls its allocations back
+            if overlay.unchanged():
+                return self._commit(batch, planned)
+            batch.rollback()
+        return self._apply(items)
+
+    # ------------------------------------------------------------------ one object (the Kubernetes API)
+
+    def admit(self, obj: Any, *, create: bool, expect_rv: str | None = None, dry_run: bool = False) -> Any:
+        """Create (``create``) or replace one object, as a POST or PUT of the Kubernetes API does,
+        through the same admission as ``apply`` (defaults, validation, allocation, caps); returns
+        the object as stored, or as it would be with ``dry_run`` (nothing stored, nothing kept).
+
+        A replace sets labels and annotations as given (no three-way merge) and, with
+        ``expect_rv``, refuses a stale object (ConflictError). AlreadyExistsError / NotFoundError
+        when the object is there / missing; ManifestErrors when admission refuses it."""
+        obj = apply_defaults(self._with_namespace(obj))
+        key = key_of(obj)
+        live = self.store.get(*key)
+        resource = RESOURCE_NAMES.get(obj.KIND, obj.KIND.lower())
+        if create and live is not None:
+            raise AlreadyExistsError(f'{resource} "{obj.metadata.name}" already exists')
+        if not create:
+            if live is None:
+                raise NotFoundError(f'{resource} "{obj.metadata.name}" not found')
+            if expect_rv and live.metadata.resource_version != expect_rv:
+                raise ConflictError(f'Operation cannot be fulfilled on {resource} "{obj.metadata.name}": the object '
+                                    "has been modified; please apply your changes to the latest version and try again")
+        had = self._applied_keys.get(key)
+        if live is not None:
+            self._applied_keys[key] = _meta_keys(live)  # every live key may go: labels are replaced
+        try:
+            steps = self._plan_batch([(obj, ObjectRef(source="<api>"))])
+            try:
+                while True:
+                    next(steps)
+            except StopIteration as done:
+                batch, planned, _overlay = done.value
+        finally:
+            if had is None:
+                self._applied_keys.pop(key, None)
+            else:
+                self._applied_keys[key] = had
+        if dry_run:
+            batch.rollback()
+            return planned[0].obj
+        self._commit(batch, planned)
+        return self.store.get(*key)
+
+    def check_request_size(self, source: Any, name: str = "") -> None:
+        """Refuses a request (manifest text, or a file or directory of them) over
+        ``max_request_bytes`` before a byte of it is parsed, as kube-apiserver refuses a body
+        over its 3 MiB limit."""
+        size = request_bytes(source)
+        if size > self.max_request_bytes:
+            raise InvalidError(f"{name or source}: Request entity too large: limit is {self.max_request_bytes} "
+                               f"bytes (max_request_bytes in the cluster configuration), got {size}")
+
+    def pods_demanded(self) -> int:
+        """The pods every workload and bare pod asks for, all together (see ``max_pods``)."""
+        return sum(_pod_demand(obj) for kind in (*SCALABLE_KINDS, "Pod") for obj in self.store.list(kind))
+
+    def objects_held(self) -> int:
+        return sum(self.store.count(kind) for kind in KIND_BY_NAME)
+
+    def _check_caps(self, plan: _Planned, live: Any | None, pods_used: int, objects_held: int) -> int:
+        """Refuses ``plan`` over a cap; returns its change of the pods demanded."""
+        if plan.verb == "unchanged":
+            return 0
+        obj = plan.obj
+        asked, had = _pod_demand(obj), _pod_demand(live)
+        if asked > had and pods_used - had + asked > self.max_pods:
+            raise _Refused([_pod_cap_exceeded(obj.KIND, obj.metadata.name, asked, pods_used - had, self.max_pods)])
+        if live is None and objects_held + 1 > self.max_objects:
+            raise _Refused([_object_cap_exceeded(obj.KIND, obj.metadata.name, self.max_objects)])
+        return asked - had
+
     def _apply(self, items: Sequence[tuple[Any, ObjectRef]]) -> list[str]:
+        steps = self._plan_batch(items)
+        try:
+            while True:
+                next(steps)  # without a slice it never yields
+        except StopIteration as done:
+            batch, planned, _overlay = done.value
+        return self._commit(batch, planned)
+
+    def _plan_batch(self, items: Sequence[tuple[Any, ObjectRef]], slice_seconds: float | None = None
+                    ) -> Generator[None, None, tuple[Transaction, list[_Planned], _Overlay]]:
+        """Plan every item against an overlay of the store, allocations in one transaction; yields
+        after every ``slice_seconds`` of work when given. Returns (transaction, plans, overlay);
+        raises ManifestErrors, allocations rolled back, when any object is refused."""
         overlay = _Overlay(self.store)
         batch = Transaction()
         planned: list[_Planned] = []
         errors: list[ManifestError] = []
+        deadline = time.monotonic() + slice_seconds if slice_seconds is not None else None
+        pods_used, objects_held = self.pods_demanded(), self.objects_held()
         try:
             for obj, ref in items:
+                if deadline is not None and time.monotonic() > deadline:
+                    yield
+                    deadline = time.monotonic() + slice_seconds  # type: ignore[operator]
                 obj = apply_defaults(self._with_namespace(obj))  # idempotent; objects built in Python need it
                 ref = self._complete_ref(ref, obj)
                 step = batch.child()
                 try:
+                    live = overlay.get(*key_of(obj))
                     plan = self._plan(obj, overlay, step)
+                    pods_used += self._check_caps(plan, live, pods_used, objects_held)
                 except _Refused as refused:
                     step.rollback()
                     errors.append(ManifestError(ref, refused.problems))
                     continue
                 step.commit()
+                objects_held += plan.verb == "created"
                 if plan.verb != "unchanged":
                     overlay.put(plan.obj)
                 planned.append(plan)
@@ -287,6 +473,10 @@ class ApiServer:
         if errors:
             batch.rollback()
             raise ManifestErrors(errors)
+        return batch, planned, overlay
+
+    def _commit(self, batch: Transaction, planned: list[_Planned]) -> list[str]:
+        """Write the planned objects to the store, in order."""
         batch.commit()
         lines = []
         for plan in planned:
@@ -337,9 +527,13 @@ class ApiServer:
             raise _Refused([f'{resource} "{obj.metadata.name}" is forbidden: unable to create new content '
                             f"in namespace {ns} because it is being terminated"])
 
+    def _ip_family_problems(self, obj: Any) -> list[FieldProblem]:
+        """The service allocator's refusals, before validation as in the API server."""
+        return service_ip_family_problems(obj, (self.cluster_ips.family,)) if isinstance(obj, Service) else []
+
     def _plan_create(self, obj: Any, txn: Transaction) -> _Planned:
         obj = self._prepare_for_create(obj)
-        problems = validate(obj)
+        problems = self._ip_family_problems(obj) or validate(obj)
         if problems:
             raise _Refused(problems)
         if isinstance(obj, Service):
@@ -368,7 +562,7 @@ class ApiServer:
         if isinstance(obj, Service):
             obj = drop_type_dependent_fields(live, obj)
         obj = self._prepare_for_update(live, obj)
-        problems = _dedupe(validate_update(live, obj))
+        problems = self._ip_family_problems(obj) or _dedupe(validate_update(live, obj))
         if problems:
             raise _Refused(problems)
         if isinstance(obj, Service):
@@ -643,10 +837,16 @@ class ApiServer:
         if kind not in SCALABLE_KINDS:
             raise InvalidError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" cannot be scaled: '
                                "only deployments and statefulsets have replicas")
+        if not -MAX_INT32 - 1 <= replicas <= MAX_INT32:
+            raise InvalidError(f'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal number '
+                               f"{replicas} into Go struct field ScaleSpec.spec.replicas of type int32")
         if replicas < 0:
             raise InvalidError(f'The {kind} "{name}" is invalid: spec.replicas: Invalid value: {replicas}: '
                                "must be greater than or equal to 0")
         obj = self.store.must_get(kind, namespace or "default", name)
+        had, used = _pod_demand(obj), self.pods_demanded()
+        if replicas > had and used - had + replicas > self.max_pods:
+            raise InvalidError(_pod_cap_exceeded(kind, name, replicas, used - had, self.max_pods))
         if obj.spec.replicas != replicas:
             self.store.update(dataclasses.replace(obj, spec=dataclasses.replace(obj.spec, replicas=replicas)))
         return f"{SINGULAR[kind]}/{name} scaled"

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ns_flags(p, all_ns=False)
     _add_cluster_flag(p)
 
-    p = sub.add_parser("exec", help="run a command in a pod's container: exec POD [-c C] -- CMD...")
+    p = sub.add_parser("exec", help="run a command in a pod's container: exec [-it] POD [-c C] -- CMD...")
     p.add_argument("pod")
     p.add_argument("-c", "--container", default=None)
     p.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl compatibility")
     p.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl compatibility")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.add_argument("cmd", nargs="*", metavar="CMD", help="the command; put it after --, as kubectl does")
     _add_ns_flags(p, all_ns=False)
     _add_cluster_flag(p)
 
@@ -151,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flag(p)
 
     p = sub.add_parser("gc", help="remove what killed clusters left behind")
+    p.add_argument("--orphans", action="store_true",
+                   help="also remove netemu- network namespaces that no cluster accounts for (and what runs in them)")
 
     p = sub.add_parser("clusters", help="list clusters")
 
@@ -191,20 +196,23 @@ def _client(name: str | None) -> Any:
 
 
 def _read_documents(paths: Sequence[str]) -> list[dict[str, str]]:
+    """The text of every manifest named by -f (files, directories, ``-``), checked as UTF-8 here:
+    the cluster parses it."""
+    from netemu.api.yamlload import decode_manifest, manifest_files, read_manifest_file
     docs = []
     for p in paths:
         if p == "-":
-            docs.append({"source": "<stdin>", "text": sys.stdin.read()})
+            docs.append({"source": "<stdin>", "text": decode_manifest(sys.stdin.buffer.read(), "<stdin>")})
             continue
         path = Path(p)
         if path.is_dir():
-            files = sorted(f for f in path.iterdir() if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+            files = manifest_files(path)
         elif path.exists():
             files = [path]
         else:
             raise NetemuError(f'error: the path "{p}" does not exist')
         for f in files:
-            docs.append({"source": str(f), "text": f.read_text()})
+            docs.append({"source": str(f), "text": read_manifest_file(f)})
     return docs
 
 
@@ -216,19 +224,31 @@ def _emit(text: str) -> None:
 # ---------------------------------------------------------------------------- up
 
 
-def _make_cluster(args: argparse.Namespace) -> Any:
-    from netemu.cluster import Cluster
+def _cluster_name(args: argparse.Namespace) -> str:
+    return args.name or os.environ.get("NETEMU_CLUSTER") or DEFAULT_NAME
+
+
+def _range_flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+async def _start_cluster(args: argparse.Namespace) -> Any:
+    """Start the cluster `up` asks for. Ranges not given as flags come from the first free address
+    slot (another cluster may hold the defaults); a given range that a running cluster holds is
+    refused with the flag to change and a free range."""
+    from netemu.scenario.clusters import fixed_range_conflict, start_cluster
     nodes: Any = int(args.nodes) if args.nodes.isdigit() else [n.strip() for n in args.nodes.split(",") if n.strip()]
-    overrides = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr", "cni_bin_dir")
-                 if getattr(args, k)}
-    overrides["dns_upstreams"] = _dns_upstreams(args.dns_upstream)
-    manifests = []
+    options = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr", "cni_bin_dir")
+               if getattr(args, k)}
+    options["dns_upstreams"] = _dns_upstreams(args.dns_upstream)
     for p in args.filename:
         if not Path(p).exists():
             raise NetemuError(f'error: the path "{p}" does not exist')
-        manifests.append(Path(p))
-    return Cluster(nodes, name=args.name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
-                   backend=args.backend, manifests=manifests, **overrides)
+    conflict = fixed_range_conflict(nodes, {**options, "backend": args.backend}, _range_flag)
+    if conflict is not None:
+        raise conflict
+    return await start_cluster(nodes, name=_cluster_name(args), backend=args.backend,
+                               manifests=[Path(p) for p in args.filename], **options)
 
 
 def _dns_upstreams(text: str) -> tuple[str, ...]:
@@ -241,6 +261,7 @@ def _dns_upstreams(text: str) -> tuple[str, ...]:
 
 
 def _summary(cluster: Any, elapsed: float) -> str:
+    from netemu.scenario.clusters import slot_of
     lines = [f'cluster "{cluster.name}" is up ({cluster.config.backend} backend, {elapsed:.2f}s); '
              f"state in {cluster.state.directory}"]
     for name, net in cluster.nodes.items():
@@ -262,8 +283,24 @@ def _summary(cluster: Any, elapsed: float) -> str:
         hosts = ", ".join(f"{name} {getattr(net, 'host_ip', '')}" for name, net in cluster.nodes.items())
         lines.append(f"  cluster DNS {cluster.config.dns_ip}, inside the cluster: netemu exec POD -- nslookup my-svc")
         lines.append(f"  from the host: NodePorts on {hosts}; LoadBalancers on {cluster.config.lb_cidr}")
-    lines.append("try: netemu get pods -o wide   |   stop: netemu down" + (f" --name {cluster.name}" if cluster.name != DEFAULT_NAME else ""))
+    slot = slot_of(cluster.config)
+    if slot != 0:  # the defaults were taken (or ranges were given): say which ones this cluster has
+        from netemu.scenario.clusters import RANGE_LABELS, held_ranges
+        ranges = ", ".join(f"{RANGE_LABELS[k]} {v}" for k, v in held_ranges(cluster.config).items())
+        lines.append(f"  address slot {slot}: {ranges} (the default ranges are in use by another cluster)"
+                     if slot is not None else f"  address ranges: {ranges}")
+    lines.append("try: netemu get pods -o wide   |   stop: netemu down" + _name_flag(cluster.name))
     return "\n".join(lines)
+
+
+def _name_flag(name: str) -> str:
+    return f" --name {name}" if name != DEFAULT_NAME else ""
+
+
+def _inspect_hint(name: str, pod: str, pid: int) -> str:
+    flag = _name_flag(name)
+    return (f'the cluster "{name}" is still up (pid {pid}): inspect it with `netemu get pods{flag}` and '
+            f"`netemu describe pod {pod or 'POD'}{flag}`; stop it with `netemu down{flag}`")
 
 
 def _run_loop(coro: Any) -> Any:
@@ -276,25 +313,31 @@ def _run_loop(coro: Any) -> Any:
 
 async def _up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    cluster = _make_cluster(args)
+    if args.ready_fd is not None:  # `up --detach` waits for this pipe to close: no child may hold it
+        os.set_inheritable(args.ready_fd, False)
+    from netemu.readiness import wait_for_pods
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     ready_fd = args.ready_fd
+    cluster = None
     try:
-        await cluster.start()
-        try:
-            await cluster.wait_ready(args.timeout)
-            summary = _summary(cluster, time.monotonic() - t0)
-        except NetemuError as exc:
-            summary = _summary(cluster, time.monotonic() - t0) + f"\nwarning: {exc}"
-        if ready_fd is not None:
-            os.write(ready_fd, ("OK\n" + summary + "\n").encode())
+        cluster = await _start_cluster(args)
+        cluster.state.update_info(process="up")  # `down` waits for this process to end, too
+        not_ready = await wait_for_pods(cluster, args.timeout)
+        summary = _summary(cluster, time.monotonic() - t0)
+        if ready_fd is not None:  # `up --detach` is waiting: OK, or FAIL with what is wrong (the cluster stays up)
+            report = "OK\n" + summary + "\n" if not_ready is None else "FAIL\n" + json.dumps(
+                {"summary": summary, "problem": not_ready.lines(), "pod": not_ready.first_pod})
+            os.write(ready_fd, report.encode())
             os.close(ready_fd)
             ready_fd = None
         else:
             print(summary, flush=True)
+            if not_ready is not None:
+                print("\n".join(f"warning: {line}" if i == 0 else line for i, line in enumerate(not_ready.lines())),
+                      file=sys.stderr, flush=True)
         down = cluster.control.down_requested if cluster.control else None
         waiters = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(down.wait())] if down else [])
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -307,26 +350,28 @@ async def _up(args: argparse.Namespace) -> int:
             ready_fd = None
         raise
     finally:
-        await cluster.stop()
+        if cluster is not None:
+            await cluster.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if args.ready_fd is not None:  # detached: the parent's log of this process goes too
-            _detached_log(cluster.name).unlink(missing_ok=True)
+            _detached_log(_cluster_name(args)).unlink(missing_ok=True)
     if ready_fd is None and args.ready_fd is None:
         print(f'cluster "{cluster.name}" stopped', flush=True)
     return 0
 
 
 def _detached_log(name: str) -> Path:
-    return state_root() / f"{name}.up.log"
+    """The log of `up --detach`'s cluster process, in the state root (created 0700, verified)."""
+    from netemu.statedir import ensure_root
+    return ensure_root(state_root()) / f"{name}.up.log"
 
 
 def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
     read_fd, write_fd = os.pipe()
     child_argv = [sys.executable, "-m", "netemu.cli", *[a for a in argv if a not in ("-d", "--detach")],
                   "--ready-fd", str(write_fd)]
-    log_path = _detached_log(args.name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME))
-    state_root().mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = _detached_log(_cluster_name(args))
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(child_argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
@@ -337,6 +382,14 @@ def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(data[3:], end="")
         print(f"(running in the background as pid {proc.pid})")
         return 0
+    if data.startswith("FAIL\n"):  # up, but some pods will not become ready (or the wait timed out)
+        report = json.loads(data[5:])
+        print(report["summary"])
+        print(f"(running in the background as pid {proc.pid})", flush=True)
+        problem = report["problem"]
+        print("\n".join(["error: " + problem[0], *problem[1:], _inspect_hint(_cluster_name(args), report["pod"],
+                                                                            proc.pid)]), file=sys.stderr)
+        return 1
     proc.wait()
     message = data[4:].strip() if data.startswith("ERR\n") else ""
     if not message:
@@ -387,23 +440,63 @@ def _cmd_capture(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def _split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``exec``'s own arguments and its command: everything after the first ``--`` (kubectl's
+    form), so flags may come before or after POD (``exec -it POD -c C -- CMD``). None when the
+    command line has no ``--`` or is not ``exec``."""
+    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command_at is None or argv[command_at] != "exec" or "--" not in argv[command_at:]:
+        return argv, None
+    dash = argv.index("--", command_at)
+    return argv[:dash], argv[dash + 1:]
+
+
+def _exec_refusal(program: str, env: dict[str, str], cwd: str | None) -> str:
+    """Why the runtime could not start ``program`` in the container, in runc's words ("" when it can)."""
+    if cwd and not os.path.isdir(cwd):
+        return f'chdir to cwd ("{cwd}") set in config.json failed: no such file or directory'
+    if "/" in program:
+        if not os.path.exists(program):
+            return f'exec: "{program}": stat {program}: no such file or directory'
+        if os.path.isdir(program):
+            return f'exec: "{program}": is a directory'
+        if not os.access(program, os.X_OK):
+            return f'exec: "{program}": permission denied'
+        return ""
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f'exec: "{program}": executable file not found in $PATH'
+    return ""
+
+
+def _exec_failed(refusal: str) -> NetemuError:
+    """kubectl's report of an exec the container runtime (containerd, runc) could not start."""
+    exec_id = secrets.token_hex(32)
+    return NetemuError(f"Internal error occurred: error executing command in container: failed to exec in "
+                       f'container: failed to start exec "{exec_id}": OCI runtime exec failed: exec failed: '
+                       f"unable to start container process: {refusal}: unknown")
+
+
 def _cmd_exec(args: argparse.Namespace) -> int:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = args.cmd
     if not cmd:
         raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
     plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
                                    namespace=args.namespace)
+    refusal = _exec_refusal(cmd[0], plan["env"], plan.get("cwd"))
+    if refusal:
+        raise _exec_failed(refusal)
     if plan.get("warning"):
         print(f"netemu: warning: {plan['warning']}", file=sys.stderr)
     argv = plan["prefix"] + plan["argv"]
     if plan.get("cwd"):
         os.chdir(plan["cwd"])
     sys.stdout.flush()
+    from netemu.spawn import close_inherited_fds
+    close_inherited_fds()  # the command gets 0, 1 and 2, none of the descriptors this process inherited
     try:
         os.execvpe(argv[0], argv, plan["env"])
-    except FileNotFoundError:
-        print(f'error: exec: "{cmd[0]}": executable file not found in $PATH', file=sys.stderr)
-        return 127
+    except OSError as exc:  # the prefix's own program (unshare, nsenter) is missing or refused
+        raise _exec_failed(f'exec: "{argv[0]}": {exc.strerror or exc}') from None
     return 0  # not reached
 
 
@@ -425,22 +518,54 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         if not args.follow:
             return 0
         time.sleep(0.2)
-        try:
-            client.call("info")
+        try:  # follow while the pod is the same: deleted, replaced or the cluster gone ends it
+            if client.call("log_path", pod=args.pod, container=args.container, namespace=args.namespace) != str(path):
+                return 0
         except NetemuError:
             return 0
 
 
+def _check_cluster_names(args: argparse.Namespace) -> None:
+    """--name (or $NETEMU_CLUSTER) names files under the state root: refuse a bad one before any is touched."""
+    from netemu.config import check_cluster_name
+    if not hasattr(args, "name"):
+        return
+    if args.name is not None:
+        check_cluster_name(args.name, "--name")
+    elif os.environ.get("NETEMU_CLUSTER"):
+        check_cluster_name(os.environ["NETEMU_CLUSTER"], "$NETEMU_CLUSTER")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric flags out of their range, refused before anything starts or is sent."""
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not 0 <= timeout < float("inf"):
+        raise NetemuError(f"error: --timeout {timeout:g}: must be a number of seconds, 0 or more")
+    if getattr(args, "count", 0) < 0:
+        raise NetemuError(f"error: --count {args.count}: must be 0 (no limit) or more")
+
+
 def run(argv: Sequence[str]) -> int:
     parser = build_parser()
+    argv, exec_command = _split_exec_command(list(argv))
     args, extra = parser.parse_known_args(argv)
     if extra and isinstance(getattr(args, "names", None), list) and not any(a.startswith("-") for a in extra):
         args.names += extra  # kubectl takes names after flags too: get svc -n kube-system kube-dns
+    elif extra and args.command == "exec" and exec_command is None and not any(a.startswith("-") for a in extra):
+        args.cmd += extra  # the old form without --: exec POD -c C CMD ARGS
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
+    if exec_command is not None:
+        if args.cmd:
+            parser.error(f"exec takes one pod before --, got also: {' '.join(args.cmd)}")
+        args.cmd = exec_command
+    elif args.command == "exec" and args.cmd:
+        print("netemu: warning: exec POD CMD is deprecated in kubectl; use exec POD -- CMD", file=sys.stderr)
+    _check_cluster_names(args)
+    _check_numbers(args)
     cmd = args.command
     if cmd == "up":
         if args.detach:
@@ -451,9 +576,15 @@ def run(argv: Sequence[str]) -> int:
         return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern,
                          backend=args.backend)
     if cmd == "gc":
-        from netemu.fabric.netns.namespaces import collect_cluster_garbage
+        from netemu.fabric.netns.namespaces import collect, collect_cluster_garbage, orphans
         from netemu.state import gc_all
         removed = gc_all(state_root(), collect_cluster_garbage)
+        unaccounted = orphans(state_root())
+        if args.orphans:
+            removed += [f"orphan: {line}" for line in collect(unaccounted)]
+        else:
+            removed += [f"orphan: netns {name} (no cluster accounts for it; `netemu gc --orphans` removes it)"
+                        for name in unaccounted]
         _emit("\n".join(removed) if removed else "nothing to collect")
         return 0
     if cmd == "clusters":
@@ -468,9 +599,13 @@ def run(argv: Sequence[str]) -> int:
         ControlClient(target.control_socket).call("down")
         pid = target.info["pid"]
         deadline = time.monotonic() + 30
-        while target.alive and time.monotonic() < deadline:
+        # Stopped once its state directory is gone and, for `netemu up`, its process has ended
+        # (`run --keep` goes on with the next scenario in the same process).
+        def stopping() -> bool:
+            return target.alive and (target.directory.exists() or target.info.get("process") == "up")
+        while stopping() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if target.alive:
+        if stopping():
             raise ClusterError(f"cluster {target.name} (pid {pid}) did not stop within 30s")
         _emit(f'cluster "{target.name}" stopped')
         return 0
@@ -523,6 +658,7 @@ def run(argv: Sequence[str]) -> int:
             raise NetemuError(f"error: scaling {kind} is not supported; deployments and statefulsets scale")
         _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace, kind=kinds[kind]))
     elif cmd == "wait":
+        client.timeout = max(client.timeout, args.timeout + 30)  # the cluster answers when its wait ends
         _emit(client.call("wait_ready", timeout=args.timeout))
     elif cmd == "impair":
         _emit(client.call("impair", service=args.service, node=args.node, link=args.link,

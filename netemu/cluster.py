@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
-
-import yaml
 
 from netemu import api
 from netemu.api import objects as k8s
@@ -32,10 +31,12 @@ from netemu.fabric import NodeNetwork, make_fabric
 from netemu import system
 from netemu.kubelet import podfiles
 from netemu.kubelet.kubelet import ExecPlan, Kubelet, PodDNS
+from netemu.spawn import spawn
 from netemu.state import ClusterState
 from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
+BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for it to finish
 
 
 
@@ -68,6 +69,8 @@ class Cluster:
         self.started_at = 0.0
         self.control: Any = None
         self.proxy: Any = None
+        self.controllers: Any = None
+        self._apply_lock = asyncio.Lock()
         self.dns_port = 53
 
     @property
@@ -96,11 +99,14 @@ class Cluster:
             stack.push_async_callback(self.fabric.stop)
             from netemu.apiserver import ApiServer
             self.apiserver = ApiServer(self.store, service_cidr=self.config.service_cidr,
-                                       node_port_range=self.config.node_port_range)
+                                       node_port_range=self.config.node_port_range, max_pods=self.config.max_pods,
+                                       max_objects=self.config.max_objects,
+                                       max_request_bytes=self.config.max_request_bytes)
             self.apiserver.bootstrap()
             from netemu.controllers import start_controllers
             controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr, lb_delay=self.config.lb_delay)
             stack.callback(controllers.stop)
+            self.controllers = controllers
             self._start_proxy()
             self._start_dns()
             for index, node in enumerate(self.config.nodes):
@@ -213,6 +219,7 @@ class Cluster:
     def _start_kubelet(self, net: NodeNetwork) -> None:
         self.kubelets[net.name] = Kubelet(
             net, self.store, self.fabric, log_dir=self.state.path("logs"), record_process=self.state.record_process,
+            process_env=self.state.process_env,
             restart_backoff=self.config.restart_backoff, restart_backoff_max=self.config.restart_backoff_max,
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
@@ -285,11 +292,13 @@ class Cluster:
             if isinstance(src, api.Manifest):
                 out.append(src)
             elif isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and Path(src).exists()):
+                self.apiserver.check_request_size(Path(src), str(src))
                 out += api.load_paths([str(src)], namespace=namespace)
             elif isinstance(src, str):
+                self.apiserver.check_request_size(src, "<text>")
                 out += api.load_text(src, source="<text>", namespace=namespace)
             elif isinstance(src, dict):
-                out += api.load_text(yaml.safe_dump(src), source="<dict>", namespace=namespace)
+                out += api.load_data(src, source="<dict>", namespace=namespace)
             elif isinstance(src, (list, tuple)):
                 out += self._manifests(src, namespace)
             else:
@@ -297,9 +306,17 @@ class Cluster:
         return out
 
     async def apply(self, *sources: Any, namespace: str | None = None) -> list[str]:
-        """Create or update objects from paths, YAML text, dicts or decoded manifests (all or nothing)."""
-        lines = self.apiserver.apply(self._manifests(sources, namespace))
-        await self.settle()
+        """Create or update objects from paths, YAML text, dicts or decoded manifests (all or nothing).
+
+        However big the batch, the cluster keeps serving meanwhile: manifests are read and decoded
+        in a worker thread, planned in slices (``ApiServer.apply_async``), and the resulting events
+        reach controllers, DNS and the proxy in slices too; applies run one at a time."""
+        async with self._apply_lock:
+            with _CyclesPaused() as paused:
+                manifests = await asyncio.to_thread(self._manifests, sources, namespace)
+                paused.freeze_after = len(manifests) >= BIG_APPLY
+                lines = await self.apiserver.apply_async(manifests)
+                await self.settle()
         return lines
 
     async def delete(self, kind: str, name: str, namespace: str = "default", *, wait: bool = False,
@@ -386,11 +403,24 @@ class Cluster:
     async def settle(self) -> None:
         """Let every change so far reach the data plane (proxy listeners in step with services)."""
         await asyncio.sleep(0)
+        await self._control_plane_settled()
         settle_service_ips = getattr(self.fabric, "settle_service_ips", None)
         if settle_service_ips is not None:
             await settle_service_ips()
         if self.proxy is not None:
             await self.proxy.settle()
+
+    async def _control_plane_settled(self, limit: float = 60.0) -> None:
+        """Wait until the store has delivered every event and no controller has work queued
+        (both work in slices, so a big change takes several loop turns); gives up after ``limit``
+        seconds of constant churn rather than wait forever."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            await self.store.settled()
+            if self.controllers is None or self.controllers.idle:
+                if self.store.idle:
+                    return
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------ service traffic
 
@@ -554,7 +584,7 @@ class Cluster:
         """Run ``argv`` in the pod's container (its environment, its network) and collect the output."""
         plan = self.exec_plan(pod, argv, container=container, namespace=namespace)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *plan.prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -589,6 +619,29 @@ class Cluster:
             return path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+class _CyclesPaused:
+    """No cyclic garbage collection during an apply, and, after a big one (``freeze_after``),
+    what it built frozen (``gc.freeze``). A full collection walks every live object: with the
+    millions a big apply makes that is a second or more with the loop, DNS and the proxy
+    stopped. An apply makes no cyclic garbage, and a cluster's objects live as long as it does,
+    so from then on a collection walks only what is newer."""
+
+    def __init__(self) -> None:
+        self.freeze_after = False
+        self._paused = False
+
+    def __enter__(self) -> _CyclesPaused:
+        self._paused = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.freeze_after:
+            gc.freeze()
+        if self._paused:
+            gc.enable()
 
 
 def _cluster_ips(svc: Any) -> set[str]:

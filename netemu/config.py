@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,18 @@ from netemu.errors import ClusterError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_NAME = "netemu"
+DEFAULT_MAX_PODS = 10_000
+DEFAULT_MAX_OBJECTS = 100_000
+DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024
+NAME_MAX = 32
+
+
+def check_cluster_name(name: str, what: str = "cluster name") -> str:
+    """``name`` when it can name a cluster (it becomes a directory and socket name), else a ClusterError."""
+    if not NAME_RE.match(name) or len(name) > NAME_MAX:
+        raise ClusterError(f"{what} {name!r}: must be a DNS-1123 label of at most {NAME_MAX} characters "
+                           "(lowercase letters, digits and '-', starting and ending with a letter or digit)")
+    return name
 
 
 def state_root() -> Path:
@@ -22,17 +35,27 @@ def state_root() -> Path:
     $XDG_RUNTIME_DIR/netemu or /dev/shm/netemu-<uid> — else /tmp/netemu-<uid>.
 
     Run-time state belongs in memory: creating a file costs microseconds on tmpfs and can cost a
-    millisecond on a journalled disk, and a cluster writes a few per pod.
+    millisecond on a journalled disk, and a cluster writes a few per pod. $XDG_RUNTIME_DIR counts
+    only when it is ours and closed to others (after ``sudo`` it may still name the caller's).
+    The path is only chosen here; netemu.statedir verifies it before any use.
     """
     env = os.environ.get("NETEMU_STATE_DIR")
     if env:
         return Path(env)
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+    if runtime and _is_own_private_dir(runtime):
         return Path(runtime) / "netemu"
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         return Path(f"/dev/shm/netemu-{os.getuid()}")
     return Path(f"/tmp/netemu-{os.getuid()}")
+
+
+def _is_own_private_dir(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 _NETNS_DEFAULTS = (("pod_cidr", "10.244.0.0/16"), ("service_cidr", "10.96.0.0/12"))
@@ -65,6 +88,10 @@ class ClusterConfig:
     lb_delay: float = 0.5                     # LoadBalancer provisioning is asynchronous (a cloud
                                               # takes seconds): long enough to see <pending>
     state_dir: Path = field(default_factory=state_root)
+    # Caps that refuse work, with a message, before memory is at risk (see README "Limits"):
+    max_pods: int = DEFAULT_MAX_PODS          # pods the workloads and bare pods may ask for, all together
+    max_objects: int = DEFAULT_MAX_OBJECTS    # API objects of every kind the cluster holds
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # one apply's manifests (kube-apiserver: 3 MiB)
 
     def __post_init__(self) -> None:
         """On the netns backend pods and services get real-looking ranges (10.244.0.0/16,
@@ -88,8 +115,7 @@ class ClusterConfig:
         return names
 
     def validate(self) -> None:
-        if not NAME_RE.match(self.name) or len(self.name) > 32:
-            raise ClusterError(f"cluster name {self.name!r}: must be a DNS-1123 label of at most 32 characters")
+        check_cluster_name(self.name)
         if self.backend not in ("loopback", "netns"):
             raise ClusterError(f'backend {self.backend!r}: supported values: "loopback", "netns"')
         if self.cni_bin_dir:
@@ -119,6 +145,10 @@ class ClusterConfig:
             raise ClusterError(f"pod_cidr {nets['pod_cidr']}: needs a /16 or larger (one /24 per node)")
         if len(self.nodes) > 250:
             raise ClusterError("at most 250 nodes")
+        for cap in ("max_pods", "max_objects", "max_request_bytes"):
+            value = getattr(self, cap)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ClusterError(f"{cap}: must be a positive integer, got {value!r}")
         lo, _, hi = self.node_port_range.partition("-")
         if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535):
             raise ClusterError(f"node_port_range {self.node_port_range!r}: expected LOW-HIGH")

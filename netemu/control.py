@@ -2,7 +2,11 @@
 
 A Unix socket (mode 0600, in the cluster's state directory) carrying one JSON request per line
 and one JSON reply per line: ``{"op": "get", ...}`` → ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "..."}``. Output is rendered here, next to the objects, so the CLI
+``{"ok": false, "error": "..."}``. Both ends prove who the other is by its peer credentials
+(``SO_PEERCRED``): the server answers only its own uid (and root), the client talks only to a
+server of its own uid, over a socket file it has verified first (netemu.statedir). A request is
+at most ``MAX_LINE`` bytes: the client refuses a larger one before sending it, the server answers
+one with an error and closes that connection. Output is rendered here, next to the objects, so the CLI
 stays a thin shell; ``exec`` and ``logs`` return a plan and a path that the CLI acts on itself,
 so stdin, exit codes and ``-f`` need no streaming protocol.
 """
@@ -20,8 +24,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netemu import statedir
 from netemu.api.labels import parse_selector, selector_matches
-from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError
+from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError, UnsafeStateError
 
 if TYPE_CHECKING:
     from netemu.cluster import Cluster
@@ -29,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024 * 1024
+_MIB = 1024 * 1024
+
+
+def _reply_line(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply).encode() + b"\n"
+
+
+def _refusal(error: str) -> bytes:
+    return _reply_line({"ok": False, "error": error})
 _CONNECTIONS_SHOWN = 10  # newest connection-log records in ``describe svc``
 
 
@@ -59,7 +73,24 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while line := await reader.readline():
+            client_uid = statedir.peer_uid(writer.get_extra_info("socket"))
+            if client_uid not in (statedir.my_uid(), 0):
+                log.warning("control socket: refused a client of uid %d", client_uid)
+                writer.write(_refusal(f"the cluster refused the connection: uid {client_uid} is not its owner "
+                                      f"(uid {statedir.my_uid()}) or root"))
+                await writer.drain()
+                return
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # the line outgrew the reader's limit: refuse it, keep the cluster
+                    log.warning("control socket: refused a request of more than %d MiB", MAX_LINE // _MIB)
+                    writer.write(_refusal(f"request refused: it is larger than the control socket's limit "
+                                          f"of {MAX_LINE // _MIB} MiB"))
+                    await writer.drain()
+                    return
+                if not line:
+                    return
                 try:
                     request = json.loads(line)
                     result = await self.handle(request)
@@ -68,7 +99,7 @@ class ControlServer:
                     reply = {"ok": False, "error": str(exc)}
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": f"bad control request: {exc}"}
-                writer.write(json.dumps(reply).encode() + b"\n")
+                writer.write(_reply_line(reply))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -97,7 +128,7 @@ class ControlServer:
                 raise NetemuError("\n".join(str(p) for p in problems))
             if req.get("delete"):
                 return c.apiserver.delete_manifests(manifests)
-            return c.apiserver.apply(manifests)
+            return await c.apply(manifests)  # in slices: a big apply never stalls DNS or the proxy
         if op == "delete":
             return [await c.delete(req["kind"], name, req.get("namespace") or "default") for name in req["names"]]
         if op == "scale":
@@ -117,7 +148,8 @@ class ControlServer:
         if op == "log_path":
             return str(c.log_path(req["pod"], req.get("container"), req.get("namespace") or "default"))
         if op == "wait_ready":
-            await c.wait_ready(float(req.get("timeout", 30)))
+            from netemu.readiness import require_ready
+            await require_ready(c, float(req.get("timeout", 30)))
             return "ready"
         if op == "down":
             self.down_requested.set()
@@ -258,29 +290,30 @@ def k8s_namespaced(kind: str) -> bool:
 
 
 class ControlClient:
-    """Blocking client: one request, one reply."""
+    """Blocking client: one request, one reply, to a verified socket served by our own uid."""
 
     def __init__(self, path: Path, timeout: float = 120):
         self.path = path
         self.timeout = timeout
 
     def call(self, op: str, **args: Any) -> Any:
+        request = json.dumps({"op": op, **args}).encode() + b"\n"
+        if len(request) > MAX_LINE:
+            raise ClusterError(_too_large(op, args, len(request)))
+        statedir.check_socket(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(str(self.path))
-        except OSError as exc:
-            raise ClusterError(f"cannot reach the cluster at {self.path}: {exc.strerror or exc}") from exc
-        try:
-            sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-            buf = bytearray()
-            while not buf.endswith(b"\n"):
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as exc:
-            raise ClusterError(f"the cluster stopped answering: {exc}") from exc
+            try:
+                sock.connect(str(self.path))
+            except OSError as exc:
+                raise ClusterError(f"cannot reach the cluster at {self.path}: {exc.strerror or exc}") from exc
+            server_uid = statedir.peer_uid(sock)
+            if server_uid != statedir.my_uid():
+                raise UnsafeStateError(
+                    f"control socket {self.path} is served by uid {server_uid}, not you (uid {statedir.my_uid()}); "
+                    f"nothing was sent: remove the cluster directory {self.path.parent}")
+            buf = self._exchange(sock, request)
         finally:
             sock.close()
         if not buf:
@@ -289,3 +322,30 @@ class ControlClient:
         if not reply["ok"]:
             raise NetemuError(reply["error"])
         return reply["result"]
+
+    @staticmethod
+    def _exchange(sock: socket.socket, request: bytes) -> bytes:
+        """Send the request, return the reply line; a server that refused the request and closed
+        while it was still being sent has left its reason to read."""
+        try:
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as exc:
+            raise ClusterError(f"the cluster stopped answering: {exc}") from exc
+        return bytes(buf)
+
+
+def _too_large(op: str, args: dict[str, Any], size: int) -> str:
+    """One line for a request the control socket would refuse, naming the files it came from."""
+    sources = [d.get("source", "") for d in args.get("documents") or [] if isinstance(d, dict)]
+    what = f"{', '.join(sources)}: " if sources else ""
+    return (f"{what}the {op} request is {size / _MIB:.1f} MiB, more than the control socket's limit of "
+            f"{MAX_LINE // _MIB} MiB; " + ("apply the manifests in smaller files" if sources else "send less at once"))

@@ -103,12 +103,21 @@ class BackendUnavailableError(ClusterError):
     """The chosen network backend cannot run here (missing privilege, kernel feature or isolation)."""
 
 
+class UnsafeStateError(ClusterError):
+    """A state directory, state file or control socket is not safely ours (another owner, a
+    symbolic link, writable by others); nothing in it is used."""
+
+
 class RangeConflictError(ClusterError):
     """Another running cluster already uses an address range this one asks for."""
 
 
 class WaitTimeoutError(NetemuError):
     """A wait for a condition ran out of time."""
+
+
+class PodsStuckError(WaitTimeoutError):
+    """A wait for pods to be ready ended early: some failed in a way a restart repeats."""
 
 
 class ProxyError(NetemuError):

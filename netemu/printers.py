@@ -502,6 +502,17 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), (), _namespace_cells),
 }
 
+
+def table_columns(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns ``kubectl get`` prints for ``cls``: (always, only with ``-o wide``)."""
+    return _TABLES[cls].columns, _TABLES[cls].wide_columns
+
+
+def table_cells(obj: Any, now: datetime) -> list[str]:
+    """Every cell of ``obj``'s row, the ``-o wide`` ones included (the API server's Table rows)."""
+    return _TABLES[type(obj)].cells(obj, _aware(now), True)
+
+
 # cli-runtime's printers.GetNewTabWriter settings.
 _TABLE_MIN_WIDTH = 6
 _TABLE_PADDING = 3

@@ -37,6 +37,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 import pytest
 
 from netemu.errors import NetemuError
+from netemu.readiness import require_ready
 from netemu.scenario import probes
 from netemu.scenario.capabilities import cluster_capabilities
 from netemu.scenario.clusters import start_cluster, unique_name
@@ -134,7 +135,7 @@ class NetemuCluster:
             if manifests:
                 self.run(self.cluster.apply(*manifests))
                 if ready:
-                    self.run(self.cluster.wait_ready(timeout))
+                    self.run(require_ready(self.cluster, timeout))
         except BaseException:
             self.close()
             raise
@@ -204,7 +205,7 @@ class NetemuCluster:
         return self.call(self.cluster.pods, namespace, selector)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        self.run(self.cluster.wait_ready(timeout))
+        self.run(require_ready(self.cluster, timeout))
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
         """Wait until ``predicate()`` (called on the cluster's loop) is true."""
@@ -299,9 +300,37 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 # --------------------------------------------------------------------------- configuration
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """A marker's (or netemu_session_config's) keywords, checked before any cluster starts: an
+    InvalidError naming the keyword and what it takes, not a TypeError from deep inside."""
+    import dataclasses
+    import math
+
+    from netemu.config import ClusterConfig
+    from netemu.errors import InvalidError
+    known = {"manifests", "nodes", "ready", "timeout"} | {
+        f.name for f in dataclasses.fields(ClusterConfig) if f.name not in ("name", "nodes")}
+    where = "@pytest.mark.netemu"
+    for key in options:
+        if key not in known:
+            raise InvalidError(f"{where}: unknown keyword {key}= (known: {', '.join(sorted(known))})")
+    nodes = options.get("nodes", 1)
+    if not (type(nodes) is int or (isinstance(nodes, (list, tuple)) and all(isinstance(n, str) for n in nodes))):
+        raise InvalidError(f"{where}: nodes={nodes!r}: expected a number of nodes or a list of node names")
+    timeout = options.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf:
+        raise InvalidError(f"{where}: timeout={timeout!r}: expected a number of seconds, 0 or more")
+    if not isinstance(options.get("ready", True), bool):
+        raise InvalidError(f"{where}: ready={options['ready']!r}: expected True or False")
+    manifests = options.get("manifests", ())
+    if not isinstance(manifests, (str, Path, dict, list, tuple)):
+        raise InvalidError(f"{where}: manifests={manifests!r}: expected a path, inline YAML, a dict or a list of them")
+
+
 def _options(kwargs: dict[str, Any], base: Path) -> dict[str, Any]:
     """Marker keyword arguments → NetemuCluster keyword arguments (paths made absolute)."""
     options = dict(kwargs)
+    _check_options(options)
     manifests = options.get("manifests", ())
     if isinstance(manifests, (str, Path, dict)):
         manifests = [manifests]
@@ -335,9 +364,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def netemu_cluster(request: pytest.FixtureRequest) -> Iterator[NetemuCluster]:
     """A fresh cluster for this test, on a background thread; see the module docstring."""
-    options = _marker_options(request)
-    nodes = options.pop("nodes", 1)
     try:
+        options = _marker_options(request)
+        nodes = options.pop("nodes", 1)
         handle = NetemuCluster(nodes, name=_name_for(request), **options)
     except NetemuError as exc:
         pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
@@ -358,9 +387,9 @@ def netemu_session_config() -> dict[str, Any]:
 def netemu_session_cluster(request: pytest.FixtureRequest, netemu_session_config: dict[str, Any]
                            ) -> Iterator[NetemuCluster]:
     """One cluster for the whole session, on a background thread."""
-    options = _options(dict(netemu_session_config), Path(str(request.config.rootpath)))
-    nodes = options.pop("nodes", 1)
     try:
+        options = _options(dict(netemu_session_config), Path(str(request.config.rootpath)))
+        nodes = options.pop("nodes", 1)
         handle = NetemuCluster(nodes, name=unique_name("session"), **options)
     except NetemuError as exc:
         pytest.fail(f"netemu: the session cluster did not start: {exc}", pytrace=False)
@@ -378,15 +407,21 @@ else:
     @pytest_asyncio.fixture
     async def netemu_async_cluster(request: pytest.FixtureRequest) -> Any:
         """The cluster on the test's own event loop (``async def`` tests; never block in them)."""
-        options = _marker_options(request)
-        nodes = options.pop("nodes", 1)
-        manifests, ready, timeout = options.pop("manifests"), options.pop("ready", True), options.pop("timeout", 30)
-        cluster = await start_cluster(nodes, name=_name_for(request), control_socket=False, **options)
+        try:
+            options = _marker_options(request)
+            nodes = options.pop("nodes", 1)
+            manifests, ready, timeout = options.pop("manifests"), options.pop("ready", True), options.pop("timeout", 30)
+            cluster = await start_cluster(nodes, name=_name_for(request), control_socket=False, **options)
+        except NetemuError as exc:
+            pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
         try:
             if manifests:
-                await cluster.apply(*manifests)
-                if ready:
-                    await cluster.wait_ready(timeout)
+                try:
+                    await cluster.apply(*manifests)
+                    if ready:
+                        await require_ready(cluster, timeout)
+                except NetemuError as exc:
+                    pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
             yield AsyncNetemuCluster(cluster)
         finally:
             await cluster.stop()

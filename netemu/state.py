@@ -2,10 +2,12 @@
 
 ``<state root>/<cluster>/`` holds ``state.json`` (owner pid and its start time, backend, address
 ranges), the control socket, container logs, CNI data and ``ledger``: one line per OS object the
-cluster made (``process PID STARTTIME``, later ``netns NAME`` …). Clean shutdown removes the
-directory; after a crash, ``gc`` reads the ledger and removes exactly what is listed there —
-processes are signalled only when pid *and* start time still match, so a recycled pid is never
-hit. Nothing is ever found by pattern.
+cluster made (``process PID STARTTIME SID``, written by each container's child before it runs
+the program; ``netns NAME`` before the namespace exists …). Clean shutdown removes the directory;
+after a crash, ``gc`` removes what is listed there. No line is trusted on its own: a process is
+signalled only when it is proven the cluster's — by the secret token ``state.json`` holds and
+every pod process carries in its environment, or by its session (netemu.reaper) — so neither a
+recycled pid nor a forged line can hit a stranger. Nothing is ever found by name pattern.
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from netemu import reaper, statedir
 from netemu.config import ClusterConfig
 from netemu.errors import ClusterError, RangeConflictError
 
@@ -64,15 +67,24 @@ class RunningCluster:
 
 
 def list_clusters(root: Path) -> list[RunningCluster]:
-    out = []
-    if not root.is_dir():
+    """The clusters under ``root`` that have a state file. The root, each cluster directory and
+    each state file are verified first (netemu.statedir): one another user could have planted or
+    redirected raises UnsafeStateError rather than being skipped or used."""
+    out: list[RunningCluster] = []
+    if not statedir.check_root(root):
         return out
     for d in sorted(root.iterdir()):
+        if not d.is_symlink() and not d.is_dir():
+            continue  # the logs of `up --detach`
+        if not statedir.check_cluster_dir(d):
+            continue  # removed meanwhile
+        data = statedir.read_file(d, STATE_FILE)
         try:
-            info = json.loads((d / STATE_FILE).read_text())
-        except (OSError, ValueError):
+            info = json.loads(data) if data is not None else None
+        except ValueError:
             continue
-        out.append(RunningCluster(d.name, d, info))
+        if isinstance(info, dict):
+            out.append(RunningCluster(d.name, d, info))
     return out
 
 
@@ -83,6 +95,7 @@ class ClusterState:
         self.config = config
         self.directory = config.cluster_dir
         self._ledger = None
+        self.token = secrets.token_hex(16)  # in state.json and every pod process's environment
 
     @property
     def control_socket(self) -> Path:
@@ -91,14 +104,18 @@ class ClusterState:
     def path(self, *parts: str) -> Path:
         return self.directory.joinpath(*parts)
 
+    @property
+    def process_env(self) -> dict[str, str]:
+        """Variables every process of a pod gets: the token that proves it is this cluster's."""
+        return {reaper.TOKEN_VARIABLE: self.token}
+
     def create(self, *, collect_garbage: Callable[[Path], list[str]] | None = None) -> None:
         """Claim the directory: refuse a live cluster of that name or overlapping ranges."""
-        root = self.config.state_dir
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root = statedir.ensure_root(self.config.state_dir)
         # One start at a time per state root: checking for overlapping ranges and claiming ours
         # must not interleave with another process doing the same.
         # The lock is on the directory itself, so it leaves no file behind.
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = statedir.open_dir(root, "state directory")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._claim(root, collect_garbage)
@@ -122,37 +139,41 @@ class ClusterState:
                         raise RangeConflictError(
                             f'cluster "{other.name}" (pid {other.info["pid"]}) already uses {theirs}, which '
                             f"overlaps {m}; give this cluster distinct ranges")
-        if self.directory.exists():
+        if statedir.check_cluster_dir(self.directory):  # a dead start's leftovers, without state.json
             shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(mode=0o700)
+        statedir.make_cluster_dir(self.directory)
         (self.directory / "logs").mkdir()
         pid = os.getpid()
         info = {
             "name": self.config.name, "pid": pid, "start_time": proc_start_time(pid),
             "backend": self.config.backend, "ranges": self.config.ranges(),
             "nodes": list(self.config.nodes), "dns_ip": self.config.dns_ip,
-            "created": time.time(),
+            "created": time.time(), "token": self.token,
         }
-        tmp = self.directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        tmp.rename(self.directory / STATE_FILE)
-        self._ledger = open(self.directory / LEDGER, "a", buffering=1)
+        statedir.write_file(self.directory, STATE_FILE, json.dumps(info, indent=1).encode())
+        self._ledger = os.fdopen(os.open(self.directory / LEDGER, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC, 0o600), "a", buffering=1)
 
     def update_info(self, **values: object) -> None:
-        path = self.directory / STATE_FILE
-        info = json.loads(path.read_text())
+        data = statedir.read_file(self.directory, STATE_FILE)
+        if data is None:
+            raise ClusterError(f"cluster directory {self.directory} has no {STATE_FILE}: the cluster was removed")
+        info = json.loads(data)
         info.update(values)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        tmp.rename(path)
+        statedir.write_file(self.directory, STATE_FILE, json.dumps(info, indent=1).encode())
 
     def record(self, kind: str, *values: object) -> None:
-        """Append one OS object to the ledger (before it is needed for cleanup)."""
-        if self._ledger is not None:
-            self._ledger.write(" ".join([kind, *map(str, values)]) + "\n")
+        """Append one OS object to the ledger before it exists: one ``write`` of one line to a
+        file opened for appending, so lines never interleave, even from a forked child."""
+        if self._ledger is not None and not self._ledger.closed:
+            os.write(self._ledger.fileno(), (" ".join([kind, *map(str, values)]) + "\n").encode())
 
     def record_process(self, pid: int) -> None:
-        self.record("process", pid, proc_start_time(pid))
+        """``process PID STARTTIME SID``. Containers call it from the child itself, between fork
+        and exec (ProcessContainer), so the line is there before the program can start anything."""
+        st = reaper.read_stat(pid)
+        if st is not None:
+            self.record("process", pid, st.start_time, st.session)
 
     def remove(self) -> None:
         if self._ledger is not None:
@@ -161,62 +182,21 @@ class ClusterState:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _session_members(sid: int) -> list[int]:
-    """Processes whose session id is ``sid`` (containers start as session and group leaders)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()
-        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-            members.append(int(entry))
-    return members
-
-
-def _kill_recorded(pid: int, start_time: int | None) -> bool:
-    """Kill a recorded container process and everything left in its session.
-
-    Linux never hands out a pid while it still names a live session or process group, so when
-    the leader is gone, processes whose session id is its pid are the leader's own leftovers
-    (a ``sleep`` it started in the background); when the pid now belongs to a newer process
-    (another start time), nothing of ours can be left and nothing is signalled.
-    """
-    current = proc_start_time(pid)
-    if current is not None and current != start_time:
-        return False  # recycled pid: not ours
-    targets = _session_members(pid)
-    for target in targets:
-        try:
-            os.kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return bool(targets)
-
-
 def gc_cluster(directory: Path) -> list[str]:
     """Remove what a dead cluster left, from its ledger; returns one line per thing removed."""
     removed = []
     try:
-        info = json.loads((directory / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        info = json.loads(statedir.read_file(directory, STATE_FILE) or b"{}")
+    except ValueError:
+        info = {}
+    if not isinstance(info, dict):
         info = {}
     if info and is_alive(info.get("pid", -1), info.get("start_time")):
         raise ClusterError(f'cluster "{directory.name}" is running (pid {info["pid"]}); use `netemu down`')
-    try:
-        lines = (directory / LEDGER).read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        kind, *values = line.split()
-        if kind == "process" and len(values) == 2:
-            pid, start = int(values[0]), (int(values[1]) if values[1] != "None" else None)
-            if _kill_recorded(pid, start):
-                removed.append(f"process {pid}")
+    recorded = reaper.parse_ledger((statedir.read_file(directory, LEDGER) or b"").decode(errors="replace").splitlines())
+    token = info.get("token") if isinstance(info.get("token"), str) else None
+    removed += [f"process {pid}" for pid in reaper.reap(token, recorded)]
+    removed += [f"process {pid} left alone: not provably the cluster's" for pid in reaper.unproven(token, recorded)]
     shutil.rmtree(directory, ignore_errors=True)
     removed.append(f"state directory {directory}")
     detached_log = directory.parent / f"{directory.name}.up.log"  # written by `netemu up --detach`
@@ -224,6 +204,29 @@ def gc_cluster(directory: Path) -> list[str]:
         detached_log.unlink()
         removed.append(f"log {detached_log}")
     return removed
+
+
+def held_cluster_dirs() -> list[Path]:
+    """The directories of the clusters running anywhere, under any state root (each test and
+    user may have a NETEMU_STATE_DIR of their own): a running cluster holds its ledger open, so
+    they are the directories of the ledgers some process has open. Only read to protect what
+    they list, never to remove anything."""
+    found: set[Path] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith("/" + LEDGER):  # a removed one reads "… (deleted)"
+                found.add(Path(target).parent)
+    return sorted(found)
 
 
 def gc_all(root: Path, collect: Callable[[Path], list[str]] = gc_cluster) -> list[str]:

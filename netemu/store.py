@@ -2,10 +2,12 @@
 
 Owns objects keyed by kind, namespace and name, the resourceVersion counter, label lookups and
 change events. It knows nothing about networking. Writes are immediate; events are queued and
-delivered to subscribers in order, after the write returns, in one drain: a subscriber that
-writes during delivery appends events that the same drain delivers. With an event loop running
-the drain is scheduled with ``call_soon`` (so the whole cascade of a change settles within one
-loop turn); without one (unit tests), call ``drain()``.
+delivered to subscribers in order, after the write returns: a subscriber that writes during
+delivery appends events that the same drain delivers. With an event loop running the drain is
+scheduled with ``call_soon`` and delivers for at most ``DRAIN_SLICE`` seconds per loop turn, so a
+cascade of a few changes settles within one turn while a burst of thousands (one big apply)
+leaves the loop free for sockets between slices; ``settled()`` waits until every queued event is
+delivered. Without a loop (unit tests), call ``drain()``, which delivers everything.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import collections
 import dataclasses
 import datetime
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
@@ -23,6 +26,7 @@ from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+DRAIN_SLICE = 0.02  # seconds of event delivery per loop turn before the loop gets a say
 
 # kubectl's resource names, for "not found" / "already exists" messages.
 RESOURCE_NAMES = {
@@ -73,6 +77,7 @@ class Store:
         self._pending: collections.deque[Event] = collections.deque()
         self._draining = False
         self._scheduled = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------------------------ reads
 
@@ -198,10 +203,32 @@ class Store:
         except RuntimeError:
             return  # no loop: the caller drains
         self._scheduled = True
-        loop.call_soon(self.drain)
+        loop.call_soon(self._drain_slice)
+
+    @property
+    def idle(self) -> bool:
+        """No event is waiting for delivery."""
+        return not self._pending and not self._draining
+
+    async def settled(self) -> None:
+        """Return once every event queued so far (and what delivering it causes) is delivered."""
+        while not self.idle:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            if not self._scheduled and not self._draining:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._drain_slice)
+            await waiter
+
+    def _drain_slice(self) -> None:
+        self._deliver(time.monotonic() + DRAIN_SLICE)
 
     def drain(self) -> None:
         """Deliver every queued event (and those that delivery itself causes)."""
+        self._deliver(None)
+
+    def _deliver(self, deadline: float | None) -> None:
+        """Deliver queued events in order; with a ``deadline``, stop there and go on next turn."""
         self._scheduled = False
         if self._draining:
             return
@@ -219,5 +246,13 @@ class Store:
                 for kinds, queue in self._queues:
                     if kinds is None or kind in kinds:
                         queue.put_nowait(event)
+                if deadline is not None and self._pending and time.monotonic() > deadline:
+                    self._scheduled = True
+                    asyncio.get_running_loop().call_soon(self._drain_slice)
+                    return
         finally:
             self._draining = False
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -83,6 +83,8 @@ class ClusterDNSImage(EmulationBase):
         await server.start(ctx.start_server, ctx.create_datagram_endpoint, host=ctx.pod_ip, port=self.port,
                            make_socket=self.upstream_socket)
         ctx.log(f"[INFO] plugin/kubernetes: serving {self.config.zone} on {ctx.pod_ip}:{self.port} (udp, tcp)")
+        running.add_datagram(server.udp_transport)  # closed with the container, however it ends
+        running.add_server(server.tcp_server)
         running.on_stop(lambda: _close_soon(server))
         return running
 

@@ -5,7 +5,8 @@ EndpointSlice events (``on_service``, ``on_endpointslice``, ``on_synced``), keep
 per node (``add_node``), listens on ClusterIPs, NodePorts and load-balancer ingress addresses,
 and relays TCP connections and UDP flows to pod endpoints. See ``group`` for the life cycle,
 ``frontend`` for how listeners follow traffic policies, ``tcp`` for accepting and connecting,
-``splice`` (zero-copy) and ``shaped`` (impaired) for the TCP relays, ``udp`` for UDP flows.
+``splice`` (zero-copy) and ``shaped`` (impaired) for the TCP relays, ``udp`` for UDP flows,
+``poller`` for the readiness of their raw sockets (errors included, on uvloop too).
 """
 from .connlog import ConnectionRecord
 from .group import ProxyGroup, ProxyOptions

@@ -5,7 +5,10 @@ load-balancer ingress port. Every node's proxier claims the frontends of its ser
 its verdict for that traffic; the group opens, filters and closes the listener to match all the
 claims together (``desired``). The first service port to claim an address owns it: a claim by
 another service port is a conflict, reported on that service and kept waiting until the owner
-lets go. Claims by the same owner and node are idempotent.
+lets go. An owner that has let go (no claims left) no longer holds the address, even while its
+listener is still open: the next claim takes the address and the listener over at once, so a
+Service deleted and another created on the same NodePort in one sync (in either order) never
+sees a conflict, and the port keeps listening. Claims by the same owner and node are idempotent.
 
 Which node handles a ClusterIP connection matters for ``internalTrafficPolicy: Local``. Where
 every node has its own network stack, each node has its own ClusterIP listener (``node`` set).

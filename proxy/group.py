@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ from .udp import UDPListener
 
 log = logging.getLogger(__name__)
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+WORK_SLICE = 0.02  # seconds of sync or listener work before the loop gets a turn (big applies)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +84,7 @@ class ProxyGroup:
         self._synced = False
         self._closed = False
         self._sync_handle: asyncio.Handle | None = None
+        self._unapplied: dict[ServiceKey, Any] = {}  # changes a sync slice left for the next turn
         self._reconcile_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ nodes
@@ -146,9 +149,18 @@ class ProxyGroup:
             self._sync_handle = None
         if not self._synced or self._closed:
             return
-        for key, view in self.tracker.take_changes().items():
+        deadline = time.monotonic() + WORK_SLICE  # thousands of services: the rest next turn
+        changes, self._unapplied = self._unapplied, {}
+        changes.update(self.tracker.take_changes(deadline))  # a newer view of a waiting service replaces it
+        items = iter(changes.items())
+        for key, view in items:
             for proxier in self.proxiers.values():
                 proxier.apply(key, view)
+            if time.monotonic() > deadline:
+                self._unapplied = dict(items)
+                break
+        if self._unapplied or self.tracker.pending:
+            self._schedule_sync()
 
     async def settle(self) -> None:
         """Apply pending changes now and wait until every listener matches them."""
@@ -157,7 +169,10 @@ class ProxyGroup:
                 self.sync()
             task = self._reconcile_task
             if task is None:
-                return
+                if self._sync_handle is None:
+                    return
+                await asyncio.sleep(0)  # a sliced sync goes on next turn
+                continue
             await asyncio.shield(task)
 
     # ------------------------------------------------------------------ queries and settings
@@ -196,6 +211,13 @@ class ProxyGroup:
         fe = self._frontends.get(key)
         if fe is None:
             fe = self._frontends[key] = Frontend(key=key, kind=kind, owner=info.name, info=info, node=scope)
+        elif fe.owner != info.name and not fe.claims:
+            # The owner has let go and its listener is not closed yet (the reconcile is pending, or
+            # the release came earlier in this sync): the address is free, so take it over at once,
+            # listener included, rather than wait for a release that has already happened.
+            _, claims = fe.waiting.pop(info.name, (info, {}))
+            fe.owner, fe.info, fe.claims, fe.kind, fe.node = info.name, info, claims, kind, scope
+            self._clear_error(info.name.service, key)
         if fe.owner != info.name:
             claims = fe.waiting.setdefault(info.name, (info, {}))[1]
             fe.waiting[info.name] = (info, claims)
@@ -255,12 +277,16 @@ class ProxyGroup:
 
     async def _reconcile(self) -> None:
         try:
+            deadline = time.monotonic() + WORK_SLICE
             while self._dirty:
                 dirty, self._dirty = self._dirty, set()
                 for key in dirty:
                     fe = self._frontends.get(key)
                     if fe is not None:
                         await self._reconcile_one(fe)
+                    if time.monotonic() > deadline:  # opening thousands of listeners: let the loop in
+                        await asyncio.sleep(0)
+                        deadline = time.monotonic() + WORK_SLICE
         finally:
             self._reconcile_task = None
 
@@ -397,4 +423,4 @@ class ProxyGroup:
         self.ctx.close_all()
         await asyncio.gather(*connecting, return_exceptions=True)
         await asyncio.sleep(0)  # let the transports just closed run their connection_lost
-        self.ctx.pipes.close()
+        self.ctx.close()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 
 from .connlog import ConnectionRecord
 from .impair import Impairment
+from .poller import Poller
 from .serviceport import Verdict
 from .splice import PipePool
 
@@ -48,9 +49,18 @@ class RelayContext:
     rng: random.Random = field(default_factory=random.Random)
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
     pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay
+    poller: Poller = field(init=False)            # readiness of every raw socket (listeners, relays, flows)
+
+    def __post_init__(self) -> None:
+        self.poller = Poller(self.loop)
 
     def close_all(self, node: str | None = None) -> None:
         """Close every live relay (of one node, or all)."""
         for item in list(self.live):
             if node is None or item.node == node:
                 item.close()
+
+    def close(self) -> None:
+        """After ``close_all``: release what the relays shared."""
+        self.pipes.close()
+        self.poller.close()

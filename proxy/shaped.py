@@ -7,16 +7,23 @@ from the source until it falls under ``_QUEUE_LOW``; a peer transport whose writ
 stops the source the same way (``hold``/``release`` count both reasons). EOF travels through
 the queue like data and becomes ``write_eof`` on the other side, so half-close keeps its place in
 the stream; the connection closes once both directions have ended. A reset on either side
-resets the other. Unshaped connections never come here (see ``splice``).
+resets the other, whenever it comes: a transport reads no more after EOF (or while paused), so
+each socket is also watched for errors by the proxy's ``poller.Poller``, through a duplicate
+descriptor of the relay's own (a transport may close its descriptor before it reports the loss,
+and the number could be a new socket's by then). Unshaped connections never come here (see
+``splice``).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import socket
 from typing import Any
 
 from .connlog import OK, RESET
 from .impair import Impairment, Shaper
+from .poller import Poller
 from .route import RelayContext
 from .sockopts import reset, reset_socket
 
@@ -28,7 +35,7 @@ _EOF = None  # queued in place of data: the source sent EOF
 async def relay_shaped(ctx: RelayContext, record: Any, impairment: Impairment, client: Any, upstream: Any) -> None:
     """Relay between two connected sockets with ``impairment``'s timing, until both sides end."""
     loop = ctx.loop
-    relay = _Relay(record, ctx.live)
+    relay = _Relay(record, ctx.live, ctx.poller)
     client_pump = _Pump(relay, loop, Shaper(impairment, ordered=True, rng=ctx.rng))
     upstream_pump = _Pump(relay, loop, Shaper(impairment, ordered=True, rng=ctx.rng))
     client_pump.peer, upstream_pump.peer = upstream_pump, client_pump
@@ -58,11 +65,12 @@ async def relay_shaped(ctx: RelayContext, record: Any, impairment: Impairment, c
 class _Relay:
     """Both sides of one shaped connection and how it ends."""
 
-    __slots__ = ("record", "live", "client", "upstream", "done", "linked")
+    __slots__ = ("record", "live", "poller", "client", "upstream", "done", "linked")
 
-    def __init__(self, record: Any, live: set) -> None:
+    def __init__(self, record: Any, live: set, poller: Poller) -> None:
         self.record = record
         self.live = live
+        self.poller = poller
         self.client: Any = None
         self.upstream: Any = None
         self.done = False
@@ -75,6 +83,8 @@ class _Relay:
     def link(self) -> None:
         """Both transports exist: pass on what came before."""
         self.linked = True
+        for pump in (self.client, self.upstream):
+            pump.watch_errors(self.poller)
         for pump in (self.client, self.upstream):
             pump.replay()
 
@@ -115,7 +125,7 @@ class _Pump(asyncio.Protocol):
     """One socket of a shaped relay: its chunks reach the peer at the shaper's times, in order."""
 
     __slots__ = ("relay", "loop", "shaper", "transport", "peer", "nbytes", "eof", "queue", "queued", "timer",
-                 "holds", "self_held", "early", "early_eof")
+                 "holds", "self_held", "early", "early_eof", "watcher")
 
     def __init__(self, relay: _Relay, loop: asyncio.AbstractEventLoop, shaper: Shaper) -> None:
         self.relay = relay
@@ -132,6 +142,7 @@ class _Pump(asyncio.Protocol):
         self.self_held = False
         self.early: list[bytes] = []
         self.early_eof = False
+        self.watcher: socket.socket | None = None  # a duplicate of the transport's socket, for errors
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -165,6 +176,21 @@ class _Pump(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.on_lost(self, exc)
+
+    def watch_errors(self, poller: Poller) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        self.watcher = socket.socket(fileno=os.dup(sock.fileno()))
+        poller.watch_errors(self.watcher.fileno(), self._error)
+
+    def _error(self) -> None:
+        """The socket has an error or hung up (while its transport may not be reading)."""
+        assert self.watcher is not None
+        err = self.watcher.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err and not self.relay.done:
+            self.relay.on_lost(self, OSError(err, os.strerror(err)))
+            self.transport.abort()
 
     def _enqueue(self, data: bytes | None) -> None:
         size = len(data) if data is not None else 0
@@ -210,8 +236,12 @@ class _Pump(asyncio.Protocol):
         self.peer.release()
 
     def stop(self) -> None:
-        """The relay ended: drop anything still scheduled."""
+        """The relay ended: drop anything still scheduled, and the error watch."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.queue.clear()
+        if self.watcher is not None:
+            self.relay.poller.forget(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = None

@@ -2,8 +2,9 @@
 
 Every connection without shaping (no delay, jitter or rate) is relayed here, in the kernel:
 what one socket receives is spliced into a pipe and from the pipe into the other socket, never
-copied into Python. Each direction runs on the loop's readiness callbacks on the raw sockets:
-when its source is readable, one splice takes in up to a pipe's worth and the next sends it on.
+copied into Python. Each direction runs on readiness callbacks on the raw sockets (through the
+proxy's ``poller.Poller``, which wakes them on errors on every loop): when its source is
+readable, one splice takes in up to a pipe's worth and the next sends it on.
 A destination that cannot take it all stops the direction from reading its source until the
 destination is writable again, so backpressure is the pipe plus the two sockets' buffers.
 
@@ -16,7 +17,11 @@ limits gets smaller ones, which work the same, only with more calls.
 Half-close is relayed: EOF from one side (a splice that returns 0) becomes ``shutdown(SHUT_WR)``
 on the other (the pipe is always empty by then: a direction reads only when it has nothing
 queued) and the reverse direction keeps flowing; the relay ends once both directions have
-ended. An error on either socket (a reset, or writing to a peer that has closed) resets both.
+ended. An error on either socket (a reset, or writing to a peer that has closed) resets both,
+whenever it comes: a reset reads as EOF to splice once the data before it is taken, so an EOF
+with a pending socket error counts as the reset it is, and both sockets stay watched for errors
+while no direction reads them (after EOF, or while the other socket drains), so a peer that
+resets then is noticed at once rather than when the other side next speaks.
 Both sockets get a fixed receive buffer, so that what a relay holds for a client that does not
 read stays a few megabytes (the pipe, two socket buffers) rather than what autotuning allows.
 Byte counts are kept per direction (one addition per splice) and go to the connection record
@@ -24,14 +29,15 @@ when the relay ends.
 """
 from __future__ import annotations
 
-import asyncio
 import fcntl
+import functools
 import logging
 import os
 import socket
 from typing import Any
 
 from .connlog import OK, RESET
+from .poller import Poller
 from .sockopts import reset_socket
 
 log = logging.getLogger(__name__)
@@ -98,11 +104,11 @@ def _close_pipe(pipe: Pipe) -> None:
 class SpliceRelay:
     """Both directions of one proxied connection; ``start`` begins relaying."""
 
-    __slots__ = ("loop", "pool", "record", "live", "client", "upstream", "up", "down", "done")
+    __slots__ = ("poller", "pool", "record", "live", "client", "upstream", "up", "down", "done")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: PipePool, record: Any, live: set,
+    def __init__(self, poller: Poller, pool: PipePool, record: Any, live: set,
                  client: socket.socket, upstream: socket.socket) -> None:
-        self.loop = loop
+        self.poller = poller
         self.pool = pool
         self.record = record
         self.live = live
@@ -124,8 +130,20 @@ class SpliceRelay:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.live.add(self)
         self.pool.join()
+        for sock in (self.client, self.upstream):
+            self.poller.watch_errors(sock.fileno(), functools.partial(self.check, sock))
         self.up.start()
         self.down.start()
+
+    def check(self, sock: socket.socket) -> bool:
+        """Fail the relay if ``sock`` has a pending error (a reset); True if it had."""
+        if self.done:
+            return True
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            return False
+        self.fail(OSError(err, os.strerror(err)))
+        return True
 
     def ended(self) -> None:
         """A direction has ended cleanly; when both have, the connection closes."""
@@ -149,6 +167,7 @@ class SpliceRelay:
         self.down.stop()
         self.pool.leave()
         for sock in (self.client, self.upstream):
+            self.poller.forget(sock.fileno())
             if reset:
                 reset_socket(sock)
             else:
@@ -159,13 +178,14 @@ class SpliceRelay:
 class _Direction:
     """One direction of a relay: ``src`` → pipe → ``dst``."""
 
-    __slots__ = ("relay", "loop", "pool", "dst", "src_fd", "dst_fd", "pipe", "queued", "nbytes",
+    __slots__ = ("relay", "poller", "pool", "src", "dst", "src_fd", "dst_fd", "pipe", "queued", "nbytes",
                  "reading", "writing", "ended")
 
     def __init__(self, relay: SpliceRelay, pool: PipePool, src: socket.socket, dst: socket.socket) -> None:
         self.relay = relay
-        self.loop = relay.loop
+        self.poller = relay.poller
         self.pool = pool
+        self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
         self.dst_fd = dst.fileno()
@@ -177,7 +197,7 @@ class _Direction:
         self.ended = False
 
     def start(self) -> None:
-        self.loop.add_reader(self.src_fd, self.readable)
+        self.poller.add_reader(self.src_fd, self.readable)
         self.reading = True
 
     def readable(self) -> None:
@@ -225,8 +245,8 @@ class _Direction:
         self._flush()
         if not self.queued and self.writing:
             self.writing = False
-            self.loop.remove_writer(self.dst_fd)
-            self.loop.add_reader(self.src_fd, self.readable)
+            self.poller.remove_writer(self.dst_fd)
+            self.poller.add_reader(self.src_fd, self.readable)
             self.reading = True
 
     def _flush(self) -> None:
@@ -238,9 +258,9 @@ class _Direction:
             except BlockingIOError:
                 if not self.writing:  # hold the source until the destination drains
                     self.reading = False
-                    self.loop.remove_reader(self.src_fd)
+                    self.poller.remove_reader(self.src_fd)
                     self.writing = True
-                    self.loop.add_writer(self.dst_fd, self.writable)
+                    self.poller.add_writer(self.dst_fd, self.writable)
                 return
             except OSError as exc:
                 self.relay.fail(exc)
@@ -251,7 +271,9 @@ class _Direction:
 
     def _eof(self) -> None:
         self.reading = False
-        self.loop.remove_reader(self.src_fd)
+        self.poller.remove_reader(self.src_fd)
+        if self.relay.check(self.src):  # not a FIN: the source reset
+            return
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:  # the peer is gone; its own direction will tell
@@ -260,13 +282,8 @@ class _Direction:
         self.relay.ended()
 
     def stop(self) -> None:
-        """Drop the callbacks and any data still in the pipe (before the sockets close)."""
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.src_fd)
-        if self.writing:
-            self.writing = False
-            self.loop.remove_writer(self.dst_fd)
+        """Drop any data still in the pipe (the relay then forgets both sockets' callbacks)."""
+        self.reading = self.writing = False
         if self.pipe is not None:
             _close_pipe(self.pipe)
             self.pipe = None

@@ -1,6 +1,7 @@
 """TCP listeners: accepting each connection, routing it once, connecting it to its endpoint.
 
-A listener is a listening socket the fabric made, read with ``loop.add_reader``: each readiness
+A listener is a listening socket the fabric made, watched by the proxy's ``poller.Poller`` (as
+every raw socket of the proxy is, so that errors wake the callbacks on uvloop too): each readiness
 accepts what is waiting and asks the dispatch function once per connection for a ``Route``:
 
 - ``REJECT`` (only seen in the moment before a listener closes): the client gets an RST;
@@ -49,7 +50,7 @@ class TCPListener:
         self.dispatch = dispatch
         sock.setblocking(False)
         self._fd = sock.fileno()
-        ctx.loop.add_reader(self._fd, self._accept)
+        ctx.poller.add_reader(self._fd, self._accept)
 
     @classmethod
     async def open(cls, ctx: RelayContext, sock: socket.socket, dispatch: Dispatch, backlog: int) -> "TCPListener":
@@ -63,7 +64,7 @@ class TCPListener:
     def close(self) -> None:
         if self._fd < 0:
             return
-        self.ctx.loop.remove_reader(self._fd)
+        self.ctx.poller.forget(self._fd)
         self._fd = -1
         self.sock.close()
 
@@ -77,7 +78,7 @@ class TCPListener:
             except OSError as exc:
                 if exc.errno in _OUT_OF_RESOURCES:
                     log.warning("%s:%s: cannot accept: %s; pausing", *sock.getsockname(), exc.strerror)
-                    ctx.loop.remove_reader(self._fd)
+                    ctx.poller.remove_reader(self._fd)
                     ctx.loop.call_later(_ACCEPT_PAUSE, self._resume)
                     return
                 continue  # ECONNABORTED and the like: that client is gone already
@@ -86,7 +87,7 @@ class TCPListener:
 
     def _resume(self) -> None:
         if self._fd >= 0:
-            self.ctx.loop.add_reader(self._fd, self._accept)
+            self.ctx.poller.add_reader(self._fd, self._accept)
 
 
 def _serve(ctx: RelayContext, client: socket.socket, route: Route) -> None:
@@ -115,7 +116,7 @@ class _Held:
         self.sock = sock
         self.record = record
         self.fd = sock.fileno()
-        ctx.loop.add_reader(self.fd, self._readable)
+        ctx.poller.add_reader(self.fd, self._readable)
         ctx.live.add(self)
 
     @property
@@ -135,7 +136,7 @@ class _Held:
     def close(self) -> None:
         if self.fd < 0:
             return
-        self.ctx.loop.remove_reader(self.fd)
+        self.ctx.poller.forget(self.fd)
         self.fd = -1
         self.sock.close()
         self.ctx.live.discard(self)
@@ -190,7 +191,7 @@ class _Dial:
                     return
                 self.sock = sock
                 ctx.live.add(self)
-                ctx.loop.add_writer(sock.fileno(), self._writable)
+                ctx.poller.add_writer(sock.fileno(), self._writable)
                 self.timer = ctx.loop.call_later(timeout, self._timed_out)
                 return
             sock.close()
@@ -221,7 +222,7 @@ class _Dial:
         sock = self.sock
         assert sock is not None
         self.sock = None
-        self.ctx.loop.remove_writer(sock.fileno())
+        self.ctx.poller.forget(sock.fileno())
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -251,7 +252,7 @@ class _Dial:
             ctx.live.add(self)  # until the transports are made (the group's close waits for it)
             self.task = ctx.loop.create_task(self._link_shaped(upstream))
             return
-        SpliceRelay(ctx.loop, ctx.pipes, route.record, ctx.live, self.client, upstream).start()
+        SpliceRelay(ctx.poller, ctx.pipes, route.record, ctx.live, self.client, upstream).start()
 
     async def _link_shaped(self, upstream: socket.socket) -> None:
         try:

@@ -8,6 +8,8 @@ No I/O here.
 """
 from __future__ import annotations
 
+import time
+
 from netemu.api.objects import EndpointSlice, Service
 
 from .serviceport import (EndpointInfo, ServiceKey, ServicePortInfo, ServicePortName, service_ports,
@@ -61,12 +63,23 @@ class ChangeTracker:
 
     # ------------------------------------------------------------------ sync
 
-    def take_changes(self) -> dict[ServiceKey, PortView]:
+    @property
+    def pending(self) -> bool:
+        """Some service changed since the last take."""
+        return bool(self._dirty)
+
+    def take_changes(self, deadline: float | None = None) -> dict[ServiceKey, PortView]:
         """Views (port → info and endpoints) of the services whose view changed since the last
-        call; an empty view means the service is gone (or no longer proxied)."""
+        call; an empty view means the service is gone (or no longer proxied). With a
+        ``deadline`` (``time.monotonic``), services not reached by then wait for the next call."""
         out: dict[ServiceKey, PortView] = {}
         dirty, self._dirty = self._dirty, set()
-        for key in dirty:
+        keys = iter(dirty)
+        for key in keys:
+            if out and deadline is not None and time.monotonic() > deadline:
+                self._dirty.add(key)
+                self._dirty.update(keys)
+                break
             view = self._compute(key)
             if view == self._views.get(key, {}):
                 continue

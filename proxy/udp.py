@@ -10,8 +10,10 @@ when its endpoint is withdrawn (as kube-proxy clears conntrack entries of remove
 endpoints), or when the listener closes (closing breaks UDP flows, as in the userspace proxy).
 At ``udp_max_flows`` flows the idlest one makes room.
 
-Sockets are plain non-blocking sockets read with ``loop.add_reader`` (no transports): a flow is
-set up synchronously, and a datagram costs one ``recv`` and one ``send``. A datagram that does
+Sockets are plain non-blocking sockets read on readiness callbacks of the proxy's
+``poller.Poller`` (no transports; the poller, unlike uvloop's ``add_reader``, keeps calling a
+flow's reader after an ICMP error on its connected socket, so a flow whose endpoint refused a
+datagram still gets the replies once it answers again): a flow is set up synchronously, and a datagram costs one ``recv`` and one ``send``. A datagram that does
 not fit in a socket buffer is dropped, as a full link would drop it. Impaired flows lose and
 delay datagrams per direction; jitter may reorder them, as on a real link.
 """
@@ -44,7 +46,7 @@ class UDPListener:
         self.flows: dict[tuple[str, int], _Flow] = {}
         self._sweeper: Any = None
         self._fd = sock.fileno()
-        ctx.loop.add_reader(self._fd, self._readable)
+        ctx.poller.add_reader(self._fd, self._readable)
 
     def set_filter(self, program: bytes | None) -> None:
         attach_filter(self.sock, program)
@@ -52,7 +54,7 @@ class UDPListener:
     def close(self) -> None:
         if self._fd < 0:
             return
-        self.ctx.loop.remove_reader(self._fd)
+        self.ctx.poller.forget(self._fd)
         self._fd = -1
         for flow in list(self.flows.values()):
             flow.close()
@@ -143,7 +145,7 @@ class _Flow:
         self.up = 0
         self.down = 0
         self.fd = sock.fileno()
-        listener.ctx.loop.add_reader(self.fd, self.readable)
+        listener.ctx.poller.add_reader(self.fd, self.readable)
 
     @property
     def node(self) -> str:
@@ -182,7 +184,7 @@ class _Flow:
         if self.fd < 0:
             return
         listener = self.listener
-        listener.ctx.loop.remove_reader(self.fd)
+        listener.ctx.poller.forget(self.fd)
         self.fd = -1
         self.sock.close()
         if listener.flows.get(self.client) is self:

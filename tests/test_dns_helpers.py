@@ -9,6 +9,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
 
+import asyncio_dgram
 from dnslib import EDNS0, QTYPE, RR, DNSRecord
 
 from netemu.api.objects import (Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Namespace, ObjectMeta, Pod,
@@ -161,9 +162,14 @@ async def udp_client(host: str, port: int) -> AsyncIterator[tuple[asyncio.Datagr
 
 
 async def udp_exchange(host: str, port: int, payload: bytes, timeout: float = 2.0) -> bytes:
-    async with udp_client(host, port) as (transport, queue):
-        transport.sendto(payload)
-        return await asyncio.wait_for(queue.get(), timeout)
+    """One query and its reply, from a connected UDP client."""
+    client = await asyncio_dgram.connect((host, port))
+    try:
+        await client.send(payload)
+        data, _ = await asyncio.wait_for(client.recv(), timeout)
+    finally:
+        client.close()
+    return data
 
 
 async def tcp_exchange(host: str, port: int, *payloads: bytes, timeout: float = 2.0) -> list[bytes]:

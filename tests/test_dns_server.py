@@ -113,7 +113,7 @@ ROWS = [
         answer=("my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com.",)),
     Row("external-a-without-upstream", "my-service.prod.svc.cluster.local.", "A",
         answer=("my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com.",)),
-    nodata("external-srv", "_http._tcp.my-service.prod.svc.cluster.local.", "SRV"),
+    nxdomain("external-srv", "_http._tcp.my-service.prod.svc.cluster.local.", "SRV"),  # nothing below a CNAME
     nodata("external-plain-srv", "my-service.prod.svc.cluster.local.", "SRV"),
     nxdomain("external-ip-looking", "ext-ip.prod.svc.cluster.local."),
     Row("external-to-internal", "ext-internal.prod.svc.cluster.local.", "A",
@@ -136,7 +136,7 @@ ROWS = [
     # zone apex, schema version, NS
     Row("dns-version", "dns-version.cluster.local.", "TXT",
         answer=('dns-version.cluster.local. 28800 IN TXT "1.1.0"',)),
-    nxdomain("dns-version-a", "dns-version.cluster.local."),
+    nodata("dns-version-a", "dns-version.cluster.local.", "A"),
     Row("apex-soa", "cluster.local.", "SOA", answer=(SOA,)),
     Row("apex-ns", "cluster.local.", "NS", answer=("cluster.local. 5 IN NS ns.dns.cluster.local.",),
         extra=("ns.dns.cluster.local. 5 IN A 10.96.0.10",)),
@@ -146,10 +146,10 @@ ROWS = [
     nodata("ns-below-apex-existing", "svc.cluster.local.", "NS"),
     nxdomain("ns-below-apex-missing", "foo.svc.cluster.local.", "NS"),
     nodata("soa-below-apex", MS, "SOA"),
-    # CoreDNS answers TXT and SOA below the apex without a lookup: NODATA even for missing names
+    # every type: NODATA for a name that exists, NXDOMAIN for one that does not
     nodata("txt-of-service", MS, "TXT"),
-    nodata("txt-of-missing-name", "nope.default.svc.cluster.local.", "TXT"),
-    nodata("soa-of-missing-name", "nope.default.svc.cluster.local.", "SOA"),
+    nxdomain("txt-of-missing-name", "nope.default.svc.cluster.local.", "TXT"),
+    nxdomain("soa-of-missing-name", "nope.default.svc.cluster.local.", "SOA"),
     nodata("mx-existing", MS, "MX"),
     nxdomain("mx-missing", "nope.default.svc.cluster.local.", "MX"),
     # pods insecure: any well-formed dashed IP in an existing namespace
@@ -160,8 +160,7 @@ ROWS = [
     nodata("pod-aaaa-of-v4", "1-2-3-4.default.pod.cluster.local.", "AAAA"),
     Row("pod-aaaa", "fd00--1.default.pod.cluster.local.", "AAAA",
         answer=("fd00--1.default.pod.cluster.local. 5 IN AAAA fd00::1",)),
-    Row("label-before-pod-name", "x.10-244-1-5.default.pod.cluster.local.", "A",
-        answer=("x.10-244-1-5.default.pod.cluster.local. 5 IN A 10.244.1.5",)),
+    nxdomain("label-before-pod-name", "x.10-244-1-5.default.pod.cluster.local."),  # a pod name is a leaf
     nxdomain("pod-not-an-ip", "not-an-ip.default.pod.cluster.local."),
     nxdomain("pod-leading-zero", "10-244-001-5.default.pod.cluster.local."),
     nxdomain("pod-namespace-missing", "10-244-1-5.nonexistent.pod.cluster.local."),

@@ -14,9 +14,11 @@ import itertools
 import os
 import random
 import socket
+import struct
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
+import asyncio_dgram
 import pytest
 import uvloop
 
@@ -250,20 +252,32 @@ async def curl(url: str, interface: str, *extra: str) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()
 
 
-class UDPClient(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue = asyncio.Queue()
+@contextlib.asynccontextmanager
+async def udp_client(source: str) -> AsyncIterator[Any]:
+    """A UDP client bound to ``source``: it sends anywhere and sees where each reply comes from
+    (its socket is not connected, so it is not told of ICMP refusals: see ``udp_connected``)."""
+    client = await asyncio_dgram.bind((source, 0))
+    try:
+        yield client
+    finally:
+        client.close()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.replies.put_nowait((data, addr))
 
-    def error_received(self, exc: Exception) -> None:
-        self.replies.put_nowait((exc, None))
+async def udp_ask(client: Any, address: tuple[str, int], data: bytes, timeout: float = 5) -> tuple[bytes, Any]:
+    """Send one datagram; the first reply and where it came from."""
+    await client.send(data, address)
+    return await asyncio.wait_for(client.recv(), timeout)
 
 
-async def udp_client(ip: str, port: int, source: str) -> tuple[Any, UDPClient]:
-    return await asyncio.get_running_loop().create_datagram_endpoint(
-        UDPClient, local_addr=(source, 0), remote_addr=(ip, port))
+def udp_connected(address: tuple[str, int], source: str, data: bytes) -> bytes:
+    """One datagram and its reply on a connected socket, which is told of an ICMP port unreachable
+    (ConnectionRefusedError). Blocking: run it in a thread."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind((source, 0))
+        sock.connect(address)
+        sock.send(data)
+        return sock.recv(65535)
 
 
 def open_fds() -> int:
@@ -312,14 +326,10 @@ def test_udp_via_cluster_ip_replies_from_the_service_address(loop_factory, tmp_p
             await h.apply(service(b, ports=(ServicePort(name="dns", protocol="UDP", port=53, target_port=5353),)),
                           endpoint_slice([(b.pod(1, 5), "node-1")],
                                          ports=(EndpointPort(name="dns", protocol="UDP", port=5353),)))
-            transport, client = await udp_client(b.cluster_ip(), 53, b.outside())
-            try:
+            async with udp_client(b.outside()) as client:
                 for i in range(3):
-                    transport.sendto(b"q%d" % i)
-                    data, addr = await asyncio.wait_for(client.replies.get(), 5)
+                    data, addr = await udp_ask(client, (b.cluster_ip(), 53), b"q%d" % i)
                     assert (data, addr) == (f"{b.pod(1, 5)}:5353|q{i}".encode(), (b.cluster_ip(), 53))
-            finally:
-                transport.close()
             assert pod.peers == [b.outside()] * 3
             await poll(lambda: h.log() and h.log()[-1].outcome is not None, "the flow to expire")
             record = h.log()[-1]
@@ -413,15 +423,7 @@ async def test_no_endpoints_refuses_at_once_and_endpoints_reopen(tmp_path, proto
         async def ask() -> bytes:
             if not udp:
                 return await exchange(b.cluster_ip(), 80, b.outside())
-            transport, client = await udp_client(b.cluster_ip(), 80, b.outside())
-            try:
-                transport.sendto(b"ping")
-                data, _ = await asyncio.wait_for(client.replies.get(), 5)
-            finally:
-                transport.close()
-            if isinstance(data, Exception):
-                raise data
-            return data
+            return await asyncio.to_thread(udp_connected, (b.cluster_ip(), 80), b.outside(), b"ping")
 
         await h.apply(service(b, ports=ports), endpoint_slice([], ports=slice_ports))
         with pytest.raises(ConnectionRefusedError):
@@ -567,11 +569,9 @@ async def test_reset_and_loss_impairments(tmp_path):
         h.group.proxiers["node-1"].set_impairment(Impairment(tcp_reset=1.0, udp_loss=1.0))
         with pytest.raises(ConnectionResetError):
             await exchange(b.cluster_ip(), 80, b.outside())
-        transport, client = await udp_client(b.cluster_ip(), 53, b.outside())
-        transport.sendto(b"lost")
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(client.replies.get(), 0.3)
-        transport.close()
+        async with udp_client(b.outside()) as client:
+            with pytest.raises(TimeoutError):
+                await udp_ask(client, (b.cluster_ip(), 53), b"lost", timeout=0.3)
         assert [r.outcome for r in h.log() if r.service_port.endswith("80/TCP")] == ["reset"]
         h.group.proxiers["node-1"].set_impairment(None)
         assert await exchange(b.cluster_ip(), 80, b.outside()) == b"ping"
@@ -613,6 +613,31 @@ async def test_an_address_claimed_twice_belongs_to_the_first_service_until_it_go
         assert await exchange(b.lb_ip(), 80, b.outside(), b"") == f"{b.pod(1, 6)}:9376\n".encode()
 
 
+@pytest.mark.parametrize("order", ["release-first", "claim-first"])
+async def test_a_node_port_freed_and_taken_before_the_listener_closes_keeps_listening(tmp_path, order):
+    """One Service goes and another takes its NodePort before the group has closed the listener
+    (both in one sync, in either order): the new Service gets the port and the listener at once."""
+    async with Harness(tmp_path, nodes=2) as h:
+        b = h.block
+        for i in (5, 6):
+            await h.tcp_pod(b.pod(1, i), mode="ident")
+        ports = (ServicePort(port=80, target_port=9376, node_port=30070),)
+        old = service(b, "old", type="NodePort", cluster_ip=b.cluster_ip(1), ports=ports)
+        new = service(b, "new", type="NodePort", cluster_ip=b.cluster_ip(2), ports=ports)
+        await h.apply(old, endpoint_slice([(b.pod(1, 5), "node-1")], service_name="old", name="old-x"),
+                      endpoint_slice([(b.pod(1, 6), "node-1")], service_name="new", name="new-x"))
+        assert await exchange(b.node_ip(2), 30070, b.outside(), b"") == f"{b.pod(1, 5)}:9376\n".encode()
+        events = [(old, None), (None, new)] if order == "release-first" else [(None, new), (old, None)]
+        for before, after in events:
+            h.group.on_service(before, after)
+            h.group.sync()  # each event on its own, the listener untouched until settle
+        await h.group.settle()
+        assert h.group.service_errors("default", "new") == []
+        for k in (1, 2):
+            assert await exchange(b.node_ip(k), 30070, b.outside(), b"") == f"{b.pod(1, 6)}:9376\n".encode()
+        assert {x["service_port"] for x in h.group.listeners() if x["kind"] == "node-port"} == {"default/new/TCP"}
+
+
 @LOOPS
 def test_backpressure_stops_a_fast_pod_while_the_client_does_not_read(loop_factory, tmp_path):
     async def main():
@@ -647,15 +672,59 @@ def test_udp_flows_follow_withdrawn_endpoints(loop_factory, tmp_path):
             for i in (5, 6):
                 await h.udp_pod(b.pod(1, i))
             await h.apply(service(b, ports=ports), endpoint_slice([(b.pod(1, 5), "node-1")], ports=slice_ports))
-            transport, client = await udp_client(b.cluster_ip(), 53, b.outside())
-            try:
-                transport.sendto(b"a")
-                assert (await asyncio.wait_for(client.replies.get(), 5))[0] == f"{b.pod(1, 5)}:5353|a".encode()
+            async with udp_client(b.outside()) as client:
+                address = (b.cluster_ip(), 53)
+                assert (await udp_ask(client, address, b"a"))[0] == f"{b.pod(1, 5)}:5353|a".encode()
                 await h.apply(endpoint_slice([(b.pod(1, 6), "node-1")], ports=slice_ports))
-                transport.sendto(b"b")            # same client address, new flow to the new endpoint
-                assert (await asyncio.wait_for(client.replies.get(), 5))[0] == f"{b.pod(1, 6)}:5353|b".encode()
-            finally:
-                transport.close()
+                # the same client address: a new flow, to the new endpoint
+                assert (await udp_ask(client, address, b"b"))[0] == f"{b.pod(1, 6)}:5353|b".encode()
+    run(loop_factory, main)
+
+
+@LOOPS
+def test_a_udp_flow_refused_by_its_endpoint_gets_the_replies_once_it_answers(loop_factory, tmp_path):
+    """An ICMP port unreachable on a flow's socket (nothing listens on the endpoint yet) leaves
+    the flow working: once the endpoint answers, its replies reach the client. (uvloop stops
+    watching a descriptor for good at its first error: the proxy must not depend on that.)"""
+    async def main():
+        async with Harness(tmp_path, udp_idle_timeout=30) as h:
+            b = h.block
+            await h.apply(service(b, ports=(ServicePort(protocol="UDP", port=53, target_port=5353),)),
+                          endpoint_slice([(b.pod(1, 5), "node-1")], ports=(slice_port(5353, "UDP"),)))
+            address = (b.cluster_ip(), 53)
+            async with udp_client(b.outside()) as client:
+                with pytest.raises(TimeoutError):  # the flow's datagram is refused by the endpoint
+                    await udp_ask(client, address, b"early", timeout=0.3)
+                await h.udp_pod(b.pod(1, 5))
+                deadline = time.monotonic() + 5
+                while True:  # the same flow: the first datagram after a refusal may meet its error
+                    try:
+                        data, _ = await udp_ask(client, address, b"late", timeout=0.2)
+                        break
+                    except TimeoutError:
+                        assert time.monotonic() < deadline, "the flow never passed a reply on"
+            assert data == f"{b.pod(1, 5)}:5353|late".encode()
+            assert len(h.log()) == 1  # one flow throughout
+    run(loop_factory, main)
+
+
+@LOOPS
+def test_a_held_connection_that_resets_is_let_go(loop_factory, tmp_path):
+    async def main():
+        async with Harness(tmp_path, nodes=2) as h:
+            b = h.block
+            await h.tcp_pod(b.pod(1, 5))
+            await h.apply(service(b, internal_traffic_policy="Local"), endpoint_slice([(b.pod(1, 5), "node-1")]))
+            (fe,) = h.group._frontends.values()
+            fe.listener.set_filter(None)  # let a dropped client through, to be held
+            before = open_fds()
+            sock = socket.create_connection((b.cluster_ip(), 80), source_address=(b.pod(2, 50), 0))
+            sock.sendall(b"ping")
+            await poll(lambda: h.log() and h.log()[-1].client[0] == b.pod(2, 50), "the connection to be held")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            await poll(lambda: h.log()[-1].outcome == "timeout", "the held connection to end")
+            await poll(lambda: open_fds() == before, f"file descriptors back to {before} (now {open_fds()})")
     run(loop_factory, main)
 
 
@@ -667,14 +736,12 @@ async def test_local_internal_policy_drops_udp_from_nodes_without_endpoint(tmp_p
                               internal_traffic_policy="Local"),
                       endpoint_slice([(b.pod(1, 5), "node-1")], ports=(slice_port(5353, "UDP"),)))
         for source, answered in ((b.pod(1, 50), True), (b.pod(2, 50), False)):
-            transport, client = await udp_client(b.cluster_ip(), 53, source)
-            transport.sendto(b"q")
-            if answered:
-                assert (await asyncio.wait_for(client.replies.get(), 5))[0].endswith(b"|q")
-            else:
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(client.replies.get(), 0.3)
-            transport.close()
+            async with udp_client(source) as client:
+                if answered:
+                    assert (await udp_ask(client, (b.cluster_ip(), 53), b"q"))[0].endswith(b"|q")
+                else:
+                    with pytest.raises(TimeoutError):
+                        await udp_ask(client, (b.cluster_ip(), 53), b"q", timeout=0.3)
 
 
 @pytest.mark.parametrize("protocol, node_port", [("TCP", None), ("UDP", 30082)], ids=["tcp-no-node-ports", "udp"])
@@ -690,10 +757,8 @@ async def test_load_balancer_variants(tmp_path, protocol, node_port):
                               ports=(ServicePort(port=80, protocol=protocol, target_port=9376, node_port=node_port),)),
                       endpoint_slice([(b.pod(2, 5), "node-2")], ports=(slice_port(9376, protocol),)))
         if udp:
-            transport, client = await udp_client(b.lb_ip(), 80, b.outside())
-            transport.sendto(b"ping")
-            data, addr = await asyncio.wait_for(client.replies.get(), 5)
-            transport.close()
+            async with udp_client(b.outside()) as client:
+                data, addr = await udp_ask(client, (b.lb_ip(), 80), b"ping")
             assert (data, addr) == (f"{b.pod(2, 5)}:9376|ping".encode(), (b.lb_ip(), 80))
         else:
             assert await exchange(b.lb_ip(), 80, b.outside()) == b"ping"
@@ -741,9 +806,7 @@ async def test_udp_delay_impairment(tmp_path):
         await h.apply(service(b, ports=(ServicePort(protocol="UDP", port=53, target_port=5353),)),
                       endpoint_slice([(b.pod(1, 5), "node-1")], ports=(slice_port(5353, "UDP"),)))
         h.group.set_impairment(Impairment(delay_ms=30), node="node-1")
-        transport, client = await udp_client(b.cluster_ip(), 53, b.outside())
-        started = time.monotonic()
-        transport.sendto(b"slow")
-        assert (await asyncio.wait_for(client.replies.get(), 5))[0].endswith(b"|slow")
-        assert time.monotonic() - started >= 2 * 0.030 - 0.002
-        transport.close()
+        async with udp_client(b.outside()) as client:
+            started = time.monotonic()
+            assert (await udp_ask(client, (b.cluster_ip(), 53), b"slow"))[0].endswith(b"|slow")
+            assert time.monotonic() - started >= 2 * 0.030 - 0.002

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncio_dgram
 import pytest
+
+from netemu.errors import NetemuError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "manifests"
 OUTSIDE = "127.77.0.9"   # a client outside every node (its own address, in no cluster range)
@@ -104,12 +106,15 @@ def node_port(cluster: Any, name: str) -> int:
     return cluster.get("Service", name).spec.ports[0].node_port
 
 
-def udp_ask(address: tuple[str, int], text: str) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(5)
-        sock.bind((OUTSIDE, 0))
-        sock.sendto(text.encode(), address)
-        return sock.recv(2048).decode()
+async def udp_ask(address: tuple[str, int], text: str) -> str:
+    """One datagram from ``OUTSIDE`` and the reply."""
+    client = await asyncio_dgram.bind((OUTSIDE, 0))
+    try:
+        await client.send(text.encode(), address)
+        data, _ = await asyncio.wait_for(client.recv(), 5)
+    finally:
+        client.close()
+    return data.decode()
 
 
 # ---------------------------------------------------------------------------- reaching the pods
@@ -147,9 +152,9 @@ async def test_the_multi_port_service_routes_each_port_to_its_own_target(make_cl
 async def test_a_udp_service_answers_through_its_cluster_ip(make_cluster):
     cluster = await start(make_cluster, APP, service("udp-echo", port=5353, target=8081, protocol="UDP"))
     address = (cluster.service_ip("udp-echo"), 5353)
-    assert await asyncio.to_thread(udp_ask, address, "hostname") in pod_names(cluster)
-    assert await asyncio.to_thread(udp_ask, address, "echo hello") == "hello"
-    assert (await asyncio.to_thread(udp_ask, address, "clientip")).startswith(f"{OUTSIDE}:")
+    assert await udp_ask(address, "hostname") in pod_names(cluster)
+    assert await udp_ask(address, "echo hello") == "hello"
+    assert (await udp_ask(address, "clientip")).startswith(f"{OUTSIDE}:")
 
 
 # ---------------------------------------------------------------------------- balancing
@@ -179,6 +184,68 @@ async def test_a_service_without_endpoints_refuses_at_once(make_cluster):
     cluster = await start(make_cluster, service("empty", selector="nothing"))
     r = await curl(f"http://{cluster.service_ip('empty')}/")
     assert r.returncode == 7, r.stderr   # "Failed to connect ... Connection refused"
+
+
+def port_service(name: str, target: int, node_port: int | None) -> str:
+    """A Service of the MyApp pods on port 80: NodePort ``node_port``, or ClusterIP when None."""
+    kind, extra = ("NodePort", f", nodePort: {node_port}") if node_port else ("ClusterIP", "")
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  type: {kind}
+  selector: {{app: MyApp}}
+  ports: [{{port: 80, targetPort: {target}{extra}}}]
+"""
+
+
+async def node_port_serves(cluster: Any, port: int, serves: Any) -> None:
+    """Poll every node's ``port`` until each answers as ``serves`` approves (a port that never
+    listens, or keeps serving the old Service, fails at the deadline)."""
+    deadline = time.monotonic() + 15
+    for node in ("node-1", "node-2", "node-3"):
+        while not serves((r := await curl(f"http://{cluster.node_ip(node)}:{port}/hostname", max_time=2)).stdout):
+            assert time.monotonic() < deadline, (f"{node}:{port}: {r.stderr or r.stdout!r}; conflicts: "
+                                                 f"{cluster.proxy.service_errors('default', 'svc-a')} "
+                                                 f"{cluster.proxy.service_errors('default', 'svc-b')}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["delete-then-create", "one-apply"])
+async def test_a_node_port_freed_and_taken_at_once_serves_the_new_service(make_cluster, how):
+    """A NodePort moves from one Service to another and back: by deleting one Service and at once
+    creating the other, or in one apply that gives the port up and takes it. Each time every
+    node's port serves the new Service (svc-a: netexec, whose /hostname is a pod name; svc-b:
+    http-echo, "https"). Rounds repeat because the order in which the proxy meets the two
+    changes of one sync is not fixed."""
+    port = 30123
+    targets = {"svc-a": 9376, "svc-b": 9377}
+    cluster = await start(make_cluster, APP, port_service("svc-a", targets["svc-a"], port))
+    pods = pod_names(cluster)
+    serves = {"svc-a": lambda out: out in pods, "svc-b": lambda out: out == "https\n"}
+    old, new = "svc-a", "svc-b"
+    for _ in range(4):
+        if how == "delete-then-create":
+            await cluster.delete("Service", old)
+            await cluster.apply(port_service(new, targets[new], port))
+        else:
+            await cluster.apply(port_service(old, targets[old], None) + "---" + port_service(new, targets[new], port))
+        await node_port_serves(cluster, port, serves[new])
+        old, new = new, old
+
+
+async def test_taking_a_node_port_before_its_owner_gives_it_up_is_refused(make_cluster):
+    """In one apply, documents are applied in order, as kubectl does: the Service that asks for a
+    NodePort before its owner lets go of it is refused with the API server's words, nothing of
+    the apply is kept, and the port goes on serving its owner."""
+    port = 30124
+    cluster = await start(make_cluster, APP, port_service("svc-a", 9376, port))
+    with pytest.raises(NetemuError, match=f"spec.ports\\[0\\].nodePort: Invalid value: {port}: "
+                                                  "provided port is already allocated"):
+        await cluster.apply(port_service("svc-b", 9377, port) + "---" + port_service("svc-a", 9376, None))
+    pods = pod_names(cluster)
+    await node_port_serves(cluster, port, lambda out: out in pods)
 
 
 async def test_local_policy_node_port_answers_on_the_pods_node_and_drops_elsewhere(make_cluster):

@@ -27,7 +27,7 @@ from .objects import (
     SessionAffinityConfig, TCPSocketAction, ident, key_of,
 )
 from .validation import merge_server_fields, merge_service_allocations, validate, validate_update
-from .yamlload import Manifest, load_paths, load_text
+from .yamlload import Manifest, load_data, load_paths, load_text
 
 __all__ = [
     # objects
@@ -44,6 +44,6 @@ __all__ = [
     "SessionAffinityConfig", "TCPSocketAction", "ident", "key_of",
     # codec, defaults, validation, loading
     "from_dict", "to_dict", "apply_defaults", "validate", "validate_update", "merge_service_allocations",
-    "merge_server_fields", "selector_matches", "service_selector_matches", "Manifest", "load_paths",
-    "load_text",
+    "merge_server_fields", "selector_matches", "service_selector_matches", "Manifest", "load_data",
+    "load_paths", "load_text",
 ]

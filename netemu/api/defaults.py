@@ -56,7 +56,8 @@ def externally_accessible(svc: o.Service) -> bool:
     return t in ("LoadBalancer", "NodePort") or (t == "ClusterIP" and bool(svc.spec.external_ips))
 
 
-def _ip_family(ip: str) -> str | None:
+def ip_family(ip: str) -> str | None:
+    """``"IPv4"``/``"IPv6"`` for an address, None for anything else."""
     try:
         return "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
     except ValueError:
@@ -105,7 +106,7 @@ def _service(svc: o.Service) -> o.Service:
         for i, ip in enumerate(cluster_ips):
             if ip == "None":
                 break
-            fam = _ip_family(ip)
+            fam = ip_family(ip)
             if fam and i >= len(families):
                 families.append(fam)
         if not families:

@@ -34,6 +34,7 @@ wording of Kubernetes ≥ 1.20; older servers said ``spec.clusterIP: ... field i
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -44,7 +45,7 @@ from netemu.errors import FieldProblem
 
 from . import objects as o
 from .codec import to_dict
-from .defaults import default_pull_policy, externally_accessible
+from .defaults import default_pull_policy, externally_accessible, ip_family
 from .labels import (
     SELECTOR_OPERATORS, inclusive_range_error, is_dns1123_label, is_dns1123_subdomain,
     is_dns1123_subdomain_with_underscore, is_http_header_name, is_label_value, is_qualified_name,
@@ -578,6 +579,29 @@ def validate_service(svc: o.Service) -> list[FieldProblem]:
     if spec.traffic_distribution is not None and spec.traffic_distribution not in _TRAFFIC_DISTRIBUTIONS:
         errs.append(not_supported("spec.trafficDistribution", spec.traffic_distribution, _TRAFFIC_DISTRIBUTIONS))
     return errs
+
+
+def service_ip_family_problems(svc: o.Service, cluster_families: Sequence[str]) -> list[FieldProblem]:
+    """What the service IP allocator refuses before any validation (``initIPFamilyFields`` in
+    ``pkg/registry/core/service/storage/alloc.go``) on a cluster serving ``cluster_families``:
+    ``RequireDualStack`` (given, or implied by two families or two cluster IPs) on a
+    single-stack cluster, and any family the cluster has no range for (given, or implied by
+    the cluster IPs). ExternalName and headless services without a selector are exempt."""
+    spec = svc.spec
+    if spec.type == "ExternalName" or (spec.cluster_ip == "None" and not spec.selector):
+        return []
+    cluster_ips = spec.cluster_ips or ((spec.cluster_ip,) if spec.cluster_ip else ())
+    policy = spec.ip_family_policy or ("RequireDualStack" if 2 in (len(spec.ip_families), len(cluster_ips)) else "")
+    families = list(spec.ip_families)
+    if not families and cluster_ips[:1] != ("None",):
+        families = [family for family in map(ip_family, cluster_ips) if family]
+    problems = []
+    if policy == "RequireDualStack" and len(set(cluster_families)) < 2:
+        problems.append(invalid("spec.ipFamilyPolicy", policy, "this cluster is not configured for dual-stack services"))
+    for index, family in enumerate(families):
+        if family not in cluster_families:
+            problems.append(invalid(f"spec.ipFamilies[{index}]", family, "not configured on this cluster"))
+    return problems
 
 
 def _service_update(old: o.Service, new: o.Service) -> list[FieldProblem]:
@@ -1362,13 +1386,65 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
 }
 
 
+# --------------------------------------------------------------------------- integer widths
+
+MIN_INT32 = -(2**31)
+MAX_INT64, MIN_INT64 = 2**63 - 1, -(2**63)
+# The integer fields Kubernetes declares int64; every other integer (and an IntOrString's number)
+# is an int32.
+_INT64_FIELDS = frozenset({
+    ("ObjectMeta", "generation"), ("ObjectMeta", "deletion_grace_period_seconds"),
+    ("PodSpec", "termination_grace_period_seconds"), ("PodSpec", "active_deadline_seconds"),
+    ("Probe", "termination_grace_period_seconds"),
+    ("DeploymentStatus", "observed_generation"), ("StatefulSetStatus", "observed_generation"),
+})
+
+
+def _out_of_width(cls_name: str, attr: str, value: int) -> str | None:
+    """The Go type ``value`` does not fit in (``int32``/``int64``), or None when it fits."""
+    if (cls_name, attr) in _INT64_FIELDS:
+        return None if MIN_INT64 <= value <= MAX_INT64 else "int64"
+    return None if MIN_INT32 <= value <= MAX_INT32 else "int32"
+
+
+def _width_problems(value: Any, path: str, found: list[str]) -> None:
+    for f in dataclasses.fields(value):
+        if f.name == "extra":
+            continue
+        sub = getattr(value, f.name)
+        name = f.metadata.get("json", o.json_name(f.name))
+        where = f"{path}.{name}" if path else name
+        items = sub if isinstance(sub, tuple) else (sub,)
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                go_type = _out_of_width(type(value).__name__, f.name, item)
+                if go_type:  # Go's encoding/json: the innermost struct, then the path without indices
+                    found.append(f"json: cannot unmarshal number {item} into Go struct field "
+                                 f"{type(value).__name__}.{where} of type {go_type}")
+            elif dataclasses.is_dataclass(item):
+                _width_problems(item, where, found)
+
+
+def integer_width_problems(obj: Any) -> list[FieldProblem]:
+    """Integers too wide for the field's Go type, as the API server refuses them while decoding
+    (400 BadRequest, before any validation), e.g. ``Deployment in version "v1" cannot be handled
+    as a Deployment: json: cannot unmarshal number 2147483648 into Go struct field
+    DeploymentSpec.spec.replicas of type int32``."""
+    found: list[str] = []
+    _width_problems(obj, "", found)
+    version = obj.api_version.rpartition("/")[2] or "v1"
+    return [FieldProblem("", f'{obj.KIND} in version "{version}" cannot be handled as a {obj.KIND}: {text}')
+            for text in found[:1]]  # Go's decoder reports the first such error only
+
+
 def validate(obj: Any) -> list[FieldProblem]:
-    """Every problem Kubernetes would report when creating ``obj`` (a defaulted object)."""
+    """Every problem Kubernetes would report when creating ``obj`` (a defaulted object); an
+    integer too wide for its Go type is reported alone, as the API server's decoder does."""
     try:
         validator = _VALIDATORS[type(obj)]
     except KeyError:
         raise TypeError(f"not a top-level Kubernetes object: {type(obj).__name__}") from None
-    return validator(obj)
+    return integer_width_problems(obj) or validator(obj)
 
 
 def validate_update(old: Any, new: Any) -> list[FieldProblem]:
@@ -1378,6 +1454,9 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
     """
     if type(old) is not type(new):
         raise TypeError(f"cannot compare a {type(old).__name__} with a {type(new).__name__}")
+    too_wide = integer_width_problems(new)
+    if too_wide:
+        return too_wide
     if isinstance(new, o.Service):
         return _service_update(old, new)
     if isinstance(new, o.Deployment):

@@ -14,6 +14,13 @@ a key given twice in one mapping is an error (Kubernetes' strict field validatio
 duplicate fields). Syntax errors name the file, line and column (1-based):
 ``deploy.yaml: line 7, column 3: did not find expected '-' indicator``.
 
+Two limits keep hostile input from costing more than an error line: a file must be UTF-8 text
+(``decode_manifest`` names the file, line and column of the first bad byte), and lists and
+mappings may nest at most ``MAX_NESTING_DEPTH`` deep (libyaml stops deeper flow or block
+nesting itself; JSON and anything under the libyaml limit is checked here), so nothing later —
+decoding, printing, the control socket — can run out of stack. ``read_manifest_file`` is the one
+way a manifest file is read, by the CLI and by ``load_paths`` alike.
+
 The only I/O here is reading the named files.
 """
 from __future__ import annotations
@@ -35,6 +42,9 @@ from .validation import validate
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_NAMESPACE = "default"
+# No object of a supported kind comes near this (a Deployment's deepest field is ~15 levels down).
+MAX_NESTING_DEPTH = 100
+_TOO_DEEP = object()  # stands for a document whose decoding ran out of stack
 
 
 @dataclass(frozen=True)
@@ -175,9 +185,28 @@ def _split_json(text: str, source: str, errors: list[ManifestError]) -> list[tup
         except json.JSONDecodeError as exc:
             errors.append(ManifestError(_SourceRef(source=source), [f"line {exc.lineno}, column {exc.colno}: {exc.msg}"]))
             break
+        except RecursionError:  # nested far beyond MAX_NESTING_DEPTH: the rest cannot be trusted
+            docs.append((len(docs) + 1, _TOO_DEEP, []))
+            break
         docs.append((len(docs) + 1, data, dups))
         dups = []
     return docs
+
+
+def _nested_deeper_than(data: Any, limit: int) -> bool:
+    """Whether lists and mappings nest more than ``limit`` deep in ``data`` (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _too_deep(data: Any) -> bool:
+    return data is _TOO_DEEP or (isinstance(data, (dict, list)) and _nested_deeper_than(data, MAX_NESTING_DEPTH))
 
 
 # --------------------------------------------------------------------------- documents → objects
@@ -227,6 +256,10 @@ class _Reader:
         for index, data, problems in _split_documents(text, source, syntax_errors):
             if data is None and not problems:
                 continue  # an empty document
+            if _too_deep(data):
+                self.errors.append(ManifestError(ObjectRef(source, index), [
+                    f"exceeded maximum nesting depth of {MAX_NESTING_DEPTH} (lists and mappings inside each other)"]))
+                continue
             self.read_document(data, source, index, problems)
         self.errors += syntax_errors  # after the documents before it, in input order
 
@@ -309,6 +342,39 @@ def load_text(text: str, source: str = "<stdin>", namespace: str | None = None) 
     return reader.result()
 
 
+def load_data(data: Any, source: str = "<dict>", namespace: str | None = None) -> list[Manifest]:
+    """Every object in ``data`` (a dict, as ``yaml.safe_load`` gives one), read exactly as its YAML
+    text would be; nesting deeper than ``MAX_NESTING_DEPTH`` is refused before anything walks it."""
+    if isinstance(data, (dict, list)) and _nested_deeper_than(data, MAX_NESTING_DEPTH):
+        raise ManifestErrors([ManifestError(ObjectRef(source, 1), [
+            f"exceeded maximum nesting depth of {MAX_NESTING_DEPTH} (lists and mappings inside each other)"])])
+    return load_text(yaml.safe_dump(data), source=source, namespace=namespace)
+
+
+def decode_manifest(data: bytes, source: str) -> str:
+    """``data`` as text; a ``ManifestError`` naming the file and where the first byte that is not
+    UTF-8 sits (kubectl reads manifests as UTF-8 only)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(_SourceRef(source=source), [
+            f"line {line}, column {column}: not UTF-8 text ({exc.reason}, byte 0x{data[exc.start]:02x}); "
+            "save the file as UTF-8"]) from None
+
+
+def read_manifest_file(path: Path) -> str:
+    """The text of one manifest file, or a ``ManifestError`` that names it and the problem."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(_SourceRef(source=str(path)), ["the path does not exist"]) from None
+    except OSError as exc:
+        raise ManifestError(_SourceRef(source=str(path)), [exc.strerror or str(exc)]) from None
+    return decode_manifest(data, str(path))
+
+
 def manifest_files(path: Path) -> list[Path]:
     """The manifest files of a directory (*.yaml, *.yml, *.json; sorted; not recursive)."""
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MANIFEST_SUFFIXES)
@@ -325,17 +391,10 @@ def load_paths(paths: list[str], namespace: str | None = None) -> list[Manifest]
             reader.errors.append(ManifestError(_SourceRef(source=name), [exc.strerror or str(exc)]))
             continue
         for file in files:
-            source = str(file)
             try:
-                text = file.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                reader.errors.append(ManifestError(_SourceRef(source=source), ["the path does not exist"]))
+                text = read_manifest_file(file)
+            except ManifestError as exc:
+                reader.errors.append(exc)
                 continue
-            except UnicodeDecodeError as exc:
-                reader.errors.append(ManifestError(_SourceRef(source=source), [f"not UTF-8 text: {exc.reason}"]))
-                continue
-            except OSError as exc:
-                reader.errors.append(ManifestError(_SourceRef(source=source), [exc.strerror or str(exc)]))
-                continue
-            reader.read_text(text, source)
+            reader.read_text(text, str(file))
     return reader.result()

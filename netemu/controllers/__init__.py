@@ -33,6 +33,12 @@ class Controllers:
     loadbalancers: LoadBalancerController
     statefulsets: StatefulSetController
 
+    @property
+    def idle(self) -> bool:
+        """No controller has work queued for the coming loop turns (delayed retries aside)."""
+        return all(c._queue.idle for c in (self.deployments, self.scheduler, self.endpointslices,
+                                            self.loadbalancers, self.statefulsets))
+
     def stop(self) -> None:
         for controller in (self.loadbalancers, self.endpointslices, self.scheduler, self.statefulsets,
                            self.deployments):

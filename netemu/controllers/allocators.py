@@ -141,6 +141,7 @@ class ClusterIPAllocator:
             size = min(size, 65536)  # Kubernetes caps IPv6 ranges the same way
         self._bands = _Bands(max(size, 0), ip_static_band_size(self.network), rng or random.Random())
         self._owner_by_ip: dict[str, str] = {}
+        self._ips_by_owner: dict[str, dict[str, None]] = {}  # the inverse, so ip_of is O(1)
         self._reserved: dict[str, str] = {}  # owner -> ip
         for owner, ip in (reserved or {}).items():
             self.reserve(owner, ip)
@@ -185,9 +186,9 @@ class ClusterIPAllocator:
 
     def ip_of(self, owner: str) -> str | None:
         """The IP ``owner`` holds (or has reserved), if any."""
-        for ip, who in self._owner_by_ip.items():
-            if who == owner:
-                return ip
+        held = self._ips_by_owner.get(owner)
+        if held:
+            return next(iter(held))
         return self._reserved.get(owner)
 
     def snapshot(self) -> dict[str, object]:
@@ -228,9 +229,9 @@ class ClusterIPAllocator:
         holder = self._owner_by_ip.get(canonical)
         if holder is None or (owner is not None and holder != owner):
             return
-        del self._owner_by_ip[canonical]
+        self._drop_owner(canonical)
         if txn is not None:
-            txn.on_rollback(lambda: self._owner_by_ip.__setitem__(canonical, holder))
+            txn.on_rollback(lambda: self._set_owner(canonical, holder))
 
     def reserve(self, owner: str, ip: str, txn: Transaction | None = None) -> str:
         """Keep ``ip`` for ``owner`` without claiming it yet (refused when another owner has it)."""
@@ -264,10 +265,23 @@ class ClusterIPAllocator:
     def _claim(self, ip: str, owner: str, txn: Transaction | None) -> str:
         if self._owner_by_ip.get(ip) == owner:
             return ip  # already ours: nothing to undo either
-        self._owner_by_ip[ip] = owner
+        self._set_owner(ip, owner)
         if txn is not None:
-            txn.on_rollback(lambda: self._owner_by_ip.pop(ip, None))
+            txn.on_rollback(lambda: self._drop_owner(ip))
         return ip
+
+    def _set_owner(self, ip: str, owner: str) -> None:
+        self._drop_owner(ip)
+        self._owner_by_ip[ip] = owner
+        self._ips_by_owner.setdefault(owner, {})[ip] = None
+
+    def _drop_owner(self, ip: str) -> None:
+        owner = self._owner_by_ip.pop(ip, None)
+        held = self._ips_by_owner.get(owner) if owner is not None else None
+        if held is not None:
+            held.pop(ip, None)
+            if not held:
+                del self._ips_by_owner[owner]  # type: ignore[arg-type]
 
     def _reserved_owner(self, ip: str) -> str | None:
         for owner, reserved_ip in self._reserved.items():

@@ -2,18 +2,22 @@
 
 Event handlers only ``add`` keys; the queue runs ``process(key)`` once for each key on the next
 loop turn (``loop.call_soon``), so a burst of events about one object costs one sync. Keys added
-while processing wait for the following turn. Without a running event loop (plain unit tests)
-keys are processed at once.
+while processing wait for the following turn. A turn processes keys for at most ``SLICE``
+seconds; the rest wait, in order, for the next turn, so thousands of dirty keys (one big apply)
+never keep the loop from its sockets. Without a running event loop (plain unit tests) keys are
+processed at once.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable, Generic, Hashable, TypeVar
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+SLICE = 0.02  # seconds of processing per loop turn
 
 
 class WorkQueue(Generic[K]):
@@ -70,20 +74,33 @@ class WorkQueue(Generic[K]):
         if self._running:
             return
         self._running = True
+        in_loop = self._loop_running()
+        deadline = time.monotonic() + SLICE
         try:
             while self._dirty:
                 batch, self._dirty = self._dirty, {}
-                for key in batch:
+                keys = iter(batch)
+                for key in keys:
                     try:
                         self._process(key)
                     except Exception:  # one broken object must not stall the others
                         log.exception("%s: sync of %r failed", self._name, key)
-                if self._loop_running():
+                    if in_loop and time.monotonic() > deadline:
+                        rest = dict.fromkeys(keys)  # unprocessed keys go first next turn
+                        rest.update(self._dirty)
+                        self._dirty = rest
+                        break
+                if in_loop:
                     break  # keys added meanwhile: next turn
         finally:
             self._running = False
         if self._dirty and not self._stopped:
             self._handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    @property
+    def idle(self) -> bool:
+        """No key is waiting to be processed (timers of ``add_after`` aside)."""
+        return not self._dirty and not self._running
 
     @staticmethod
     def _loop_running() -> bool:

@@ -141,7 +141,7 @@ class ContainerWorker:
         # The runtime adds these (image ENV, sandbox hostname); $(VAR) in command/args cannot see them.
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
                 "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root")}
-        self.env = {**base, **kube_env}
+        self.env = {**base, **kube_env, **kl.process_env}  # the cluster's token last: gc finds processes by it
         command, args = envvars.command_line(self.spec, kube_env)
         log_path = kl.log_path(pod, self.spec.name)
         if command:
@@ -593,14 +593,16 @@ class PodWorker:
 
 class Kubelet:
     def __init__(self, node: NodeNetwork, store: Store, fabric: Fabric, *, log_dir: Path,
-                 record_process: Callable[[int], None], restart_backoff: float = 10.0,
+                 record_process: Callable[[int], None], process_env: Mapping[str, str] | None = None,
+                 restart_backoff: float = 10.0,
                  restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
                  extra_images: Mapping[str, Any] | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
         self.log_dir = log_dir
-        self.record_process = record_process
+        self.record_process = record_process  # called in each container's child, with its own pid
+        self.process_env = dict(process_env or {})  # added to every process of a pod
         self.restart_backoff = restart_backoff
         self.restart_backoff_max = restart_backoff_max
         self.pod_dir = pod_dir

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from netemu.api.objects import Container, Probe
+from netemu.spawn import spawn
 
 MakeSocket = Callable[[int, int], socket.socket]  # (family, type) -> a non-blocking socket
 
@@ -67,7 +68,7 @@ async def _tcp(host: str, port: int, make_socket: MakeSocket | None) -> bool:
 
 
 async def _exec(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str]) -> bool:
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         *prefix, *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
     try:

@@ -2,9 +2,12 @@
 
 Both offer the same small surface to the pod worker: ``start()``, ``wait()`` for the exit code,
 ``stop(grace)`` (SIGTERM, then SIGKILL after the grace period, for processes), and ``pids``.
-Processes are started as process-group leaders, recorded in the cluster's ledger before anything
-else can go wrong, and die with the cluster process (PR_SET_PDEATHSIG) as a second line of
-defence; ``netemu gc`` is the third.
+Processes are started as session (and process-group) leaders, holding none of netemu's
+descriptors (netemu.spawn). Each records itself in the cluster's ledger from the child, after the
+fork and before it runs the program, so nothing it starts can outlive an unrecorded parent; it
+dies with the cluster process (PR_SET_PDEATHSIG) as a second line of defence; ``netemu gc`` is
+the third (it finds what a container left by its session and by the cluster's token in its
+environment).
 """
 from __future__ import annotations
 
@@ -13,17 +16,27 @@ import ctypes
 import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from netemu.errors import NetemuError
+from netemu.spawn import spawn
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _container_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
+    """What a container's child does between fork and exec: lead a new session, die with the
+    cluster process (or at once, should it be gone already), and record itself in the ledger."""
+    def setup() -> None:
+        os.setsid()
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+        record(os.getpid())
+    return setup
 
 
 class ContainerStartError(NetemuError):
@@ -63,18 +76,17 @@ class ProcessContainer:
             raise ContainerStartError("StartError", f'exec: "{program}": executable file not found in $PATH')
         with open(self.log_path, "ab") as logf:
             try:
-                self.proc = await asyncio.create_subprocess_exec(
+                self.proc = await spawn(
                     *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
                     stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=_die_with_parent)
+                    setup=_container_setup(os.getpid(), self._record))
             except FileNotFoundError as exc:
                 raise ContainerStartError(
                     "StartError", f'exec: "{self.argv[0]}": executable file not found in $PATH') from exc
             except PermissionError as exc:
                 raise ContainerStartError("StartError", f'exec: "{self.argv[0]}": permission denied') from exc
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 raise ContainerStartError("StartError", f"exec: {exc}") from exc
-        self._record(self.proc.pid)
 
     async def wait(self) -> int:
         assert self.proc is not None

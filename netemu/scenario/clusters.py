@@ -11,16 +11,18 @@ octet of every default range::
 
 so the first cluster gets the familiar addresses and up to twelve can run side by side.
 ``start_cluster`` tries the slots in order and moves on when a running cluster holds one;
-ranges the caller sets explicitly are left alone (and then an overlap is an error). Starts are
-serialised through a lock file in the state root, so two processes starting clusters at the
-same moment cannot both take the same slot.
+ranges the caller sets explicitly are left alone, and when one of them overlaps a running
+cluster the error names that option and a free range to use instead (``fixed_range_conflict``).
+Starts are serialised through a lock on the state root, so two processes starting clusters at
+the same moment cannot both take the same slot.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 import secrets
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from netemu.errors import ClusterError, RangeConflictError
 
@@ -49,14 +51,75 @@ def unique_name(hint: str, limit: int = 32) -> str:
     return f"{slug}-{secrets.token_hex(3)}"
 
 
-def _overlap(exc: ClusterError) -> bool:
-    return isinstance(exc, RangeConflictError)
+RANGE_LABELS = {"node_cidr": "nodes", "pod_cidr": "pods", "service_cidr": "services", "lb_cidr": "load balancers"}
+
+
+def slot_of(config: Any) -> int | None:
+    """The slot whose node range ``config`` uses (every slot has its own), or None for other ranges."""
+    for slot in range(SLOTS):
+        if slot_ranges(slot)["node_cidr"] == config.node_cidr:
+            return slot
+    return None
+
+
+def held_ranges(config: Any) -> dict[str, str]:
+    """The ranges ``config`` holds in the host's network, by option name (what must not overlap)."""
+    held = set(config.ranges())
+    return {key: getattr(config, key) for key in RANGE_KEYS if getattr(config, key) in held}
+
+
+def _live_ranges(state_dir: Path) -> list[tuple[str, int, ipaddress.IPv4Network]]:
+    """(cluster name, pid, range) for every range a running cluster under ``state_dir`` holds."""
+    from netemu.state import list_clusters
+    out = []
+    for other in list_clusters(state_dir):
+        if other.alive:
+            for cidr in other.info.get("ranges", []):
+                out.append((other.name, other.info.get("pid", 0), ipaddress.IPv4Network(cidr)))
+    return out
+
+
+def fixed_range_conflict(nodes: Any, options: dict[str, Any],
+                         option_name: Callable[[str], str] = lambda key: key) -> RangeConflictError | None:
+    """The error to raise when a range given in ``options`` overlaps one a running cluster holds:
+    it names the option (``option_name(key)``, e.g. ``--pod-cidr``) and a free range for it."""
+    from netemu.config import ClusterConfig
+    fixed = {k: options[k] for k in RANGE_KEYS if options.get(k)}
+    if not fixed:
+        return None
+    config = ClusterConfig(nodes=ClusterConfig.node_names(nodes), backend=options.get("backend", "loopback"),
+                           **{k: v for k, v in options.items() if k in RANGE_KEYS or k == "state_dir"})
+    config.validate()  # a malformed range is its own error
+    live = _live_ranges(config.state_dir)
+    mine = held_ranges(config)
+    for key, cidr in mine.items():
+        if key not in fixed:
+            continue
+        net = ipaddress.IPv4Network(cidr)
+        for other, pid, theirs in live:
+            if net.overlaps(theirs):
+                free = _free_range(key, live, [ipaddress.IPv4Network(v) for k, v in mine.items() if k != key])
+                hint = (f"; choose a free range, e.g. {option_name(key)} {free}" if free else
+                        "; no default slot for it is free: stop a cluster or give another range")
+                return RangeConflictError(f'{option_name(key)} {net} overlaps {theirs}, which the running cluster '
+                                          f'"{other}" (pid {pid}) uses{hint}')
+    return None
+
+
+def _free_range(key: str, live: list[tuple[str, int, ipaddress.IPv4Network]],
+                mine: list[ipaddress.IPv4Network]) -> str | None:
+    for slot in range(SLOTS):
+        candidate = ipaddress.IPv4Network(slot_ranges(slot)[key])
+        if not any(candidate.overlaps(net) for _, _, net in live) and not any(candidate.overlaps(m) for m in mine):
+            return str(candidate)
+    return None
 
 
 async def start_cluster(nodes: Any = 1, *, name: str, **options: Any) -> Any:
     """Start a ``netemu.Cluster`` in the first free address slot and return it (started).
 
-    ``options`` are ``Cluster`` keyword arguments; range options given there win over the slot.
+    ``options`` are ``Cluster`` keyword arguments; range options given there win over the slot,
+    and when one of them is taken the error says which and what is free.
     """
     from netemu.cluster import Cluster
     fixed = {k for k in RANGE_KEYS if options.get(k)}
@@ -66,8 +129,11 @@ async def start_cluster(nodes: Any = 1, *, name: str, **options: Any) -> Any:
         try:
             cluster = Cluster(nodes, name=name, **{**options, **ranges})
             await cluster.start()
-        except ClusterError as exc:
-            if not _overlap(exc) or len(fixed) == len(RANGE_KEYS):
+        except RangeConflictError as exc:
+            precise = fixed_range_conflict(nodes, options) if fixed else None
+            if precise is not None:
+                raise precise from None
+            if len(fixed) == len(RANGE_KEYS):
                 raise
             last = exc
             continue

@@ -19,16 +19,18 @@ TEMPLATE_MARK = "{{"
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 24 * 3600.0  # longer is a typo, and a step that waits it wedges the run
 
 
 def parse_duration(value: Any) -> float:
-    """``5s``, ``250ms``, ``1m30s``, ``1.5s`` or a plain number of seconds → seconds."""
+    """``5s``, ``250ms``, ``1m30s``, ``1.5s`` or a plain number of seconds → seconds, at most
+    ``MAX_DURATION``."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 5s or 250ms")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return float(value)
+        if value != value or value < 0:  # NaN, or negative
+            raise ValueError(f"must be a number of seconds, 0 or more, got {describe(value)}")
+        return _bounded_duration(float(value), value)
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 5s or 250ms")
     text = value.strip()
@@ -40,7 +42,13 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f'invalid duration "{value}" (use e.g. 5s, 250ms, 1m30s)')
-    return total
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 24h, got {describe(value)}")
+    return seconds
 
 
 def parse_fraction(value: Any) -> float:
@@ -129,17 +137,18 @@ class Fields:
         return self.data.get(key)
 
     def take(self, key: str, kind: str = "any", *, required: bool = False, default: Any = None,
-             choices: Sequence[str] | None = None, minimum: float | None = None) -> Any:
+             choices: Sequence[str] | None = None, minimum: float | None = None,
+             maximum: float | None = None) -> Any:
         self.taken.add(key)
         if key not in self.data:
             if required and self.ok:
                 self.problems.add(join(self.path, key), "required field")
             return default
         return self.convert(self.data[key], kind, join(self.path, key), choices=choices, minimum=minimum,
-                            default=default)
+                            maximum=maximum, default=default)
 
     def convert(self, value: Any, kind: str, path: str, *, choices: Sequence[str] | None = None,
-                minimum: float | None = None, default: Any = None) -> Any:
+                minimum: float | None = None, maximum: float | None = None, default: Any = None) -> Any:
         if self.templated and is_templated(value) and kind not in ("list", "mapping", "str-list"):
             return value
         try:
@@ -152,6 +161,9 @@ class Fields:
             return default
         if minimum is not None and isinstance(result, (int, float)) and result < minimum:
             self.problems.add(path, f"must be at least {minimum:g}, got {result}")
+            return default
+        if maximum is not None and isinstance(result, (int, float)) and not result <= maximum:
+            self.problems.add(path, f"must be at most {maximum:g}, got {result}")
             return default
         return result
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from netemu.api.yamlload import MAX_NESTING_DEPTH
 from netemu.config import ClusterConfig
 from netemu.errors import ClusterError, ScenarioError
 from netemu.scenario import capabilities
@@ -94,15 +95,33 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return str(exc)
 
 
+def _nested_deeper_than(data: Any, limit: int) -> bool:
+    """Whether lists and mappings nest more than ``limit`` deep in ``data`` (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def read_yaml(path: Path, label: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{label}: {getattr(exc, 'strerror', None) or exc}") from exc
+    too_deep = ScenarioError(f"{label}: lists and mappings nest more than {MAX_NESTING_DEPTH} levels deep")
     try:
         documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{label}: {_yaml_error(exc)}") from exc
+    except RecursionError:  # the YAML composer recurses per level: far too deep to read
+        raise too_deep from None
+    if any(_nested_deeper_than(d, MAX_NESTING_DEPTH) for d in documents):
+        raise too_deep  # every later step walks the data recursively
     documents = [d for d in documents if d is not None]
     if not documents:
         raise ScenarioError(f"{label}: empty file (a scenario is a mapping with steps:)")

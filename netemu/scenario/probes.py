@@ -21,6 +21,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Awaitable, Callable
 
+from netemu.spawn import spawn
+
 OUTCOMES = ("ok", "refused", "reset", "timeout", "closed", "error")
 
 Runner = Callable[[list[str], float], Awaitable[tuple[int, str, str]]]
@@ -30,7 +32,7 @@ async def run_host(argv: list[str], timeout: float) -> tuple[int, str, str]:
     """Run a tool on the host without blocking the event loop: (exit status, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
     except FileNotFoundError:

@@ -21,6 +21,7 @@ import traceback
 from typing import Any, TextIO
 
 from netemu.errors import AssertionFailed, BackendUnavailableError, ClusterError, NetemuError, ScenarioError
+from netemu.readiness import require_ready
 from netemu.scenario.capabilities import cluster_capabilities, explain, host_capabilities, missing
 from netemu.scenario.clusters import start_cluster, unique_name
 from netemu.scenario.fields import Problems, is_templated, parse_duration
@@ -83,7 +84,7 @@ async def _apply_manifests(ctx: Context, scenario: Scenario) -> StepResult:
                    for s in scenario.manifests]   # inline YAML may hold references (cluster.dns ...)
         manifests = [m for source in sources for m in source.load()]
         lines = await ctx.cluster.apply(*manifests)
-        await ctx.cluster.wait_ready(MANIFESTS_READY_TIMEOUT)
+        await require_ready(ctx.cluster, MANIFESTS_READY_TIMEOUT)
     except NetemuError as exc:
         return StepResult("manifests", "apply manifests", False, time.monotonic() - started, str(exc))
     names = ", ".join(f"{m.obj.kind.lower()}/{m.obj.metadata.name}" for m in manifests)
@@ -96,10 +97,11 @@ async def _hold(cluster: Any, reporter: TextReporter) -> None:
     name = cluster.name
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
-    handled = False
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        handled = True
+    handled: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or `kill`: stop the cluster, then the run
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, interrupted.set)
+            handled.append(sig)
     reporter.note(
         f'the cluster "{name}" is kept for inspection (state in {cluster.state.directory}):\n'
         f"  netemu get all --name {name}\n"
@@ -114,8 +116,8 @@ async def _hold(cluster: Any, reporter: TextReporter) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-        if handled:
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig in handled:
+            loop.remove_signal_handler(sig)
     if interrupted.is_set():
         raise Aborted()
 

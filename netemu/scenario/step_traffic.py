@@ -20,6 +20,8 @@ from netemu.scenario.matchers import Matcher, compile_matcher, show
 from netemu.scenario.refs import dns_server
 from netemu.scenario.steps import Context, Origin, Parse, StepKind, kinds, register, split_common
 
+MAX_REPEAT = 100_000  # requests of one probe step: more is a typo that runs for days
+
 
 def _truncate(text: str, limit: int = 4000) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more characters)"
@@ -64,7 +66,7 @@ class Curl(StepKind):
         s.headers = {str(k): str(v) for k, v in (headers or {}).items()}
         s.data = f.take("data", "str")
         s.args = f.take("args", "str-list", default=[])
-        s.repeat = f.take("repeat", "int", default=1, minimum=1)
+        s.repeat = f.take("repeat", "int", default=1, minimum=1, maximum=MAX_REPEAT)
         f.finish()
         e = p.expect_fields()
         if e.has("status"):

@@ -54,6 +54,7 @@ from netemu.cni import bridge, execplugin, skel
 from netemu.config import ClusterConfig
 from netemu.errors import CNIError, FabricError, InvalidError, NetemuError
 from netemu.fabric.base import NodeNetwork, PodNetwork
+from netemu.spawn import spawn
 from netemu.state import ClusterState, list_clusters
 
 from . import ipbatch, namespaces, seal
@@ -571,7 +572,7 @@ async def _run_in(netns: str, argv: list[str], stdin: bytes | None = None) -> No
     sysctl never touches the caller's namespace)."""
     argv = [*namespaces.exec_prefix(netns), *argv]
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         _out, err = await asyncio.wait_for(proc.communicate(stdin), ipbatch.IP_TIMEOUT)

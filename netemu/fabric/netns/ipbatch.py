@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from netemu.errors import FabricError
+from netemu.spawn import spawn
 
 IP_TIMEOUT = 30.0
 NETNS_RUN_DIR = "/run/netns"
@@ -71,7 +72,7 @@ def _run(argv: list[str], commands: Sequence[str] = ()) -> str:
 async def _arun(argv: list[str], commands: Sequence[str] = ()) -> str:
     stdin = "".join(f"{line}\n" for line in commands).encode() if commands else None
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(stdin), IP_TIMEOUT)
@@ -144,8 +145,7 @@ async def anetns_add(names: Sequence[str]) -> dict[str, FabricError]:
     _netns_lines(lines)
     argv = [ip_binary(), "-force", "-batch", "-"]
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.PIPE)
+        proc = await spawn(*argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _out, err = await asyncio.wait_for(proc.communicate("".join(f"{line}\n" for line in lines).encode()),
                                            IP_TIMEOUT)
     except (TimeoutError, OSError) as exc:

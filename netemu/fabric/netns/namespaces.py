@@ -41,10 +41,11 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, TypeVar
 
+from netemu import statedir
 from netemu.cni.bridge import NETNS_PREFIX, OWNED_ALIAS_PREFIX
 from netemu.cni.netlink import setns
 from netemu.errors import ClusterError, FabricError
-from netemu.state import LEDGER, STATE_FILE, ClusterState, gc_cluster, is_alive
+from netemu.state import LEDGER, STATE_FILE, ClusterState, gc_cluster, held_cluster_dirs, is_alive, list_clusters
 
 from . import ipbatch
 
@@ -592,9 +593,13 @@ def recorded(directory: Path) -> list[str]:
     """The namespace names in a cluster's ledger, in order, each once; lines that are not a
     valid netemu name are ignored."""
     try:
-        lines = (directory / LEDGER).read_text().splitlines()
+        lines = (statedir.read_file(directory, LEDGER) or b"").decode(errors="replace").splitlines()
     except OSError:
         return []
+    return _names_in(lines)
+
+
+def _names_in(lines: Sequence[str]) -> list[str]:
     names: dict[str, None] = {}
     for line in lines:
         parts = line.split()
@@ -606,16 +611,53 @@ def recorded(directory: Path) -> list[str]:
     return list(names)
 
 
+def held_by_running_clusters(but: Path | None = None) -> set[str]:
+    """The namespaces the ledgers of running clusters list (any state root, any owner: read only
+    to spare what they list, so read as they are; ``but`` excepted)."""
+    held: set[str] = set()
+    for directory in held_cluster_dirs():
+        if directory != but:
+            try:
+                held.update(_names_in((directory / LEDGER).read_text(errors="replace").splitlines()))
+            except OSError:
+                continue
+    return held
+
+
 def collect_from_ledger(directory: Path) -> list[str]:
-    """``collect`` for the namespaces a cluster's ledger lists (no liveness check)."""
-    return collect(recorded(directory))
+    """``collect`` for the namespaces a cluster's ledger lists (no liveness check), except any
+    that a running cluster's ledger lists too: a forged or stale line never reaches those."""
+    held = held_by_running_clusters(but=directory)
+    return collect([name for name in recorded(directory) if name not in held])
+
+
+def orphans(root: Path) -> list[str]:
+    """``netemu-`` namespaces in ``/run/netns`` that no cluster accounts for: no ledger of a
+    cluster under ``root`` (running or dead) and no ledger a running cluster holds lists them,
+    as a killed test run leaves them."""
+    try:
+        present = sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+    accounted = held_by_running_clusters()
+    for cluster in list_clusters(root):
+        accounted.update(recorded(cluster.directory))
+    out = []
+    for name in present:
+        try:
+            check_name(name)
+        except FabricError:
+            continue  # not netemu's
+        if name not in accounted:
+            out.append(name)
+    return out
 
 
 def collect_cluster_garbage(directory: Path) -> list[str]:
     """A dead cluster's namespaces (and their processes), then everything ``state.gc_cluster``
     removes. Fits ``ClusterState.create(collect_garbage=...)``; refuses a live cluster."""
     try:
-        info = json.loads((directory / STATE_FILE).read_text())
+        info = json.loads(statedir.read_file(directory, STATE_FILE) or b"{}")
     except (OSError, ValueError):
         info = {}
     if info and is_alive(info.get("pid", -1), info.get("start_time")):

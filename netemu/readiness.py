@@ -1,0 +1,120 @@
+"""Waiting for a cluster's pods, and telling apart pods that are slow from pods that are stuck.
+
+``netemu up`` waits until every pod is ready, but some failures never fix themselves however long
+one waits: an image netemu cannot run (``ErrImagePull``), a program that cannot start
+(``StartError``, then ``CrashLoopBackOff`` with that as its last state), a container that listens
+on a wildcard address on the loopback backend (``WildcardBind``) or whose port is refused (bind:
+permission denied, address in use, address not available). ``stuck_pods`` finds those from the pod
+statuses alone; ``wait_for_pods`` stops at the first of them instead of running into the timeout,
+and ``require_ready`` (``netemu wait``, scenarios, the pytest fixtures) raises when it does.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from netemu.errors import PodsStuckError, WaitTimeoutError
+
+_WAITING_FOR_GOOD = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+_TERMINATED_FOR_GOOD = frozenset({"StartError", "ContainerCannotRun", "WildcardBind"})
+# How netemu's images word a refused bind (netemu.images.base.bind_error).
+_BIND_REFUSED = re.compile(r"cannot listen on \S+: (permission denied|address already in use|address not available)")
+
+
+@dataclass(frozen=True)
+class StuckContainer:
+    """A container of a pod that will not become ready without a change to the pod or the host."""
+
+    namespace: str
+    pod: str
+    container: str
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"pod {self.namespace}/{self.pod}: container {self.container}: {self.reason}: {self.message}"
+
+
+def _hopeless_termination(terminated: Any) -> bool:
+    return terminated is not None and (terminated.reason in _TERMINATED_FOR_GOOD
+                                       or bool(_BIND_REFUSED.search(terminated.message or "")))
+
+
+def _stuck(pod: Any, status: Any) -> StuckContainer | None:
+    state, last = status.state, status.last_state
+    waiting = state.waiting if state is not None else None
+    where = (pod.metadata.namespace, pod.metadata.name, status.name)
+    if waiting is not None and waiting.reason in _WAITING_FOR_GOOD:
+        return StuckContainer(*where, waiting.reason, waiting.message)
+    terminated = state.terminated if state is not None else None
+    if _hopeless_termination(terminated):
+        return StuckContainer(*where, terminated.reason, terminated.message)
+    previous = last.terminated if last is not None else None
+    if _hopeless_termination(previous):  # restarting, or running again until the same end
+        reason = f"{waiting.reason} (last state: {previous.reason})" if waiting is not None else previous.reason
+        return StuckContainer(*where, reason, previous.message)
+    return None
+
+
+def stuck_pods(pods: Iterable[Any]) -> list[StuckContainer]:
+    """The containers, among ``pods``, that failed in a way a restart repeats."""
+    out = []
+    for pod in pods:
+        if pod.metadata.deletion_timestamp:
+            continue
+        for status in (*pod.status.init_container_statuses, *pod.status.container_statuses):
+            found = _stuck(pod, status)
+            if found is not None:
+                out.append(found)
+    return out
+
+
+@dataclass(frozen=True)
+class PodsNotReady:
+    """Why waiting ended without every pod ready: stuck containers, or the time ran out."""
+
+    stuck: tuple[StuckContainer, ...] = ()
+    timeout: str = ""
+
+    def lines(self) -> list[str]:
+        if self.stuck:
+            pods = {(s.namespace, s.pod) for s in self.stuck}
+            head = (f"{len(pods)} pod{'s' if len(pods) != 1 else ''} will not become ready "
+                    "(restarting will not help):")
+            return [head, *(f"  {s}" for s in self.stuck)]
+        return [self.timeout]
+
+    @property
+    def first_pod(self) -> str:
+        return self.stuck[0].pod if self.stuck else ""
+
+
+async def wait_for_pods(cluster: Any, timeout: float) -> PodsNotReady | None:
+    """Wait until every pod is ready (None), a container is stuck, or ``timeout`` passes."""
+    stuck: list[StuckContainer] = []
+
+    def settled() -> bool:
+        stuck[:] = stuck_pods(cluster.store.list("Pod"))
+        return bool(stuck) or not cluster.not_ready()
+
+    try:
+        await cluster.wait_for(settled, timeout, "pods to be ready")
+    except WaitTimeoutError as exc:
+        return PodsNotReady(timeout=f"{exc}: still waiting for {', '.join(cluster.not_ready()[:10])}")
+    if stuck:
+        return PodsNotReady(stuck=tuple(stuck))
+    await cluster.settle()
+    return None
+
+
+async def require_ready(cluster: Any, timeout: float) -> None:
+    """``wait_for_pods``, failing: PodsStuckError listing the stuck containers as soon as one is
+    found, WaitTimeoutError when ``timeout`` passes. What ``netemu wait``, scenarios and the
+    pytest fixtures wait with, so none of them waits out its timeout on a pod that cannot start."""
+    not_ready = await wait_for_pods(cluster, timeout)
+    if not_ready is None:
+        return
+    if not_ready.stuck:
+        raise PodsStuckError("\n".join(not_ready.lines()))
+    raise WaitTimeoutError(not_ready.timeout)

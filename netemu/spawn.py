@@ -1,0 +1,59 @@
+"""Starting child processes that get none of netemu's descriptors.
+
+Every process netemu starts (containers, probes, ``exec``, ``ip`` and other host tools, CNI
+plugin executables) must hold only its standard input, output and error: an inherited descriptor
+keeps a pipe or socket of netemu's open for as long as that process lives (``up --detach`` would
+wait forever for its ready pipe to close, a container would keep a listener alive). Python opens
+its own descriptors close-on-exec, and ``subprocess`` closes the rest in the child (``close_fds``),
+but uvloop's process spawning does not: it hands the child every descriptor that is not
+close-on-exec, such as those netemu itself inherited. So the child marks every descriptor above 2
+close-on-exec before it executes the program (``close_range(3, ~0, CLOSE_RANGE_CLOEXEC)``, or one
+``fcntl`` per entry of ``/proc/self/fd`` on kernels older than 5.11). Marking instead of closing
+leaves the runtime's own error pipe working until the ``exec``, so a missing program is still
+reported as such.
+
+``spawn`` is ``asyncio.create_subprocess_exec`` with that step (and any ``setup`` of the caller's)
+run in the child; ``close_inherited_fds`` is the step itself, for a process about to ``exec``.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import fcntl
+import os
+from typing import Any, Callable
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_CLOSE_RANGE = 436  # x86-64, arm64 and every other architecture of the unified table
+_CLOSE_RANGE_CLOEXEC = 1 << 2
+_ALL = 0xFFFFFFFF
+
+
+def close_inherited_fds() -> None:
+    """Mark every descriptor above 2 of this process close-on-exec."""
+    if _libc.syscall(_SYS_CLOSE_RANGE, 3, _ALL, _CLOSE_RANGE_CLOEXEC) == 0:
+        return
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+            except OSError:
+                pass  # the descriptor listing the directory itself, closed by now
+
+
+def child_setup(setup: Callable[[], None] | None = None) -> Callable[[], None]:
+    """The function to run in a child between fork and exec: ``setup`` (if any), then
+    ``close_inherited_fds``."""
+    if setup is None:
+        return close_inherited_fds
+
+    def run() -> None:
+        setup()
+        close_inherited_fds()
+    return run
+
+
+async def spawn(*argv: str, setup: Callable[[], None] | None = None, **kwargs: Any) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec(*argv, **kwargs)``, the child holding only 0, 1 and 2."""
+    return await asyncio.create_subprocess_exec(*argv, close_fds=True, preexec_fn=child_setup(setup), **kwargs)
