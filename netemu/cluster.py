@@ -393,12 +393,10 @@ class Cluster:
         return out
 
     async def wait_ready(self, timeout: float = 30) -> None:
-        """Wait until every pod is Ready and every deployment has its replicas ready."""
-        try:
-            await self.wait_for(lambda: not self.not_ready(), timeout, "pods to be ready")
-        except WaitTimeoutError as exc:
-            raise WaitTimeoutError(f"{exc}: still waiting for {', '.join(self.not_ready()[:10])}") from None
-        await self.settle()
+        """Wait until every pod is Ready and every deployment has its replicas ready; fails at once
+        (PodsStuckError) when a pod can never start (ErrImagePull, StartError, a refused bind)."""
+        from netemu.readiness import require_ready
+        await require_ready(self, timeout)
 
     async def settle(self) -> None:
         """Let every change so far reach the data plane (proxy listeners in step with services)."""

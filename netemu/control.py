@@ -46,6 +46,21 @@ def _refusal(error: str) -> bytes:
 _CONNECTIONS_SHOWN = 10  # newest connection-log records in ``describe svc``
 
 
+def _decode_documents(documents: list[dict[str, str]], namespace: str | None) -> list[Any]:
+    """The manifests of every document, or one NetemuError naming every problem."""
+    from netemu import api
+    manifests: list[Any] = []
+    problems: list[NetemuError] = []
+    for doc in documents:
+        try:
+            manifests += api.load_text(doc["text"], source=doc["source"], namespace=namespace)
+        except NetemuError as exc:
+            problems.append(exc)
+    if problems:
+        raise NetemuError("\n".join(str(p) for p in problems))
+    return manifests
+
+
 class ControlServer:
     def __init__(self, cluster: "Cluster", path: Path):
         self.cluster = cluster
@@ -117,15 +132,8 @@ class ControlServer:
                     "nodes": {n: net.ip for n, net in c.nodes.items()}, "dns_ip": c.config.dns_ip,
                     "state_dir": str(c.state.directory)}
         if op == "apply":
-            manifests = []
-            problems: list[Any] = []
-            for doc in req["documents"]:
-                try:
-                    manifests += api.load_text(doc["text"], source=doc["source"], namespace=req.get("namespace"))
-                except NetemuError as exc:
-                    problems.append(exc)
-            if problems:
-                raise NetemuError("\n".join(str(p) for p in problems))
+            # Decoded in a worker thread: a large manifest must not stall DNS or the proxy.
+            manifests = await asyncio.to_thread(_decode_documents, req["documents"], req.get("namespace"))
             if req.get("delete"):
                 return c.apiserver.delete_manifests(manifests)
             return await c.apply(manifests)  # in slices: a big apply never stalls DNS or the proxy
