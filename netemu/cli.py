@@ -368,11 +368,12 @@ def _detached_log(name: str) -> Path:
 
 
 def _up_detached(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    log_path = _detached_log(_cluster_name(args))
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     read_fd, write_fd = os.pipe()
     child_argv = [sys.executable, "-m", "netemu.cli", *[a for a in argv if a not in ("-d", "--detach")],
                   "--ready-fd", str(write_fd)]
-    log_path = _detached_log(_cluster_name(args))
-    with open(log_path, "ab") as logf:
+    with os.fdopen(log_fd, "ab") as logf:
         proc = subprocess.Popen(child_argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
     os.close(write_fd)
