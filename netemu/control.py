@@ -122,7 +122,7 @@ class ControlServer:
             writer.close()
 
     async def handle(self, req: dict[str, Any]) -> Any:
-        from netemu import api, printers
+        from netemu import printers
         from netemu.cluster import resolve_kind
         c = self.cluster
         op = req["op"]

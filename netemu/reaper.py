@@ -23,7 +23,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 TOKEN_VARIABLE = "NETEMU_CLUSTER_TOKEN"
@@ -136,16 +136,16 @@ def owned_processes(token: str | None, recorded: Iterable[RecordedProcess]) -> d
             if st.pid in carriers or st.session in proven_sessions}
 
 
-def _kill(pid: int, start_time: int) -> int | None:
-    """SIGKILL through a pidfd once that very process is checked to be the one found; the
-    pidfd to wait on, or None when it is gone or another process has the pid now."""
+def kill_checked(pid: int, still_the_one: Callable[[int], bool]) -> int | None:
+    """SIGKILL ``pid`` through a pidfd once ``still_the_one(pid)`` holds with the pidfd open (so
+    the check is on that very process, never on a recycled pid); the pidfd to wait on, or None
+    when it is gone or is not the one."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return None
     try:
-        st = read_stat(pid)
-        if st is None or st.start_time != start_time:
+        if not still_the_one(pid):
             os.close(pidfd)
             return None
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -155,7 +155,15 @@ def _kill(pid: int, start_time: int) -> int | None:
     return pidfd
 
 
-def _wait_exited(pidfds: list[int], timeout: float) -> None:
+def _kill(pid: int, start_time: int) -> int | None:
+    def same_start(p: int) -> bool:
+        st = read_stat(p)
+        return st is not None and st.start_time == start_time
+    return kill_checked(pid, same_start)
+
+
+def wait_exited(pidfds: list[int], timeout: float) -> None:
+    """Wait (up to ``timeout`` in all) for each pidfd to report its process's exit; closes them."""
     deadline = time.monotonic() + timeout
     for pidfd in pidfds:
         try:
@@ -176,7 +184,7 @@ def reap(token: str | None, recorded: Iterable[RecordedProcess]) -> list[int]:
             if pidfd is not None:
                 pidfds.append(pidfd)
                 killed.append(pid)
-        _wait_exited(pidfds, EXIT_WAIT)
+        wait_exited(pidfds, EXIT_WAIT)
         if not pidfds:
             break
     return killed

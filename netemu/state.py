@@ -34,17 +34,10 @@ LEDGER = "ledger"
 
 
 def proc_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, or None when it is not running."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: fields resume after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):  # a zombie has finished; only its exit status waits to be read
-        return None
-    return int(fields[19])
+    """The start time of ``pid`` in clock ticks since boot, or None when it is not running (a
+    zombie has finished; only its exit status waits to be read)."""
+    st = reaper.read_stat(pid)
+    return None if st is None or st.zombie else st.start_time
 
 
 def is_alive(pid: int, start_time: int | None) -> bool:

@@ -27,13 +27,10 @@ import os
 import queue
 import re
 import secrets
-import select
 import shutil
-import signal
 import socket
 import struct
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +42,7 @@ from netemu import statedir
 from netemu.cni.bridge import NETNS_PREFIX, OWNED_ALIAS_PREFIX
 from netemu.cni.netlink import setns
 from netemu.errors import ClusterError, FabricError
+from netemu.reaper import kill_checked, wait_exited
 from netemu.state import LEDGER, STATE_FILE, ClusterState, gc_cluster, held_cluster_dirs, is_alive, list_clusters
 
 from . import ipbatch
@@ -517,30 +515,8 @@ def processes_in(names: Sequence[str]) -> dict[int, str]:
 
 
 def _kill(pid: int, name: str) -> int | None:
-    """SIGKILL through a pidfd after checking, on that very process, that it is still inside
-    namespace ``name`` (a recycled pid is never hit); returns the pidfd to wait on."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    try:
-        if namespace_id(f"/proc/{pid}/ns/net") != namespace_id(namespace_path(name)):
-            os.close(pidfd)
-            return None
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _wait_exited(pidfds: list[int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for pidfd in pidfds:
-        try:
-            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
-        finally:
-            os.close(pidfd)
+    """SIGKILL ``pid`` once it is checked, on that very process, to be inside namespace ``name``."""
+    return kill_checked(pid, lambda p: namespace_id(f"/proc/{p}/ns/net") == namespace_id(namespace_path(name)))
 
 
 def collect(names: Sequence[str]) -> list[str]:
@@ -557,7 +533,7 @@ def collect(names: Sequence[str]) -> list[str]:
         if pidfd is not None:
             pidfds.append(pidfd)
             removed.append(f"process {pid} (in netns {name})")
-    _wait_exited(pidfds, KILL_WAIT)
+    wait_exited(pidfds, KILL_WAIT)
     removed += [f"netns {name}" for name in delete(names)]
     return removed
 
