@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="netns: wire pods with the CNI plugin executables bridge and host-local from DIR "
                         "(e.g. /usr/lib/cni) instead of netemu's own, run in-process")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--kubeconfig", default=None, metavar="FILE",
+                   help="merge the cluster's kubectl context into FILE (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--no-kubeconfig", action="store_true", help="leave every kubeconfig file alone")
     _add_cluster_flag(p)
 
     p = sub.add_parser("apply", help="create or update objects from manifests")
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also remove netemu- network namespaces that no cluster accounts for (and what runs in them)")
 
     p = sub.add_parser("clusters", help="list clusters")
+
+    p = sub.add_parser("kubeconfig", help="print a running cluster's kubeconfig (for kubectl and client libraries)")
+    _add_cluster_flag(p)
 
     p = sub.add_parser("run", help="run scenario files (each in a fresh cluster) and report")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="scenario files, or directories of them")
@@ -325,8 +331,9 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         cluster = await _start_cluster(args)
         cluster.state.update_info(process="up")  # `down` waits for this process to end, too
+        kubeconfig_line = _publish_kubeconfig(cluster, args)
         not_ready = await wait_for_pods(cluster, args.timeout)
-        summary = _summary(cluster, time.monotonic() - t0)
+        summary = _summary(cluster, time.monotonic() - t0) + (f"\n  {kubeconfig_line}" if kubeconfig_line else "")
         if ready_fd is not None:  # `up --detach` is waiting: OK, or FAIL with what is wrong (the cluster stays up)
             report = "OK\n" + summary + "\n" if not_ready is None else "FAIL\n" + json.dumps(
                 {"summary": summary, "problem": not_ready.lines(), "pod": not_ready.first_pod})
@@ -351,6 +358,7 @@ async def _up(args: argparse.Namespace) -> int:
         raise
     finally:
         if cluster is not None:
+            _withdraw_kubeconfig(cluster)
             await cluster.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -359,6 +367,28 @@ async def _up(args: argparse.Namespace) -> int:
     if ready_fd is None and args.ready_fd is None:
         print(f'cluster "{cluster.name}" stopped', flush=True)
     return 0
+
+
+def _publish_kubeconfig(cluster: Any, args: argparse.Namespace) -> str:
+    """`up`: the cluster's kubectl context in the user's kubeconfig (or --kubeconfig FILE)."""
+    if args.no_kubeconfig or cluster.kube_api is None:
+        return ""
+    from netemu.kubeapi import kubeconfig
+    return kubeconfig.publish(cluster, Path(args.kubeconfig) if args.kubeconfig else kubeconfig.default_path())
+
+
+def _withdraw_kubeconfig(cluster: Any) -> None:
+    """`up` ending: the context it merged leaves the user's kubeconfig again."""
+    from netemu import statedir
+    from netemu.kubeapi import kubeconfig
+    from netemu.state import STATE_FILE
+    try:
+        info = json.loads(statedir.read_file(cluster.state.directory, STATE_FILE) or b"{}")
+    except (OSError, ValueError, NetemuError):
+        return
+    line = kubeconfig.withdraw(cluster.name, info)
+    if line and line.startswith("kubeconfig left"):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def _detached_log(name: str) -> Path:
@@ -578,8 +608,11 @@ def run(argv: Sequence[str]) -> int:
                          backend=args.backend)
     if cmd == "gc":
         from netemu.fabric.netns.namespaces import collect, collect_cluster_garbage, orphans
-        from netemu.state import gc_all
-        removed = gc_all(state_root(), collect_cluster_garbage)
+        from netemu.kubeapi import kubeconfig
+        from netemu.state import gc_all, list_clusters
+        removed = [f"{c.name}: {line}" for c in list_clusters(state_root()) if not c.alive
+                   for line in [kubeconfig.withdraw(c.name, c.info)] if line]
+        removed += gc_all(state_root(), collect_cluster_garbage)
         unaccounted = orphans(state_root())
         if args.orphans:
             removed += [f"orphan: {line}" for line in collect(unaccounted)]
@@ -587,6 +620,15 @@ def run(argv: Sequence[str]) -> int:
             removed += [f"orphan: netns {name} (no cluster accounts for it; `netemu gc --orphans` removes it)"
                         for name in unaccounted]
         _emit("\n".join(removed) if removed else "nothing to collect")
+        return 0
+    if cmd == "kubeconfig":
+        from netemu import statedir
+        from netemu.kubeapi import KUBECONFIG
+        target = _find_cluster(args.name)
+        text = statedir.read_file(target.directory, KUBECONFIG)
+        if text is None:
+            raise ClusterError(f'cluster "{target.name}" serves no Kubernetes API (it has no kubeconfig)')
+        print(text.decode(), end="")
         return 0
     if cmd == "clusters":
         from netemu.state import list_clusters

@@ -50,7 +50,7 @@ class ExecResult:
 class Cluster:
     def __init__(self, nodes: int | list[str] | tuple[str, ...] = 1, *, name: str | None = None,
                  backend: str = "loopback", manifests: Iterable[Any] = (), config: ClusterConfig | None = None,
-                 control_socket: bool = True, **overrides: Any):
+                 control_socket: bool = True, kube_api: bool = True, **overrides: Any):
         if config is None:
             config = ClusterConfig(name=name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
                                    nodes=ClusterConfig.node_names(nodes), backend=backend, **overrides)
@@ -58,6 +58,8 @@ class Cluster:
         self.config = config
         self.initial_manifests = list(manifests)
         self.control_socket_enabled = control_socket
+        self.kube_api_enabled = kube_api
+        self.kube_api: Any = None  # netemu.kubeapi.KubeApiServer once started
         self.store = Store()
         self.state = ClusterState(config)
         self.fabric = make_fabric(config, self.state)
@@ -120,6 +122,12 @@ class Cluster:
                 await server.start()
                 stack.push_async_callback(server.stop)
                 self.control = server
+            if self.kube_api_enabled:  # the Kubernetes API (netemu.kubeapi)
+                from netemu.kubeapi import KubeApiServer
+                kube_api = KubeApiServer(self)
+                stack.push_async_callback(kube_api.stop)
+                await kube_api.start()
+                self.kube_api = kube_api
             self._started = True
             self.started_at = time.time()
             if self.initial_manifests:
@@ -210,7 +218,8 @@ class Cluster:
                 extra={"nodeInfo": {"kubeletVersion": "v1.31.0-netemu", "containerRuntimeVersion": "netemu://0.1.0",
                                     "osImage": f"netemu ({self.config.backend} backend)",
                                     "kernelVersion": os.uname().release, "operatingSystem": "linux",
-                                    "architecture": "amd64"}}))
+                                    "architecture": "amd64", "kubeProxyVersion": "",
+                                    "machineID": "", "systemUUID": "", "bootID": ""}}))
         self.store.create(node)
         if not self.kubelets:
             self._stack.push_async_callback(self._stop_kubelets)

@@ -308,7 +308,7 @@ def _check_options(options: dict[str, Any]) -> None:
 
     from netemu.config import ClusterConfig
     from netemu.errors import InvalidError
-    known = {"manifests", "nodes", "ready", "timeout"} | {
+    known = {"manifests", "nodes", "ready", "timeout", "kube_api"} | {
         f.name for f in dataclasses.fields(ClusterConfig) if f.name not in ("name", "nodes")}
     where = "@pytest.mark.netemu"
     for key in options:

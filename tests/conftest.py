@@ -45,6 +45,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                        f"must run: {reason.removeprefix('Skipped: ')}")
 
 
+@pytest.fixture(autouse=True)
+def _kubeconfig_of_the_test(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`netemu up` merges its kubectl context into $KUBECONFIG: in a test, never the user's file."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path_factory.mktemp("kube") / "config"))
+
+
 def _cluster_name(request: pytest.FixtureRequest) -> str:
     """A DNS-1123 label of at most 32 characters, unique per test and per call."""
     digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]

@@ -1,0 +1,95 @@
+"""The REST resources netemu serves: which kind answers at which group, version and plural.
+
+One ``Resource`` per kind in ``netemu.api.objects``; discovery, the OpenAPI documents and the
+request router all read this table, so a kind added there is served everywhere at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netemu.api.objects import TOP_LEVEL_TYPES
+from netemu.errors import NotFoundError
+
+READ_VERBS = ("get", "list", "watch")
+WRITE_VERBS = ("create", "delete", "patch", "update")
+
+# kubectl's short names and categories for the built-in kinds.
+_SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), "StatefulSet": ("sts",),
+                "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",)}
+_CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",)}
+# Kinds the cluster makes itself: served read-only and writable only by its own components.
+_READ_ONLY = frozenset({"Node"})
+
+
+@dataclass(frozen=True)
+class Resource:
+    cls: type
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def kind(self) -> str:
+        return self.cls.KIND  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def namespaced(self) -> bool:
+        return self.cls.NAMESPACED  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def short_names(self) -> tuple[str, ...]:
+        return _SHORT_NAMES.get(self.kind, ())
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return _CATEGORIES.get(self.kind, ())
+
+    @property
+    def verbs(self) -> tuple[str, ...]:
+        return READ_VERBS if self.kind in _READ_ONLY else tuple(sorted((*READ_VERBS, *WRITE_VERBS)))
+
+    @property
+    def qualified(self) -> str:
+        """``pods``, ``deployments.apps``: the resource as messages name it."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+def _plural(kind: str) -> str:
+    return kind.lower() + ("es" if kind.endswith("s") else "s")
+
+
+RESOURCES: tuple[Resource, ...] = tuple(
+    Resource(cls, *(cls.API_VERSION.split("/") if "/" in cls.API_VERSION else ("", cls.API_VERSION)),
+             _plural(cls.KIND))
+    for cls in TOP_LEVEL_TYPES)
+_BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+BY_KIND = {r.kind: r for r in RESOURCES}
+
+
+def group_versions() -> dict[str, list[str]]:
+    """Every served group (core is "") → its versions."""
+    out: dict[str, list[str]] = {}
+    for r in RESOURCES:
+        versions = out.setdefault(r.group, [])
+        if r.version not in versions:
+            versions.append(r.version)
+    return out
+
+
+def resources_in(group: str, version: str) -> list[Resource]:
+    return [r for r in RESOURCES if (r.group, r.version) == (group, version)]
+
+
+def lookup(group: str, version: str, plural: str) -> Resource:
+    resource = _BY_PATH.get((group, version, plural))
+    if resource is None:
+        raise NotFoundError("the server could not find the requested resource")
+    return resource

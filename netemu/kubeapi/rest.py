@@ -1,0 +1,323 @@
+"""The verbs on one resource: GET, LIST, WATCH, CREATE, UPDATE, PATCH and DELETE, in the
+Kubernetes API's JSON shapes.
+
+Reads come from the store; every write goes through ``ApiServer.admit`` or ``ApiServer.delete``,
+the admission the Python API and ``netemu apply`` use (defaults, validation, allocation, caps).
+Request bodies are decoded by ``netemu.api.load_data``, strictly, as manifests are.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from netemu.api import load_data
+from netemu.errors import InvalidError, ManifestErrors, NetemuError
+
+from . import tables
+from .history import ChangeLog, TooOld
+from .patch import apply_patch
+from .resources import Resource
+from .selectors import object_filter
+from .status import ApiError, bad_request, from_error, method_not_allowed
+from .wire import encode
+
+BOOKMARK_INTERVAL = 5.0  # seconds between BOOKMARK events on a watch that asked for them
+_GENERATED = string.ascii_lowercase + string.digits
+SCALABLE = frozenset({"Deployment", "StatefulSet"})
+
+
+@dataclass
+class Query:
+    """What a request asked besides its path."""
+    label_selector: str = ""
+    field_selector: str = ""
+    resource_version: str = ""
+    limit: int = 0
+    continue_token: str = ""
+    dry_run: bool = False
+    bookmarks: bool = False
+    timeout: float | None = None
+    table: bool = False
+
+    @classmethod
+    def parse(cls, params: Any, accept: str) -> "Query":
+        def number(name: str) -> int:
+            text = params.get(name, "") or "0"
+            try:
+                return int(text)
+            except ValueError:
+                raise bad_request(f"invalid value for {name}: {text!r}") from None
+        timeout = number("timeoutSeconds")
+        return cls(label_selector=params.get("labelSelector", ""), field_selector=params.get("fieldSelector", ""),
+                   resource_version=params.get("resourceVersion", ""), limit=number("limit"),
+                   continue_token=params.get("continue", ""), dry_run="All" in params.getall("dryRun", []),
+                   bookmarks=params.get("allowWatchBookmarks") == "true", timeout=float(timeout) if timeout else None,
+                   table=tables.wants_table(accept))
+
+
+def _continue_token(last: Any) -> str:
+    key = json.dumps([last.metadata.namespace if last.NAMESPACED else "", last.metadata.name])
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def _after_token(token: str) -> tuple[str, str]:
+    try:
+        ns, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(ns), str(name)
+    except (ValueError, TypeError, binascii.Error):
+        raise bad_request("continue key is not valid") from None
+
+
+class Rest:
+    """The verbs, over one cluster's store, admission and change log."""
+
+    def __init__(self, store: Any, apiserver: Any, changes: ChangeLog, stopping: asyncio.Event) -> None:
+        self.store = store
+        self.apiserver = apiserver
+        self.changes = changes
+        self.stopping = stopping
+
+    # ------------------------------------------------------------------ helpers
+
+    def _error(self, exc: NetemuError, r: Resource, name: str) -> ApiError:
+        return from_error(exc, kind=r.kind, name=name, plural=r.plural, group=r.group, version=r.version)
+
+    def _live(self, r: Resource, namespace: str, name: str) -> Any:
+        obj = self.store.get(r.kind, namespace if r.namespaced else "", name)
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{r.qualified} "{name}" not found',
+                           {"name": name, "kind": r.plural, **({"group": r.group} if r.group else {})})
+        return obj
+
+    def render(self, r: Resource, obj: Any, query: Query) -> dict[str, Any]:
+        if query.table:
+            return tables.table(r.cls, [obj], resource_version=obj.metadata.resource_version)
+        return encode(obj)
+
+    def _decode(self, r: Resource, body: Any, namespace: str, name: str = "") -> Any:
+        """The object a request body describes, decoded and validated as a manifest."""
+        if not isinstance(body, dict):
+            raise bad_request(f"the body of the request was in an unknown format: expected a {r.kind} object")
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if kind != r.kind or api_version != r.api_version:
+            raise bad_request(f'the API version in the data ({api_version}) does not match the expected API version '
+                              f'({r.api_version})' if kind == r.kind else
+                              f"{kind} in version \"{api_version}\" cannot be handled as a {r.kind}")
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
+            body = {**body, "metadata": meta}
+        if r.namespaced:
+            given = meta.get("namespace")
+            if given and namespace and given != namespace:
+                raise bad_request("the namespace of the provided object does not match the namespace sent on the "
+                                  "request")
+            body = {**body, "metadata": {**meta, "namespace": given or namespace or "default"}}
+        meta = body["metadata"]
+        if name and meta.get("name") and meta["name"] != name:
+            raise bad_request("the name of the object "
+                              f"({meta['name']}) does not match the name on the URL ({name})")
+        if not meta.get("name"):
+            if name:
+                body = {**body, "metadata": {**meta, "name": name}}
+            elif meta.get("generateName"):
+                suffix = "".join(secrets.choice(_GENERATED) for _ in range(5))
+                body = {**body, "metadata": {**meta, "name": str(meta["generateName"]) + suffix}}
+            else:
+                raise ApiError(422, "Invalid", f"{r.kind} \"\" is invalid: metadata.name: Required value: name or "
+                               "generateName is required",
+                               {"kind": r.kind, "causes": [{"reason": "FieldValueRequired", "field": "metadata.name",
+                                                            "message": "Required value: name or generateName is "
+                                                                       "required"}]})
+        try:
+            (manifest,) = load_data(body, source="<api>")
+        except ManifestErrors as exc:
+            raise self._error(exc, r, str(body["metadata"].get("name", ""))) from exc
+        except RecursionError:
+            raise bad_request("the request body nests too deeply") from None
+        return manifest.obj
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, r: Resource, namespace: str, name: str, query: Query) -> dict[str, Any]:
+        return self.render(r, self._live(r, namespace, name), query)
+
+    def list(self, r: Resource, namespace: str, query: Query) -> dict[str, Any]:
+        accept = object_filter(r.kind, query.label_selector, query.field_selector)
+        objs = [o for o in self.store.list(r.kind, namespace if r.namespaced and namespace else None) if accept(o)]
+        if query.continue_token:
+            after = _after_token(query.continue_token)
+            objs = [o for o in objs if (o.metadata.namespace if r.namespaced else "", o.metadata.name) > after]
+        token = ""
+        if query.limit and len(objs) > query.limit:
+            objs = objs[:query.limit]
+            token = _continue_token(objs[-1])
+        rv = str(self.store.resource_version)
+        if query.table:
+            return tables.table(r.cls, objs, resource_version=rv, continue_token=token)
+        metadata: dict[str, Any] = {"resourceVersion": rv}
+        if token:
+            metadata["continue"] = token
+        return {"kind": f"{r.kind}List", "apiVersion": r.api_version, "metadata": metadata,
+                "items": [encode(o) for o in objs]}
+
+    def watch(self, r: Resource, namespace: str, query: Query) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch, one dict each, until the timeout, the server's stop or the caller's
+        (an empty dict now and then: a turn without news, for the caller to check its client).
+        A bad request raises here, before any event."""
+        accept = object_filter(r.kind, query.label_selector, query.field_selector)
+        in_scope: Callable[[Any], bool] = (
+            (lambda o: o.metadata.namespace == namespace and accept(o)) if r.namespaced and namespace else accept)
+        since: int | None = None
+        if query.resource_version not in ("", "0"):
+            try:
+                since = int(query.resource_version)
+            except ValueError:
+                raise bad_request(f"invalid resource version: {query.resource_version!r}") from None
+        return self._events(r, namespace, query, in_scope, since)
+
+    async def _events(self, r: Resource, namespace: str, query: Query, in_scope: Callable[[Any], bool],
+                      since: int | None) -> AsyncIterator[dict[str, Any]]:
+        try:
+            watcher = self.changes.watch(r.kind, in_scope, since)
+        except TooOld as exc:
+            yield {"type": "ERROR", "object": ApiError(410, "Expired", str(exc)).status()}
+            return
+        headers = True
+
+        def event(kind: str, obj: Any) -> dict[str, Any]:
+            nonlocal headers
+            if query.table:
+                body = tables.table(r.cls, [obj], resource_version=obj.metadata.resource_version, headers=headers)
+                headers = False
+            else:
+                body = encode(obj)
+            return {"type": kind, "object": body}
+
+        try:
+            if since is None:
+                for obj in self.store.list(r.kind, namespace if r.namespaced and namespace else None):
+                    if in_scope(obj):
+                        yield event("ADDED", obj)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + query.timeout if query.timeout else None
+            next_bookmark = loop.time() + BOOKMARK_INTERVAL
+            stop = asyncio.ensure_future(self.stopping.wait())
+            try:
+                while True:
+                    now = loop.time()
+                    if deadline is not None and now >= deadline:
+                        return
+                    if query.bookmarks and now >= next_bookmark:
+                        next_bookmark = now + BOOKMARK_INTERVAL
+                        yield {"type": "BOOKMARK", "object": {
+                            "kind": r.kind, "apiVersion": r.api_version,
+                            "metadata": {"resourceVersion": str(max(watcher.since, self.store.resource_version))}}}
+                    wait = min(x for x in (deadline, next_bookmark if query.bookmarks else None, now + 1.0)
+                               if x is not None) - now
+                    get = asyncio.ensure_future(watcher.queue.get())
+                    done, _ = await asyncio.wait({get, stop}, timeout=max(wait, 0))
+                    if get not in done:
+                        get.cancel()
+                        if stop in done:
+                            return
+                        yield {}  # a turn without news: the caller checks its client is still there
+                        continue
+                    change = get.result()
+                    yield event(change.type, change.obj)
+            finally:
+                stop.cancel()
+        finally:
+            self.changes.stop(watcher)
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, r: Resource, namespace: str, body: Any, query: Query) -> dict[str, Any]:
+        self._writable(r)
+        obj = self._decode(r, body, namespace)
+        try:
+            stored = self.apiserver.admit(obj, create=True, dry_run=query.dry_run)
+        except NetemuError as exc:
+            raise self._error(exc, r, obj.metadata.name) from exc
+        return encode(stored)
+
+    def update(self, r: Resource, namespace: str, name: str, body: Any, query: Query) -> dict[str, Any]:
+        self._writable(r)
+        obj = self._decode(r, body, namespace, name)
+        try:
+            stored = self.apiserver.admit(obj, create=False, expect_rv=obj.metadata.resource_version or None,
+                                          dry_run=query.dry_run)
+        except NetemuError as exc:
+            raise self._error(exc, r, name) from exc
+        return encode(stored)
+
+    def patch(self, r: Resource, namespace: str, name: str, content_type: str, body: Any,
+              query: Query) -> dict[str, Any]:
+        self._writable(r)
+        live = self._live(r, namespace, name)
+        try:
+            patched = apply_patch(content_type, encode(live), body, r.cls)
+        except InvalidError as exc:
+            raise bad_request(str(exc)) from exc
+        meta = patched.get("metadata") if isinstance(patched.get("metadata"), dict) else {}
+        if meta.get("name", name) != name or (r.namespaced and meta.get("namespace", namespace) != namespace):
+            raise bad_request("the patch may not change the object's name or namespace")
+        return self.update(r, namespace, name, patched, query)
+
+    def delete(self, r: Resource, namespace: str, name: str, query: Query) -> dict[str, Any]:
+        self._writable(r)
+        live = self._live(r, namespace, name)
+        if query.dry_run:
+            return encode(live)
+        try:
+            self.apiserver.delete(r.kind, namespace if r.namespaced else "", name)
+        except NetemuError as exc:
+            raise self._error(exc, r, name) from exc
+        after = self.store.get(r.kind, namespace if r.namespaced else "", name)
+        if after is not None:  # terminating: a pod in its grace period, a namespace emptying
+            return encode(after)
+        if r.kind == "Pod":
+            return encode(live)
+        details = {"name": name, "kind": r.plural, "uid": live.metadata.uid, **({"group": r.group} if r.group else {})}
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+    # ------------------------------------------------------------------ the scale subresource
+
+    def scale(self, r: Resource, namespace: str, name: str) -> dict[str, Any]:
+        """``autoscaling/v1 Scale`` of a Deployment or StatefulSet."""
+        if r.kind not in SCALABLE:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        obj = self._live(r, namespace, name)
+        meta = {k: v for k, v in encode(obj)["metadata"].items()
+                if k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")}
+        selector = ",".join(f"{k}={v}" for k, v in (obj.spec.selector.match_labels if obj.spec.selector else {}).items())
+        replicas = obj.spec.replicas if obj.spec.replicas is not None else 1
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": replicas},
+                "status": {"replicas": obj.status.replicas, "selector": selector}}
+
+    def rescale(self, r: Resource, namespace: str, name: str, content_type: str | None, body: Any,
+                query: Query) -> dict[str, Any]:
+        """PUT (``content_type`` None) or PATCH of the Scale: the new ``spec.replicas``, through
+        ``ApiServer.scale`` (its bounds and the pod cap)."""
+        current = self.scale(r, namespace, name)
+        wanted = apply_patch(content_type, current, body, None) if content_type else body
+        replicas = wanted.get("spec", {}).get("replicas") if isinstance(wanted, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            raise bad_request("the Scale must set spec.replicas to an integer")
+        if not query.dry_run:
+            try:
+                self.apiserver.scale(r.kind, namespace, name, replicas)
+            except NetemuError as exc:
+                raise self._error(exc, r, name) from exc
+        return self.scale(r, namespace, name) | ({"spec": {"replicas": replicas}} if query.dry_run else {})
+
+    @staticmethod
+    def _writable(r: Resource) -> None:
+        if "create" not in r.verbs:
+            raise method_not_allowed(f"{r.qualified} are made by the cluster (its configuration), not through the API")
