@@ -56,12 +56,14 @@ if TYPE_CHECKING:
 SINGULAR = {
     "Pod": "pod", "Service": "service", "Deployment": "deployment.apps", "StatefulSet": "statefulset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
+    "ConfigMap": "configmap", "Secret": "secret",
 }
 
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
-NAMESPACED_KINDS = ("Deployment", "StatefulSet", "Service", "EndpointSlice", "Pod")  # deletion order in a namespace
+# deletion order in a namespace
+NAMESPACED_KINDS = ("Deployment", "StatefulSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret")
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")

@@ -20,9 +20,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypedDict
 import yaml
 
 from netemu.api import codec
+from netemu.api.validation import base64_error, decoded
 from netemu.api.objects import (
-    Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
-    LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Service, StatefulSet,
+    ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
+    LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service, StatefulSet,
 )
 from netemu.errors import InvalidError, NotFoundError
 
@@ -57,6 +58,8 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(EndpointSlice, "endpointslices", "endpointslice", "", "discovery.k8s.io"),
     _Resource(Node, "nodes", "node", "no", ""),
     _Resource(Namespace, "namespaces", "namespace", "ns", ""),
+    _Resource(ConfigMap, "configmaps", "configmap", "cm", ""),
+    _Resource(Secret, "secrets", "secret", "", ""),
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
 # kubectl's "all" category, restricted to what netemu has (no ReplicaSets: deployments own pods).
@@ -482,6 +485,14 @@ def _namespace_cells(ns: Namespace, now: datetime, wide: bool) -> list[str]:
     return [ns.metadata.name, ns.status.phase, _since(ns.metadata.creation_timestamp, now)]
 
 
+def _configmap_cells(cm: ConfigMap, now: datetime, wide: bool) -> list[str]:
+    return [cm.metadata.name, str(len(cm.data) + len(cm.binary_data)), _since(cm.metadata.creation_timestamp, now)]
+
+
+def _secret_cells(secret: Secret, now: datetime, wide: bool) -> list[str]:
+    return [secret.metadata.name, secret.type, str(len(secret.data)), _since(secret.metadata.creation_timestamp, now)]
+
+
 @dataclass(frozen=True)
 class _Table:
     columns: tuple[str, ...]
@@ -500,6 +511,8 @@ _TABLES: dict[type, _Table] = {
     Node: _Table(("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
                  ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"), _node_cells),
     Namespace: _Table(("NAME", "STATUS", "AGE"), (), _namespace_cells),
+    ConfigMap: _Table(("NAME", "DATA", "AGE"), (), _configmap_cells),
+    Secret: _Table(("NAME", "TYPE", "DATA", "AGE"), (), _secret_cells),
 }
 
 
@@ -830,27 +843,25 @@ def _describe_env_var(w: _Writer, e: EnvVar, container: Container, pod: Pod | No
         if resource in ("limits.cpu", "limits.memory") and value in ("", "0"):
             value = "node allocatable"
         w.write(3, f"{e.name}:\t{value} ({resource})\n")
-    elif "secretKeyRef" in source.extra:
-        ref = source.extra["secretKeyRef"] or {}
-        w.write(3, f"{e.name}:\t<set to the key '{ref.get('key', '')}' in secret '{ref.get('name', '')}'>"
-                   f"\tOptional: {str(bool(ref.get('optional'))).lower()}\n")
-    elif "configMapKeyRef" in source.extra:
-        ref = source.extra["configMapKeyRef"] or {}
-        w.write(3, f"{e.name}:\t<set to the key '{ref.get('key', '')}' of config map '{ref.get('name', '')}'>"
-                   f"\tOptional: {str(bool(ref.get('optional'))).lower()}\n")
+    elif source.secret_key_ref is not None:
+        ref = source.secret_key_ref
+        w.write(3, f"{e.name}:\t<set to the key '{ref.key}' in secret '{ref.name}'>"
+                   f"\tOptional: {str(bool(ref.optional)).lower()}\n")
+    elif source.config_map_key_ref is not None:
+        ref = source.config_map_key_ref
+        w.write(3, f"{e.name}:\t<set to the key '{ref.key}' of config map '{ref.name}'>"
+                   f"\tOptional: {str(bool(ref.optional)).lower()}\n")
 
 
 def _describe_env_from(w: _Writer, container: Container) -> None:
-    sources = container.extra.get("envFrom") or []
-    if not sources:
+    if not container.env_from:
         return
     w.write(2, "Environment Variables from:\n")
-    for s in sources:
-        ref, kind = (s.get("configMapRef"), "ConfigMap") if s.get("configMapRef") else (s.get("secretRef"), "Secret")
-        ref = ref or {}
-        optional = str(bool(ref.get("optional"))).lower()
-        prefix = f" with prefix '{s['prefix']}'" if s.get("prefix") else ""
-        w.write(3, f"{ref.get('name', '')}\t{kind}{prefix}\tOptional: {optional}\n")
+    for s in container.env_from:
+        ref, kind = (s.config_map_ref, "ConfigMap") if s.config_map_ref is not None else (s.secret_ref, "Secret")
+        name, optional = (ref.name, str(bool(ref.optional)).lower()) if ref is not None else ("", "false")
+        prefix = f" with prefix '{s.prefix}'" if s.prefix else ""
+        w.write(3, f"{name}\t{kind}{prefix}\tOptional: {optional}\n")
 
 
 def _describe_state(w: _Writer, title: str, state: ContainerState, now: datetime) -> None:
@@ -1326,6 +1337,50 @@ def _describe_namespace(w: _Writer, ns: Namespace, events: Sequence[Any] | None,
     _extra_sections(w, related)
 
 
+def _describe_configmap(w: _Writer, cm: ConfigMap, events: Sequence[Any] | None, related: Related,
+                        now: datetime) -> None:
+    """kubectl's describeConfigMap (keys sorted; kubectl ranges over the map)."""
+    w.write(0, f"Name:\t{cm.metadata.name}\n")
+    w.write(0, f"Namespace:\t{cm.metadata.namespace}\n")
+    _labels_multiline(w, "Labels", cm.metadata.labels)
+    _annotations_multiline(w, "Annotations", cm.metadata.annotations)
+    w.write(0, "\nData\n====\n")
+    for key in sorted(cm.data):
+        w.write(0, f"{key}:\n----\n")
+        w.write(0, f"{cm.data[key]}\n")
+    w.write(0, "\nBinaryData\n====\n")
+    for key in sorted(cm.binary_data):
+        w.write(0, f"{key}: {_decoded_size(cm.binary_data[key])} bytes\n")
+    w.write(0, "\n")
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
+def _describe_secret(w: _Writer, secret: Secret, events: Sequence[Any] | None, related: Related,
+                     now: datetime) -> None:
+    """kubectl's describeSecret: sizes only, never a value (but a service account token's)."""
+    w.write(0, f"Name:\t{secret.metadata.name}\n")
+    w.write(0, f"Namespace:\t{secret.metadata.namespace}\n")
+    _labels_multiline(w, "Labels", secret.metadata.labels)
+    _annotations_multiline(w, "Annotations", secret.metadata.annotations)
+    w.write(0, f"\nType:\t{secret.type}\n")
+    w.write(0, "\nData\n====\n")
+    for key in sorted(secret.data):
+        if key == "token" and secret.type == "kubernetes.io/service-account-token":
+            w.write(0, f"{key}:\t{_decoded(secret.data[key]).decode('utf-8', 'replace')}\n")
+        else:
+            w.write(0, f"{key}:\t{_decoded_size(secret.data[key])} bytes\n")
+    _extra_sections(w, related)
+
+
+def _decoded(text: str) -> bytes:
+    return b"" if base64_error(text) else decoded(text)
+
+
+def _decoded_size(text: str) -> int:
+    return len(_decoded(text))
+
+
 _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, datetime], None]] = {
     Pod: _describe_pod,
     Service: _describe_service,
@@ -1334,6 +1389,8 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
     EndpointSlice: _describe_endpointslice,
     Node: _describe_node,
     Namespace: _describe_namespace,
+    ConfigMap: _describe_configmap,
+    Secret: _describe_secret,
 }
 
 

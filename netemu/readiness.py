@@ -7,6 +7,8 @@ on a wildcard address on the loopback backend (``WildcardBind``) or whose port i
 permission denied, address in use, address not available). ``stuck_pods`` finds those from the pod
 statuses alone; ``wait_for_pods`` stops at the first of them instead of running into the timeout,
 and ``require_ready`` (``netemu wait``, scenarios, the pytest fixtures) raises when it does.
+A container waiting in ``CreateContainerConfigError`` (a ConfigMap, Secret or key it needs is
+missing) is not stuck: applying what it lacks starts it, so waiting goes on until the timeout.
 """
 from __future__ import annotations
 

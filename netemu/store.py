@@ -32,7 +32,7 @@ DRAIN_SLICE = 0.02  # seconds of event delivery per loop turn before the loop ge
 RESOURCE_NAMES = {
     "Pod": "pods", "Service": "services", "Deployment": "deployments.apps",
     "EndpointSlice": "endpointslices.discovery.k8s.io", "Namespace": "namespaces",
-    "Node": "nodes", "StatefulSet": "statefulsets.apps",
+    "Node": "nodes", "StatefulSet": "statefulsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
 }
 
 

@@ -15,7 +15,7 @@ from .codec import from_dict, to_dict
 from .defaults import apply_defaults
 from .labels import selector_matches, service_selector_matches
 from .objects import (
-    KIND_BY_NAME, KINDS, TOP_LEVEL_TYPES, ClientIPConfig, Container, ContainerPort, ContainerState,
+    KIND_BY_NAME, KINDS, TOP_LEVEL_TYPES, ClientIPConfig, ConfigMap, Container, ContainerPort, ContainerState,
     ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Endpoint,
     EndpointConditions, EndpointPort, EndpointSlice, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
@@ -23,7 +23,7 @@ from .objects import (
     LoadBalancerStatus, Namespace, NamespaceSpec, NamespaceStatus, Node, NodeAddress, NodeCondition,
     NodeSpec, NodeStatus, ObjectFieldSelector, ObjectMeta, ObjectReference, OwnerReference, Pod,
     PodCondition, PodDNSConfig, PodDNSConfigOption, PodIP, PodSpec, PodStatus, PodTemplateSpec,
-    PortStatus, Probe, RollingUpdateDeployment, Service, ServicePort, ServiceSpec, ServiceStatus,
+    PortStatus, Probe, RollingUpdateDeployment, Secret, Service, ServicePort, ServiceSpec, ServiceStatus,
     SessionAffinityConfig, TCPSocketAction, ident, key_of,
 )
 from .validation import merge_server_fields, merge_service_allocations, validate, validate_update
@@ -31,7 +31,7 @@ from .yamlload import Manifest, load_data, load_paths, load_text
 
 __all__ = [
     # objects
-    "KIND_BY_NAME", "KINDS", "TOP_LEVEL_TYPES", "ClientIPConfig", "Container", "ContainerPort",
+    "KIND_BY_NAME", "KINDS", "TOP_LEVEL_TYPES", "ClientIPConfig", "ConfigMap", "Container", "ContainerPort",
     "ContainerState", "ContainerStateRunning", "ContainerStateTerminated", "ContainerStateWaiting",
     "ContainerStatus", "Deployment", "DeploymentCondition", "DeploymentSpec", "DeploymentStatus",
     "DeploymentStrategy", "Endpoint", "EndpointConditions", "EndpointPort", "EndpointSlice", "EnvVar",
@@ -40,7 +40,7 @@ __all__ = [
     "NamespaceSpec", "NamespaceStatus", "Node", "NodeAddress", "NodeCondition", "NodeSpec", "NodeStatus",
     "ObjectFieldSelector", "ObjectMeta", "ObjectReference", "OwnerReference", "Pod", "PodCondition",
     "PodDNSConfig", "PodDNSConfigOption", "PodIP", "PodSpec", "PodStatus", "PodTemplateSpec", "PortStatus",
-    "Probe", "RollingUpdateDeployment", "Service", "ServicePort", "ServiceSpec", "ServiceStatus",
+    "Probe", "RollingUpdateDeployment", "Secret", "Service", "ServicePort", "ServiceSpec", "ServiceStatus",
     "SessionAffinityConfig", "TCPSocketAction", "ident", "key_of",
     # codec, defaults, validation, loading
     "from_dict", "to_dict", "apply_defaults", "validate", "validate_update", "merge_service_allocations",

@@ -2,8 +2,12 @@
 
 Follows ``pkg/apis/core/v1/defaults.go`` (Service, Pod, PodSpec, Container, Probe, HTTPGetAction,
 ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment, StatefulSet) and
-``pkg/apis/discovery/v1/defaults.go`` (EndpointPort). Two steps the API server performs outside
-defaulting are included because validation depends on them:
+``pkg/apis/discovery/v1/defaults.go`` (EndpointPort), Secret (``type: Opaque``). Three steps the
+API server performs outside defaulting are included because validation depends on them:
+
+- Secret ``stringData`` is merged into ``data`` (base64; a stringData key wins) and dropped, as
+  the v1 → internal conversion does (``Convert_v1_Secret_To_core_Secret``); ``data`` values are
+  re-encoded as Go's encoding/json writes []byte (standard base64, no line breaks).
 
 - Service ``clusterIPs`` is filled from ``clusterIP`` (the REST strategy's ``normalizeClusterIPs``
   on create).
@@ -17,6 +21,8 @@ Objects are frozen: every step returns new objects made with ``dataclasses.repla
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from dataclasses import replace
@@ -44,6 +50,8 @@ def apply_defaults(obj: T) -> T:
         return _endpoint_slice(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Namespace):
         return _namespace(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.Secret):
+        return _secret(obj)  # type: ignore[return-value]
     return obj
 
 
@@ -297,3 +305,32 @@ def _namespace(ns: o.Namespace) -> o.Namespace:
         meta = replace(meta, labels={**meta.labels, DEFAULT_NAMESPACE_LABEL: meta.name})
     status = ns.status if ns.status.phase else replace(ns.status, phase="Active")
     return replace(ns, metadata=meta, status=status)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def go_b64decode(text: str) -> bytes | None:
+    """``text`` decoded as Go decodes a []byte from JSON (standard padded base64, CR and LF
+    skipped); None when Go refuses it."""
+    stripped = text.replace("\r", "").replace("\n", "")
+    if len(stripped) % 4:
+        return None
+    try:
+        return binascii.a2b_base64(stripped.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def canonical_base64(text: str) -> str | None:
+    """``text`` as Go reads and writes it back; None when it is not valid base64 (validation
+    then reports it)."""
+    raw = go_b64decode(text)
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _secret(secret: o.Secret) -> o.Secret:
+    data = {k: canonical_base64(v) or v for k, v in secret.data.items()}
+    for key, value in secret.string_data.items():
+        data[key] = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
+    return replace(secret, type=secret.type or "Opaque", data=data, string_data={})

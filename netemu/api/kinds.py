@@ -16,6 +16,8 @@ KIND_ALIASES = {
     "endpointslice.discovery.k8s.io": "EndpointSlice", "endpointslices.discovery.k8s.io": "EndpointSlice",
     "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
     "no": "Node", "node": "Node", "nodes": "Node",
+    "cm": "ConfigMap", "configmap": "ConfigMap", "configmaps": "ConfigMap",
+    "secret": "Secret", "secrets": "Secret",
 }
 
 

@@ -195,6 +195,43 @@ def is_valid_port_name(port: str) -> list[str]:
     return errs
 
 
+_CONFIG_MAP_KEY_FMT = "[-._a-zA-Z0-9]+"
+_config_map_key = re.compile(_CONFIG_MAP_KEY_FMT)
+_ENV_VAR_NAME_FMT = "[-._a-zA-Z][-._a-zA-Z0-9]*"
+_env_var_name = re.compile(_ENV_VAR_NAME_FMT)
+
+
+def _has_chdir_prefix(value: str) -> list[str]:
+    if value == ".":
+        return ["must not be '.'"]
+    if value == "..":
+        return ["must not be '..'"]
+    if value.startswith(".."):
+        return ["must not start with '..'"]
+    return []
+
+
+def is_config_map_key(value: str) -> list[str]:
+    """IsConfigMapKey: the keys of a ConfigMap's or Secret's data (they become file names)."""
+    errs = []
+    if len(value) > DNS1123_SUBDOMAIN_MAX:
+        errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
+    if not _config_map_key.fullmatch(value):
+        errs.append(regex_error("a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                                _CONFIG_MAP_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
+    return errs + _has_chdir_prefix(value)
+
+
+def is_env_var_name(value: str) -> list[str]:
+    """IsEnvVarName, the strict environment variable name (what the kubelet's envFrom keeps)."""
+    errs = []
+    if not _env_var_name.fullmatch(value):
+        errs.append(regex_error("a valid environment variable name must consist of alphabetic characters, "
+                                "digits, '_', '-', or '.', and must not start with a digit",
+                                _ENV_VAR_NAME_FMT, "my.env-name", "MY_ENV.NAME", "MyEnvName1"))
+    return errs + _has_chdir_prefix(value)
+
+
 def is_relaxed_env_var_name(value: str) -> list[str]:
     """RelaxedEnvironmentVariableValidation (on by default since 1.32): printable ASCII but '='."""
     errs = []

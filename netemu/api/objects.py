@@ -101,10 +101,29 @@ class ObjectFieldSelector:
 
 
 @frozen
+class ConfigMapKeySelector:
+    name: str = ""
+    key: str = ""
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class SecretKeySelector:
+    name: str = ""
+    key: str = ""
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
 class EnvVarSource:
     field_ref: ObjectFieldSelector | None = None
-    IGNORED: ClassVar[frozenset[str]] = frozenset(
-        {"resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef"})
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"resourceFieldRef", "fileKeyRef"})
     extra: Mapping[str, Any] = _extra()
 
 
@@ -113,6 +132,31 @@ class EnvVar:
     name: str = ""
     value: str | None = None
     value_from: EnvVarSource | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ConfigMapEnvSource:
+    name: str = ""
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class SecretEnvSource:
+    name: str = ""
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EnvFromSource:
+    prefix: str = ""
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset()
     extra: Mapping[str, Any] = _extra()
 
@@ -186,6 +230,7 @@ class Container:
     working_dir: str = ""
     ports: tuple[ContainerPort, ...] = ()
     env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
     startup_probe: Probe | None = None
@@ -197,7 +242,7 @@ class Container:
     tty: bool = False
     restart_policy: str = ""  # "Always" marks a native sidecar init container
     IGNORED: ClassVar[frozenset[str]] = frozenset({
-        "envFrom", "resources", "resizePolicy", "volumeMounts", "volumeDevices", "lifecycle",
+        "resources", "resizePolicy", "volumeMounts", "volumeDevices", "lifecycle",
         "securityContext", "restartPolicyRules"})
     extra: Mapping[str, Any] = _extra()
 
@@ -776,13 +821,51 @@ class Node:
         return ""
 
 
+# --------------------------------------------------------------------------- config maps, secrets
+
+
+@frozen
+class ConfigMap:
+    """``binaryData`` values are kept as the manifest gives them: base64 text."""
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "ConfigMap"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "ConfigMap"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    data: Mapping[str, str] = field(default_factory=dict)
+    binary_data: Mapping[str, str] = field(default_factory=dict)
+    immutable: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Secret:
+    """``data`` values are base64 text, as in the manifest. ``stringData`` is write-only: the API
+    server merges it into ``data`` (``defaults.apply_defaults``), so a stored Secret never has it."""
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Secret"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "Secret"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    type: str = ""
+    data: Mapping[str, str] = field(default_factory=dict)
+    string_data: Mapping[str, str] = field(default_factory=dict)
+    immutable: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- registry
 
-TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node)
+TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node,
+                                     ConfigMap, Secret)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
 
-KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node]
+KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node, ConfigMap, Secret]
 
 
 def key_of(obj: Any) -> tuple[str, str, str]:

@@ -45,9 +45,9 @@ from netemu.errors import FieldProblem
 
 from . import objects as o
 from .codec import to_dict
-from .defaults import default_pull_policy, externally_accessible, ip_family
+from .defaults import default_pull_policy, externally_accessible, go_b64decode, ip_family
 from .labels import (
-    SELECTOR_OPERATORS, inclusive_range_error, is_dns1123_label, is_dns1123_subdomain,
+    SELECTOR_OPERATORS, inclusive_range_error, is_config_map_key, is_dns1123_label, is_dns1123_subdomain,
     is_dns1123_subdomain_with_underscore, is_http_header_name, is_label_value, is_qualified_name,
     is_relaxed_env_var_name, is_valid_percent, is_valid_port_name, is_valid_port_num,
     name_is_dns1035_label, name_is_dns_label, name_is_dns_subdomain, selector_matches,
@@ -759,6 +759,16 @@ def _object_field_selector(fs: o.ObjectFieldSelector, path: str) -> list[FieldPr
     return []
 
 
+def _key_selector(sel: o.ConfigMapKeySelector | o.SecretKeySelector, path: str) -> list[FieldProblem]:
+    """validateConfigMapKeySelector / validateSecretKeySelector."""
+    errs = _invalid_each(f"{path}.name", sel.name, name_is_dns_subdomain(sel.name, False))
+    if not sel.key:
+        errs.append(required(f"{path}.key"))
+    else:
+        errs += _invalid_each(f"{path}.key", sel.key, is_config_map_key(sel.key))
+    return errs
+
+
 def _env(env: Sequence[o.EnvVar], path: str) -> list[FieldProblem]:
     errs: list[FieldProblem] = []
     for i, ev in enumerate(env):
@@ -775,8 +785,13 @@ def _env(env: Sequence[o.EnvVar], path: str) -> list[FieldProblem]:
         if src.field_ref is not None:
             sources += 1
             errs += _object_field_selector(src.field_ref, f"{vp}.fieldRef")
-        sources += sum(1 for k in ("resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef")
-                       if src.extra.get(k) is not None)
+        if src.config_map_key_ref is not None:
+            sources += 1
+            errs += _key_selector(src.config_map_key_ref, f"{vp}.configMapKeyRef")
+        if src.secret_key_ref is not None:
+            sources += 1
+            errs += _key_selector(src.secret_key_ref, f"{vp}.secretKeyRef")
+        sources += sum(1 for k in ("resourceFieldRef", "fileKeyRef") if src.extra.get(k) is not None)
         if sources == 0:
             errs.append(invalid(vp, "", "must specify one of: `fieldRef`, `resourceFieldRef`, "
                                         "`configMapKeyRef` or `secretKeyRef`"))
@@ -784,6 +799,29 @@ def _env(env: Sequence[o.EnvVar], path: str) -> list[FieldProblem]:
             errs.append(invalid(vp, "", "may not be specified when `value` is not empty"))
         elif sources > 1:
             errs.append(invalid(vp, "", "may not have more than one field specified at a time"))
+    return errs
+
+
+def _env_from(sources: Sequence[o.EnvFromSource], path: str) -> list[FieldProblem]:
+    """ValidateEnvFrom (relaxed variable names, as in 1.33)."""
+    errs: list[FieldProblem] = []
+    for i, src in enumerate(sources):
+        ip = f"{path}[{i}]"
+        if src.prefix:
+            errs += _invalid_each(f"{ip}.prefix", src.prefix, is_relaxed_env_var_name(src.prefix))
+        count = 0
+        for ref, name in ((src.config_map_ref, "configMapRef"), (src.secret_ref, "secretRef")):
+            if ref is None:
+                continue
+            count += 1
+            if not ref.name:
+                errs.append(required(f"{ip}.{name}.name"))
+            else:
+                errs += _invalid_each(f"{ip}.{name}.name", ref.name, name_is_dns_subdomain(ref.name, True))
+        if count == 0:
+            errs.append(invalid(path, "", "must specify one of: `configMapRef` or `secretRef`"))
+        elif count > 1:
+            errs.append(forbidden(path, "may not have more than one field specified at a time"))
     return errs
 
 
@@ -889,6 +927,7 @@ def _container_common(c: o.Container, path: str) -> list[FieldProblem]:
                                   _TERMINATION_MESSAGE_POLICIES))
     errs += _container_ports(c.ports, f"{path}.ports")
     errs += _env(c.env, f"{path}.env")
+    errs += _env_from(c.env_from, f"{path}.envFrom")
     if not c.image_pull_policy:
         errs.append(required(f"{path}.imagePullPolicy"))
     elif c.image_pull_policy not in _PULL_POLICIES:
@@ -1373,6 +1412,143 @@ def validate_node(node: o.Node) -> list[FieldProblem]:
     return errs
 
 
+# --------------------------------------------------------------------------- config maps, secrets
+
+MAX_SECRET_SIZE = 1024 * 1024  # core.MaxSecretSize, also the limit of a ConfigMap
+SERVICE_ACCOUNT_NAME_KEY = "kubernetes.io/service-account.name"
+REDACTED = GoValue('"<secret contents redacted>"')
+IMMUTABLE_SET = "field is immutable when `immutable` is set"
+
+
+def base64_error(text: str) -> str | None:
+    """Go's base64.StdEncoding error for ``text`` (CR and LF skipped), or None when it decodes."""
+    if go_b64decode(text) is not None:
+        return None
+    stripped = text.replace("\r", "").replace("\n", "")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = stripped.rstrip("=")
+    bad = next((i for i, ch in enumerate(body) if ch not in alphabet), None)
+    if bad is None:  # an incomplete last quantum, or wrong padding
+        bad = len(body) - len(body) % 4
+    return f"illegal base64 data at input byte {bad}"
+
+
+def decoded(text: str) -> bytes:
+    """The bytes of a valid base64 value (``data`` of a Secret, ``binaryData`` of a ConfigMap)."""
+    return go_b64decode(text) or b""
+
+
+def base64_problems(obj: Any) -> list[FieldProblem]:
+    """Values the API server's decoder refuses before validation (400 BadRequest), e.g. ``Secret in
+    version "v1" cannot be handled as a Secret: illegal base64 data at input byte 4``."""
+    values = obj.data if isinstance(obj, o.Secret) else obj.binary_data if isinstance(obj, o.ConfigMap) else {}
+    for value in values.values():
+        error = base64_error(value)
+        if error:
+            return [FieldProblem("", f'{obj.KIND} in version "v1" cannot be handled as a {obj.KIND}: {error}')]
+    return []
+
+
+_GO_JSON_CONTEXT = {
+    "Expecting value": "looking for beginning of value",
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+    "Expecting ':' delimiter": "after object key",
+    "Expecting ',' delimiter": "after object key:value pair",
+    "Extra data": "after top-level value",
+}
+
+
+def _go_json_error(raw: bytes) -> str | None:
+    """Why Go's json.Unmarshal into a map[string]interface{} refuses ``raw`` (None: it does not);
+    Go's wording for the common cases, Python's otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8", "replace"))
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(exc.doc.rstrip()):
+            return "unexpected end of JSON input"
+        ch = exc.doc[exc.pos]
+        shown = "'\\''" if ch == "'" else f"'{ch}'" if ch.isprintable() else go_quote(ch).replace('"', "'")
+        return f"invalid character {shown} {_GO_JSON_CONTEXT.get(exc.msg, exc.msg)}"
+    if isinstance(value, dict) or value is None:
+        return None
+    kind = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}[type(value)]
+    return f"json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+
+
+def _data_keys(keys: Iterable[str], path: str) -> list[FieldProblem]:
+    errs: list[FieldProblem] = []
+    for key in sorted(keys):
+        errs += _invalid_each(f"{path}[{key}]", key, is_config_map_key(key))
+    return errs
+
+
+def validate_config_map(cm: o.ConfigMap) -> list[FieldProblem]:
+    """ValidateConfigMap (key order: sorted; Go ranges over the maps in random order)."""
+    errs = validate_object_meta(cm.metadata, True, name_is_dns_subdomain)
+    errs += _data_keys(cm.data, "data")
+    for key in sorted(cm.data):
+        if key in cm.binary_data:
+            errs.append(invalid(f"data[{key}]", key, "duplicate of key present in binaryData"))
+    errs += _data_keys(cm.binary_data, "binaryData")
+    size = sum(len(v.encode()) for v in cm.data.values()) + sum(len(decoded(v)) for v in cm.binary_data.values())
+    if size > MAX_SECRET_SIZE:
+        errs.append(too_long("[]", MAX_SECRET_SIZE))  # Kubernetes names the whole object: field.NewPath("")
+    return errs
+
+
+def _secret_type_problems(secret: o.Secret) -> list[FieldProblem]:
+    data, kind = secret.data, secret.type
+    if kind == "kubernetes.io/service-account-token":
+        if not secret.metadata.annotations.get(SERVICE_ACCOUNT_NAME_KEY):
+            return [required(f"metadata.annotations[{SERVICE_ACCOUNT_NAME_KEY}]")]
+    elif kind in ("kubernetes.io/dockercfg", "kubernetes.io/dockerconfigjson"):
+        key = ".dockercfg" if kind == "kubernetes.io/dockercfg" else ".dockerconfigjson"
+        if key not in data:
+            return [required(f"data[{key}]")]
+        error = _go_json_error(decoded(data[key]))
+        if error:
+            return [invalid(f"data[{key}]", REDACTED, error)]
+    elif kind == "kubernetes.io/basic-auth":
+        if "username" not in data and "password" not in data:
+            return [required("data[username]"), required("data[password]")]
+    elif kind == "kubernetes.io/ssh-auth":
+        if not decoded(data.get("ssh-privatekey", "")):
+            return [required("data[ssh-privatekey]")]
+    elif kind == "kubernetes.io/tls":
+        return [required(f"data[{key}]") for key in ("tls.crt", "tls.key") if key not in data]
+    return []
+
+
+def validate_secret(secret: o.Secret) -> list[FieldProblem]:
+    """ValidateSecret, on the secret as stored (stringData already merged into data)."""
+    errs = validate_object_meta(secret.metadata, True, name_is_dns_subdomain)
+    errs += _data_keys(secret.data, "data")
+    if sum(len(decoded(v)) for v in secret.data.values()) > MAX_SECRET_SIZE:
+        errs.append(too_long("data", MAX_SECRET_SIZE))
+    return errs + _secret_type_problems(secret)
+
+
+def _immutable_update(old: Any, new: Any, fields: Sequence[tuple[str, str]]) -> list[FieldProblem]:
+    """Once ``immutable`` is true it stays, and so do the data fields (ValidateConfigMapUpdate,
+    ValidateSecretUpdate)."""
+    if not old.immutable:
+        return []
+    errs = [] if new.immutable else [forbidden("immutable", IMMUTABLE_SET)]
+    for attr, name in fields:
+        if dict(getattr(old, attr)) != dict(getattr(new, attr)):
+            errs.append(forbidden(name, IMMUTABLE_SET))
+    return errs
+
+
+def _config_map_update(old: o.ConfigMap, new: o.ConfigMap) -> list[FieldProblem]:
+    return _immutable_update(old, new, (("data", "data"), ("binary_data", "binaryData"))) + validate_config_map(new)
+
+
+def _secret_update(old: o.Secret, new: o.Secret) -> list[FieldProblem]:
+    errs = [] if new.type == old.type else [invalid("type", new.type, "field is immutable")]
+    return errs + _immutable_update(old, new, (("data", "data"),)) + validate_secret(new)
+
+
 # --------------------------------------------------------------------------- entry points
 
 _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
@@ -1383,6 +1559,8 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.EndpointSlice: validate_endpoint_slice,
     o.Namespace: validate_namespace,
     o.Node: validate_node,
+    o.ConfigMap: validate_config_map,
+    o.Secret: validate_secret,
 }
 
 
@@ -1444,7 +1622,7 @@ def validate(obj: Any) -> list[FieldProblem]:
         validator = _VALIDATORS[type(obj)]
     except KeyError:
         raise TypeError(f"not a top-level Kubernetes object: {type(obj).__name__}") from None
-    return integer_width_problems(obj) or validator(obj)
+    return integer_width_problems(obj) or base64_problems(obj) or validator(obj)
 
 
 def validate_update(old: Any, new: Any) -> list[FieldProblem]:
@@ -1454,9 +1632,13 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
     """
     if type(old) is not type(new):
         raise TypeError(f"cannot compare a {type(old).__name__} with a {type(new).__name__}")
-    too_wide = integer_width_problems(new)
+    too_wide = integer_width_problems(new) or base64_problems(new)
     if too_wide:
         return too_wide
+    if isinstance(new, o.ConfigMap):
+        return _config_map_update(old, new)
+    if isinstance(new, o.Secret):
+        return _secret_update(old, new)
     if isinstance(new, o.Service):
         return _service_update(old, new)
     if isinstance(new, o.Deployment):

@@ -1,14 +1,91 @@
 """A container's environment, as the kubelet builds it.
 
-Service variables (pkg/kubelet/envvars), the downward API (``fieldRef``), ``$(VAR)`` expansion
-(third_party/forked/golang/expansion), and the order in which they combine: service variables
-first, then the container's own ``env`` in order, each able to refer to those before it. Pure.
+Service variables (pkg/kubelet/envvars), the downward API (``fieldRef``), ConfigMap and Secret
+values (``configMapKeyRef``, ``secretKeyRef``, ``envFrom``), ``$(VAR)`` expansion
+(third_party/forked/golang/expansion), and the order in which they combine (the kubelet's
+makeEnvironmentVariables): service variables first, then every ``envFrom`` source in order, then
+the container's own ``env`` in order, each able to refer to those before it. Pure: ConfigMaps and
+Secrets come through a lookup function.
+
+A required ConfigMap, Secret or key that is missing raises ``ContainerConfigError`` with the
+kubelet's message (``configmap "x" not found``, ``couldn't find key k in ConfigMap default/x``);
+the container then waits in ``CreateContainerConfigError``. ``envFrom`` keys that are not
+environment variable names (IsEnvVarName, e.g. ``1badkey``) are skipped and reported through
+``warn`` in the kubelet's words.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from netemu.api.objects import Container, Pod, Service
+from netemu.api.labels import is_env_var_name
+from netemu.api.objects import ConfigMap, Container, EnvFromSource, Pod, Secret, Service
+from netemu.api.validation import decoded
+from netemu.errors import NetemuError
+
+Lookup = Callable[[str, str], Any]  # (kind, name) -> the object in the pod's namespace, or None
+CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+
+
+class ContainerConfigError(NetemuError):
+    """The container's configuration cannot be made yet (a ConfigMap, Secret or key is missing):
+    it waits in ``CreateContainerConfigError`` and the kubelet retries."""
+
+
+def _secret_text(value: str) -> str:
+    """A Secret's data value as the process gets it: the bytes, as a string (Go's string(v))."""
+    return decoded(value).decode("utf-8", "surrogateescape")
+
+
+def _source(pod: Pod, lookup: Lookup | None, kind: str, name: str, optional: bool) -> Any:
+    """The ConfigMap or Secret ``name``; None when optional and missing; the kubelet's error else
+    (its watch-based managers name the resource in the singular: ``configmap "x" not found``)."""
+    obj = lookup(kind, name) if lookup is not None else None
+    if obj is None and not optional:
+        raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
+    return obj
+
+
+def _values(obj: ConfigMap | Secret) -> dict[str, str]:
+    if isinstance(obj, Secret):
+        return {k: _secret_text(v) for k, v in obj.data.items()}
+    return dict(obj.data)  # binaryData is never an environment variable
+
+
+def env_from(pod: Pod, sources: Iterable[EnvFromSource], lookup: Lookup | None,
+             warn: Callable[[str], None] | None = None) -> dict[str, str]:
+    """The variables of ``envFrom``, later sources winning; invalid names skipped and warned about."""
+    env: dict[str, str] = {}
+    for src in sources:
+        ref, kind = (src.config_map_ref, "ConfigMap") if src.config_map_ref is not None else (src.secret_ref, "Secret")
+        if ref is None:
+            continue
+        obj = _source(pod, lookup, kind, ref.name, bool(ref.optional))
+        if obj is None:
+            continue
+        invalid = []
+        for key, value in _values(obj).items():
+            name = src.prefix + key
+            if is_env_var_name(name):
+                invalid.append(name)
+                continue
+            env[name] = value
+        if invalid and warn is not None:
+            what = "configMap" if kind == "ConfigMap" else "secret"
+            warn(f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {what} {pod.metadata.namespace}/{ref.name} "
+                 "were skipped since they are considered invalid environment variable names.")
+    return env
+
+
+def _key_ref(pod: Pod, lookup: Lookup | None, kind: str, name: str, key: str, optional: bool) -> str | None:
+    """configMapKeyRef / secretKeyRef: the value, None when optional and missing."""
+    obj = _source(pod, lookup, kind, name, optional)
+    if obj is None:
+        return None
+    if key not in obj.data:
+        if optional:
+            return None
+        raise ContainerConfigError(f"couldn't find key {key} in {kind} {pod.metadata.namespace}/{name}")
+    return _secret_text(obj.data[key]) if kind == "Secret" else obj.data[key]
 
 
 def _env_name(service_name: str) -> str:
@@ -125,18 +202,29 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def container_env(pod: Pod, container: Container, services: Iterable[Service],
-                  extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                  extra: Mapping[str, str] | None = None, *, lookup: Lookup | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, str]:
     """The environment the kubelet gives ``container``: service variables, then ``extra``
-    (netemu's own, e.g. POD_IP), then the container's ``env`` in order (explicit env wins)."""
+    (netemu's own, e.g. POD_IP), then ``envFrom``, then the container's ``env`` in order (explicit
+    env wins). ``lookup(kind, name)`` finds ConfigMaps and Secrets of the pod's namespace.
+    Raises ContainerConfigError when a required one, or a required key, is missing."""
     env = dict(service_env_cached(visible_services(pod, services)))
     env.update(extra or {})
+    env.update(env_from(pod, container.env_from, lookup, warn))
     for var in container.env:
-        if var.value_from is not None and var.value_from.field_ref is not None:
-            env[var.name] = field_ref(pod, var.value_from.field_ref.field_path)
-        elif var.value_from is not None:
-            env[var.name] = ""  # configMap/secret/resource refs: not emulated
-        else:
+        src = var.value_from
+        if src is None or var.value:
             env[var.name] = expand(var.value or "", env)
+        elif src.field_ref is not None:
+            env[var.name] = field_ref(pod, src.field_ref.field_path)
+        elif src.config_map_key_ref is not None or src.secret_key_ref is not None:
+            kind, ref = (("ConfigMap", src.config_map_key_ref) if src.config_map_key_ref is not None
+                         else ("Secret", src.secret_key_ref))
+            value = _key_ref(pod, lookup, kind, ref.name, ref.key, bool(ref.optional))
+            if value is not None:  # an optional one that is missing sets nothing
+                env[var.name] = value
+        else:
+            env[var.name] = ""  # resourceFieldRef / fileKeyRef: not emulated
     return env
 
 

@@ -36,6 +36,9 @@ from .sockets import wildcard_listeners
 log = logging.getLogger(__name__)
 
 WILDCARD_CHECKS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds after start, then every 10 s
+# A container waiting in CreateContainerConfigError is retried at once when a ConfigMap or Secret
+# changes, and at least this often otherwise (the kubelet's pod resync).
+CONFIG_RESYNC = 10.0
 
 
 class CrashBackOff:
@@ -137,7 +140,8 @@ class ContainerWorker:
         pod = self.pw.pod
         services = kl.store.list("Service")
         extra = {"POD_IP": self.pw.ip} if kl.fabric.name == "loopback" else {}
-        kube_env = envvars.container_env(pod, self.spec, services, extra=extra)
+        kube_env = envvars.container_env(pod, self.spec, services, extra=extra, lookup=kl.config_lookup(pod),
+                                         warn=self._warn)
         # The runtime adds these (image ENV, sandbox hostname); $(VAR) in command/args cannot see them.
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
                 "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root")}
@@ -196,10 +200,37 @@ class ContainerWorker:
             self.restart_count += 1
         self.finished.set()
 
+    def _warn(self, message: str) -> None:
+        """A Warning event of the kubelet's (netemu keeps no Events): the container's log and netemu's."""
+        pod = self.pw.pod
+        log.warning("pod %s/%s: %s", pod.metadata.namespace, pod.metadata.name, message)
+        self.pw.kubelet.append_log(pod, self.spec.name, f"netemu: Warning: {message}")
+
+    async def _configured_runtime(self) -> ProcessContainer | EmulatedContainer:
+        """``_make_runtime`` once the container's ConfigMaps and Secrets are there: until then it
+        waits in CreateContainerConfigError with the kubelet's message, retried on every change
+        of a ConfigMap or Secret (and every CONFIG_RESYNC seconds)."""
+        kl = self.pw.kubelet
+        while True:
+            changed = kl.config_changed_event()
+            try:
+                return self._make_runtime()
+            except envvars.ContainerConfigError as exc:
+                waiting = self.state.waiting
+                if waiting is None or waiting.reason != envvars.CREATE_CONTAINER_CONFIG_ERROR \
+                        or waiting.message != str(exc):
+                    kl.append_log(self.pw.pod, self.spec.name, f"netemu: Error: {exc}")
+                    self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
+                        reason=envvars.CREATE_CONTAINER_CONFIG_ERROR, message=str(exc))))
+            try:
+                await asyncio.wait_for(changed.wait(), CONFIG_RESYNC)
+            except asyncio.TimeoutError:
+                pass
+
     async def _run_once(self) -> int | None:
         """Start the container, watch it until it exits; its exit code, or None when it never ran."""
         try:
-            self.runtime = self._make_runtime()
+            self.runtime = await self._configured_runtime()
             await self.runtime.start()
         except ContainerStartError as exc:
             self.pw.kubelet.append_log(self.pw.pod, self.spec.name, f"netemu: {exc}")
@@ -610,7 +641,9 @@ class Kubelet:
         self.extra_images = dict(extra_images or {})
         self.workers: dict[str, PodWorker] = {}
         self._logs: dict[tuple[str, str], Any] = {}
+        self._config_changed = asyncio.Event()
         self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
+        self._unsubscribe_config = store.subscribe(self._on_config, kinds=["ConfigMap", "Secret"])
         for pod in store.list("Pod"):
             self._on_pod(Event("ADDED", None, pod))
 
@@ -637,6 +670,21 @@ class Kubelet:
     def close_logs(self, pod: k8s.Pod) -> None:
         for key in [k for k in self._logs if k[0] == pod.metadata.uid]:
             self._logs.pop(key).close()
+
+    # ------------------------------------------------------------------ config maps, secrets
+
+    def config_lookup(self, pod: k8s.Pod) -> Callable[[str, str], Any]:
+        """(kind, name) → that ConfigMap or Secret of the pod's namespace, or None."""
+        namespace = pod.metadata.namespace
+        return lambda kind, name: self.store.get(kind, namespace, name)
+
+    def config_changed_event(self) -> asyncio.Event:
+        """An event set at the next change of any ConfigMap or Secret."""
+        return self._config_changed
+
+    def _on_config(self, event: Event) -> None:
+        self._config_changed.set()
+        self._config_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ events
 
@@ -697,6 +745,7 @@ class Kubelet:
     async def stop(self) -> None:
         """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""
         self._unsubscribe()
+        self._unsubscribe_config()
         workers = list(self.workers.values())
         self.workers.clear()
         for w in workers:
