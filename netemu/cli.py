@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -482,23 +481,6 @@ def _split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv[:dash], argv[dash + 1:]
 
 
-def _exec_refusal(program: str, env: dict[str, str], cwd: str | None) -> str:
-    """Why the runtime could not start ``program`` in the container, in runc's words ("" when it can)."""
-    if cwd and not os.path.isdir(cwd):
-        return f'chdir to cwd ("{cwd}") set in config.json failed: no such file or directory'
-    if "/" in program:
-        if not os.path.exists(program):
-            return f'exec: "{program}": stat {program}: no such file or directory'
-        if os.path.isdir(program):
-            return f'exec: "{program}": is a directory'
-        if not os.access(program, os.X_OK):
-            return f'exec: "{program}": permission denied'
-        return ""
-    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-        return f'exec: "{program}": executable file not found in $PATH'
-    return ""
-
-
 def _exec_failed(refusal: str) -> NetemuError:
     """kubectl's report of an exec the container runtime (containerd, runc) could not start."""
     exec_id = secrets.token_hex(32)
@@ -513,7 +495,8 @@ def _cmd_exec(args: argparse.Namespace) -> int:
         raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
     plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
                                    namespace=args.namespace)
-    refusal = _exec_refusal(cmd[0], plan["env"], plan.get("cwd"))
+    from netemu.kubelet.runtime import start_refusal
+    refusal = start_refusal(cmd[0], plan["env"], plan.get("cwd"))
     if refusal:
         raise _exec_failed(refusal)
     if plan.get("warning"):

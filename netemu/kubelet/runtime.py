@@ -39,6 +39,24 @@ def _container_setup(parent: int, record: Callable[[int], None]) -> Callable[[],
     return setup
 
 
+def start_refusal(program: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """Why the runtime could not start ``program`` in a container (a container's command or an
+    exec), in runc's words; "" when it can."""
+    if cwd and not os.path.isdir(cwd):
+        return f'chdir to cwd ("{cwd}") set in config.json failed: no such file or directory'
+    if "/" in program:
+        if not os.path.exists(program):
+            return f'exec: "{program}": stat {program}: no such file or directory'
+        if os.path.isdir(program):
+            return f'exec: "{program}": is a directory'
+        if not os.access(program, os.X_OK):
+            return f'exec: "{program}": permission denied'
+        return ""
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f'exec: "{program}": executable file not found in $PATH'
+    return ""
+
+
 class ContainerStartError(NetemuError):
     """The container could not start (the reason goes into its status, as the kubelet reports)."""
 
@@ -63,17 +81,11 @@ class ProcessContainer:
         return [self.proc.pid] if self.proc and self.proc.returncode is None else []
 
     async def start(self) -> None:
-        if self.cwd and not os.path.isdir(self.cwd):
-            raise ContainerStartError("StartError", f'chdir to cwd ("{self.cwd}") set in config.json failed: no such file or directory')
         # Look the program up first: behind a prefix (unshare, nsenter) a missing binary would
         # otherwise show as the wrapper's exit status 127 instead of the runtime's StartError.
-        program = self.argv[0]
-        if "/" in program:
-            if not os.access(program, os.X_OK):
-                raise ContainerStartError("StartError", f'exec: "{program}": stat {program}: no such file or directory'
-                                          if not os.path.exists(program) else f'exec: "{program}": permission denied')
-        elif shutil.which(program, path=self.env.get("PATH", os.defpath)) is None:
-            raise ContainerStartError("StartError", f'exec: "{program}": executable file not found in $PATH')
+        refusal = start_refusal(self.argv[0], self.env, self.cwd)
+        if refusal:
+            raise ContainerStartError("StartError", refusal)
         with open(self.log_path, "ab") as logf:
             try:
                 self.proc = await spawn(
