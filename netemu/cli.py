@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -481,24 +480,16 @@ def _split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv[:dash], argv[dash + 1:]
 
 
-def _exec_failed(refusal: str) -> NetemuError:
-    """kubectl's report of an exec the container runtime (containerd, runc) could not start."""
-    exec_id = secrets.token_hex(32)
-    return NetemuError(f"Internal error occurred: error executing command in container: failed to exec in "
-                       f'container: failed to start exec "{exec_id}": OCI runtime exec failed: exec failed: '
-                       f"unable to start container process: {refusal}: unknown")
-
-
 def _cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd
     if not cmd:
         raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
     plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
                                    namespace=args.namespace)
-    from netemu.kubelet.runtime import start_refusal
+    from netemu.kubelet.runtime import exec_failure, start_refusal
     refusal = start_refusal(cmd[0], plan["env"], plan.get("cwd"))
     if refusal:
-        raise _exec_failed(refusal)
+        raise NetemuError(exec_failure(refusal))
     if plan.get("warning"):
         print(f"netemu: warning: {plan['warning']}", file=sys.stderr)
     argv = plan["prefix"] + plan["argv"]
@@ -510,7 +501,7 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     try:
         os.execvpe(argv[0], argv, plan["env"])
     except OSError as exc:  # the prefix's own program (unshare, nsenter) is missing or refused
-        raise _exec_failed(f'exec: "{argv[0]}": {exc.strerror or exc}') from None
+        raise NetemuError(exec_failure(f'exec: "{argv[0]}": {exc.strerror or exc}')) from None
     return 0  # not reached
 
 

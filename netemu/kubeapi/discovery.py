@@ -58,7 +58,16 @@ def resource_list(group_name: str, version_name: str) -> dict[str, Any] | None:
         return None
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group_name}/{version_name}" if group_name else version_name,
-            "resources": [_resource(r) for r in served]}
+            "resources": [entry for r in served for entry in (_resource(r), *_subresources(r))]}
+
+
+# Subresources served by their own modules (podlogs, podexec): (name, kind, verbs) as kube-apiserver lists them.
+_SUBRESOURCES = {"Pod": (("log", "Pod", ("get",)), ("exec", "PodExecOptions", ("create", "get")))}
+
+
+def _subresources(r: Resource) -> list[dict[str, Any]]:
+    return [{"name": f"{r.plural}/{name}", "singularName": "", "namespaced": r.namespaced, "kind": kind,
+             "verbs": list(verbs)} for name, kind, verbs in _SUBRESOURCES.get(r.kind, ())]
 
 
 def all_group_versions() -> list[tuple[str, str]]:

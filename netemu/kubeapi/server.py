@@ -24,6 +24,8 @@ from netemu.errors import NetemuError
 from . import certs, discovery, kubeconfig, openapi
 from .history import ChangeLog
 from .patch import PATCH_TYPES
+from .podexec import PodExec
+from .podlogs import PodLogs
 from .resources import Resource, lookup
 from .rest import Query, Rest
 from .status import ApiError, bad_request, from_error, method_not_allowed, unauthorized
@@ -56,6 +58,9 @@ class KubeApiServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._watches: set[asyncio.Future[None]] = set()  # one per watch streaming now, done when it ends
+        self.pod_logs = PodLogs(cluster, self.stopping)
+        self.pod_exec = PodExec(cluster)
+        self._pod_streams = {"log": self.pod_logs.serve, "exec": self.pod_exec.serve}  # pods/… subresources
 
     @property
     def url(self) -> str:
@@ -183,6 +188,8 @@ class KubeApiServer:
             raise ApiError(404, "NotFound", _NOT_FOUND) from None
         if namespace and not resource.namespaced:
             raise ApiError(404, "NotFound", _NOT_FOUND)
+        if resource.kind == "Pod" and namespace and len(rest) == 3 and rest[2] in self._pod_streams:
+            return await self._pod_streams[rest[2]](request, namespace, rest[1])
         query = Query.parse(request.query, request.headers.get("Accept", ""))
         name = rest[1] if len(rest) >= 2 else ""
         if len(rest) == 3 and rest[2] == "scale":

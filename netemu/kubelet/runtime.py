@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,15 @@ def start_refusal(program: str, env: Mapping[str, str], cwd: str | None) -> str:
     if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         return f'exec: "{program}": executable file not found in $PATH'
     return ""
+
+
+def exec_failure(refusal: str) -> str:
+    """The API server's message (as kubectl prints it) for an exec that the container runtime
+    (containerd, runc) could not start, ``refusal`` being what ``start_refusal`` says."""
+    exec_id = secrets.token_hex(32)
+    return (f"Internal error occurred: error executing command in container: failed to exec in container: "
+            f'failed to start exec "{exec_id}": OCI runtime exec failed: exec failed: unable to start container '
+            f"process: {refusal}: unknown")
 
 
 class ContainerStartError(NetemuError):
