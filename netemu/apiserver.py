@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 SINGULAR = {
     "Pod": "pod", "Service": "service", "Deployment": "deployment.apps", "StatefulSet": "statefulset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
-    "ConfigMap": "configmap", "Secret": "secret",
+    "ConfigMap": "configmap", "Secret": "secret", "Event": "event",
 }
 
 
@@ -414,7 +414,7 @@ class ApiServer:
         return sum(_pod_demand(obj) for kind in (*SCALABLE_KINDS, "Pod") for obj in self.store.list(kind))
 
     def objects_held(self) -> int:
-        return sum(self.store.count(kind) for kind in KIND_BY_NAME)
+        return sum(self.store.count(kind) for kind in KIND_BY_NAME if kind != "Event")  # events: netemu.events
 
     def _check_caps(self, plan: _Planned, live: Any | None, pods_used: int, objects_held: int) -> int:
         """Refuses ``plan`` over a cap; returns its change of the pods demanded."""

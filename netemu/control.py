@@ -148,7 +148,9 @@ class ControlServer:
             kind = resolve_kind(req["kind"])
             ns = req.get("namespace") or "default"
             objs = [c.get(kind, n, ns) for n in req["names"]] if req.get("names") else c.list(kind, ns)
-            return "\n\n".join(printers.describe(o, related=self._related(o), now=now.astimezone()) for o in objs)
+            from netemu.events import events_for
+            return "\n\n".join(printers.describe(o, events=events_for(c.store, o), related=self._related(o),
+                                                 now=now.astimezone()) for o in objs)
         if op == "exec_plan":
             plan = c.exec_plan(req["pod"], req["argv"], container=req.get("container"),
                                namespace=req.get("namespace") or "default")

@@ -25,6 +25,7 @@ from netemu.api.objects import (
     ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
     LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service, StatefulSet,
 )
+from netemu.api.objects import Event as EventObject
 from netemu.errors import InvalidError, NotFoundError
 
 KUBELET_VERSION = "v1.31.0-netemu"
@@ -60,6 +61,7 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(Namespace, "namespaces", "namespace", "ns", ""),
     _Resource(ConfigMap, "configmaps", "configmap", "cm", ""),
     _Resource(Secret, "secrets", "secret", "", ""),
+    _Resource(EventObject, "events", "event", "ev", ""),
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
 # kubectl's "all" category, restricted to what netemu has (no ReplicaSets: deployments own pods).
@@ -493,6 +495,30 @@ def _secret_cells(secret: Secret, now: datetime, wide: bool) -> list[str]:
     return [secret.metadata.name, secret.type, str(len(secret.data)), _since(secret.metadata.creation_timestamp, now)]
 
 
+def _event_cells(event: EventObject, now: datetime, wide: bool) -> list[str]:
+    """kube-apiserver's printEvent. Its wide columns sit between the others (SUBOBJECT and SOURCE
+    before MESSAGE); netemu's tables add wide columns at the end, so MESSAGE comes before them."""
+    first = _since(event.first_timestamp or event.event_time, now)
+    last = _since(event.last_timestamp, now) if event.last_timestamp else first
+    count = event.count or 1
+    ref = event.involved_object
+    target = f"{ref.kind.lower()}/{ref.name}" if ref.name else ref.kind.lower()
+    cells = [f"{last} (x{count} over {first})" if count > 1 else last, event.type, event.reason, target,
+             event.message.strip()]
+    if wide:
+        component = event.source.component or event.reporting_component
+        host = event.source.host or event.reporting_instance
+        cells += [ref.field_path, f"{component}, {host}" if host else component, first, str(count),
+                  event.metadata.name]
+    return cells
+
+
+def event_order(events: Iterable[Any]) -> list[Any]:
+    """Events by when they last happened, as ``netemu get events`` lists them (oldest first)."""
+    return sorted(events, key=lambda e: (parse_time(e.last_timestamp or e.first_timestamp or e.event_time)
+                                         or datetime.min.replace(tzinfo=timezone.utc), e.metadata.name))
+
+
 @dataclass(frozen=True)
 class _Table:
     columns: tuple[str, ...]
@@ -513,6 +539,8 @@ _TABLES: dict[type, _Table] = {
     Namespace: _Table(("NAME", "STATUS", "AGE"), (), _namespace_cells),
     ConfigMap: _Table(("NAME", "DATA", "AGE"), (), _configmap_cells),
     Secret: _Table(("NAME", "TYPE", "DATA", "AGE"), (), _secret_cells),
+    EventObject: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"),
+                        ("SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"), _event_cells),
 }
 
 
@@ -567,6 +595,8 @@ def render_table(kind: str, objs: Sequence[Any], *, wide: bool = False, all_name
     sections = []
     for cls in kinds:
         items = [o for o in objs if type(o) is cls]
+        if cls is EventObject:
+            items = event_order(items)
         if items:
             sections.append(_render_section(cls, items, wide=wide, all_namespaces=all_namespaces,
                                             with_kind=with_kind, now=now))

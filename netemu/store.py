@@ -33,6 +33,7 @@ RESOURCE_NAMES = {
     "Pod": "pods", "Service": "services", "Deployment": "deployments.apps",
     "EndpointSlice": "endpointslices.discovery.k8s.io", "Namespace": "namespaces",
     "Node": "nodes", "StatefulSet": "statefulsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
+    "Event": "events",
 }
 
 

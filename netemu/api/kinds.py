@@ -18,6 +18,7 @@ KIND_ALIASES = {
     "no": "Node", "node": "Node", "nodes": "Node",
     "cm": "ConfigMap", "configmap": "ConfigMap", "configmaps": "ConfigMap",
     "secret": "Secret", "secrets": "Secret",
+    "ev": "Event", "event": "Event", "events": "Event",
 }
 
 

@@ -858,14 +858,52 @@ class Secret:
     extra: Mapping[str, Any] = _extra()
 
 
+# --------------------------------------------------------------------------- events
+
+
+@frozen
+class EventSource:
+    component: str = ""
+    host: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Event:
+    """core/v1 Event, as the kubelet's and controllers' event recorder writes it: ``count`` and
+    ``lastTimestamp`` grow when the same thing happens again to the same object."""
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "Event"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "Event"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    involved_object: ObjectReference = field(default_factory=ObjectReference)
+    reason: str = ""
+    message: str = ""
+    source: EventSource = field(default_factory=EventSource)
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    count: int = 0
+    type: str = ""
+    event_time: str | None = None
+    action: str = ""
+    reporting_component: str = ""
+    reporting_instance: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"series", "related"})
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- registry
 
 TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node,
-                                     ConfigMap, Secret)
+                                     ConfigMap, Secret, Event)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
 
-KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node, ConfigMap, Secret]
+KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node, ConfigMap, Secret,
+                   Event]
 
 
 def key_of(obj: Any) -> tuple[str, str, str]:

@@ -1549,6 +1549,18 @@ def _secret_update(old: o.Secret, new: o.Secret) -> list[FieldProblem]:
     return errs + _immutable_update(old, new, (("data", "data"),)) + validate_secret(new)
 
 
+def validate_event(event: o.Event) -> list[FieldProblem]:
+    """ValidateEventCreate for core/v1 events: the name, and an involved object in the event's own
+    namespace (cluster-scoped objects' events live in ``default``)."""
+    errs = validate_object_meta(event.metadata, True, name_is_dns_subdomain)
+    ref_ns = event.involved_object.namespace
+    if ref_ns and ref_ns != event.metadata.namespace:
+        errs.append(invalid("involvedObject.namespace", ref_ns, "does not match event.namespace"))
+    if event.type and event.type not in ("Normal", "Warning"):
+        errs.append(FieldProblem("type", f'Unsupported value: "{event.type}": supported values: "Normal", "Warning"'))
+    return errs
+
+
 # --------------------------------------------------------------------------- entry points
 
 _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
@@ -1561,6 +1573,7 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.Node: validate_node,
     o.ConfigMap: validate_config_map,
     o.Secret: validate_secret,
+    o.Event: validate_event,
 }
 
 

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from netemu import events
 from netemu.api import codec
 from netemu.api.labels import selector_matches
 from netemu.api.objects import (Deployment, DeploymentCondition, DeploymentStatus, ObjectMeta,
@@ -46,6 +47,7 @@ from .workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 HASH_LABEL = "pod-template-hash"
+CONTROLLER_NAME = "deployment-controller"
 
 DeploymentKey = tuple[str, str]
 
@@ -369,6 +371,7 @@ class DeploymentController:
         # reconcileNewReplicaSet: grow the new pods within maxSurge
         scale_up = min(replicas + surge - counts.active, replicas - counts.new_active)
         if scale_up > 0:
+            self._scaled(deployment, h, counts.new_active, counts.new_active + scale_up)
             return sum(self._create(deployment, h) for _ in range(scale_up))
         # reconcileOldReplicaSets: shrink the old ones while keeping minAvailable
         min_available = replicas - max_unavailable
@@ -388,9 +391,23 @@ class DeploymentController:
         old.sort(key=lambda i: (oldest_seq[i.hash], i.deletion_rank()))
         unhealthy = [i for i in old if not self._available(deployment, i, now)][:cleanup]
         healthy = [i for i in old if self._available(deployment, i, now)][:scale_down]
-        return sum(self._delete(ns, i.name) for i in unhealthy + healthy)
+        victims = unhealthy + healthy
+        for old_hash in sorted({i.hash for i in victims}):
+            size = sum(1 for i in old if i.hash == old_hash)
+            self._scaled(deployment, old_hash, size, size - sum(1 for i in victims if i.hash == old_hash))
+        return sum(self._delete(ns, i.name) for i in victims)
+
+    def _scaled(self, deployment: Deployment, h: str, old: int, new: int) -> None:
+        """The ScalingReplicaSet event; netemu's pods of one template hash stand for its ReplicaSet."""
+        direction = "up" if new > old else "down"
+        events.recorder(self._store).normal(
+            deployment, "ScalingReplicaSet",
+            f"Scaled {direction} replica set {deployment.metadata.name}-{h} to {new} from {old}",
+            component=CONTROLLER_NAME)
 
     def _scale(self, deployment: Deployment, owned: OwnedPods, h: str, replicas: int, current: int) -> int:
+        if current != replicas:
+            self._scaled(deployment, h, current, replicas)
         if current < replicas:
             return sum(self._create(deployment, h) for _ in range(replicas - current))
         if current == replicas:

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 from typing import Iterable
 
+from netemu import events
 from netemu.api.objects import LoadBalancerIngress, Service
 from netemu.errors import InvalidError
 from netemu.store import ADDED, DELETED, Event, Store
@@ -25,6 +26,9 @@ from .workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 ServiceKey = tuple[str, str]
+
+
+CONTROLLER_NAME = "netemu-lb-controller"  # the source of its events (MetalLB's reasons and wording)
 
 
 def wants_load_balancer(service: Service | None) -> bool:
@@ -196,9 +200,15 @@ class LoadBalancerController:
                 return self._pending(key, f"no available IPs in pool {self._pool}")
         self._assigned[key] = ip
         log.info("service %s/%s: load balancer ingress %s", *key, ip)
+        events.recorder(self._store).normal(service, "IPAllocated", f'Assigned IP ["{ip}"]', component=CONTROLLER_NAME)
         return ip
 
     def _pending(self, key: ServiceKey, why: str) -> None:
+        service = self._store.get("Service", *key)
+        if service is not None:  # MetalLB's event; a retry bumps its count
+            events.recorder(self._store).warning(
+                service, "AllocationFailed", f'Failed to allocate IP for "{key[0]}/{key[1]}": {why}',
+                component=CONTROLLER_NAME)
         self._waiting[key] = None
         if key not in self._warned:
             self._warned.add(key)

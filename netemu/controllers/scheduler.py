@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from netemu import events
 from netemu.api.objects import Node, Pod
 from netemu.store import ADDED, DELETED, Event, Store
 
@@ -163,7 +164,9 @@ class Scheduler:
                                     status=status)
         self._pending.pop(key, None)
         self._account(key, bound)  # count it now so the rest of this batch spreads
-        self._store.update(bound)
+        bound = self._store.update(bound)
+        events.recorder(self._store).normal(
+            bound, "Scheduled", f"Successfully assigned {key[0]}/{key[1]} to {chosen}", component=SCHEDULER_NAME)
         log.debug("bound pod %s/%s to %s", *key, chosen)
 
     def _failure_message(self, rejected: collections.Counter[str]) -> str:
@@ -181,5 +184,6 @@ class Scheduler:
             status = dataclasses.replace(pod.status, conditions=conditions, phase="Pending")
         else:
             status = dataclasses.replace(pod.status, conditions=conditions)
-        self._store.update(dataclasses.replace(pod, status=status))
+        pod = self._store.update(dataclasses.replace(pod, status=status))
+        events.recorder(self._store).warning(pod, "FailedScheduling", message, component=SCHEDULER_NAME)
         log.info("pod %s/%s is unschedulable: %s", pod.metadata.namespace, pod.metadata.name, message)

@@ -42,6 +42,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from netemu import events
 from netemu.api import codec
 from netemu.api.labels import selector_matches
 from netemu.api.objects import (ObjectMeta, OwnerReference, Pod, PodStatus, PodTemplateSpec,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 REVISION_LABEL = "controller-revision-hash"
+CONTROLLER_NAME = "statefulset-controller"
 MAX_REVISION_PREFIX = 223  # history.ControllerRevisionName keeps the name a valid subdomain
 
 SetKey = tuple[str, str]
@@ -385,6 +387,9 @@ class StatefulSetController:
             self._store.create(pod)
         except AlreadyExistsError:
             return 0  # a pod not ours (or a deleted namesake's) holds the name: wait for it to go
+        events.recorder(self._store).normal(
+            sts, "SuccessfulCreate", f"create Pod {name} in StatefulSet {meta.name} successful",
+            component=CONTROLLER_NAME)
         return 1
 
     def _delete(self, ns: str, name: str) -> int:
@@ -392,6 +397,12 @@ class StatefulSetController:
         if pod is None or (podutil.is_terminating(pod) and not podutil.is_terminal(pod)):
             return 0
         podutil.request_deletion(self._store, pod)
+        owner = _owner_ref(pod)
+        sts = self._store.get("StatefulSet", ns, owner.name) if owner is not None else None
+        if sts is not None:
+            events.recorder(self._store).normal(
+                sts, "SuccessfulDelete", f"delete Pod {name} in StatefulSet {sts.metadata.name} successful",
+                component=CONTROLLER_NAME)
         return 1
 
     def _release(self, ns: str, name: str) -> int:

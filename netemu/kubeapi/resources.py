@@ -15,7 +15,8 @@ WRITE_VERBS = ("create", "delete", "patch", "update")
 
 # kubectl's short names and categories for the built-in kinds.
 _SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), "StatefulSet": ("sts",),
-                "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",)}
+                "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",),
+                "Event": ("ev",)}
 _CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",)}
 # Kinds the cluster makes itself: served read-only and writable only by its own components.
 _READ_ONLY = frozenset({"Node"})

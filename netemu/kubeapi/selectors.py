@@ -4,7 +4,8 @@ Label selectors use kubectl's ``-l`` syntax (``netemu.api.labels.parse_selector`
 selectors support what kube-apiserver supports for the served kinds: ``metadata.name``,
 ``metadata.namespace`` for every kind, and ``status.phase``, ``spec.nodeName``,
 ``spec.restartPolicy``, ``spec.schedulerName``, ``spec.serviceAccountName``, ``status.podIP``
-for pods; ``=``, ``==`` and ``!=``, joined by commas.
+for pods; ``involvedObject.*``, ``reason``, ``type``, ``source`` … for events (what ``kubectl
+describe`` asks for); ``=``, ``==`` and ``!=``, joined by commas.
 """
 from __future__ import annotations
 
@@ -29,8 +30,21 @@ _POD_FIELDS: dict[str, Callable[[Any], str]] = {
 }
 
 
+_EVENT_FIELDS: dict[str, Callable[[Any], str]] = {
+    **{f"involvedObject.{name}": (lambda e, a=attr: getattr(e.involved_object, a) or "")
+       for name, attr in (("kind", "kind"), ("namespace", "namespace"), ("name", "name"), ("uid", "uid"),
+                          ("apiVersion", "api_version"), ("resourceVersion", "resource_version"),
+                          ("fieldPath", "field_path"))},
+    "reason": lambda e: e.reason or "",
+    "reportingComponent": lambda e: e.reporting_component or "",
+    "source": lambda e: e.source.component or e.reporting_component or "",
+    "type": lambda e: e.type or "",
+}
+_KIND_FIELDS = {"Pod": _POD_FIELDS, "Event": _EVENT_FIELDS}
+
+
 def _field_getters(kind: str) -> dict[str, Callable[[Any], str]]:
-    return _COMMON_FIELDS | (_POD_FIELDS if kind == "Pod" else {})
+    return _COMMON_FIELDS | _KIND_FIELDS.get(kind, {})
 
 
 def _field_predicate(kind: str, text: str) -> Callable[[Any], bool]:

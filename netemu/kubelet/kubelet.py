@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from netemu import events
 from netemu.api import objects as k8s
 from netemu.errors import InvalidError, NetemuError, NotFoundError
 from netemu.fabric.base import Fabric, NodeNetwork
@@ -39,6 +40,7 @@ WILDCARD_CHECKS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # seconds after start, then e
 # A container waiting in CreateContainerConfigError is retried at once when a ConfigMap or Secret
 # changes, and at least this often otherwise (the kubelet's pod resync).
 CONFIG_RESYNC = 10.0
+KUBELET = "kubelet"  # the source component of the kubelet's events
 
 
 class CrashBackOff:
@@ -133,6 +135,10 @@ class ContainerWorker:
         self.state = state
         self.pw.publish()
 
+    def event(self, type_: str, reason: str, message: str) -> None:
+        """An event about this container (the kubelet's recorder, with the container's fieldPath)."""
+        self.pw.event(type_, reason, message, field_path=events.container_path(self.spec.name, init=self.init))
+
     # ------------------------------------------------------------------ lifecycle
 
     def _make_runtime(self) -> ProcessContainer | EmulatedContainer:
@@ -192,6 +198,10 @@ class ContainerWorker:
             delay = backoff.next_delay(time.monotonic())
             if delay > 0:
                 # restartCount stays at the dead instance's attempt number until the next starts
+                pod = self.pw.pod
+                self.event(events.WARNING, "BackOff",
+                           f"Back-off restarting failed container {self.spec.name} in pod "
+                           f"{pod.metadata.name}_{pod.metadata.namespace}({self.pw.uid})")
                 self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
                     reason="CrashLoopBackOff",
                     message=f"back-off {go_duration(delay)} restarting failed container={self.spec.name} "
@@ -201,10 +211,12 @@ class ContainerWorker:
         self.finished.set()
 
     def _warn(self, message: str) -> None:
-        """A Warning event of the kubelet's (netemu keeps no Events): the container's log and netemu's."""
+        """The kubelet's InvalidEnvironmentVariableNames warning (envFrom keys skipped): an event
+        about the pod, and a line in the container's log and netemu's."""
         pod = self.pw.pod
         log.warning("pod %s/%s: %s", pod.metadata.namespace, pod.metadata.name, message)
         self.pw.kubelet.append_log(pod, self.spec.name, f"netemu: Warning: {message}")
+        self.pw.event(events.WARNING, "InvalidEnvironmentVariableNames", message)
 
     async def _configured_runtime(self) -> ProcessContainer | EmulatedContainer:
         """``_make_runtime`` once the container's ConfigMaps and Secrets are there: until then it
@@ -220,6 +232,7 @@ class ContainerWorker:
                 if waiting is None or waiting.reason != envvars.CREATE_CONTAINER_CONFIG_ERROR \
                         or waiting.message != str(exc):
                     kl.append_log(self.pw.pod, self.spec.name, f"netemu: Error: {exc}")
+                    self.event(events.WARNING, "Failed", f"Error: {exc}")
                     self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(
                         reason=envvars.CREATE_CONTAINER_CONFIG_ERROR, message=str(exc))))
             try:
@@ -229,18 +242,26 @@ class ContainerWorker:
 
     async def _run_once(self) -> int | None:
         """Start the container, watch it until it exits; its exit code, or None when it never ran."""
+        image = self.spec.image
         try:
             self.runtime = await self._configured_runtime()
+            self.event(events.NORMAL, "Pulled", f'Container image "{image}" already present on machine')
+            self.event(events.NORMAL, "Created", f"Created container: {self.spec.name}")
             await self.runtime.start()
         except ContainerStartError as exc:
             self.pw.kubelet.append_log(self.pw.pod, self.spec.name, f"netemu: {exc}")
             if exc.reason == "ErrImagePull":
+                self.event(events.NORMAL, "Pulling", f'Pulling image "{image}"')
+                self.event(events.WARNING, "Failed", f'Failed to pull image "{image}": {exc}')
+                self.event(events.WARNING, "Failed", "Error: ErrImagePull")
                 self._set(k8s.ContainerState(waiting=k8s.ContainerStateWaiting(reason=exc.reason, message=str(exc))))
                 return None
+            self.event(events.WARNING, "Failed", f"Error: {exc}")
             self._set(k8s.ContainerState(terminated=k8s.ContainerStateTerminated(
                 exit_code=128, reason=exc.reason, message=str(exc), started_at=now_rfc3339(),
                 finished_at=now_rfc3339())))
             return 128
+        self.event(events.NORMAL, "Started", f"Started container {self.spec.name}")
         started_at = now_rfc3339()
         self._kill_reason = ""
         self.started = self.spec.startup_probe is None
@@ -321,8 +342,11 @@ class ContainerWorker:
             for st in active:
                 if next_run[id(st)] > time.monotonic():
                     continue
-                ok = await probes.check(st.probe, spec, pw.ip, self.env, prefix, make_socket)
+                ok, output = await probes.check_output(st.probe, spec, pw.ip, self.env, prefix, make_socket)
                 next_run[id(st)] = time.monotonic() + max(st.probe.period_seconds, 1)
+                if not ok:
+                    kind = "Startup" if st is startup else "Liveness" if st is live else "Readiness"
+                    self.event(events.WARNING, "Unhealthy", f"{kind} probe failed: {output}")
                 changed = st.record(ok)
                 if st is startup:
                     if changed and st.result:
@@ -335,9 +359,13 @@ class ContainerWorker:
                                 next_run[id(other)] = now2 + other.probe.initial_delay_seconds
                         pw.publish()
                     elif not ok and st.failures >= max(st.probe.failure_threshold, 1):
+                        self.event(events.NORMAL, "Killing",
+                                   f"Container {spec.name} failed startup probe, will be restarted")
                         await self._kill("Error", f"Startup probe failed {st.failures} times; restarting")
                         return
                 elif st is live and changed and not st.result:
+                    self.event(events.NORMAL, "Killing",
+                               f"Container {spec.name} failed liveness probe, will be restarted")
                     await self._kill("Error", f"Liveness probe failed {st.failures} times; restarting")
                     return
                 elif st is ready and changed:
@@ -393,6 +421,12 @@ class PodWorker:
         raise NotFoundError(f"container {name} is not valid for pod {self.pod.metadata.name}")
 
     # ------------------------------------------------------------------ status
+
+    def event(self, type_: str, reason: str, message: str, *, field_path: str = "") -> None:
+        """An event about this pod from this node's kubelet."""
+        kl = self.kubelet
+        events.recorder(kl.store).record(self.pod, type_, reason, message, component=KUBELET,
+                                         host=kl.node.name, field_path=field_path)
 
     def publish(self) -> None:
         """Write the pod's status soon (several changes in one loop turn make one write)."""
@@ -604,6 +638,9 @@ class PodWorker:
             self.task.cancel()
         grace = self.grace_period() if graceful else 0.0
         deadline = time.monotonic() + grace
+        for w in self.init_workers + self.workers:
+            if w.state.running is not None:
+                w.event(events.NORMAL, "Killing", f"Stopping container {w.spec.name}")
         # The app containers first; sidecars after them, in reverse order (Kubernetes 1.29+).
         await asyncio.gather(*(w.stop(grace) for w in self.workers + self.init_workers if not w.sidecar),
                              return_exceptions=True)

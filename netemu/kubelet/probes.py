@@ -2,7 +2,8 @@
 
 ``check`` runs one probe once and says whether it succeeded, as the kubelet's prober does:
 HTTP 200-399, a TCP connect that completes, an exec that exits 0 — each within
-``timeoutSeconds``. ``ProbeState`` applies successThreshold/failureThreshold.
+``timeoutSeconds``; ``check_output`` also says why it failed, in the prober's words (the
+``Unhealthy`` event's message). ``ProbeState`` applies successThreshold/failureThreshold.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -45,6 +47,17 @@ async def _connect(host: str, port: int, make_socket: MakeSocket | None) -> tupl
     return await asyncio.open_connection(sock=sock)
 
 
+class ProbeFailed(Exception):
+    """A probe's failure, with the prober's output as its message."""
+
+
+def _dial_error(host: str, port: int, exc: OSError) -> str:
+    """Go's net error text for a failed connect (``dial tcp 10.0.0.1:80: connect: connection refused``)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"dial tcp {where}: connect: {reason}"
+
+
 async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str, str]],
                     make_socket: MakeSocket | None) -> bool:
     reader, writer = await _connect(host, port, make_socket)
@@ -56,7 +69,10 @@ async def _http_get(host: str, port: int, path: str, headers: Sequence[tuple[str
         await writer.drain()
         status = await reader.readline()
         parts = status.split()
-        return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+        if len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400:
+            return True
+        code = parts[1].decode(errors="replace") if len(parts) >= 2 else "none"
+        raise ProbeFailed(f"HTTP probe failed with statuscode: {code}")
     finally:
         writer.close()
 
@@ -67,44 +83,74 @@ async def _tcp(host: str, port: int, make_socket: MakeSocket | None) -> bool:
     return True
 
 
+EXEC_OUTPUT_LIMIT = 10 * 1024  # bytes of an exec probe's output kept, as the kubelet keeps them
+
+
 async def _exec(argv: Sequence[str], env: Mapping[str, str], prefix: Sequence[str]) -> bool:
-    proc = await spawn(
-        *prefix, *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-    try:
-        return await proc.wait() == 0
-    finally:
-        # The probe ran in its own session: on a timeout take its children along, not just the shell.
+    # Output goes to a file, not a pipe: a child the command leaves in the background must not
+    # hold the probe open (asyncio's wait() waits for pipes to close).
+    with tempfile.TemporaryFile() as output:
+        proc = await spawn(
+            *prefix, *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=output, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if proc.returncode is None:
-            await proc.wait()
+            if await proc.wait() == 0:
+                return True
+            output.seek(0)
+            raise ProbeFailed(output.read(EXEC_OUTPUT_LIMIT).decode(errors="replace"))
+        finally:
+            # The probe ran in its own session: on a timeout take its children along, not just the shell.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if proc.returncode is None:
+                await proc.wait()
 
 
 async def check(probe: Probe, container: Container, pod_ip: str, env: Mapping[str, str],
                 prefix: Sequence[str] = (), make_socket: MakeSocket | None = None) -> bool:
     """Run ``probe`` once; False on any failure, including a timeout or an unresolvable port."""
+    ok, _ = await check_output(probe, container, pod_ip, env, prefix, make_socket)
+    return ok
+
+
+async def check_output(probe: Probe, container: Container, pod_ip: str, env: Mapping[str, str],
+                       prefix: Sequence[str] = (), make_socket: MakeSocket | None = None) -> tuple[bool, str]:
+    """Run ``probe`` once: whether it succeeded and, when not, the prober's output."""
+    host, port, what = pod_ip, None, ""
     try:
         if probe.http_get is not None:
-            port = resolve_port(container, probe.http_get.port)
+            get = probe.http_get
+            host, port = get.host or pod_ip, resolve_port(container, get.port)
             if port is None:
-                return False
-            coro = _http_get(probe.http_get.host or pod_ip, port, probe.http_get.path,
-                             [(h.name, h.value) for h in probe.http_get.http_headers], make_socket)
+                return False, f"unknown port {get.port!r} of container {container.name}"
+            what = f'Get "{get.scheme.lower()}://{host}:{port}{get.path or "/"}"'
+            coro = _http_get(host, port, get.path, [(h.name, h.value) for h in get.http_headers], make_socket)
         elif probe.tcp_socket is not None:
-            port = resolve_port(container, probe.tcp_socket.port)
+            host, port = probe.tcp_socket.host or pod_ip, resolve_port(container, probe.tcp_socket.port)
             if port is None:
-                return False
-            coro = _tcp(probe.tcp_socket.host or pod_ip, port, make_socket)
+                return False, f"unknown port {probe.tcp_socket.port!r} of container {container.name}"
+            coro = _tcp(host, port, make_socket)
         elif probe.exec is not None:
+            what = f"command {list(probe.exec.command)}"
             coro = _exec(probe.exec.command, env, prefix)
         else:
-            return False
-        return await asyncio.wait_for(coro, timeout=max(probe.timeout_seconds, 1))
-    except (OSError, asyncio.TimeoutError, ValueError):
-        return False
+            return False, "missing probe handler"
+        return await asyncio.wait_for(coro, timeout=max(probe.timeout_seconds, 1)), ""
+    except ProbeFailed as exc:
+        return False, str(exc)
+    except asyncio.TimeoutError:
+        if probe.exec is not None:
+            return False, f"{what} timed out"
+        if what:
+            return False, f"{what}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        return False, f"dial tcp {host}:{port}: i/o timeout"
+    except OSError as exc:
+        dial = _dial_error(host, port or 0, exc)
+        return False, f"{what}: {dial}" if what and probe.http_get is not None else dial
+    except ValueError as exc:
+        return False, str(exc)
 
 
 @dataclass
