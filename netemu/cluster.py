@@ -94,8 +94,7 @@ class Cluster:
         t0 = time.monotonic()
         stack = self._stack
         try:
-            from netemu.fabric.netns.namespaces import collect_cluster_garbage
-            self.state.create(collect_garbage=collect_cluster_garbage)
+            self.state.create(collect_garbage=_collect_cluster_garbage)
             stack.callback(self.state.remove)
             await self.fabric.start()
             stack.push_async_callback(self.fabric.stop)
@@ -626,6 +625,13 @@ class Cluster:
             return path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def _collect_cluster_garbage(directory: Path) -> list[str]:
+    """What a dead cluster left, its namespaces included; the netns modules (and pyroute2) are
+    imported only when there is such a cluster, so a loopback start does not pay for them."""
+    from netemu.fabric.netns.namespaces import collect_cluster_garbage
+    return collect_cluster_garbage(directory)
 
 
 class _CyclesPaused:
