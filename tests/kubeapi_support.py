@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from netemu.pytest_plugin import NetemuCluster
 from netemu.scenario.clusters import unique_name
@@ -23,3 +25,27 @@ def cluster_with_api(state: Path, name: str, **options: Any) -> Iterator[NetemuC
             os.environ.pop("NETEMU_STATE_DIR", None)
         else:
             os.environ["NETEMU_STATE_DIR"] = saved
+
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+
+def kubectl_runner(kubeconfig: Path, home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(*args, check=True, input=None)``: the real kubectl against ``kubeconfig`` (its cache in
+    ``home``); ``check`` turns a non-zero exit into an AssertionError with kubectl's stderr."""
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), HOME=str(home))
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+def namespace_for(kubectl: Callable[..., Any], request: Any) -> str:
+    """A fresh namespace named after the test, created with kubectl."""
+    name = unique_name(request.node.name.removeprefix("test_")[:20].replace("_", "-"), limit=40)
+    kubectl("create", "namespace", name)
+    return name

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kubeapi_support import cluster_with_api
+from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
 from netemu.kubeapi import KUBECONFIG
-from netemu.scenario.clusters import unique_name
 
 REPO = Path(__file__).resolve().parent.parent
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
@@ -33,22 +30,12 @@ def api(tmp_path_factory):
 
 @pytest.fixture
 def kubectl(api, tmp_path):
-    env = dict(os.environ, KUBECONFIG=str(api.cluster.state.directory / KUBECONFIG), HOME=str(tmp_path))
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
-        return result
-    run.env = env  # type: ignore[attr-defined]
-    return run
+    return kubectl_runner(api.cluster.state.directory / KUBECONFIG, tmp_path)
 
 
 @pytest.fixture
 def namespace(kubectl, request):
-    name = unique_name(request.node.name.removeprefix("test_")[:20].replace("_", "-"), limit=40)
-    kubectl("create", "namespace", name)
-    return name
+    return namespace_for(kubectl, request)
 
 
 def test_version_names_the_server(kubectl):

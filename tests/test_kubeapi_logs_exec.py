@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import ssl
 import subprocess
 
@@ -17,13 +16,11 @@ import aiohttp
 import pytest
 import yaml
 
-from kubeapi_support import cluster_with_api
+from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
 from netemu.fabric import routes_outside_loopback
 from netemu.kubeapi import KUBECONFIG
-from netemu.scenario.clusters import unique_name
 from test_netns_helpers import netns_ready  # noqa: F401 - fixture
 
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
@@ -63,22 +60,12 @@ def api(tmp_path_factory):
 
 @pytest.fixture
 def kubectl(api, tmp_path):
-    env = dict(os.environ, KUBECONFIG=str(api.cluster.state.directory / KUBECONFIG), HOME=str(tmp_path))
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
-        return result
-    run.env = env  # type: ignore[attr-defined]
-    return run
+    return kubectl_runner(api.cluster.state.directory / KUBECONFIG, tmp_path)
 
 
 @pytest.fixture
 def namespace(kubectl, request):
-    name = unique_name(request.node.name.removeprefix("test_")[:20].replace("_", "-"), limit=40)
-    kubectl("create", "namespace", name)
-    return name
+    return namespace_for(kubectl, request)
 
 
 def _running(api, namespace: str, pod: str, text: str = "", container: str | None = None) -> None:
