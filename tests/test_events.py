@@ -27,18 +27,21 @@ def _reasons(cluster, name: str, kind: str = "Pod") -> list[str]:
     return [e.reason for e in _events_of(cluster, name, kind)]
 
 
-def _find(cluster, name: str, reason: str, kind: str = "Pod") -> k8s.Event | None:
-    return next((e for e in _events_of(cluster, name, kind) if e.reason == reason), None)
-
-
-async def test_a_started_pod_has_scheduled_pulled_created_started_in_order(cluster):
-    await cluster.apply("""
+NGINX_POD = """
 apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
   containers: [{name: nginx, image: nginx}]
-""")
+"""
+
+
+def _find(cluster, name: str, reason: str, kind: str = "Pod") -> k8s.Event | None:
+    return next((e for e in _events_of(cluster, name, kind) if e.reason == reason), None)
+
+
+async def test_a_started_pod_has_scheduled_pulled_created_started_in_order(cluster):
+    await cluster.apply(NGINX_POD)
     await cluster.wait_for(lambda: "Started" in _reasons(cluster, "web"), 10, "the Started event")
     evs = _events_of(cluster, "web")
     assert [e.reason for e in evs] == ["Scheduled", "Pulled", "Created", "Started"]
@@ -244,13 +247,7 @@ async def test_events_older_than_the_ttl_expire(cluster):
 
 
 async def test_netemu_describe_pod_ends_with_the_events(cluster):
-    await cluster.apply("""
-apiVersion: v1
-kind: Pod
-metadata: {name: web}
-spec:
-  containers: [{name: nginx, image: nginx}]
-""")
+    await cluster.apply(NGINX_POD)
     await cluster.wait_for(lambda: "Started" in _reasons(cluster, "web"), 10, "the Started event")
     text = await ControlServer(cluster, cluster.state.directory / "unused").handle(
         {"op": "describe", "kind": "pod", "names": ["web"]})

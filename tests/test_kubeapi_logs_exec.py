@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
+from test_kubelet_logs_exec import TWO_CONTAINERS
 from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
 from netemu.fabric import routes_outside_loopback
 from netemu.kubeapi import KUBECONFIG
@@ -23,22 +24,6 @@ from test_netns_helpers import netns_ready  # noqa: F401 - fixture
 
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
-
-TWO_CONTAINERS = """
-apiVersion: v1
-kind: Pod
-metadata: {name: duo}
-spec:
-  containers:
-  - name: a
-    image: busybox
-    command: [sh, -c, "echo out-a; echo err-a >&2; exec sleep 300"]
-    env: [{name: MY_VAR, value: from-a}]
-  - name: b
-    image: busybox
-    command: [sh, -c, "echo out-b; exec sleep 300"]
-    env: [{name: MY_VAR, value: from-b}]
-"""
 
 FIVE_LINES = """
 apiVersion: v1

@@ -17,11 +17,11 @@ spec:
   containers:
   - name: a
     image: busybox
-    command: [sh, -c, "echo out-a; echo err-a >&2; exec sleep 30"]
+    command: [sh, -c, "echo out-a; echo err-a >&2; exec sleep 300"]
     env: [{name: MY_VAR, value: from-a}]
   - name: b
     image: busybox
-    command: [sh, -c, "echo out-b; exec sleep 30"]
+    command: [sh, -c, "echo out-b; exec sleep 300"]
     env: [{name: MY_VAR, value: from-b}]
 """
 
