@@ -40,6 +40,7 @@ bench: $(STAMP)
 	./scripts/isolated $(BIN)/python bench/proxy.py
 	./scripts/isolated $(BIN)/python bench/dns.py
 	./scripts/isolated $(BIN)/python bench/netns.py
+	./scripts/isolated $(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -27,19 +27,20 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from netemu.api.kinds import resolve_kind
+from netemu.api.kinds import qualified, resolve_kind
 from netemu.api import merge_server_fields, validate, validate_update
 from netemu.api.validation import MAX_INT32, service_ip_family_problems
 from netemu.api.yamlload import manifest_files
 from netemu.config import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PODS, DEFAULT_MAX_REQUEST_BYTES
 from netemu.api.defaults import apply_defaults
 from netemu.api.objects import (
-    KIND_BY_NAME, Namespace, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
+    KIND_BY_NAME, STORED_ONLY, Namespace, stored_only, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
     ServiceSpec, key_of,
 )
 from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
+from netemu.controllers.garbagecollector import GarbageCollector
 from netemu.controllers.podutil import request_deletion
 from netemu.errors import (
     AlreadyExistsError, ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
@@ -55,15 +56,19 @@ if TYPE_CHECKING:
 # kubectl's singular resource names, for result lines (``service/x created``, ``pod "x" deleted``).
 SINGULAR = {
     "Pod": "pod", "Service": "service", "Deployment": "deployment.apps", "StatefulSet": "statefulset.apps",
+    "ReplicaSet": "replicaset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
     "ConfigMap": "configmap", "Secret": "secret", "Event": "event",
+    "Impairment": "impairment.netemu.dev", "Partition": "partition.netemu.dev",
+    **{kind: qualified(kind, version, kind.lower()) for version, kind, _, _ in STORED_ONLY},
 }
 
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 # deletion order in a namespace
-NAMESPACED_KINDS = ("Deployment", "StatefulSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret")
+NAMESPACED_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret",
+                    "Impairment", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")
@@ -72,7 +77,7 @@ KUBE_DNS_OWNER = "kube-system/kube-dns"
 
 NODE_PORT_TYPES = frozenset({"NodePort", "LoadBalancer"})
 
-SCALABLE_KINDS = frozenset({"Deployment", "StatefulSet"})
+SCALABLE_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet"})
 
 PLAN_SLICE = 0.02  # seconds of planning between two yields to the event loop (apply_async)
 
@@ -82,6 +87,8 @@ def _pod_demand(obj: Any | None) -> int:
     (a controller's pods are its workload's)."""
     if obj is None:
         return 0
+    if obj.KIND == "ReplicaSet" and any(ref.controller for ref in obj.metadata.owner_references):
+        return 0  # a Deployment's ReplicaSet: its pods are the Deployment's
     if obj.KIND in SCALABLE_KINDS:
         return obj.spec.replicas if obj.spec.replicas is not None else 1
     if obj.KIND == "Pod":
@@ -260,6 +267,10 @@ def _same_content(live: Any, new: Any) -> bool:
     """Everything a user sets (spec and friends, labels, annotations) equals the live object."""
     if live.metadata.labels != new.metadata.labels or live.metadata.annotations != new.metadata.annotations:
         return False
+    if live.metadata.extra.get("managedFields") != new.metadata.extra.get("managedFields"):
+        return False  # a server-side apply that only changes who owns what
+    if {k: v for k, v in live.extra.items() if k != "status"} != {k: v for k, v in new.extra.items() if k != "status"}:
+        return False  # fields kept as given (a stored-only kind's whole content, a type's IGNORED ones)
     for f in dataclasses.fields(new):
         if f.name in ("metadata", "status", "extra", "api_version", "kind"):
             continue
@@ -284,6 +295,11 @@ class ApiServer:
         # merge: keys others added (controllers) survive a re-apply, keys the user dropped go.
         self._applied_keys: dict[tuple[str, str, str], tuple[frozenset[str], frozenset[str]]] = {}
         self._unsubscribe = store.subscribe(self._on_pod_event, kinds=["Pod"])
+        # Validating admission that needs the running cluster, by kind (netemu.chaos registers
+        # Impairment and Partition): the problems it finds refuse the object like validation's.
+        self.admission: dict[str, Callable[[Any], list[FieldProblem]]] = {}
+        self.garbage_collector = GarbageCollector(  # a foreground deletion waits on the dependents' dependents too
+            store, NAMESPACED_KINDS, lambda obj: self._delete_object(obj, propagation="Foreground"), self._remove)
 
     # ------------------------------------------------------------------ well-known addresses
 
@@ -303,6 +319,7 @@ class ApiServer:
 
     def close(self) -> None:
         self._unsubscribe()
+        self.garbage_collector.close()
 
     # ------------------------------------------------------------------ bootstrap
 
@@ -487,7 +504,8 @@ class ApiServer:
             elif plan.verb == "configured":
                 self.store.update(plan.obj)
             self._applied_keys[key_of(plan.obj)] = plan.applied_keys
-            lines.append(f"{SINGULAR[plan.obj.KIND]}/{plan.obj.metadata.name} {plan.verb}")
+            note = " (stored only: netemu does not emulate this kind)" if stored_only(plan.obj) else ""
+            lines.append(f"{SINGULAR[plan.obj.KIND]}/{plan.obj.metadata.name} {plan.verb}{note}")
         return lines
 
     @staticmethod
@@ -529,13 +547,17 @@ class ApiServer:
             raise _Refused([f'{resource} "{obj.metadata.name}" is forbidden: unable to create new content '
                             f"in namespace {ns} because it is being terminated"])
 
+    def _admission_problems(self, obj: Any) -> list[FieldProblem]:
+        check = self.admission.get(obj.KIND)
+        return check(obj) if check is not None else []
+
     def _ip_family_problems(self, obj: Any) -> list[FieldProblem]:
         """The service allocator's refusals, before validation as in the API server."""
         return service_ip_family_problems(obj, (self.cluster_ips.family,)) if isinstance(obj, Service) else []
 
     def _plan_create(self, obj: Any, txn: Transaction) -> _Planned:
         obj = self._prepare_for_create(obj)
-        problems = self._ip_family_problems(obj) or validate(obj)
+        problems = self._ip_family_problems(obj) or validate(obj) or self._admission_problems(obj)
         if problems:
             raise _Refused(problems)
         if isinstance(obj, Service):
@@ -564,7 +586,8 @@ class ApiServer:
         if isinstance(obj, Service):
             obj = drop_type_dependent_fields(live, obj)
         obj = self._prepare_for_update(live, obj)
-        problems = self._ip_family_problems(obj) or _dedupe(validate_update(live, obj))
+        problems = (self._ip_family_problems(obj) or _dedupe(validate_update(live, obj))
+                    or self._admission_problems(obj))
         if problems:
             raise _Refused(problems)
         if isinstance(obj, Service):
@@ -591,6 +614,8 @@ class ApiServer:
             deletion_grace_period_seconds=old.deletion_grace_period_seconds,
             owner_references=obj.metadata.owner_references or old.owner_references,
             finalizers=obj.metadata.finalizers or old.finalizers)
+        if "managedFields" not in meta.extra and "managedFields" in old.extra:  # a write that does not track them
+            meta = dataclasses.replace(meta, extra={**meta.extra, "managedFields": old.extra["managedFields"]})
         changes: dict[str, Any] = {"metadata": meta}
         if hasattr(live, "status"):
             changes["status"] = live.status
@@ -737,11 +762,16 @@ class ApiServer:
 
     # ------------------------------------------------------------------ delete
 
-    def delete(self, kind: str, namespace: str, name: str) -> str:
+    def delete(self, kind: str, namespace: str, name: str, *, grace_period_seconds: int | None = None,
+               propagation: str | None = None) -> str:
         """Delete one object as ``kubectl delete`` does; returns ``service "x" deleted``.
 
-        Pods terminate gracefully; services free their IP and node ports; objects owned by the
-        deleted one (ownerReferences) follow; a namespace takes everything in it along.
+        Pods terminate gracefully (``grace_period_seconds``, else their own; 0 removes them at
+        once); services free their IP and node ports; objects owned by the deleted one
+        (ownerReferences) follow as ``propagation`` says: ``Background`` (the default: the owner
+        goes first), ``Foreground`` (the owner stays, marked, until they are gone) or ``Orphan``
+        (they stay, without the reference). A namespace takes everything in it along. An object
+        already being deleted is left as it is (a pod may have its grace period shortened).
         """
         kind = resolve_kind(kind)
         if kind == "Node":
@@ -749,8 +779,9 @@ class ApiServer:
         if kind == "Namespace":
             self._delete_namespace(name)
         else:
-            obj = self.store.must_get(kind, namespace or "default", name)
-            self._delete_object(obj)
+            obj = self.store.must_get(kind, (namespace or "default") if KIND_BY_NAME[kind].NAMESPACED else "", name)
+            if kind == "Pod" or obj.metadata.deletion_timestamp is None:
+                self._delete_object(obj, grace_period_seconds, propagation)
         return f'{SINGULAR[kind]} "{name}" deleted'
 
     def delete_manifests(self, manifests: Sequence[Manifest]) -> list[str]:
@@ -779,11 +810,20 @@ class ApiServer:
                 lines.append(f'{SINGULAR[kind]} "{name}" deleted')
         return lines
 
-    def _delete_object(self, obj: Any) -> None:
+    def _delete_object(self, obj: Any, grace_period_seconds: int | None = None, propagation: str | None = None) -> None:
         self._applied_keys.pop(key_of(obj), None)
         if obj.KIND == "Pod":
-            request_deletion(self.store, obj)
+            request_deletion(self.store, obj, grace_period_seconds)
             return
+        if propagation == "Foreground":
+            self.garbage_collector.delete_foreground(obj)
+            return
+        if propagation == "Orphan":
+            self.garbage_collector.orphan(obj)
+        self._remove(obj)
+
+    def _remove(self, obj: Any) -> None:
+        """The last step of a deletion: the object leaves the store, its dependents follow."""
         self.store.delete(*key_of(obj))
         if isinstance(obj, Service):
             self._release_service(obj)
@@ -833,12 +873,15 @@ class ApiServer:
 
     # ------------------------------------------------------------------ scale
 
-    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> str:
-        """``kubectl scale`` of a deployment or statefulset; returns ``deployment.apps/x scaled``."""
+    def scale(self, kind: str, namespace: str, name: str, replicas: int,
+              record: Callable[[Any, Any], Any] | None = None) -> str:
+        """``kubectl scale`` of a deployment or statefulset; returns ``deployment.apps/x scaled``.
+        ``record(live, scaled)``, when given, returns the scaled object as it is written (the
+        Kubernetes API adds its managed fields)."""
         kind = resolve_kind(kind)
         if kind not in SCALABLE_KINDS:
             raise InvalidError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" cannot be scaled: '
-                               "only deployments and statefulsets have replicas")
+                               "only deployments, replicasets and statefulsets have replicas")
         if not -MAX_INT32 - 1 <= replicas <= MAX_INT32:
             raise InvalidError(f'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal number '
                                f"{replicas} into Go struct field ScaleSpec.spec.replicas of type int32")
@@ -850,5 +893,6 @@ class ApiServer:
         if replicas > had and used - had + replicas > self.max_pods:
             raise InvalidError(_pod_cap_exceeded(kind, name, replicas, used - had, self.max_pods))
         if obj.spec.replicas != replicas:
-            self.store.update(dataclasses.replace(obj, spec=dataclasses.replace(obj.spec, replicas=replicas)))
+            scaled = dataclasses.replace(obj, spec=dataclasses.replace(obj.spec, replicas=replicas))
+            self.store.update(record(obj, scaled) if record is not None else scaled)
         return f"{SINGULAR[kind]}/{name} scaled"

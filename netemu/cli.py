@@ -199,6 +199,12 @@ def _client(name: str | None) -> Any:
     return ControlClient(_find_cluster(name).control_socket)
 
 
+def _api_client(target: Any) -> Any:
+    """A client of the running cluster's Kubernetes API, from its verified state directory."""
+    from netemu.kubeapi.client import ApiClient
+    return ApiClient.for_cluster(target.name, target.directory)
+
+
 def _read_documents(paths: Sequence[str]) -> list[dict[str, str]]:
     """The text of every manifest named by -f (files, directories, ``-``), checked as UTF-8 here:
     the cluster parses it."""
@@ -506,28 +512,10 @@ def _cmd_exec(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    client = _client(args.name)
-    path = Path(client.call("log_path", pod=args.pod, container=args.container, namespace=args.namespace))
-    pos = 0
-    while True:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
-        if data:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-            pos += len(data)
-        if not args.follow:
-            return 0
-        time.sleep(0.2)
-        try:  # follow while the pod is the same: deleted, replaced or the cluster gone ends it
-            if client.call("log_path", pod=args.pod, container=args.container, namespace=args.namespace) != str(path):
-                return 0
-        except NetemuError:
-            return 0
+    from netemu import cli_api
+    cli_api.logs(_api_client(_find_cluster(args.name)), args.pod, container=args.container, namespace=args.namespace,
+                 follow=args.follow, out=sys.stdout.buffer)
+    return 0
 
 
 def _check_cluster_names(args: argparse.Namespace) -> None:
@@ -626,6 +614,17 @@ def run(argv: Sequence[str]) -> int:
             raise ClusterError(f"cluster {target.name} (pid {pid}) did not stop within 30s")
         _emit(f'cluster "{target.name}" stopped')
         return 0
+    if cmd in ("impair", "partition", "heal"):  # through the Kubernetes API: netemu.dev objects
+        from netemu import cli_chaos
+        target = _find_cluster(args.name)
+        api = _api_client(target)
+        if cmd == "impair":
+            _emit(cli_chaos.impair(api, args, _impair_settings(args)))
+        elif cmd == "partition":
+            _emit(cli_chaos.partition(api, args.groups))
+        else:
+            _emit(cli_chaos.heal(api, target.info.get("backend", "")))
+        return 0
     documents = _read_documents(getattr(args, "filename", None) or []) if cmd in ("apply", "delete") else []
     client = _client(args.name)
     if cmd == "apply":
@@ -636,16 +635,18 @@ def run(argv: Sequence[str]) -> int:
         else:
             if not args.args:
                 raise NetemuError("error: you must provide one or more resources by argument or filename")
+            from netemu import cli_api
+            api = _api_client(_find_cluster(args.name))
             first = args.args[0]
             if "/" in first:
                 lines = []
                 for ref in args.args:
                     kind, _, name = ref.partition("/")
-                    lines += client.call("delete", kind=kind, names=[name], namespace=args.namespace)
+                    lines += cli_api.delete(api, kind, [name], args.namespace)
             else:
                 if len(args.args) < 2:
                     raise NetemuError("error: resource(s) were provided, but no name was specified")
-                lines = client.call("delete", kind=first, names=args.args[1:], namespace=args.namespace)
+                lines = cli_api.delete(api, first, args.args[1:], args.namespace)
         _emit("\n".join(lines))
     elif cmd == "get":
         kinds = args.kind.split(",")
@@ -653,8 +654,9 @@ def run(argv: Sequence[str]) -> int:
         if len(kinds) == 1 and "/" in kinds[0]:
             kind, _, name = kinds[0].partition("/")
             kinds, names = [kind], [name, *names]
-        _emit(client.call("get", kind=",".join(kinds), names=names, namespace=args.namespace,
-                          all_namespaces=args.all_namespaces, output=args.output, selector=args.selector))
+        from netemu import cli_api
+        _emit(cli_api.get(_api_client(_find_cluster(args.name)), ",".join(kinds), names, namespace=args.namespace,
+                          all_namespaces=args.all_namespaces, output=args.output or "", selector=args.selector or ""))
     elif cmd == "describe":
         kind, names = args.kind, args.names
         if "/" in kind:
@@ -670,22 +672,18 @@ def run(argv: Sequence[str]) -> int:
         kinds = {"": "Deployment", "deployment": "Deployment", "deploy": "Deployment", "deployments": "Deployment",
                  "deployment.apps": "Deployment", "deployments.apps": "Deployment", "statefulset": "StatefulSet",
                  "statefulsets": "StatefulSet", "sts": "StatefulSet", "statefulset.apps": "StatefulSet",
-                 "statefulsets.apps": "StatefulSet"}
+                 "statefulsets.apps": "StatefulSet", "rs": "ReplicaSet", "replicaset": "ReplicaSet",
+                 "replicasets": "ReplicaSet", "replicaset.apps": "ReplicaSet", "replicasets.apps": "ReplicaSet"}
         if kind not in kinds:
-            raise NetemuError(f"error: scaling {kind} is not supported; deployments and statefulsets scale")
-        _emit(client.call("scale", name=name, replicas=args.replicas, namespace=args.namespace, kind=kinds[kind]))
+            raise NetemuError(f"error: scaling {kind} is not supported; deployments, replicasets and "
+                              "statefulsets scale")
+        from netemu import cli_api
+        _emit(cli_api.scale(_api_client(_find_cluster(args.name)), kinds[kind], name, args.replicas, args.namespace))
     elif cmd == "wait":
         client.timeout = max(client.timeout, args.timeout + 30)  # the cluster answers when its wait ends
         _emit(client.call("wait_ready", timeout=args.timeout))
-    elif cmd == "impair":
-        _emit(client.call("impair", service=args.service, node=args.node, link=args.link,
-                          namespace=args.namespace, settings=_impair_settings(args)))
     elif cmd == "capture":
         return _cmd_capture(args, client)
-    elif cmd == "partition":
-        _emit(client.call("partition", groups=args.groups))
-    elif cmd == "heal":
-        _emit(client.call("heal"))
     return 0
 
 

@@ -113,6 +113,10 @@ class Cluster:
             for index, node in enumerate(self.config.nodes):
                 await self._add_node(node, index)
             self.proxy.on_synced()
+            from netemu.chaos import Chaos
+            chaos = Chaos(self)
+            chaos.start()
+            stack.callback(chaos.stop)
             self.apiserver.apply(api.load_text(system.dns_manifests(self.config.dns_ip, self.dns_port),
                                                source="<netemu system>"))
             if self.control_socket_enabled:
@@ -435,7 +439,10 @@ class Cluster:
                namespace: str = "default", delay: float = 0.0, jitter: float = 0.0, rate_kbit: float = 0.0,
                loss: float = 0.0, reset: float = 0.0, duplicate: float = 0.0) -> str:
         """Impair traffic; all settings zero (or ``impairment`` None) clears; says what it did.
-        Name one target:
+
+        Writes the netemu.dev ``Impairment`` for the target through the API server (or deletes
+        it, to clear), as ``netemu impair`` and kubectl do, and returns once it is in force
+        (netemu.chaos); a refusal is a ManifestErrors naming the field. Name one target:
 
         - ``service`` (``"name"`` or ``"ns/name"``): its new connections and UDP flows, at the
           service proxy (any backend), with a ``netemu.proxy.Impairment``;
@@ -449,48 +456,53 @@ class Cluster:
         Connections open at the proxy keep what they started with; the wire applies at once."""
         if sum(t is not None for t in (service, node, link)) != 1:
             raise InvalidError("impair: name exactly one of a service, a node or a link")
-        named = () if service is not None else tuple(link) if link is not None else (node,)
-        for name in named:
-            if name not in self.nodes:
-                raise NotFoundError(f'nodes "{name}" not found')
-        wire = getattr(self.fabric, "impair", None)
-        if link is not None or (node is not None and wire is not None):
-            if wire is None:
-                raise BackendUnavailableError(f"impair: links are impaired on the netns backend's wire; this cluster "
-                                      f"uses the {self.config.backend} backend (impair a service or a node instead)")
-            if impairment is None:
-                if reset:
-                    raise InvalidError("impair: reset acts on new TCP connections at the proxy; impair a "
-                                       "service for that (the wire handles frames, not connections)")
-                from netemu.fabric.netns.wire import LinkImpairment
-                impairment = LinkImpairment(delay_ms=delay * 1000, jitter_ms=jitter * 1000, loss=loss,
-                                            rate_kbit=rate_kbit, duplicate=duplicate)
-            if link is not None:
-                a, b = link
-                wire(impairment, link=(a, b))
-            else:
-                wire(impairment, node=node)
-            return _impaired(f"link {link[0]}<->{link[1]}" if link is not None else f"node/{node}", impairment)
-        if duplicate:
-            raise InvalidError("impair: duplicate acts on frames on the netns backend's wire; the proxy "
-                               "cannot duplicate a stream")
-        if impairment is None and (delay or jitter or rate_kbit or loss or reset):
-            from netemu.proxy import Impairment
-            impairment = Impairment(delay_ms=delay * 1000, jitter_ms=jitter * 1000, rate_kbit=rate_kbit,
-                                    udp_loss=loss, tcp_reset=reset)
+        from netemu import chaos
+        settings = chaos.spec_settings(impairment, delay=delay, jitter=jitter, rate_kbit=rate_kbit, loss=loss,
+                                       reset=reset, duplicate=duplicate)
         if service is not None:
             ns, _, name = service.rpartition("/")
             self.get("Service", name, ns or namespace)  # it must exist
-            self.proxy.set_impairment(impairment, service=(ns or namespace, name))
-            return _impaired(f"service/{service}", impairment)
-        self.proxy.set_impairment(impairment, node=node)
-        return _impaired(f"node/{node}", impairment)
+        return chaos.write_impairment(self, service=service, node=node, link=link, namespace=namespace,
+                                      settings=settings)
+
+    def put_impairment(self, impairment: Any, *, service: tuple[str, str] | None = None, node: str | None = None,
+                       link: tuple[str, str] | None = None) -> None:
+        """Put ``impairment`` (None clears) in force at once: a Service's (``(namespace, name)``;
+        it need not exist yet) and a loopback node's at the proxy, a netns node's and a link's on
+        the wire. What an admitted Impairment object asks for (netemu.chaos calls this)."""
+        wire = getattr(self.fabric, "impair", None)
+        if link is not None:
+            wire(impairment, link=link)
+        elif node is not None and wire is not None:
+            wire(impairment, node=node)
+        elif service is not None:
+            self.proxy.set_impairment(impairment, service=service)
+        else:
+            self.proxy.set_impairment(impairment, node=node)
 
     def partition(self, groups: Any) -> str:
         """Cut the underlay between groups of nodes (netns backend): ``[["node-1"], ["node-2",
         "node-3"]]`` or ``["node-1", "node-2,node-3"]``. Nodes named in no group form one more
         group. Frames between groups are dropped (links stay up, as when a switch fails);
-        replaces an earlier partition."""
+        replaces an earlier partition. Writes the cluster's netemu.dev ``Partition`` through the
+        API server, as ``netemu partition`` and kubectl do, and returns once it is in force."""
+        if not hasattr(self.fabric, "partition"):
+            raise BackendUnavailableError(f"partition: needs the netns backend (this cluster uses "
+                                          f"{self.config.backend}): on the loopback backend all pods share one "
+                                          "network stack")
+        from netemu import chaos
+        from netemu.fabric.netns.wire import as_groups
+        return chaos.write_partition(self, as_groups(groups))
+
+    def heal(self) -> str:
+        """Undo the partition: delete the cluster's Partition objects (netemu.chaos heals the wire)."""
+        if not hasattr(self.fabric, "heal"):
+            raise BackendUnavailableError(f"heal: needs the netns backend (this cluster uses {self.config.backend})")
+        from netemu import chaos
+        return chaos.delete_partitions(self)
+
+    def put_partition(self, groups: Any) -> str:
+        """Put a partition in force on the wire at once (netemu.chaos calls this; use ``partition``)."""
         fabric_partition = getattr(self.fabric, "partition", None)
         if fabric_partition is None:
             raise BackendUnavailableError(f"partition: needs the netns backend (this cluster uses {self.config.backend}): "
@@ -503,8 +515,8 @@ class Cluster:
         fabric_partition(chosen)
         return "partitioned: " + " | ".join(",".join(g) for g in self.fabric.wire.partitions())
 
-    def heal(self) -> str:
-        """Undo the partition."""
+    def put_heal(self) -> str:
+        """Make the wire whole at once (netemu.chaos calls this; use ``heal``)."""
         fabric_heal = getattr(self.fabric, "heal", None)
         if fabric_heal is None:
             raise BackendUnavailableError(f"heal: needs the netns backend (this cluster uses {self.config.backend})")
@@ -670,9 +682,3 @@ def _host_resolv_conf() -> str | None:
             return f.read()
     except OSError:
         return None
-
-
-def _impaired(target: str, impairment: Any) -> str:
-    if impairment is None or not impairment.active:
-        return f"{target}: impairment cleared"
-    return f"{target} impaired: {impairment}"

@@ -1,21 +1,23 @@
-"""The control socket of a running cluster, and the client the CLI uses to talk to it.
+"""The control socket of a running cluster, and the client the CLI uses to talk to it: what the
+CLI does not yet do through the Kubernetes API (``apply``/``delete -f`` of whole bundles,
+``describe``, ``exec``, ``wait``, ``capture``, ``down``). ``get``, ``delete KIND NAME``, ``scale``,
+``logs``, ``impair``, ``partition`` and ``heal`` are clients of the API (netemu.cli_api,
+netemu.cli_chaos).
 
 A Unix socket (mode 0600, in the cluster's state directory) carrying one JSON request per line
-and one JSON reply per line: ``{"op": "get", ...}`` → ``{"ok": true, "result": ...}`` or
+and one JSON reply per line: ``{"op": "describe", ...}`` → ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": "..."}``. Both ends prove who the other is by its peer credentials
 (``SO_PEERCRED``): the server answers only its own uid (and root), the client talks only to a
 server of its own uid, over a socket file it has verified first (netemu.statedir). A request is
 at most ``MAX_LINE`` bytes: the client refuses a larger one before sending it, the server answers
-one with an error and closes that connection. Output is rendered here, next to the objects, so the CLI
-stays a thin shell; ``exec`` and ``logs`` return a plan and a path that the CLI acts on itself,
-so stdin, exit codes and ``-f`` need no streaming protocol.
+one with an error and closes that connection. ``exec`` returns a plan that the CLI acts on itself,
+so stdin and exit codes need no streaming protocol.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import datetime
-import functools
 import json
 import logging
 import os
@@ -25,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netemu import statedir
-from netemu.api.labels import parse_selector, selector_matches
-from netemu.errors import ClusterError, InvalidError, NetemuError, NotFoundError, UnsafeStateError
+from netemu.controllers.deployment import replica_sets_of
+from netemu.errors import ClusterError, NetemuError, NotFoundError, UnsafeStateError
 
 if TYPE_CHECKING:
     from netemu.cluster import Cluster
@@ -137,13 +139,6 @@ class ControlServer:
             if req.get("delete"):
                 return c.apiserver.delete_manifests(manifests)
             return await c.apply(manifests)  # in slices: a big apply never stalls DNS or the proxy
-        if op == "delete":
-            return [await c.delete(req["kind"], name, req.get("namespace") or "default") for name in req["names"]]
-        if op == "scale":
-            return await c.scale(req["name"], int(req["replicas"]), req.get("namespace") or "default",
-                                 kind=req.get("kind") or "Deployment")
-        if op == "get":
-            return self._get(req, now)
         if op == "describe":
             kind = resolve_kind(req["kind"])
             ns = req.get("namespace") or "default"
@@ -155,8 +150,6 @@ class ControlServer:
             plan = c.exec_plan(req["pod"], req["argv"], container=req.get("container"),
                                namespace=req.get("namespace") or "default")
             return dataclasses.asdict(plan)
-        if op == "log_path":
-            return str(c.log_path(req["pod"], req.get("container"), req.get("namespace") or "default"))
         if op == "wait_ready":
             from netemu.readiness import require_ready
             await require_ready(c, float(req.get("timeout", 30)))
@@ -164,8 +157,6 @@ class ControlServer:
         if op == "down":
             self.down_requested.set()
             return "stopping"
-        if op == "impair":
-            return self._impair(req)
         if op == "capture_start":
             capture = await c.start_capture(req["path"], pod=req.get("pod"), node=req.get("node"), link=req.get("link"),
                                             namespace=req.get("namespace") or "default", filter=req.get("filter") or "",
@@ -182,10 +173,6 @@ class ControlServer:
                 del self.captures[int(req["id"])]
                 return {"frames": capture.frames, "summary": c.capture_summary(capture)}
             return {"frames": capture.frames, "done": capture.done.is_set()}
-        if op == "partition":
-            return c.partition(req.get("groups") or [])
-        if op == "heal":
-            return c.heal()
         raise ClusterError(f"unknown control operation {op!r}")
 
     def _related(self, obj: Any) -> dict[str, Any]:
@@ -194,33 +181,16 @@ class ControlServer:
             return {"endpoint_slices": store.list(
                 "EndpointSlice", obj.metadata.namespace, {"kubernetes.io/service-name": obj.metadata.name}),
                     "sections": self._traffic_sections(obj)}
-        if obj.KIND in ("StatefulSet", "Deployment"):
+        if obj.KIND == "Deployment":
+            new, old = replica_sets_of(store, obj)
+            return {"new_replica_sets": new, "old_replica_sets": old}
+        if obj.KIND in ("StatefulSet", "ReplicaSet"):
             return {"pods": [p for p in store.list("Pod", obj.metadata.namespace)
                              if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
         if obj.KIND == "Node":
             return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name],
                     "sections": self._node_sections(obj.metadata.name)}
         return {}
-
-    def _impair(self, req: dict[str, Any]) -> str:
-        """``{"op": "impair", "service": "ns/name" | "name", "namespace": ..., "node": ..., "link":
-        [a, b], "settings": {"delay": "50ms", ...} | null}``; null clears. Settings are text in
-        tc's units, read as a proxy ``Impairment`` or, for links and (netns) nodes, a wire's
-        ``LinkImpairment``."""
-        service, node, link = req.get("service"), req.get("node"), req.get("link")
-        settings = {k: v for k, v in (req.get("settings") or {}).items() if v not in (None, "")}
-        on_wire = link is not None or (node is not None and hasattr(self.cluster.fabric, "impair"))
-        if on_wire:
-            from netemu.fabric.netns.wire import LinkImpairment as kind
-            foreign, where = "reset", "the proxy (impair a service)"
-        else:
-            from netemu.proxy import Impairment as kind  # type: ignore[assignment]
-            foreign, where = "duplicate", "the netns backend's wire (impair a link or a node there)"
-        if foreign in settings:
-            raise InvalidError(f"impair: {foreign} is applied by {where}, not here")
-        impairment = kind.parse(**settings) if settings else None
-        return self.cluster.impair(service=service, node=node, link=tuple(link) if link else None,
-                                   impairment=impairment, namespace=req.get("namespace") or "default")
 
     def _node_sections(self, node: str) -> list[tuple[str, list[str]]]:
         """What is impaired on the node's links (wire: netns) or at its proxy, and the partition."""
@@ -263,40 +233,6 @@ class ControlServer:
         title = f"Connections (last {len(shown)} of {len(records)})" if len(records) > len(shown) else "Connections"
         sections.append((title, lines))
         return sections
-
-    def _get(self, req: dict[str, Any], now: datetime.datetime) -> str:
-        from netemu import printers
-        from netemu.cluster import resolve_kind
-        c = self.cluster
-        all_ns = bool(req.get("all_namespaces"))
-        ns = None if all_ns else (req.get("namespace") or "default")
-        sel = functools.partial(selector_matches, parse_selector(req["selector"])) if req.get("selector") else None
-        text_kind = req["kind"]
-        fmt = req.get("output") or ""
-        names = req.get("names") or []
-        if text_kind == "all" or "," in text_kind:
-            kinds = ([cls.KIND for cls in printers.ALL_KINDS] if text_kind == "all"
-                     else [resolve_kind(k) for k in text_kind.split(",")])
-        else:
-            kinds = [resolve_kind(text_kind)]
-        namespaced = all(k8s_namespaced(k) for k in kinds)
-        if names:
-            objs = [c.get(kinds[0], n, ns or "default") for n in names]
-        else:
-            objs = [o for k in kinds for o in c.list(k, ns, sel)]
-        if fmt in ("yaml", "json"):
-            render = printers.render_yaml if fmt == "yaml" else printers.render_json
-            return render(objs, as_list=not (len(names) == 1 and len(objs) == 1))
-        if fmt not in ("", "wide"):
-            raise ClusterError(f"unable to match a printer suitable for the output format \"{fmt}\", "
-                               "allowed formats are: json,wide,yaml")
-        table = printers.render_table(text_kind, objs, wide=fmt == "wide", all_namespaces=all_ns, now=now)
-        return table or printers.no_resources_message(ns, all_ns, namespaced=namespaced)
-
-
-def k8s_namespaced(kind: str) -> bool:
-    from netemu.api.objects import KIND_BY_NAME
-    return KIND_BY_NAME[kind].NAMESPACED
 
 
 class ControlClient:

@@ -23,8 +23,10 @@ from netemu.api import codec
 from netemu.api.validation import base64_error, decoded
 from netemu.api.objects import (
     ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
-    LabelSelector, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service, StatefulSet,
+    Impairment, LabelSelector, Namespace, Node, Partition, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service,
+    StatefulSet, ReplicaSet, STORED_ONLY, STORED_ONLY_TYPES, stored_only,
 )
+from netemu.api.kinds import group_of, plural
 from netemu.api.objects import Event as EventObject
 from netemu.errors import InvalidError, NotFoundError
 
@@ -55,6 +57,7 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(Pod, "pods", "pod", "po", ""),
     _Resource(Service, "services", "service", "svc", ""),
     _Resource(Deployment, "deployments", "deployment", "deploy", "apps"),
+    _Resource(ReplicaSet, "replicasets", "replicaset", "rs", "apps"),
     _Resource(StatefulSet, "statefulsets", "statefulset", "sts", "apps"),
     _Resource(EndpointSlice, "endpointslices", "endpointslice", "", "discovery.k8s.io"),
     _Resource(Node, "nodes", "node", "no", ""),
@@ -62,10 +65,14 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(ConfigMap, "configmaps", "configmap", "cm", ""),
     _Resource(Secret, "secrets", "secret", "", ""),
     _Resource(EventObject, "events", "event", "ev", ""),
+    _Resource(Impairment, "impairments", "impairment", "", "netemu.dev"),
+    _Resource(Partition, "partitions", "partition", "", "netemu.dev"),
+    *(_Resource(cls, plural(cls.KIND), cls.KIND.lower(), next(iter(shorts), ""), group_of(cls.API_VERSION))
+      for cls, (_, _, _, shorts) in zip(STORED_ONLY_TYPES, STORED_ONLY)),
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
-# kubectl's "all" category, restricted to what netemu has (no ReplicaSets: deployments own pods).
-ALL_KINDS: tuple[type, ...] = (Pod, Service, Deployment, StatefulSet)  # what `get all` lists
+# kubectl's "all" category, restricted to what netemu has, in kubectl's order.
+ALL_KINDS: tuple[type, ...] = (Pod, Service, Deployment, ReplicaSet, StatefulSet)  # what `get all` lists
 
 
 def resolve_kind(name: str) -> type:
@@ -281,7 +288,7 @@ def _controller_of(owner_references: Iterable[Any]) -> str:
     return ""
 
 
-def _replicas(obj: Deployment | StatefulSet) -> int:
+def _replicas(obj: Deployment | ReplicaSet | StatefulSet) -> int:
     return 1 if obj.spec.replicas is None else obj.spec.replicas
 
 
@@ -451,6 +458,16 @@ def _deployment_cells(d: Deployment, now: datetime, wide: bool) -> list[str]:
     return cells
 
 
+def _replicaset_cells(rs: ReplicaSet, now: datetime, wide: bool) -> list[str]:
+    cells = [rs.metadata.name, str(_replicas(rs)), str(rs.status.replicas), str(rs.status.ready_replicas),
+             _since(rs.metadata.creation_timestamp, now)]
+    if wide:
+        containers = rs.spec.template.spec.containers
+        cells += [",".join(c.name for c in containers), ",".join(c.image for c in containers),
+                  _selector_string(rs.spec.selector)]
+    return cells
+
+
 def _statefulset_cells(sts: StatefulSet, now: datetime, wide: bool) -> list[str]:
     cells = [sts.metadata.name, f"{sts.status.ready_replicas}/{_replicas(sts)}",
              _since(sts.metadata.creation_timestamp, now)]
@@ -519,6 +536,30 @@ def event_order(events: Iterable[Any]) -> list[Any]:
                                          or datetime.min.replace(tzinfo=timezone.utc), e.metadata.name))
 
 
+def impairment_target(imp: Impairment) -> str:
+    """``service/web``, ``node/node-1``, ``link/node-1<->node-2``."""
+    t = imp.spec.target
+    return (f"service/{t.service}" if t.service else f"node/{t.node}" if t.node
+            else f"link/{'<->'.join(t.link)}")
+
+
+def _impairment_cells(imp: Impairment, now: datetime, wide: bool) -> list[str]:
+    settings = " ".join(f"{what} {getattr(imp.spec, what)}" for what in ("delay", "jitter", "rate", "loss", "reset",
+                                                                           "duplicate") if getattr(imp.spec, what))
+    cells = [imp.metadata.name, impairment_target(imp), settings, imp.status.applied or "<pending>",
+             _since(imp.metadata.creation_timestamp, now)]
+    return cells + [imp.status.layer or "<none>"] if wide else cells
+
+
+def _partition_cells(part: Partition, now: datetime, wide: bool) -> list[str]:
+    asked = " | ".join(",".join(g.nodes) for g in part.spec.groups)
+    return [part.metadata.name, asked, part.status.groups or "<pending>", _since(part.metadata.creation_timestamp, now)]
+
+
+def _stored_only_cells(obj: Any, now: datetime, wide: bool) -> list[str]:
+    return [obj.metadata.name, _since(obj.metadata.creation_timestamp, now)]
+
+
 @dataclass(frozen=True)
 class _Table:
     columns: tuple[str, ...]
@@ -532,6 +573,8 @@ _TABLES: dict[type, _Table] = {
     Service: _Table(("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"), ("SELECTOR",), _service_cells),
     Deployment: _Table(("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
                        ("CONTAINERS", "IMAGES", "SELECTOR"), _deployment_cells),
+    ReplicaSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ("CONTAINERS", "IMAGES", "SELECTOR"),
+                       _replicaset_cells),
     StatefulSet: _Table(("NAME", "READY", "AGE"), ("CONTAINERS", "IMAGES"), _statefulset_cells),
     EndpointSlice: _Table(("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), (), _endpointslice_cells),
     Node: _Table(("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
@@ -541,6 +584,9 @@ _TABLES: dict[type, _Table] = {
     Secret: _Table(("NAME", "TYPE", "DATA", "AGE"), (), _secret_cells),
     EventObject: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"),
                         ("SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"), _event_cells),
+    Impairment: _Table(("NAME", "TARGET", "SETTINGS", "APPLIED", "AGE"), ("LAYER",), _impairment_cells),
+    Partition: _Table(("NAME", "GROUPS", "IN FORCE", "AGE"), (), _partition_cells),
+    **{cls: _Table(("NAME", "AGE"), (), _stored_only_cells) for cls in STORED_ONLY_TYPES},
 }
 
 
@@ -680,8 +726,10 @@ class Related(TypedDict, total=False):
 
     endpoint_slices: a Service's EndpointSlices; Endpoints per port is computed as kubectl does.
     endpoints: a Service's ready ``ip:port`` list, used for every port when slices are not given.
-    pods: a Node's non-terminated pods (the "Non-terminated Pods" table); a StatefulSet's pods
-        (its "Pods Status" line counts them by phase).
+    pods: a Node's non-terminated pods (the "Non-terminated Pods" table); a StatefulSet's or
+        ReplicaSet's pods (its "Pods Status" line counts them by phase).
+    old_replica_sets, new_replica_sets: a Deployment's ReplicaSets (its "OldReplicaSets" and
+        "NewReplicaSet" lines, printed when either is given).
     sections: extra ``(title, lines)`` sections printed before Events; a line may hold tabs to
         make columns (``"10.244.1.5:41234\\t-> 10.244.2.7:80\\tOK"``).
     """
@@ -689,6 +737,8 @@ class Related(TypedDict, total=False):
     endpoint_slices: Sequence[EndpointSlice]
     endpoints: Sequence[str]
     pods: Sequence[Pod]
+    old_replica_sets: Sequence[ReplicaSet]
+    new_replica_sets: Sequence[ReplicaSet]
     sections: Sequence[tuple[str, Sequence[str]]]
 
 
@@ -1197,11 +1247,49 @@ def _describe_deployment(w: _Writer, d: Deployment, events: Sequence[Any] | None
         w.write(0, f"RollingUpdateStrategy:\t{text(rolling.max_unavailable)} max unavailable, "
                    f"{text(rolling.max_surge)} max surge\n")
     _describe_pod_template(w, spec.template, now)
-    if status.conditions:
+    _conditions_table(w, status.conditions)
+    if "old_replica_sets" in related or "new_replica_sets" in related:
+        w.write(0, f"OldReplicaSets:\t{_replica_sets_line(related.get('old_replica_sets', ()))}\n")
+        w.write(0, f"NewReplicaSet:\t{_replica_sets_line(related.get('new_replica_sets', ()))}\n")
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
+def _conditions_table(w: _Writer, conditions: Sequence[Any]) -> None:
+    if conditions:
         w.write(0, "Conditions:\n  Type\tStatus\tReason\n")
         w.write(1, "----\t------\t------\n")
-        for c in status.conditions:
+        for c in conditions:
             w.write(1, f"{c.type} \t{c.status}\t{c.reason}\n")
+
+
+def _replica_sets_line(replica_sets: Sequence[ReplicaSet]) -> str:
+    """kubectl's printReplicaSetsByLabels."""
+    return ", ".join(f"{rs.metadata.name} ({rs.status.replicas}/{_replicas(rs)} replicas created)"
+                     for rs in replica_sets) or "<none>"
+
+
+def _pods_status(pods: Sequence[Pod]) -> str:
+    phases = [p.status.phase for p in pods]
+    return (f"{phases.count('Running')} Running / {phases.count('Pending')} Waiting / "
+            f"{phases.count('Succeeded')} Succeeded / {phases.count('Failed')} Failed")
+
+
+def _describe_replicaset(w: _Writer, rs: ReplicaSet, events: Sequence[Any] | None, related: Related,
+                         now: datetime) -> None:
+    meta = rs.metadata
+    w.write(0, f"Name:\t{meta.name}\n")
+    w.write(0, f"Namespace:\t{meta.namespace}\n")
+    w.write(0, f"Selector:\t{_selector_string(rs.spec.selector)}\n")
+    _labels_multiline(w, "Labels", meta.labels)
+    _annotations_multiline(w, "Annotations", meta.annotations)
+    controller = _controller_of(meta.owner_references)
+    if controller:
+        w.write(0, f"Controlled By:\t{controller}\n")
+    w.write(0, f"Replicas:\t{rs.status.replicas} current / {_replicas(rs)} desired\n")
+    w.write(0, f"Pods Status:\t{_pods_status(related.get('pods', ()))}\n")
+    _describe_pod_template(w, rs.spec.template, now)
+    _conditions_table(w, rs.status.conditions)
     _extra_sections(w, related)
     _events(w, events, now)
 
@@ -1240,9 +1328,7 @@ def _describe_statefulset(w: _Writer, sts: StatefulSet, events: Sequence[Any] | 
         w.write(1, f"Partition:\t{rolling.partition}\n")
         if rolling.max_unavailable is not None:
             w.write(1, f"MaxUnavailable:\t{rolling.max_unavailable}\n")
-    phases = [p.status.phase for p in related.get("pods", ())]
-    w.write(0, f"Pods Status:\t{phases.count('Running')} Running / {phases.count('Pending')} Waiting / "
-               f"{phases.count('Succeeded')} Succeeded / {phases.count('Failed')} Failed\n")
+    w.write(0, f"Pods Status:\t{_pods_status(related.get('pods', ()))}\n")
     _describe_pod_template(w, spec.template, now)
     _describe_volume_claim_templates(w, spec.extra.get("volumeClaimTemplates") or [])
     _extra_sections(w, related)
@@ -1411,10 +1497,54 @@ def _decoded_size(text: str) -> int:
     return len(_decoded(text))
 
 
+def _describe_fields(w: _Writer, level: int, value: Any) -> None:
+    """kubectl's generic describer for custom resources: fields as indented ``Name:  value`` lines."""
+    for key, sub in value.items():
+        title = key[:1].upper() + key[1:]
+        if isinstance(sub, dict):
+            w.write(level, f"{title}:\n")
+            _describe_fields(w, level + 1, sub)
+        elif isinstance(sub, list):
+            w.write(level, f"{title}:\n")
+            for item in sub:
+                if isinstance(item, dict):
+                    _describe_fields(w, level + 1, item)
+                else:
+                    w.write(level + 1, f"{item}\n")
+        else:
+            w.write(level, f"{title}:\t{sub}\n")
+
+
+def _describe_custom(w: _Writer, obj: Any, events: Sequence[Any] | None, related: Related, now: datetime) -> None:
+    """kubectl's GenericDescriber, as it describes a custom resource (Impairment, Partition)."""
+    w.write(0, f"Name:\t{obj.metadata.name}\n")
+    if obj.NAMESPACED:
+        w.write(0, f"Namespace:\t{obj.metadata.namespace}\n")
+    _labels_multiline(w, "Labels", obj.metadata.labels)
+    _annotations_multiline(w, "Annotations", obj.metadata.annotations)
+    w.write(0, f"API Version:\t{obj.api_version}\nKind:\t{obj.kind}\n")
+    data = codec.to_dict(obj)
+    for part in ("spec", "status") if not stored_only(obj) else sorted(set(data) - _ENVELOPE):
+        if data.get(part):
+            w.write(0, f"{part[:1].upper() + part[1:]}:\n")
+            _describe_fields(w, 1, data[part] if isinstance(data[part], dict) else {"value": data[part]})
+    if stored_only(obj):
+        w.write(0, f"Note:\t{STORED_ONLY_NOTE.format(kind=obj.KIND)}\n")
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
+_ENVELOPE = frozenset({"apiVersion", "kind", "metadata"})
+STORED_ONLY_NOTE = "stored as given; netemu does not emulate {kind} objects (they have no effect)"
+
 _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, datetime], None]] = {
+    **{cls: _describe_custom for cls in STORED_ONLY_TYPES},
+    Impairment: _describe_custom,
+    Partition: _describe_custom,
     Pod: _describe_pod,
     Service: _describe_service,
     Deployment: _describe_deployment,
+    ReplicaSet: _describe_replicaset,
     StatefulSet: _describe_statefulset,
     EndpointSlice: _describe_endpointslice,
     Node: _describe_node,

@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
+from netemu.api.kinds import plural, qualified
+from netemu.api.objects import STORED_ONLY
 from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,9 @@ DRAIN_SLICE = 0.02  # seconds of event delivery per loop turn before the loop ge
 RESOURCE_NAMES = {
     "Pod": "pods", "Service": "services", "Deployment": "deployments.apps",
     "EndpointSlice": "endpointslices.discovery.k8s.io", "Namespace": "namespaces",
-    "Node": "nodes", "StatefulSet": "statefulsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
-    "Event": "events",
+    "Node": "nodes", "StatefulSet": "statefulsets.apps", "ReplicaSet": "replicasets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
+    "Event": "events", "Impairment": "impairments.netemu.dev", "Partition": "partitions.netemu.dev",
+    **{kind: qualified(kind, version, plural(kind)) for version, kind, _, _ in STORED_ONLY},
 }
 
 
@@ -144,8 +147,8 @@ class Store:
                 f'Operation cannot be fulfilled on {RESOURCE_NAMES.get(obj.KIND, obj.KIND)} "{name}": '
                 "the object has been modified; please apply your changes to the latest version and try again")
         generation = old.metadata.generation
-        if getattr(old, "spec", None) != getattr(obj, "spec", None):
-            generation += 1
+        if getattr(old, "spec", None) != getattr(obj, "spec", None) or old.extra.get("spec") != obj.extra.get("spec"):
+            generation += 1  # a kind kept as given has its spec in ``extra``
         meta = dataclasses.replace(
             obj.metadata, uid=old.metadata.uid, creation_timestamp=old.metadata.creation_timestamp,
             resource_version=self._next_rv(), generation=generation)

@@ -9,6 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pytest
+
+from netemu.kubeapi import KUBECONFIG
 from netemu.pytest_plugin import NetemuCluster
 from netemu.scenario.clusters import unique_name
 
@@ -49,3 +52,23 @@ def namespace_for(kubectl: Callable[..., Any], request: Any) -> str:
     name = unique_name(request.node.name.removeprefix("test_")[:20].replace("_", "-"), limit=40)
     kubectl("create", "namespace", name)
     return name
+
+
+def api_fixtures(name: str, **options: Any) -> tuple[Any, Any, Any]:
+    """The ``api``, ``kubectl`` and ``namespace`` fixtures of a test module, assigned at its top
+    (``api, kubectl, namespace = api_fixtures("rollout")``): one cluster with its API for the
+    module, the real kubectl against its kubeconfig, a fresh namespace for each test."""
+    @pytest.fixture(scope="module")
+    def api(tmp_path_factory: Any) -> Iterator[NetemuCluster]:
+        with cluster_with_api(tmp_path_factory.mktemp("state"), name, **options) as handle:
+            yield handle
+
+    @pytest.fixture
+    def kubectl(api: NetemuCluster, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+        return kubectl_runner(api.cluster.state.directory / KUBECONFIG, tmp_path)
+
+    @pytest.fixture
+    def namespace(kubectl: Callable[..., Any], request: Any) -> str:
+        return namespace_for(kubectl, request)
+
+    return api, kubectl, namespace

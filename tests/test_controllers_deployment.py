@@ -1,4 +1,5 @@
-"""Deployment controller: naming, scaling, rollouts, replacement, deletion and status."""
+"""Deployment controller (with the ReplicaSet controller under it): naming, scaling, rollouts,
+replacement, deletion and status."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ import re
 import pytest
 
 from netemu.api.objects import DeploymentStrategy, RollingUpdateDeployment
-from netemu.controllers import DeploymentController, Scheduler, podutil
+from netemu.controllers import DeploymentController, ReplicaSetController, Scheduler, podutil
 from netemu.controllers.deployment import HASH_LABEL, surge_and_unavailable, template_hash
 from netemu.controllers.names import ALPHANUMS
 from netemu.store import Store
@@ -23,14 +24,17 @@ class Env:
         for name in ("n1", "n2", "n3"):
             self.store.create(node(name))
         self.controller = DeploymentController(self.store)
+        self.replicasets = ReplicaSetController(self.store)
         self.scheduler = Scheduler(self.store)
         self.controller.start()
+        self.replicasets.start()
         self.scheduler.start()
         self.kubelet = FakeKubelet(self.store, auto_ready=auto_ready)
 
     def stop(self) -> None:
         self.kubelet.stop()
         self.scheduler.stop()
+        self.replicasets.stop()
         self.controller.stop()
 
     def pods(self, active_only: bool = True) -> list:
@@ -97,9 +101,12 @@ async def test_pods_are_named_labelled_and_owned_as_kubernetes_does(env: Env) ->
         assert m and m["hash"] == h, p.metadata.name
         assert p.metadata.labels == {"app": "web", HASH_LABEL: h}
         assert p.metadata.generate_name == f"web-{h}-"
+        rs = env.store.must_get("ReplicaSet", "default", f"web-{h}")
         (ref,) = p.metadata.owner_references
-        assert (ref.kind, ref.name, ref.uid, ref.controller) == ("Deployment", "web", d.metadata.uid, True)
+        assert (ref.kind, ref.name, ref.uid, ref.controller) == ("ReplicaSet", f"web-{h}", rs.metadata.uid, True)
         assert p.spec.containers[0].image == "nginx:1.25"
+    (ref,) = rs.metadata.owner_references
+    assert (ref.kind, ref.name, ref.uid, ref.controller) == ("Deployment", "web", d.metadata.uid, True)
 
 
 async def test_status_and_conditions(env: Env) -> None:
@@ -243,11 +250,14 @@ async def test_relabelled_pod_is_orphaned_and_replaced(env: Env) -> None:
 async def test_existing_deployments_are_reconciled_at_start() -> None:
     store = Store()
     store.create(deployment("web", 2, {"app": "web"}))
-    controller = DeploymentController(store)
+    controller, replicasets = DeploymentController(store), ReplicaSetController(store)
     controller.start()
+    replicasets.start()
     await eventually(lambda: len(store.list("Pod", "default", {"app": "web"})) == 2)
     await settle()
     assert len(store.list("Pod", "default", {"app": "web"})) == 2
+    assert len(store.list("ReplicaSet", "default")) == 1
+    replicasets.stop()
     controller.stop()
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from netemu.controllers import DeploymentController, Scheduler
+from netemu.controllers import DeploymentController, ReplicaSetController, Scheduler
 from netemu.store import Store
 
 from test_controllers_helpers import deployment, eventually, node, pod, settle
@@ -31,8 +31,9 @@ def scheduled_condition(store: Store, name: str):
 
 
 async def test_two_replicas_on_three_nodes_land_on_distinct_nodes(store: Store) -> None:
-    controller = DeploymentController(store)
+    controller, replicasets = DeploymentController(store), ReplicaSetController(store)
     controller.start()
+    replicasets.start()
     for name in ("n1", "n2", "n3"):
         store.create(node(name))
     # an unrelated pod makes n1 the busiest, so plain "fewest pods" would not decide alone
@@ -48,6 +49,7 @@ async def test_two_replicas_on_three_nodes_land_on_distinct_nodes(store: Store) 
     assert "n1" not in {p.spec.node_name for p in pods}
     for p in pods:
         assert scheduled_condition(store, p.metadata.name).status == "True"
+    replicasets.stop()
     controller.stop()
 
 

@@ -124,7 +124,7 @@ def test_impairment_settings_at_their_bounds_are_accepted():
 def test_impair_rate_0_is_refused_not_taken_as_clear(running):
     env, _ = running
     r = netemu(env, "impair", "--node", "node-1", "--rate", "0")
-    one_line_error(r, "rate '0'")
+    one_line_error(r, 'spec.rate: Invalid value: "0"')
     assert "cleared" not in r.stdout
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
+from kubeapi_support import KUBECTL, api_fixtures
 from netemu.kubeapi import KUBECONFIG
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,20 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    with cluster_with_api(tmp_path_factory.mktemp("state"), "kubeapi") as handle:
-        yield handle
-
-
-@pytest.fixture
-def kubectl(api, tmp_path):
-    return kubectl_runner(api.cluster.state.directory / KUBECONFIG, tmp_path)
-
-
-@pytest.fixture
-def namespace(kubectl, request):
-    return namespace_for(kubectl, request)
+api, kubectl, namespace = api_fixtures("kubeapi")
 
 
 def test_version_names_the_server(kubectl):
@@ -187,3 +174,33 @@ def test_label_and_set_image_patch_in_place(kubectl, api, namespace):
     live = api.cluster.get("Deployment", "web", namespace)
     assert live.metadata.labels == {"app": "web", "tier": "front"}
     assert [c.image for c in live.spec.template.spec.containers] == ["nginx:1.27"]
+
+
+def test_the_everyday_imperative_commands(kubectl, api, namespace, tmp_path):
+    """create, run, expose, annotate, edit, wait, and get's other printers, as a user types them."""
+    n = ("-n", namespace)
+    assert kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", *n).stdout == \
+        "deployment.apps/web created\n"
+    assert kubectl("expose", "deployment", "web", "--port=80", *n).stdout == "service/web exposed\n"
+    assert kubectl("create", "service", "clusterip", "other", "--tcp=8080:80", *n).stdout == "service/other created\n"
+    assert kubectl("run", "one", "--image=busybox", "--labels=tier=tools", *n, "--", "sleep", "3600").stdout == \
+        "pod/one created\n"
+    kubectl("wait", "--for=condition=Available", "deployment/web", "--timeout=60s", *n)
+    kubectl("wait", "--for=condition=Ready", "pod/one", "--timeout=60s", *n)
+    svc = json.loads(kubectl("get", "svc", "web", *n, "-o", "json").stdout)
+    assert svc["spec"]["selector"] == {"app": "web"} and svc["spec"]["ports"][0]["port"] == 80
+    assert kubectl("annotate", "svc", "web", "team=blue", *n).stdout == "service/web annotated\n"
+    labelled = kubectl("get", "pod", "one", "--show-labels", *n).stdout.splitlines()
+    assert labelled[0].split()[-1] == "LABELS" and labelled[1].split()[-1] == "tier=tools"
+    columns = kubectl("get", "svc", *n, "--sort-by=.metadata.name",
+                      "-o", "custom-columns=NAME:.metadata.name,PORT:.spec.ports[0].port").stdout.split()
+    assert columns == ["NAME", "PORT", "other", "8080", "web", "80"]
+    editor = tmp_path / "editor.sh"  # what an editor would do: change the replicas in the file it is given
+    editor.write_text('#!/bin/sh\nsed -i "s/^  replicas: 2$/  replicas: 3/" "$1"\n')
+    editor.chmod(0o755)
+    edited = subprocess.run([KUBECTL, "edit", "deployment/web", *n], env={**kubectl.env, "KUBE_EDITOR": str(editor)},
+                            capture_output=True, text=True, timeout=60)
+    assert (edited.returncode, edited.stdout) == (0, "deployment.apps/web edited\n"), edited.stderr
+    kubectl("wait", "--for=jsonpath={.status.readyReplicas}=3", "deployment/web", "--timeout=60s", *n)
+    kubectl("delete", "pod", "one", "--wait=false", *n)
+    kubectl("wait", "--for=delete", "pod/one", "--timeout=60s", *n)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from test_kubelet_logs_exec import TWO_CONTAINERS
-from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
+from kubeapi_support import KUBECTL, api_fixtures, cluster_with_api
 from netemu.fabric import routes_outside_loopback
 from netemu.kubeapi import KUBECONFIG
 from test_netns_helpers import netns_ready  # noqa: F401 - fixture
@@ -37,20 +37,7 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    with cluster_with_api(tmp_path_factory.mktemp("state"), "podio") as handle:
-        yield handle
-
-
-@pytest.fixture
-def kubectl(api, tmp_path):
-    return kubectl_runner(api.cluster.state.directory / KUBECONFIG, tmp_path)
-
-
-@pytest.fixture
-def namespace(kubectl, request):
-    return namespace_for(kubectl, request)
+api, kubectl, namespace = api_fixtures("podio")
 
 
 def _running(api, namespace: str, pod: str, text: str = "", container: str | None = None) -> None:

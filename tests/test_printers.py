@@ -17,7 +17,7 @@ import yaml
 
 from netemu import printers
 from netemu.api import codec
-from netemu.api.objects import Deployment, EndpointSlice, Namespace, Node, Pod, Service, StatefulSet
+from netemu.api.objects import Deployment, EndpointSlice, Namespace, Node, Pod, ReplicaSet, Service, StatefulSet
 from netemu.errors import InvalidError, NotFoundError
 from netemu.printers import Event, describe, render_json, render_table, render_yaml
 
@@ -237,8 +237,8 @@ def test_resolve_kind_unknown() -> None:
 
 
 @pytest.mark.parametrize("request_, kinds, with_kind", [
-    ("pods", [Pod], False), ("all", [Pod, Service, Deployment, StatefulSet], True),
-    ("svc,po", [Service, Pod], True), ("all,svc", [Pod, Service, Deployment, StatefulSet], True),
+    ("pods", [Pod], False), ("all", [Pod, Service, Deployment, ReplicaSet, StatefulSet], True),
+    ("svc,po", [Service, Pod], True), ("all,svc", [Pod, Service, Deployment, ReplicaSet, StatefulSet], True),
 ], ids=["single", "all", "list", "all-and-more"])
 def test_resolve_kinds(request_: str, kinds: list[type], with_kind: bool) -> None:
     assert printers.resolve_kinds(request_) == (kinds, with_kind)

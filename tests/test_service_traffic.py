@@ -427,9 +427,12 @@ def test_impair_through_the_cli_delays_resets_and_clears(cli_cluster):
 
 @pytest.mark.parametrize("args, message", [
     (["--service", "nope", "--delay", "5ms"], 'error: services "nope" not found'),
-    (["--node", "node-9", "--delay", "5ms"], 'error: nodes "node-9" not found'),
-    (["--service", "my-service", "--delay", "fast"], "error: impairment: delay 'fast': expected a number"),
-    (["--service", "my-service", "--loss", "150%"], "error: impairment: loss '150%': must be between 0% and 100%"),
+    (["--node", "node-9", "--delay", "5ms"],
+     'error: The Impairment "node-node-9" is invalid: spec.target.node: Not found: "node-9"'),
+    (["--service", "my-service", "--delay", "fast"], 'error: The Impairment "service-my-service" is invalid: '
+                                                     'spec.delay: Invalid value: "fast": expected a number'),
+    (["--service", "my-service", "--loss", "150%"], 'error: The Impairment "service-my-service" is invalid: '
+                                                    'spec.loss: Invalid value: "150%": must be between 0% and 100%'),
     (["--service", "my-service", "--clear", "--delay", "5ms"], "error: --clear takes no settings (got --delay)"),
     (["--service", "my-service"], "error: say what to impair"),
 ], ids=["unknown-service", "unknown-node", "bad-delay", "loss-over-100", "clear-with-settings", "nothing"])

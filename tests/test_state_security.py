@@ -192,7 +192,8 @@ def root_netemu(shm: PrivateShm, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(shm.argv(NETEMU, *args), env=env, capture_output=True, text=True, timeout=60)
 
 
-COMMANDS = {"exec": ["exec", "web", "--", "true"], "get": ["get", "pods"], "gc": ["gc"], "down": ["down"],
+COMMANDS = {"exec": ["exec", "web", "--", "true"], "get": ["get", "pods"], "describe": ["describe", "pod", "web"],
+            "gc": ["gc"], "down": ["down"],
             "up": ["up", "--name", "other", "--dns-upstream", "none"],
             "up-detach": ["up", "--detach", "--name", "other", "--dns-upstream", "none", "--timeout", "20"]}
 
@@ -276,7 +277,7 @@ def _root_cluster_with_nobodys_socket(shm: PrivateShm) -> Path:
 def test_a_control_socket_of_another_owner_is_refused(shm, attacker, victim):
     run = attacker(PLANT)
     _root_cluster_with_nobodys_socket(shm)
-    seen = assert_refused(shm, run, victim, ["exec", "get", "down"],
+    seen = assert_refused(shm, run, victim, ["exec", "describe", "down"],
                           f"control socket {ROOT}/netemu/control.sock is owned by uid {NOBODY.pw_uid}, "
                           f"not you (uid {UID}): remove the cluster directory {ROOT}/netemu")
     assert seen["connections"] == 0
@@ -288,7 +289,7 @@ def test_a_control_socket_served_by_another_user_gets_nothing(shm, attacker, vic
     sock = _root_cluster_with_nobodys_socket(shm) / "control.sock"
     os.chown(sock, UID, 0)
     os.chmod(sock, 0o600)
-    seen = assert_refused(shm, run, victim, ["exec", "get", "down"],
+    seen = assert_refused(shm, run, victim, ["exec", "describe", "down"],
                           f"control socket {ROOT}/netemu/control.sock is served by uid {NOBODY.pw_uid}, not you "
                           f"(uid {UID}); nothing was sent: remove the cluster directory {ROOT}/netemu")
     assert seen["connections"] == 3  # connected, checked the peer, hung up without a byte

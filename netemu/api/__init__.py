@@ -24,7 +24,7 @@ from .objects import (
     LoadBalancerStatus, Namespace, NamespaceSpec, NamespaceStatus, Node, NodeAddress, NodeCondition,
     NodeSpec, NodeStatus, ObjectFieldSelector, ObjectMeta, ObjectReference, OwnerReference, Pod,
     PodCondition, PodDNSConfig, PodDNSConfigOption, PodIP, PodSpec, PodStatus, PodTemplateSpec,
-    PortStatus, Probe, RollingUpdateDeployment, Secret, Service, ServicePort, ServiceSpec, ServiceStatus,
+    PortStatus, Probe, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment, Secret, Service, ServicePort, ServiceSpec, ServiceStatus,
     SessionAffinityConfig, TCPSocketAction, ident, key_of,
 )
 from .validation import merge_server_fields, merge_service_allocations, validate, validate_update
@@ -42,7 +42,7 @@ __all__ = [
     "NamespaceSpec", "NamespaceStatus", "Node", "NodeAddress", "NodeCondition", "NodeSpec", "NodeStatus",
     "ObjectFieldSelector", "ObjectMeta", "ObjectReference", "OwnerReference", "Pod", "PodCondition",
     "PodDNSConfig", "PodDNSConfigOption", "PodIP", "PodSpec", "PodStatus", "PodTemplateSpec", "PortStatus",
-    "Probe", "RollingUpdateDeployment", "Secret", "Service", "ServicePort", "ServiceSpec", "ServiceStatus",
+    "Probe", "ReplicaSet", "ReplicaSetSpec", "ReplicaSetStatus", "RollingUpdateDeployment", "Secret", "Service", "ServicePort", "ServiceSpec", "ServiceStatus",
     "SessionAffinityConfig", "TCPSocketAction", "ident", "key_of",
     # codec, defaults, validation, loading
     "from_dict", "to_dict", "apply_defaults", "validate", "validate_update", "merge_service_allocations",

@@ -1,7 +1,7 @@
 """The API server's defaulting, as a pure function: ``apply_defaults(obj) -> obj``.
 
 Follows ``pkg/apis/core/v1/defaults.go`` (Service, Pod, PodSpec, Container, Probe, HTTPGetAction,
-ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment, StatefulSet) and
+ObjectFieldSelector, Namespace), ``pkg/apis/apps/v1/defaults.go`` (Deployment, ReplicaSet, StatefulSet) and
 ``pkg/apis/discovery/v1/defaults.go`` (EndpointPort), Secret (``type: Opaque``). Three steps the
 API server performs outside defaulting are included because validation depends on them:
 
@@ -44,6 +44,8 @@ def apply_defaults(obj: T) -> T:
         return _pod(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Deployment):
         return _deployment(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.ReplicaSet):
+        return _replica_set(obj)  # type: ignore[return-value]
     if isinstance(obj, o.StatefulSet):
         return _stateful_set(obj)  # type: ignore[return-value]
     if isinstance(obj, o.EndpointSlice):
@@ -257,6 +259,14 @@ def _deployment(d: o.Deployment) -> o.Deployment:
                                    else spec.progress_deadline_seconds),
         template=template,
     ))
+
+
+def _replica_set(rs: o.ReplicaSet) -> o.ReplicaSet:
+    """SetDefaults_ReplicaSet: one replica; the pod template as a pod's spec is defaulted."""
+    spec = rs.spec
+    return replace(rs, spec=replace(
+        spec, replicas=1 if spec.replicas is None else spec.replicas,
+        template=replace(spec.template, spec=_pod_spec(spec.template.spec))))
 
 
 # --------------------------------------------------------------------------- stateful sets

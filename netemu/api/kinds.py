@@ -3,13 +3,35 @@ from __future__ import annotations
 
 from netemu.errors import NotFoundError
 
-from .objects import KIND_BY_NAME
+from .objects import KIND_BY_NAME, STORED_ONLY
+
+
+def plural(kind: str) -> str:
+    """The resource name of a kind: ``pods``, ``ingresses``, ``networkpolicies``."""
+    lower = kind.lower()
+    if lower.endswith("s"):
+        return lower + "es"
+    if lower.endswith("y") and lower[-2:-1] not in "aeiou":
+        return lower[:-1] + "ies"
+    return lower + "s"
+
+
+def group_of(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def qualified(kind: str, api_version: str, name: str) -> str:
+    """``pods``, ``deployments.apps``: a resource or singular name with its group, as kubectl words it."""
+    group = group_of(api_version)
+    return f"{name}.{group}" if group else name
 
 KIND_ALIASES = {
     "po": "Pod", "pod": "Pod", "pods": "Pod",
     "svc": "Service", "service": "Service", "services": "Service",
     "deploy": "Deployment", "deployment": "Deployment", "deployments": "Deployment",
     "deployment.apps": "Deployment", "deployments.apps": "Deployment",
+    "rs": "ReplicaSet", "replicaset": "ReplicaSet", "replicasets": "ReplicaSet",
+    "replicaset.apps": "ReplicaSet", "replicasets.apps": "ReplicaSet",
     "sts": "StatefulSet", "statefulset": "StatefulSet", "statefulsets": "StatefulSet",
     "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
     "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
@@ -19,7 +41,15 @@ KIND_ALIASES = {
     "cm": "ConfigMap", "configmap": "ConfigMap", "configmaps": "ConfigMap",
     "secret": "Secret", "secrets": "Secret",
     "ev": "Event", "event": "Event", "events": "Event",
+    "impairment": "Impairment", "impairments": "Impairment",
+    "impairment.netemu.dev": "Impairment", "impairments.netemu.dev": "Impairment",
+    "partition": "Partition", "partitions": "Partition",
+    "partition.netemu.dev": "Partition", "partitions.netemu.dev": "Partition",
 }
+for _version, _kind, _namespaced, _shorts in STORED_ONLY:
+    for _name in (_kind.lower(), plural(_kind)):
+        KIND_ALIASES[_name] = KIND_ALIASES[qualified(_kind, _version, _name)] = _kind
+    KIND_ALIASES.update((short, _kind) for short in _shorts)
 
 
 def resolve_kind(name: str) -> str:

@@ -11,6 +11,7 @@ Objects never change in place: controllers make new ones with ``dataclasses.repl
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Union
 
@@ -584,6 +585,56 @@ class Deployment:
     extra: Mapping[str, Any] = _extra()
 
 
+# --------------------------------------------------------------------------- replica sets
+
+
+@frozen
+class ReplicaSetSpec:
+    replicas: int | None = None
+    min_ready_seconds: int = 0
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ReplicaSetCondition:
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ReplicaSetStatus:
+    replicas: int = 0
+    fully_labeled_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    observed_generation: int = 0
+    conditions: tuple[ReplicaSetCondition, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"terminatingReplicas"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ReplicaSet:
+    API_VERSION: ClassVar[str] = "apps/v1"
+    KIND: ClassVar[str] = "ReplicaSet"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "apps/v1"
+    kind: str = "ReplicaSet"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: ReplicaSetSpec = field(default_factory=ReplicaSetSpec)
+    status: ReplicaSetStatus = field(default_factory=ReplicaSetStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- stateful sets
 
 
@@ -895,15 +946,165 @@ class Event:
     extra: Mapping[str, Any] = _extra()
 
 
+# --------------------------------------------------------------------------- netemu.dev: the emulator's own operations
+
+
+@frozen
+class ImpairmentTarget:
+    """What an Impairment acts on: one Service (in the Impairment's namespace), one node, or the
+    link between two nodes (the netns backend's wire)."""
+    service: str = ""
+    node: str = ""
+    link: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ImpairmentSpec:
+    """Settings in tc-netem's words (``50ms``, ``1mbit``, ``10%``), as ``netemu impair`` takes them."""
+    target: ImpairmentTarget = field(default_factory=ImpairmentTarget)
+    delay: str = ""
+    jitter: str = ""
+    rate: str = ""
+    loss: str = ""
+    reset: str = ""
+    duplicate: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ImpairmentStatus:
+    """``applied``: what the proxy or the wire does now (``delay 50ms loss 5%``), written once the
+    impairment is in force; ``layer``: ``proxy`` or ``wire``."""
+    observed_generation: int | None = None
+    applied: str = ""
+    layer: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Impairment:
+    """netemu.dev/v1: delay, jitter, rate, loss, reset or duplication on a Service, a node or a
+    link, in force while the object exists (``netemu impair`` writes these)."""
+    API_VERSION: ClassVar[str] = "netemu.dev/v1"
+    KIND: ClassVar[str] = "Impairment"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "netemu.dev/v1"
+    kind: str = "Impairment"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: ImpairmentSpec = field(default_factory=ImpairmentSpec)
+    status: ImpairmentStatus = field(default_factory=ImpairmentStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PartitionGroup:
+    nodes: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PartitionSpec:
+    """Groups of nodes that hear only each other (netns backend); nodes named in no group form
+    one more group."""
+    groups: tuple[PartitionGroup, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class PartitionStatus:
+    """``groups``: the groups in force, the implicit one included (``node-1 | node-2,node-3``)."""
+    observed_generation: int | None = None
+    groups: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Partition:
+    """netemu.dev/v1, cluster-scoped: the underlay cut between groups of nodes while the object
+    exists (``netemu partition`` writes one, ``netemu heal`` deletes it). One at a time."""
+    API_VERSION: ClassVar[str] = "netemu.dev/v1"
+    KIND: ClassVar[str] = "Partition"
+    NAMESPACED: ClassVar[bool] = False
+    api_version: str = "netemu.dev/v1"
+    kind: str = "Partition"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: PartitionSpec = field(default_factory=PartitionSpec)
+    status: PartitionStatus = field(default_factory=PartitionStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- registry
 
-TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node,
-                                     ConfigMap, Secret, Event)
+# --------------------------------------------------------------------------- kinds stored, not emulated
+
+
+class _EveryField(frozenset):  # type: ignore[type-arg]
+    """``IGNORED`` of a kind netemu stores but does not emulate: every field is kept verbatim."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+# Kinds that real application bundles carry and netemu keeps without acting on them (README,
+# "Kinds stored but not emulated"): (apiVersion, kind, namespaced, short names).
+STORED_ONLY: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
+    ("v1", "ServiceAccount", True, ("sa",)),
+    ("v1", "PersistentVolumeClaim", True, ("pvc",)),
+    ("v1", "PersistentVolume", False, ("pv",)),
+    ("v1", "ResourceQuota", True, ("quota",)),
+    ("v1", "LimitRange", True, ("limits",)),
+    ("apps/v1", "DaemonSet", True, ("ds",)),
+    ("batch/v1", "Job", True, ()),
+    ("batch/v1", "CronJob", True, ("cj",)),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", True, ("hpa",)),
+    ("policy/v1", "PodDisruptionBudget", True, ("pdb",)),
+    ("networking.k8s.io/v1", "Ingress", True, ("ing",)),
+    ("networking.k8s.io/v1", "IngressClass", False, ()),
+    ("networking.k8s.io/v1", "NetworkPolicy", True, ("netpol",)),
+    ("rbac.authorization.k8s.io/v1", "Role", True, ()),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", True, ()),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", False, ()),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", False, ()),
+    ("scheduling.k8s.io/v1", "PriorityClass", False, ("pc",)),
+    ("storage.k8s.io/v1", "StorageClass", False, ("sc",)),
+)
+
+
+def _stored_only(api_version: str, kind: str, namespaced: bool) -> type:
+    """A frozen type with ``metadata`` and, verbatim in ``extra``, whatever else the object has."""
+    return dataclasses.make_dataclass(
+        kind, [("api_version", str, field(default=api_version)), ("kind", str, field(default=kind)),
+               ("metadata", ObjectMeta, field(default_factory=ObjectMeta)), ("extra", Mapping[str, Any], _extra())],
+        frozen=True, kw_only=True,
+        namespace={"API_VERSION": api_version, "KIND": kind, "NAMESPACED": namespaced, "IGNORED": _EveryField(),
+                   "STORED_ONLY": True, "__module__": __name__,
+                   "__doc__": f"{api_version} {kind}: stored and served as given; netemu does not emulate it."})
+
+
+STORED_ONLY_TYPES: tuple[type, ...] = tuple(_stored_only(v, k, ns) for v, k, ns, _ in STORED_ONLY)
+
+
+def stored_only(obj_or_cls: Any) -> bool:
+    """Whether netemu keeps objects of this kind without acting on them."""
+    return bool(getattr(obj_or_cls, "STORED_ONLY", False))
+
+
+TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, EndpointSlice,
+                                     Node, ConfigMap, Secret, Event, Impairment, Partition, *STORED_ONLY_TYPES)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
 
-KubeObject = Union[Namespace, Pod, Service, Deployment, StatefulSet, EndpointSlice, Node, ConfigMap, Secret,
-                   Event]
+KubeObject = Union[Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, EndpointSlice, Node, ConfigMap,
+                   Secret, Event, Impairment, Partition]
 
 
 def key_of(obj: Any) -> tuple[str, str, str]:

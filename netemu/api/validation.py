@@ -1,8 +1,8 @@
 """Validation of decoded, defaulted objects, in the API server's words.
 
 ``validate(obj)`` is the create-time check (``ValidateService``, ``ValidatePodCreate``,
-``ValidateDeployment``, ``ValidateStatefulSet``, ``ValidateEndpointSlice``, ``ValidateNamespace``,
-``ValidateNode``);
+``ValidateDeployment``, ``ValidateReplicaSet``, ``ValidateStatefulSet``, ``ValidateEndpointSlice``,
+``ValidateNamespace``, ``ValidateNode``);
 ``validate_update(old, new)`` adds the update rules (immutable fields). Both return every problem
 found, as ``FieldProblem(path, message)`` whose ``str`` is what kubectl prints, e.g.
 ``spec.ports[1].name: Required value`` or
@@ -1181,14 +1181,47 @@ def validate_deployment(d: o.Deployment) -> list[FieldProblem]:
     spec = d.spec
     errs = validate_object_meta(d.metadata, True, name_is_dns_subdomain)
     errs += _nonnegative("spec.replicas", spec.replicas)
-    selector = spec.selector
+    errs += _selector_and_template(spec.selector, spec.template)
+    errs += _strategy(spec.strategy, "spec.strategy")
+    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
+    errs += _nonnegative("spec.revisionHistoryLimit", spec.revision_history_limit)
+    if spec.progress_deadline_seconds is not None:
+        errs += _nonnegative("spec.progressDeadlineSeconds", spec.progress_deadline_seconds)
+        if spec.progress_deadline_seconds <= spec.min_ready_seconds:
+            errs.append(invalid("spec.progressDeadlineSeconds", spec.progress_deadline_seconds,
+                                "must be greater than minReadySeconds"))
+    return errs
+
+
+def validate_replica_set(rs: o.ReplicaSet) -> list[FieldProblem]:
+    """ValidateReplicaSet: ValidateReplicaSetSpec, whose selector and template rules a
+    Deployment's spec shares (Kubernetes' message says "for deployment" here too)."""
+    spec = rs.spec
+    errs = validate_object_meta(rs.metadata, True, name_is_dns_subdomain)
+    errs += _nonnegative("spec.replicas", spec.replicas)
+    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
+    errs += _selector_and_template(spec.selector, spec.template)
+    return errs
+
+
+def _replica_set_update(old: o.ReplicaSet, new: o.ReplicaSet) -> list[FieldProblem]:
+    errs = validate_replica_set(new)
+    if new.spec.selector != old.spec.selector:
+        value = go_label_selector(new.spec.selector) if new.spec.selector is not None else None
+        errs.append(invalid("spec.selector", value, "field is immutable"))
+    return errs
+
+
+def _selector_and_template(selector: o.LabelSelector | None, template: o.PodTemplateSpec) -> list[FieldProblem]:
+    """The selector and pod template rules of ValidateDeploymentSpec and ValidateReplicaSetSpec
+    (ValidatePodTemplateSpecForReplicaSet)."""
+    errs: list[FieldProblem] = []
     if selector is None:
         errs.append(required("spec.selector"))
     else:
         errs += validate_label_selector(selector, "spec.selector")
         if not selector.match_labels and not selector.match_expressions:
             errs.append(invalid("spec.selector", go_label_selector(selector), "empty selector is invalid for deployment"))
-    template = spec.template
     if selector is not None and not _selector_buildable(selector):
         errs.append(invalid("spec.selector", go_label_selector(selector), "invalid label selector"))
     else:
@@ -1204,14 +1237,6 @@ def validate_deployment(d: o.Deployment) -> list[FieldProblem]:
         if template.spec.active_deadline_seconds is not None:
             errs.append(invalid("spec.template.spec.activeDeadlineSeconds", template.spec.active_deadline_seconds,
                                 "activeDeadlineSeconds in ReplicaSet is not Supported"))
-    errs += _strategy(spec.strategy, "spec.strategy")
-    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
-    errs += _nonnegative("spec.revisionHistoryLimit", spec.revision_history_limit)
-    if spec.progress_deadline_seconds is not None:
-        errs += _nonnegative("spec.progressDeadlineSeconds", spec.progress_deadline_seconds)
-        if spec.progress_deadline_seconds <= spec.min_ready_seconds:
-            errs.append(invalid("spec.progressDeadlineSeconds", spec.progress_deadline_seconds,
-                                "must be greater than minReadySeconds"))
     return errs
 
 
@@ -1561,12 +1586,88 @@ def validate_event(event: o.Event) -> list[FieldProblem]:
     return errs
 
 
+# --------------------------------------------------------------------------- netemu.dev
+
+_IMPAIRMENT_UNITS = {"delay": "TIME", "jitter": "TIME", "rate": "RATE", "loss": "PERCENT", "reset": "PERCENT",
+                     "duplicate": "PERCENT"}
+
+
+def _setting_problem(what: str, text: str) -> FieldProblem | None:
+    from netemu import units
+    from netemu.errors import InvalidError
+    table = {"TIME": units.TIME_UNITS, "RATE": units.RATE_UNITS, "PERCENT": units.PERCENT_UNITS}
+    bare = {"TIME": "ms", "RATE": "bit", "PERCENT": "%"}[_IMPAIRMENT_UNITS[what]]
+    try:
+        units.parse_quantity(text, table[_IMPAIRMENT_UNITS[what]], bare, what)
+    except InvalidError as exc:
+        reason = str(exc).split(": ", 2)[-1]
+        return FieldProblem(f"spec.{what}", f"Invalid value: {json.dumps(text)}: {reason}")
+    return None
+
+
+def validate_impairment(imp: o.Impairment) -> list[FieldProblem]:
+    """One target; settings in tc-netem's units; at least one of them (deleting the object clears)."""
+    errs = validate_object_meta(imp.metadata, True, name_is_dns_subdomain)
+    target = imp.spec.target
+    named = [n for n, v in (("service", target.service), ("node", target.node), ("link", target.link)) if v]
+    if len(named) != 1:
+        errs.append(FieldProblem("spec.target", "Invalid value: " + json.dumps(named) +
+                                 ": name exactly one of service, node or link"))
+    if target.link and (len(target.link) != 2 or target.link[0] == target.link[1]):
+        errs.append(FieldProblem("spec.target.link", f"Invalid value: {json.dumps(list(target.link))}: "
+                                 "must name two different nodes"))
+    settings = {what: getattr(imp.spec, what) for what in _IMPAIRMENT_UNITS}
+    for what, text in settings.items():
+        problem = _setting_problem(what, text) if text else None
+        if problem is not None:
+            errs.append(problem)
+    if not any(settings.values()):
+        errs.append(FieldProblem("spec", "Required value: at least one of delay, jitter, rate, loss, reset or "
+                                 "duplicate (delete the Impairment to clear it)"))
+    return errs
+
+
+def validate_partition(part: o.Partition) -> list[FieldProblem]:
+    errs = validate_object_meta(part.metadata, False, name_is_dns_subdomain)
+    if not part.spec.groups:
+        errs.append(FieldProblem("spec.groups", "Required value: at least one group of nodes"))
+    seen: dict[str, int] = {}
+    for i, group in enumerate(part.spec.groups):
+        if not group.nodes:
+            errs.append(FieldProblem(f"spec.groups[{i}].nodes", "Required value: at least one node"))
+        for j, node in enumerate(group.nodes):
+            if node in seen:
+                errs.append(FieldProblem(f"spec.groups[{i}].nodes[{j}]", f"Duplicate value: {json.dumps(node)}: "
+                                         f"already in spec.groups[{seen[node]}] (a node is in one group)"))
+            seen.setdefault(node, i)
+    return errs
+
+
+# --------------------------------------------------------------------------- kinds stored, not emulated
+
+
+def _path_segment_name(name: str, prefix: bool = False) -> list[str]:
+    """ValidatePathSegmentName, the rule for RBAC names (``system:controller:x`` is valid)."""
+    if prefix:
+        return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    if name in (".", ".."):
+        return [f"may not be '{name}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+
+
+def validate_stored_only(obj: Any) -> list[FieldProblem]:
+    """Metadata only: netemu keeps the rest as given (``objects.STORED_ONLY``)."""
+    rbac = obj.api_version.startswith("rbac.authorization.k8s.io/")
+    return validate_object_meta(obj.metadata, obj.NAMESPACED, _path_segment_name if rbac else name_is_dns_subdomain)
+
+
 # --------------------------------------------------------------------------- entry points
 
 _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.Service: validate_service,
     o.Pod: validate_pod,
     o.Deployment: validate_deployment,
+    o.ReplicaSet: validate_replica_set,
     o.StatefulSet: validate_stateful_set,
     o.EndpointSlice: validate_endpoint_slice,
     o.Namespace: validate_namespace,
@@ -1574,6 +1675,9 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.ConfigMap: validate_config_map,
     o.Secret: validate_secret,
     o.Event: validate_event,
+    o.Impairment: validate_impairment,
+    o.Partition: validate_partition,
+    **{cls: validate_stored_only for cls in o.STORED_ONLY_TYPES},
 }
 
 
@@ -1588,7 +1692,13 @@ _INT64_FIELDS = frozenset({
     ("PodSpec", "termination_grace_period_seconds"), ("PodSpec", "active_deadline_seconds"),
     ("Probe", "termination_grace_period_seconds"),
     ("DeploymentStatus", "observed_generation"), ("StatefulSetStatus", "observed_generation"),
+    ("ReplicaSetStatus", "observed_generation"),
 })
+
+
+def go_integer_type(cls_name: str, attr: str) -> str:
+    """The Go type of an integer field (``int32`` or ``int64``), by its type and attribute name."""
+    return "int64" if (cls_name, attr) in _INT64_FIELDS else "int32"
 
 
 def _out_of_width(cls_name: str, attr: str, value: int) -> str | None:
@@ -1656,6 +1766,8 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
         return _service_update(old, new)
     if isinstance(new, o.Deployment):
         return _deployment_update(old, new)
+    if isinstance(new, o.ReplicaSet):
+        return _replica_set_update(old, new)
     if isinstance(new, o.StatefulSet):
         return _stateful_set_update(old, new)
     if isinstance(new, o.Pod):

@@ -284,8 +284,10 @@ class _Reader:
             return
         cls = objects.KINDS.get((api_version, kind))
         if cls is None:
+            why = (": netemu serves no custom resources (remove the definition, and its custom objects, from what "
+                   "you apply)" if kind == "CustomResourceDefinition" else "")
             self.errors.append(ManifestError(ref, problems + [FieldProblem(
-                "", f'no matches for kind "{kind}" in version "{api_version}"')]))
+                "", f'no matches for kind "{kind}" in version "{api_version}"{why}')]))
             return
         namespace, problem = self._namespace(cls, raw_ns)
         ref = ObjectRef(source, index, kind, namespace, raw_name)

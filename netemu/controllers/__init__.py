@@ -1,7 +1,7 @@
 """The control plane's controllers, run in-process against the Store.
 
-``start_controllers`` creates the deployment and StatefulSet controllers, the scheduler, the
-EndpointSlice controller and the load-balancer controller, subscribes them to the store and lets
+``start_controllers`` creates the deployment, ReplicaSet and StatefulSet controllers, the
+scheduler, the EndpointSlice controller and the load-balancer controller, subscribes them to the store and lets
 each process the objects that exist already. Controllers react to store events by writing objects;
 they batch work per loop turn (``workqueue.WorkQueue``) and keep label indexes, so a change costs
 work in proportion to what it touches. The ClusterIP / NodePort allocators (``allocators.py``) are
@@ -18,16 +18,19 @@ from netemu.store import Store
 from .deployment import DeploymentController
 from .endpointslice import EndpointSliceController
 from .loadbalancer import LoadBalancerController
+from .replicaset import ReplicaSetController
 from .scheduler import Scheduler
 from .statefulset import StatefulSetController
 
 __all__ = ["Controllers", "DeploymentController", "EndpointSliceController",
-           "LoadBalancerController", "Scheduler", "StatefulSetController", "start_controllers"]
+           "LoadBalancerController", "ReplicaSetController", "Scheduler", "StatefulSetController",
+           "start_controllers"]
 
 
 @dataclass
 class Controllers:
     deployments: DeploymentController
+    replicasets: ReplicaSetController
     scheduler: Scheduler
     endpointslices: EndpointSliceController
     loadbalancers: LoadBalancerController
@@ -36,12 +39,12 @@ class Controllers:
     @property
     def idle(self) -> bool:
         """No controller has work queued for the coming loop turns (delayed retries aside)."""
-        return all(c._queue.idle for c in (self.deployments, self.scheduler, self.endpointslices,
-                                            self.loadbalancers, self.statefulsets))
+        return all(c._queue.idle for c in (self.deployments, self.replicasets, self.scheduler,
+                                            self.endpointslices, self.loadbalancers, self.statefulsets))
 
     def stop(self) -> None:
         for controller in (self.loadbalancers, self.endpointslices, self.scheduler, self.statefulsets,
-                           self.deployments):
+                           self.replicasets, self.deployments):
             controller.stop()
 
 
@@ -50,6 +53,7 @@ def start_controllers(store: Store, *, lb_pool: Iterable[str] | ipaddress.IPv4Ne
     """Create, subscribe and start every controller; ``.stop()`` on the result unsubscribes them."""
     controllers = Controllers(
         deployments=DeploymentController(store),
+        replicasets=ReplicaSetController(store),
         scheduler=Scheduler(store),
         endpointslices=EndpointSliceController(store),
         loadbalancers=LoadBalancerController(store, lb_pool, delay=lb_delay),
@@ -57,6 +61,7 @@ def start_controllers(store: Store, *, lb_pool: Iterable[str] | ipaddress.IPv4Ne
     )
     controllers.endpointslices.start()
     controllers.scheduler.start()
+    controllers.replicasets.start()
     controllers.deployments.start()
     controllers.statefulsets.start()
     controllers.loadbalancers.start()

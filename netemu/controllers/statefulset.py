@@ -292,7 +292,8 @@ class StatefulSetController:
         start, replicas = _start_ordinal(sts), _replicas(sts)
         wanted = range(start, start + replicas)
         condemned = sorted((m for o, m in mine.items() if o not in wanted), key=lambda m: m.ordinal)
-        writes += self._reconcile(sts, revisions, current_rev, update_rev, mine, wanted, condemned)
+        if sts.metadata.deletion_timestamp is None:  # being deleted (foreground): no new pods
+            writes += self._reconcile(sts, revisions, current_rev, update_rev, mine, wanted, condemned)
         live = {current_rev, update_rev} | {m.revision for m in mine.values()}
         revisions.truncate(sts.spec.revision_history_limit if sts.spec.revision_history_limit is not None
                            else 10, live)

@@ -5,9 +5,28 @@ Modules, one job each: ``certs`` (CA, serving and client certificates, token), `
 authentication, routing), ``rest`` (the verbs on a resource), ``discovery``, ``openapi``,
 ``tables`` (server-side printing), ``patch`` (JSON, merge and strategic merge patch),
 ``selectors``, ``history`` (recent changes for WATCH), ``status`` (errors as Status objects),
-``podlogs`` and ``podexec`` (the ``pods/log`` and ``pods/exec`` subresources),
-``resources`` and ``typeinfo`` (what is served, and the shape of its types).
+``podlogs``, ``podexec``, ``podattach`` and ``podportforward`` (the ``pods/log``, ``pods/exec``,
+``pods/attach`` and ``pods/portforward`` subresources; ``channels`` their channel WebSocket,
+``spdy`` port-forward's SPDY framing), ``client`` (the
+CLI's blocking client),
+``resources`` and ``typeinfo`` (what is served, and the shape of its types), ``aggregated``
+(aggregated discovery), ``openapiv2`` and ``descriptions`` (OpenAPI v2, the fields' descriptions),
+``statusresource`` (the ``status`` subresource), ``views`` and ``eventsv1`` (``events.k8s.io/v1``
+events, a view of core/v1 events), ``gojson`` (type errors in Go's decoder's words).
 """
-from .server import KUBECONFIG, KubeApiServer
+from typing import Any
+
+KUBECONFIG = "kubeconfig"  # the cluster's kubeconfig, in its state directory
+# The credentials' files beside it (netemu.kubeapi.certs writes them).
+CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "apiserver.crt", "apiserver.key"
+CLIENT_CERT, CLIENT_KEY, TOKEN = "admin.crt", "admin.key", "token"
 
 __all__ = ["KUBECONFIG", "KubeApiServer"]
+
+
+def __getattr__(name: str) -> Any:
+    """``KubeApiServer`` is imported when first asked for: the CLI's client needs no aiohttp."""
+    if name == "KubeApiServer":
+        from .server import KubeApiServer
+        return KubeApiServer
+    raise AttributeError(name)

@@ -20,12 +20,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netemu import statedir
 
+from . import CA_CERT, CLIENT_CERT, CLIENT_KEY, SERVER_CERT, SERVER_KEY, TOKEN
+
 ADMIN_USER = "netemu-admin"
 ADMIN_GROUP = "system:masters"
 VALIDITY = datetime.timedelta(days=365)
-
-CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "apiserver.crt", "apiserver.key"
-CLIENT_CERT, CLIENT_KEY, TOKEN = "admin.crt", "admin.key", "token"
 
 
 @dataclass(frozen=True)

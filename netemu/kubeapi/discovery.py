@@ -1,11 +1,16 @@
 """What a client asks first: ``/version``, and legacy discovery (``/api``, ``/apis`` and each
-group version's resource list), built from ``resources.RESOURCES``."""
+group version's resource list), built from ``resources.RESOURCES`` and the subresources served
+(``subresources``, which aggregated discovery lists too)."""
 from __future__ import annotations
 
+import dataclasses
 import platform
+from dataclasses import dataclass
 from typing import Any
 
 from .resources import RESOURCES, Resource, group_versions, resources_in
+from .rest import SCALABLE
+from .statusresource import STATUS_VERBS, has_status
 
 KUBE_VERSION = "v1.31.0"  # the Kubernetes API level netemu speaks (its nodes report v1.31.0-netemu)
 
@@ -61,13 +66,49 @@ def resource_list(group_name: str, version_name: str) -> dict[str, Any] | None:
             "resources": [entry for r in served for entry in (_resource(r), *_subresources(r))]}
 
 
-# Subresources served by their own modules (podlogs, podexec): (name, kind, verbs) as kube-apiserver lists them.
-_SUBRESOURCES = {"Pod": (("log", "Pod", ("get",)), ("exec", "PodExecOptions", ("create", "get")))}
+@dataclass(frozen=True)
+class Subresource:
+    """One subresource as discovery lists it: its name, the kind its answers are (group, version,
+    kind; "" group and version: the resource's own) and its verbs."""
+    name: str
+    kind: str
+    verbs: tuple[str, ...]
+    group: str = ""
+    version: str = ""
+
+    def response_kind(self, r: Resource) -> dict[str, str]:
+        if self.version:
+            return {"group": self.group, "version": self.version, "kind": self.kind}
+        return {"group": r.group, "version": r.version, "kind": self.kind}
+
+
+_STATUS = Subresource("status", "", STATUS_VERBS)  # kind: the resource's own
+_SCALE = Subresource("scale", "Scale", ("get", "patch", "update"), "autoscaling", "v1")
+# The subresources served (pods/log, pods/exec and pods/attach by podlogs, podexec and podattach,
+# pods/portforward by podportforward, scale by rest, status by statusresource), as kube-apiserver
+# lists them.
+_POD_STREAMS = (Subresource("attach", "PodAttachOptions", ("create", "get")),
+                Subresource("exec", "PodExecOptions", ("create", "get")), Subresource("log", "Pod", ("get",)),
+                Subresource("portforward", "PodPortForwardOptions", ("create", "get")))
+
+
+def subresources(r: Resource) -> list[Subresource]:
+    found = list(_POD_STREAMS) if (r.group, r.kind) == ("", "Pod") else []
+    if r.kind in SCALABLE and r.group == "apps":
+        found.append(_SCALE)
+    if has_status(r):
+        found.append(dataclasses.replace(_STATUS, kind=r.kind))
+    return sorted(found, key=lambda s: s.name)
 
 
 def _subresources(r: Resource) -> list[dict[str, Any]]:
-    return [{"name": f"{r.plural}/{name}", "singularName": "", "namespaced": r.namespaced, "kind": kind,
-             "verbs": list(verbs)} for name, kind, verbs in _SUBRESOURCES.get(r.kind, ())]
+    out = []
+    for sub in subresources(r):
+        entry: dict[str, Any] = {"name": f"{r.plural}/{sub.name}", "singularName": "", "namespaced": r.namespaced}
+        if sub.version:
+            entry |= {"group": sub.group, "version": sub.version}
+        out.append(entry | {"kind": sub.kind, "verbs": list(sub.verbs)})
+    return out
 
 
 def all_group_versions() -> list[tuple[str, str]]:

@@ -6,7 +6,9 @@ leaves validation to the server) and a schema per type. Only fields netemu decod
 described; those it accepts and keeps without acting on (``IGNORED``) are listed with a
 description saying so. The patch operations advertise JSON and merge patch, not strategic merge
 patch, although the server accepts it: kubectl then computes its strategic patches from its own
-built-in knowledge of these kinds, which is exactly Kubernetes'. No OpenAPI v2.
+built-in knowledge of these kinds, which is exactly Kubernetes'. Every type and field carries
+its one-line description in the Kubernetes API reference's words (``descriptions``), which is what
+``kubectl explain`` prints. ``openapiv2`` derives the OpenAPI v2 document from these.
 """
 from __future__ import annotations
 
@@ -15,8 +17,12 @@ import hashlib
 import json
 from typing import Any
 
+from netemu.api.objects import stored_only
+
 from .discovery import KUBE_VERSION, all_group_versions
-from .resources import Resource, resources_in
+from .resources import RESOURCES, Resource, resources_in
+from .descriptions import DESCRIPTIONS
+from .statusresource import has_status
 from .typeinfo import MERGED_SETS, PATCH_MERGE_KEYS, FieldType, fields_of, ignored_fields
 
 _META_TYPES = frozenset({"ObjectMeta", "LabelSelector", "LabelSelectorRequirement", "OwnerReference"})
@@ -24,14 +30,55 @@ IGNORED_NOTE = "Accepted and kept, but netemu does not act on this field."
 
 
 def _schema_name(cls: type) -> str:
+    explicit: str | None = getattr(cls, "SCHEMA_NAME", None)  # a type outside netemu.api.objects
+    if explicit:
+        return explicit
     name = cls.__name__
     if name in _META_TYPES:
         return f"io.k8s.apimachinery.pkg.apis.meta.v1.{name}"
-    if name.startswith(("Deployment", "StatefulSet", "RollingUpdate")):
+    if name.startswith(("Deployment", "ReplicaSet", "StatefulSet", "RollingUpdate")):
         return f"io.k8s.api.apps.v1.{name}"
     if name.startswith("Endpoint"):
         return f"io.k8s.api.discovery.v1.{name}"
+    if name.startswith(("Impairment", "Partition")):  # netemu.dev/v1 and the types inside them
+        return f"dev.netemu.v1.{name}"
+    group, _, version = getattr(cls, "API_VERSION", "").rpartition("/")
+    if group:  # a kind netemu stores as given: batch/v1 Job → io.k8s.api.batch.v1.Job
+        return f"io.k8s.api.{group.split('.')[0]}.{version}.{name}"
     return f"io.k8s.api.core.v1.{name}"
+
+
+schema_name = _schema_name
+
+
+def describe_type(name: str) -> dict[str, str]:
+    """``{"description": …}`` of the type named ``name`` (its schema name), or {} when none is known."""
+    text = DESCRIPTIONS.get(name, ("", {}))[0]
+    return {"description": text} if text else {}
+
+
+def describe_field(name: str, field: str) -> dict[str, str]:
+    text = DESCRIPTIONS.get(name, ("", {}))[1].get(field, "")
+    return {"description": text} if text else {}
+
+
+def served_types() -> list[type]:
+    """Every type a served resource is made of (the resources' own first), each once."""
+    found: list[type] = []
+
+    def walk(cls: type) -> None:
+        if cls in found:
+            return
+        found.append(cls)
+        for ftype in fields_of(cls).values():
+            while ftype is not None:
+                if ftype.cls is not None:
+                    walk(ftype.cls)
+                ftype = ftype.item  # type: ignore[assignment]
+
+    for r in RESOURCES:
+        walk(r.cls)
+    return found
 
 
 def _ref(cls: type) -> dict[str, Any]:
@@ -70,10 +117,15 @@ def _add_schema(cls: type, schemas: dict[str, Any]) -> None:
                      "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [merge_key]}
         elif (cls.__name__, field) in MERGED_SETS:
             prop |= {"x-kubernetes-patch-strategy": "merge", "x-kubernetes-list-type": "set"}
-        properties[field] = prop
+        properties[field] = prop | describe_field(name, field)
     for field in sorted(ignored_fields(cls)):
-        properties[field] = {"description": IGNORED_NOTE, "x-kubernetes-preserve-unknown-fields": True}
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+        kubernetes_says = describe_field(name, field).get("description")
+        note = f"{IGNORED_NOTE} Kubernetes: {kubernetes_says}" if kubernetes_says else IGNORED_NOTE
+        properties[field] = {"description": note, "x-kubernetes-preserve-unknown-fields": True}
+    schema: dict[str, Any] = {"type": "object", "properties": properties} | describe_type(name)
+    if stored_only(cls):  # everything but metadata is kept as given
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+        schema["description"] = f"Stored as given; netemu does not emulate {cls.__name__} objects."
     api_version, kind = getattr(cls, "API_VERSION", None), getattr(cls, "KIND", None)
     if api_version and kind:
         group, _, version = api_version.rpartition("/")
@@ -125,6 +177,13 @@ def _paths(r: Resource) -> dict[str, Any]:
                                    ["application/json-patch+json", "application/merge-patch+json"])
         item["delete"] = _operation(r, "delete", f"delete{kind}", path_params + name_param + [_param("dryRun")], None)
     paths = {f"{scope}/{r.plural}": collection, f"{scope}/{r.plural}/{{name}}": item}
+    if has_status(r):
+        paths[f"{scope}/{r.plural}/{{name}}/status"] = {
+            "get": _operation(r, "get", f"read{kind}Status", path_params + name_param, None),
+            "put": _operation(r, "put", f"replace{kind}Status", path_params + name_param + _WRITE_PARAMS,
+                              ["application/json"]),
+            "patch": _operation(r, "patch", f"patch{kind}Status", path_params + name_param + _WRITE_PARAMS,
+                                ["application/json-patch+json", "application/merge-patch+json"])}
     if r.namespaced:
         paths[f"{prefix}/{r.plural}"] = {"get": _operation(r, "list", f"list{kind}ForAllNamespaces",
                                                            _LIST_PARAMS, None, True)}

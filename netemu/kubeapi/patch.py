@@ -9,7 +9,7 @@
   (``replace``, ``delete``, ``merge``), ``$setElementOrder/<list>``, ``$retainKeys`` and
   ``$deleteFromPrimitiveList/<list>`` are honoured; other lists are replaced, as in Kubernetes.
 
-Server-side apply (``application/apply-patch+yaml``) is not served yet.
+Server-side apply (``application/apply-patch+yaml``) is ``serverapply``'s.
 """
 from __future__ import annotations
 

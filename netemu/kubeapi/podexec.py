@@ -1,12 +1,10 @@
 """The ``pods/exec`` subresource over WebSocket, as kubectl 1.30+ speaks it.
 
 ``GET /api/v1/namespaces/{ns}/pods/{name}/exec?command=…&container=…&stdin=…&stdout=…&stderr=…``
-upgraded to a WebSocket with the subprotocol ``v5.channel.k8s.io`` (``v4.channel.k8s.io`` when a
-client asks only for that). Every binary message starts with its channel: 0 stdin, 1 stdout,
-2 stderr, 3 error (one JSON ``Status`` at the end: Success, or Failure with reason
-``NonZeroExitCode`` and the exit code as the ``ExitCode`` cause), 4 resize. In v5 a message
-``[255, channel]`` closes that channel (kubectl sends ``[255, 0]`` at the end of its stdin).
-The server closes the WebSocket (1000) after the error channel's Status.
+upgraded to a channel WebSocket (``channels``: ``v5.channel.k8s.io``, or ``v4.channel.k8s.io``
+when a client asks only for that). The error channel's Status at the end is Success, or Failure
+with reason ``NonZeroExitCode`` and the exit code as the ``ExitCode`` cause; the server closes
+the WebSocket (1000) after it.
 
 The command runs as ``netemu exec`` runs it: ``Cluster.exec_plan`` (the container's environment
 and working directory, behind the pod's network and files prefix) through ``netemu.spawn``, so it
@@ -31,27 +29,20 @@ import struct
 import termios
 from typing import Any, Awaitable, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from netemu.errors import ClusterError, NetemuError
 from netemu.kubelet.runtime import exec_failure, start_refusal
 from netemu.spawn import spawn
 
+from . import channels
+from .channels import CLOSE, RESIZE, STDERR, STDIN, STDOUT, Channels, flag, internal_error, success
 from .podlogs import choose_container, live_pod
 from .status import bad_request, from_error, method_not_allowed
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_V5 = "v5.channel.k8s.io"
-PROTOCOL_V4 = "v4.channel.k8s.io"
-PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)
-STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
-CLOSE = 255  # v5: [255, channel] closes the channel
 _READ = 32 * 1024
-
-
-def _success() -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
 
 
 def _exit_status(command: list[str], code: int) -> dict[str, Any]:
@@ -61,15 +52,6 @@ def _exit_status(command: list[str], code: int) -> dict[str, Any]:
                        f"[{' '.join(command)}], exit code {code}",
             "reason": "NonZeroExitCode",
             "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
-
-
-def _internal_error(message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": "InternalError", "code": 500, "details": {"causes": [{"message": message}]}}
-
-
-def _flag(params: Any, key: str) -> bool:
-    return params.get(key, "").lower() in ("true", "1")
 
 
 class PodExec:
@@ -88,7 +70,7 @@ class PodExec:
         command = params.getall("command", [])
         if not command:
             raise bad_request("you must specify at least one command for the container")
-        if not any(_flag(params, k) for k in ("stdin", "stdout", "stderr")):
+        if not any(flag(params, k) for k in ("stdin", "stdout", "stderr")):
             raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
         try:
             plan = self.cluster.exec_plan(name, command, container=container, namespace=namespace)
@@ -100,21 +82,15 @@ class PodExec:
 
     async def serve(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         plan, command = self._plan(request, namespace, name)
-        ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True)
-        if not ws.can_prepare(request).ok:
-            raise bad_request("netemu serves exec over WebSocket only (subprotocol v5.channel.k8s.io or "
-                              "v4.channel.k8s.io), not SPDY: use kubectl 1.30 or later")
-        if ws.can_prepare(request).protocol is None:
-            raise bad_request(f"exec needs the WebSocket subprotocol {PROTOCOL_V5} or {PROTOCOL_V4}")
-        await ws.prepare(request)
+        link = await channels.upgrade(request, "exec")
         if plan.warning:
             log.warning("exec in pod %s/%s: %s", namespace, name, plan.warning)
-        session = _Session(ws, request.query, v5=ws.ws_protocol == PROTOCOL_V5)
+        session = _Session(link, request.query)
         try:
             await session.run(plan, command)
         finally:
-            await ws.close()
-        return ws
+            await link.close()
+        return link.ws
 
 
 class _Pipes:
@@ -230,22 +206,11 @@ class _Terminal:
 class _Session:
     """One exec: the process and the channels of its WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, params: Any, *, v5: bool) -> None:
-        self.ws = ws
-        self.v5 = v5
+    def __init__(self, link: Channels, params: Any) -> None:
+        self.link = link
         self.io: _Pipes | _Terminal = (
-            _Terminal() if _flag(params, "tty")
-            else _Pipes(_flag(params, "stdin"), _flag(params, "stdout"), _flag(params, "stderr")))
-        self._send_lock = asyncio.Lock()
-
-    async def _send(self, channel: int, data: bytes) -> None:
-        async with self._send_lock:
-            if not self.ws.closed:
-                await self.ws.send_bytes(bytes([channel]) + data)
-
-    async def _status(self, status: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError):
-            await self._send(ERROR, json.dumps(status).encode())
+            _Terminal() if flag(params, "tty")
+            else _Pipes(flag(params, "stdin"), flag(params, "stdout"), flag(params, "stderr")))
 
     async def run(self, plan: Any, command: list[str]) -> None:
         try:
@@ -256,13 +221,13 @@ class _Session:
     async def _run(self, plan: Any, command: list[str]) -> None:
         refusal = start_refusal(command[0], plan.env, plan.cwd)
         if refusal:
-            await self._status(_internal_error(exec_failure(refusal)))
+            await self.link.status(internal_error(exec_failure(refusal)))
             return
         try:
             proc = await spawn(*plan.prefix, *plan.argv, env=plan.env, cwd=plan.cwd, **self.io.spawn_options())
         except OSError as exc:  # the prefix's own program (unshare, nsenter) is missing or refused
             program = (plan.prefix or plan.argv)[0]
-            await self._status(_internal_error(exec_failure(f'exec: "{program}": {exc.strerror or exc}')))
+            await self.link.status(internal_error(exec_failure(f'exec: "{program}": {exc.strerror or exc}')))
             return
         self.io.started(proc)
         pumps = [asyncio.ensure_future(self._pump(read, channel)) for read, channel in self.io.outputs()]
@@ -284,7 +249,7 @@ class _Session:
         code = proc.returncode
         if code is not None and code < 0:
             code = 128 - code  # killed by a signal: the shell's and the runtime's 128 + N
-        await self._status(_success() if code == 0 else _exit_status(command, code))
+        await self.link.status(success() if code == 0 else _exit_status(command, code))
 
     async def _pump(self, read: Callable[[], Awaitable[bytes]], channel: int) -> None:
         while True:
@@ -292,21 +257,18 @@ class _Session:
             if not data:
                 return
             try:
-                await self._send(channel, data)
+                await self.link.send(channel, data)
             except ConnectionError:
                 return
 
     async def _read_client(self) -> None:
         """Stdin, resizes and close signals from the client; returns when it closes or goes away."""
-        async for msg in self.ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
-                continue
-            channel, payload = msg.data[0], msg.data[1:]
+        async for channel, payload in self.link.messages():
             if channel == STDIN:
                 await self.io.write(payload)
             elif channel == RESIZE:
                 self._resize(payload)
-            elif channel == CLOSE and self.v5 and payload[:1] == bytes([STDIN]):
+            elif channel == CLOSE and self.link.closes(payload, STDIN):
                 self.io.end_input()
 
     def _resize(self, payload: bytes) -> None:

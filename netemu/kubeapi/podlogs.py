@@ -167,7 +167,7 @@ def _tail(data: bytes, lines: int) -> bytes:
     return b"".join(kept[-lines:])
 
 
-def _read_from(path: Path, offset: int) -> tuple[bytes, float | None]:
+def read_from(path: Path, offset: int) -> tuple[bytes, float | None]:
     """The file's bytes from ``offset`` and its last write time (None when there is no file)."""
     try:
         with open(path, "rb") as f:
@@ -207,7 +207,7 @@ class PodLogs:
         options = LogOptions.parse(request.query, name)
         container = choose_container(pod, options.container)
         path = self._log_file(pod, container, options)
-        data, mtime = await asyncio.to_thread(_read_from, path, 0)
+        data, mtime = await asyncio.to_thread(read_from, path, 0)
         offset = len(data)
         cutoff = options.cutoff()
         if cutoff is not None and (mtime is None or mtime < cutoff):
@@ -248,7 +248,7 @@ class PodLogs:
                       shaper: _Shaper, still_running: Callable[[], bool]) -> None:
         while not shaper.full:
             running = still_running()  # looked at before the read: what the instance wrote last is read
-            data, _ = await asyncio.to_thread(_read_from, path, offset)
+            data, _ = await asyncio.to_thread(read_from, path, offset)
             offset += len(data)
             if data:
                 await response.write(shaper.shape(data, _now()))

@@ -7,19 +7,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netemu.api.objects import TOP_LEVEL_TYPES
+from netemu.api.kinds import plural
+from netemu.api.objects import STORED_ONLY, TOP_LEVEL_TYPES
 from netemu.errors import NotFoundError
+
+from .eventsv1 import GROUP as EVENTS_GROUP, VERSION as EVENTS_VERSION, EventV1
 
 READ_VERBS = ("get", "list", "watch")
 WRITE_VERBS = ("create", "delete", "patch", "update")
 
 # kubectl's short names and categories for the built-in kinds.
 _SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), "StatefulSet": ("sts",),
+                "ReplicaSet": ("rs",),
                 "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",),
-                "Event": ("ev",)}
-_CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",)}
+                "Event": ("ev",), **{kind: shorts for _, kind, _, shorts in STORED_ONLY}}
+_CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",),
+               "ReplicaSet": ("all",),
+               "Impairment": ("netemu",), "Partition": ("netemu",)}
 # Kinds the cluster makes itself: served read-only and writable only by its own components.
 _READ_ONLY = frozenset({"Node"})
+# Kinds kube-apiserver serves no DELETE of a collection for.
+_NO_COLLECTION_DELETE = frozenset({"Namespace"})
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,10 @@ class Resource:
 
     @property
     def verbs(self) -> tuple[str, ...]:
-        return READ_VERBS if self.kind in _READ_ONLY else tuple(sorted((*READ_VERBS, *WRITE_VERBS)))
+        if self.kind in _READ_ONLY:
+            return READ_VERBS
+        collection = () if self.kind in _NO_COLLECTION_DELETE else ("deletecollection",)
+        return tuple(sorted((*READ_VERBS, *WRITE_VERBS, *collection)))
 
     @property
     def qualified(self) -> str:
@@ -64,15 +75,17 @@ class Resource:
 
 
 def _plural(kind: str) -> str:
-    return kind.lower() + ("es" if kind.endswith("s") else "s")
+    return plural(kind)
 
 
 RESOURCES: tuple[Resource, ...] = tuple(
     Resource(cls, *(cls.API_VERSION.split("/") if "/" in cls.API_VERSION else ("", cls.API_VERSION)),
              _plural(cls.KIND))
-    for cls in TOP_LEVEL_TYPES)
+    for cls in TOP_LEVEL_TYPES) + (
+    Resource(EventV1, EVENTS_GROUP, EVENTS_VERSION, "events"),  # a view of core/v1 events (``views``)
+)
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-BY_KIND = {r.kind: r for r in RESOURCES}
+BY_KIND = {r.kind: r for r in RESOURCES if r.cls in TOP_LEVEL_TYPES}  # the stored version of each kind
 
 
 def group_versions() -> dict[str, list[str]]:

@@ -21,18 +21,22 @@ from aiohttp import web
 from netemu import statedir
 from netemu.errors import NetemuError
 
-from . import certs, discovery, kubeconfig, openapi
+from . import aggregated, certs, deletion, discovery, fieldvalidation, kubeconfig, openapi, openapiv2, serverapply
 from .history import ChangeLog
 from .patch import PATCH_TYPES
+from .podattach import PodAttach
 from .podexec import PodExec
 from .podlogs import PodLogs
+from .podportforward import PodPortForward
 from .resources import Resource, lookup
 from .rest import Query, Rest
+from .statusresource import StatusSubresource
+from .views import ViewedRest
 from .status import ApiError, bad_request, from_error, method_not_allowed, unauthorized
 
 log = logging.getLogger(__name__)
 
-KUBECONFIG = "kubeconfig"
+from . import KUBECONFIG
 _JSON = "application/json"
 _NOT_FOUND = "the server could not find the requested resource"
 WATCH_STOP_TIMEOUT = 2.0  # seconds the watches get to end their streams when the cluster stops
@@ -40,6 +44,14 @@ WATCH_STOP_TIMEOUT = 2.0  # seconds the watches get to end their streams when th
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), status=status, content_type=_JSON)
+
+
+def _warned(data: Any, query: Query, status: int = 200) -> web.Response:
+    """A write's answer, with a ``Warning`` header for each of its warnings (fieldValidation=Warn)."""
+    response = _json(data, status)
+    for warning in query.warnings:
+        response.headers.add("Warning", fieldvalidation.warning_header(warning))
+    return response
 
 
 def _status_response(error: ApiError) -> web.Response:
@@ -53,14 +65,17 @@ class KubeApiServer:
         self.cluster = cluster
         self.stopping = asyncio.Event()
         self.changes = ChangeLog(cluster.store)
-        self.rest = Rest(cluster.store, cluster.apiserver, self.changes, self.stopping)
+        self.rest = ViewedRest(Rest(cluster.store, cluster.apiserver, self.changes, self.stopping))
+        self.status_subresource = StatusSubresource(self.rest.rest)
         self.credentials: certs.Credentials | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._watches: set[asyncio.Future[None]] = set()  # one per watch streaming now, done when it ends
         self.pod_logs = PodLogs(cluster, self.stopping)
         self.pod_exec = PodExec(cluster)
-        self._pod_streams = {"log": self.pod_logs.serve, "exec": self.pod_exec.serve}  # pods/… subresources
+        self._pod_streams = {"log": self.pod_logs.serve, "exec": self.pod_exec.serve,  # pods/… subresources
+                             "portforward": PodPortForward(cluster).serve,
+                             "attach": PodAttach(cluster, self.stopping).serve}
 
     @property
     def url(self) -> str:
@@ -104,8 +119,15 @@ class KubeApiServer:
         if self._watches:
             await asyncio.wait(set(self._watches), timeout=WATCH_STOP_TIMEOUT)
         if self._runner is not None:
+            server = self._runner.server
+            transports = [h.transport for h in server.connections] if server is not None else []
             await self._runner.cleanup()
             self._runner = None
+            # A client that keeps its connection open and never answers TLS's close_notify (an
+            # idle keep-alive pool) would keep the socket, and so the event loop, from closing.
+            for transport in transports:
+                if transport is not None:
+                    transport.abort()
         self.changes.close()
 
     # ------------------------------------------------------------------ middleware
@@ -155,6 +177,11 @@ class KubeApiServer:
             if body is None:
                 raise ApiError(404, "NotFound", _NOT_FOUND)
             return web.Response(body=body, content_type=_JSON)
+        if parts == ["openapi", "v2"]:
+            return openapiv2.response(request.headers.get("Accept", ""))
+        if parts in (["api"], ["apis"]) and (wanted := aggregated.negotiate(request.headers.get("Accept", ""))):
+            return web.Response(body=aggregated.document(parts[0], wanted),
+                                headers={"Content-Type": aggregated.content_type(wanted), "Vary": "Accept"})
         if parts == ["api"]:
             return _json(discovery.core_versions(f"127.0.0.1:{self.port}"))
         if parts == ["apis"]:
@@ -191,11 +218,14 @@ class KubeApiServer:
         if resource.kind == "Pod" and namespace and len(rest) == 3 and rest[2] in self._pod_streams:
             return await self._pod_streams[rest[2]](request, namespace, rest[1])
         query = Query.parse(request.query, request.headers.get("Accept", ""))
+        query.user_agent = request.headers.get("User-Agent", "")
         name = rest[1] if len(rest) >= 2 else ""
         if len(rest) == 3 and rest[2] == "scale":
             return await self._scale(request, resource, namespace, name, query)
-        if len(rest) > 3 or (len(rest) == 3 and (rest[2] != "status" or request.method != "GET")):
-            raise ApiError(404, "NotFound", _NOT_FOUND)  # other subresources, and writing status: later
+        if len(rest) == 3 and rest[2] == "status":
+            return await self._status(request, resource, namespace, name, query)
+        if len(rest) >= 3:
+            raise ApiError(404, "NotFound", _NOT_FOUND)  # other subresources
         return await self._verb(request, resource, namespace, name, query)
 
     async def _verb(self, request: web.Request, r: Resource, namespace: str, name: str,
@@ -206,18 +236,23 @@ class KubeApiServer:
         if method == "GET" and not name:
             if request.query.get("watch") in ("true", "1"):
                 return await self._watch(request, r, namespace, query)
-            return _json(self.rest.list(r, namespace, query))
+            return web.Response(body=self.rest.list_json(r, namespace, query), content_type=_JSON)
         if method == "GET":
             return _json(self.rest.get(r, namespace, name, query))
         if method == "POST" and not name:
-            return _json(self.rest.create(r, namespace, await self._body(request), query), 201)
+            return _warned(self.rest.create(r, namespace, await self._body(request), query), query, 201)
         if method == "PUT" and name:
-            return _json(self.rest.update(r, namespace, name, await self._body(request), query))
+            return _warned(self.rest.update(r, namespace, name, await self._body(request), query), query)
         if method == "PATCH" and name:
-            return _json(self.rest.patch(r, namespace, name, self._patch_type(request), await self._body(request),
-                                         query))
-        if method == "DELETE" and name:
-            return _json(self.rest.delete(r, namespace, name, _delete_query(query, await self._optional_body(request))))
+            patch_type = self._patch_type(request)
+            body = (serverapply.decode_body(await request.read()) if patch_type == serverapply.APPLY_PATCH
+                    else await self._body(request))
+            return _warned(self.rest.patch(r, namespace, name, patch_type, body, query), query)
+        if method == "DELETE":
+            options = deletion.parse(request.query, await self._optional_body(request), dry_run=query.dry_run)
+            if name:
+                return _json(self.rest.delete(r, namespace, name, options))
+            return _json(self.rest.delete_collection(r, namespace, query, options))
         raise method_not_allowed()
 
     async def _scale(self, request: web.Request, r: Resource, namespace: str, name: str,
@@ -231,9 +266,22 @@ class KubeApiServer:
                                            query))
         raise method_not_allowed()
 
+    async def _status(self, request: web.Request, r: Resource, namespace: str, name: str,
+                      query: Query) -> web.StreamResponse:
+        if r.namespaced and not namespace:
+            raise ApiError(404, "NotFound", _NOT_FOUND)
+        status = self.status_subresource
+        if request.method == "GET":
+            return _json(status.get(r, namespace, name, query))
+        if request.method == "PUT":
+            return _json(status.replace(r, namespace, name, await self._body(request), query))
+        if request.method == "PATCH":
+            return _json(status.patch(r, namespace, name, self._patch_type(request), await self._body(request), query))
+        raise method_not_allowed()
+
     @staticmethod
     def _patch_type(request: web.Request) -> str:
-        if request.content_type not in PATCH_TYPES:
+        if request.content_type not in (*PATCH_TYPES, serverapply.APPLY_PATCH):
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: "
                            f"{', '.join(PATCH_TYPES)}")
@@ -275,10 +323,3 @@ class KubeApiServer:
         finally:
             await events.aclose()
         return response
-
-
-def _delete_query(query: Query, options: Any) -> Query:
-    """DeleteOptions in the body may ask for a dry run too."""
-    if isinstance(options, dict) and "All" in (options.get("dryRun") or []):
-        query.dry_run = True
-    return query

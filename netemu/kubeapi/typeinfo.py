@@ -3,6 +3,7 @@ documents and strategic merge patch: each field's JSON name and type, and Kubern
 strategy for the lists that have one (``containers`` merge by ``name`` …)."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import types
@@ -22,7 +23,7 @@ PATCH_MERGE_KEYS: dict[tuple[str, str], str] = {
     ("Container", "volumeMounts"): "mountPath", ("Container", "volumeDevices"): "devicePath",
     ("ServiceSpec", "ports"): "port", ("ObjectMeta", "ownerReferences"): "uid",
     ("PodStatus", "conditions"): "type", ("NodeStatus", "conditions"): "type", ("NodeStatus", "addresses"): "type",
-    ("DeploymentStatus", "conditions"): "type", ("PodStatus", "podIPs"): "ip", ("NamespaceStatus", "conditions"): "type",
+    ("DeploymentStatus", "conditions"): "type", ("ReplicaSetStatus", "conditions"): "type", ("PodStatus", "podIPs"): "ip", ("NamespaceStatus", "conditions"): "type",
 }
 # Lists of scalars merged as sets (``patchStrategy:"merge"`` without a key).
 MERGED_SETS: frozenset[tuple[str, str]] = frozenset({("ObjectMeta", "finalizers")})
@@ -32,7 +33,7 @@ MERGED_SETS: frozenset[tuple[str, str]] = frozenset({("ObjectMeta", "finalizers"
 ALWAYS_WRITTEN: dict[tuple[str, str], Any] = {
     ("ContainerStatus", "ready"): False, ("ContainerStatus", "image"): "", ("ContainerStatus", "imageID"): "",
     ("ContainerStatus", "restartCount"): 0, ("ContainerStateTerminated", "exitCode"): 0,
-    ("Endpoint", "addresses"): [], ("StatefulSetStatus", "replicas"): 0,
+    ("Endpoint", "addresses"): [], ("StatefulSetStatus", "replicas"): 0, ("ReplicaSetStatus", "replicas"): 0,
 }
 
 
@@ -64,7 +65,7 @@ def field_type(hint: Any) -> FieldType:
         (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
         inner = field_type(item)
         return FieldType("array", inner.cls, inner)
-    if origin in (Mapping, dict, typing.Mapping) or hint is dict:
+    if origin in (Mapping, dict, collections.abc.Mapping) or hint is dict:
         args = typing.get_args(hint)
         return FieldType("map", None, field_type(args[1]) if args else FieldType("any"))
     if dataclasses.is_dataclass(hint):

@@ -613,6 +613,17 @@ class PodWorker:
         """argv before any process of this pod: into its network, then its files and hostname."""
         return self.kubelet.fabric.process_prefix(self.uid) + podfiles.enter_prefix(self.files)
 
+    def kill_now(self) -> None:
+        """SIGKILL every process of the pod: it was deleted for good (``--force``) during its
+        grace period, so the termination under way ends now instead of when the grace runs out."""
+        for w in self.init_workers + self.workers:
+            if isinstance(w.runtime, ProcessContainer):
+                for pid in w.runtime.pids:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
     def update(self, pod: k8s.Pod) -> None:
         self.pod = pod
         if pod.metadata.deletion_timestamp and self.terminating is None:
@@ -736,6 +747,8 @@ class Kubelet:
                 self.workers.pop(uid, None)
                 if worker.terminating is None:  # deleted without grace (force): stop now
                     worker.terminating = asyncio.ensure_future(worker.terminate(graceful=False, remove=False))
+                elif not worker.terminating.done():  # force-deleted while terminating: no more grace
+                    worker.kill_now()
             return
         if worker is None:
             if k8s_is_finished(pod):
