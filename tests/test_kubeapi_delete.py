@@ -17,7 +17,8 @@ from netemu.kubeapi import KUBECONFIG
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
 # A container that ignores SIGTERM: its pod stays Terminating for its whole grace period.
-STUBBORN = ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+# Ignores SIGTERM once it says so: wait for "trapped" in its log (``_stubborn``) before deleting it.
+STUBBORN = ["sh", "-c", "trap '' TERM; echo trapped; while true; do sleep 1; done"]
 
 
 api, kubectl, namespace = api_fixtures("kubedelete")
@@ -67,6 +68,15 @@ def _wait(api, condition, timeout: float = 30) -> None:
     api.run(api.cluster.wait_for(condition, timeout))
 
 
+def _stubborn(api, namespace: str, name: str) -> bool:
+    """The STUBBORN pod runs and ignores SIGTERM already (before its trap, SIGTERM ends it)."""
+    pod = api.cluster.store.get("Pod", namespace, name)
+    if pod is None or pod.status.phase != "Running":
+        return False
+    path = api.cluster.log_path(name, None, namespace)
+    return path.exists() and b"trapped" in path.read_bytes()
+
+
 def _running_deployment(api, apps, namespace: str, name: str, replicas: int = 2) -> list:
     apps.create_namespaced_deployment(namespace, _deployment(name, replicas))
     _wait(api, lambda: sum(p.status.phase == "Running" for p in api.cluster.store.list("Pod", namespace))
@@ -87,8 +97,7 @@ def test_kubectl_delete_by_label_then_all(kubectl, core, api, namespace):
 
 def test_graceful_delete_answers_the_terminating_pod(core, api, namespace):
     core.create_namespaced_pod(namespace, _pod("slow", {"app": "s"}, STUBBORN, grace=600))
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "slow")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "slow"))
     answered = core.delete_namespaced_pod("slow", namespace, grace_period_seconds=120)
     assert answered.metadata.deletion_timestamp is not None
     assert answered.metadata.deletion_grace_period_seconds == 120
@@ -104,8 +113,7 @@ def test_graceful_delete_answers_the_terminating_pod(core, api, namespace):
 
 def test_force_delete_with_grace_period_zero_removes_at_once(kubectl, core, api, namespace):
     core.create_namespaced_pod(namespace, _pod("stuck", {"app": "s"}, STUBBORN, grace=600))
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "stuck")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "stuck"))
     kubectl("delete", "pod", "stuck", "-n", namespace, "--wait=false")  # 600 s of grace: Terminating
     assert _get(api, "Pod", namespace, "stuck").metadata.deletion_timestamp is not None
     assert "Terminating" in kubectl("get", "pod", "stuck", "-n", namespace).stdout
@@ -117,8 +125,7 @@ def test_force_delete_with_grace_period_zero_removes_at_once(kubectl, core, api,
 
 def test_grace_period_query_parameter_is_read(api, core, namespace):
     core.create_namespaced_pod(namespace, _pod("q", {"app": "q"}, STUBBORN, grace=600))
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "q")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "q"))
     directory = api.cluster.state.directory
     url = f"{api.cluster.kube_api.url}/api/v1/namespaces/{namespace}/pods/q?gracePeriodSeconds=0"
     result = subprocess.run(["curl", "-sS", "-X", "DELETE", "--cacert", str(directory / "ca.crt"),
@@ -233,8 +240,7 @@ def test_delete_collection_is_in_discovery(core):
 
 def test_kubectl_wait_for_delete(kubectl, core, api, namespace):
     core.create_namespaced_pod(namespace, _pod("w", {"app": "w"}, STUBBORN, grace=3))
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "w")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "w"))
     kubectl("delete", "pod", "w", "-n", namespace, "--wait=false")
     assert _get(api, "Pod", namespace, "w") is not None  # SIGTERM ignored: it lasts its 3 s of grace
     result = kubectl("wait", "--for=delete", "pod/w", "-n", namespace, "--timeout=60s")
@@ -249,8 +255,7 @@ def test_namespace_deletion_takes_its_objects(kubectl, core, apps, api, request)
                                                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
     core.create_namespaced_config_map(namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
     core.create_namespaced_pod(namespace, _pod("slow", {"app": "slow"}, STUBBORN, grace=600))  # keeps it Terminating
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "slow")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "slow"))
     waiting = subprocess.Popen([KUBECTL, "delete", "namespace", namespace], env=kubectl.env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # waits until it is gone
     try:
@@ -275,8 +280,7 @@ def test_deleting_a_namespace_answers_it_terminating(core, api, request):
     namespace = request.node.name.removeprefix("test_")[:40].replace("_", "-")
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     core.create_namespaced_pod(namespace, _pod("slow", {"app": "slow"}, STUBBORN, grace=600))
-    _wait(api, lambda: (p := api.cluster.store.get("Pod", namespace, "slow")) is not None
-          and p.status.phase == "Running")
+    _wait(api, lambda: _stubborn(api, namespace, "slow"))
     answered = core.delete_namespace(namespace)
     assert answered["status"]["phase"] == "Terminating" and answered["metadata"]["deletionTimestamp"]
     core.delete_namespaced_pod("slow", namespace, grace_period_seconds=0)

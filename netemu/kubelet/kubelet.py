@@ -382,6 +382,8 @@ class ContainerWorker:
                 await self.task
             except (asyncio.CancelledError, Exception):
                 pass
+            if self.runtime is not None:  # started, but not yet marked Running: its sockets and processes go too
+                await self.runtime.stop(grace)
         elif self.runtime is not None:
             await self.runtime.stop(grace)
 
