@@ -33,6 +33,19 @@ def cluster_with_api(state: Path, name: str, **options: Any) -> Iterator[NetemuC
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 
+# A pod that writes one numbered line every 0.2 s, for following logs and attaching.
+TICKER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
+"""
+
+
 def kubectl_runner(kubeconfig: Path, home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run(*args, check=True, input=None)``: the real kubectl against ``kubeconfig`` (its cache in
     ``home``); ``check`` turns a non-zero exit into an AssertionError with kubectl's stderr."""

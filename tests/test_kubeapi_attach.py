@@ -13,21 +13,10 @@ import threading
 
 import pytest
 
-from kubeapi_support import KUBECTL, api_fixtures
+from kubeapi_support import KUBECTL, TICKER, api_fixtures
 
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
-
-TICKER = """
-apiVersion: v1
-kind: Pod
-metadata: {name: ticker}
-spec:
-  containers:
-  - name: main
-    image: busybox
-    command: [sh, -c, "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
-"""
 # Says "waiting", then "done-now" once /tmp/go-<pod uid> exists, and exits.
 WAITER = """
 apiVersion: v1

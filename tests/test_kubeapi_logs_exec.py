@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from test_kubelet_logs_exec import TWO_CONTAINERS
-from kubeapi_support import KUBECTL, api_fixtures, cluster_with_api
+from kubeapi_support import KUBECTL, TICKER, api_fixtures, cluster_with_api
 from netemu.fabric import routes_outside_loopback
 from netemu.kubeapi import KUBECONFIG
 from test_netns_helpers import netns_ready  # noqa: F401 - fixture
@@ -85,16 +85,7 @@ def test_logs_container_choice_in_the_api_servers_words(kubectl, api, namespace)
 
 
 def test_logs_follow_streams_new_lines(kubectl, api, namespace):
-    api.apply("""
-apiVersion: v1
-kind: Pod
-metadata: {name: ticker}
-spec:
-  containers:
-  - name: main
-    image: busybox
-    command: [sh, -c, "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
-""", namespace=namespace)
+    api.apply(TICKER, namespace=namespace)
     _running(api, namespace, "ticker", "tick-0")
     seen: list[str] = []
     with subprocess.Popen([KUBECTL, "logs", "-f", "-n", namespace, "ticker", "--tail=1"], env=kubectl.env,

@@ -21,7 +21,8 @@ from aiohttp import web
 from netemu import statedir
 from netemu.errors import NetemuError
 
-from . import aggregated, certs, deletion, discovery, fieldvalidation, kubeconfig, openapi, openapiv2, serverapply
+from . import (KUBECONFIG, aggregated, certs, deletion, discovery, fieldvalidation, kubeconfig, openapi, openapiv2,
+               serverapply)
 from .history import ChangeLog
 from .patch import PATCH_TYPES
 from .podattach import PodAttach
@@ -36,7 +37,6 @@ from .status import ApiError, bad_request, from_error, method_not_allowed, unaut
 
 log = logging.getLogger(__name__)
 
-from . import KUBECONFIG
 _JSON = "application/json"
 _NOT_FOUND = "the server could not find the requested resource"
 WATCH_STOP_TIMEOUT = 2.0  # seconds the watches get to end their streams when the cluster stops
