@@ -11,6 +11,7 @@ recycled pid nor a forged line can hit a stranger. Nothing is ever found by name
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +134,12 @@ class ClusterState:
                         raise RangeConflictError(
                             f'cluster "{other.name}" (pid {other.info["pid"]}) already uses {theirs}, which '
                             f"overlaps {m}; give this cluster distinct ranges")
+        if self.config.backend == "loopback":
+            ip = self.config.service_ip(1)  # the `kubernetes` Service, which every cluster serves
+            if _listened_on(ip, 443):
+                raise RangeConflictError(
+                    f"{self.config.service_cidr} is in use on this machine: a cluster of another state "
+                    f"directory or user listens on {ip}:443; give this cluster distinct ranges")
         if statedir.check_cluster_dir(self.directory):  # a dead start's leftovers, without state.json
             shutil.rmtree(self.directory, ignore_errors=True)
         statedir.make_cluster_dir(self.directory)
@@ -229,3 +237,15 @@ def gc_all(root: Path, collect: Callable[[Path], list[str]] = gc_cluster) -> lis
         if not c.alive:
             out += [f"{c.name}: {line}" for line in collect(c.directory)]
     return out
+
+
+def _listened_on(ip: str, port: int) -> bool:
+    """Whether some process listens on ``ip:port`` (TCP): another cluster's ranges on this machine,
+    which the state directories of other users or roots cannot show."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lingering connections do not count
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import netemu
+from netemu.scenario.clusters import start_cluster
 
 _serial = itertools.count(1)
 
@@ -66,9 +66,9 @@ async def make_cluster(tmp_path, monkeypatch, request) -> AsyncIterator[Callable
         overrides.setdefault("restart_backoff", 0.2)
         overrides.setdefault("restart_backoff_max", 1.0)
         overrides.setdefault("control_socket", False)
-        cluster = netemu.Cluster(nodes=nodes, name=_cluster_name(request), **overrides)
+        # In the first free address slot: a module's cluster under another state root may be up.
+        cluster = await start_cluster(nodes, name=_cluster_name(request), **overrides)
         started.append(cluster)
-        await cluster.start()
         return cluster
 
     yield make

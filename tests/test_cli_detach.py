@@ -144,6 +144,28 @@ def test_a_second_cluster_takes_a_free_address_slot(env, started):
     started.clear()
 
 
+def test_a_cluster_of_another_state_directory_is_seen_by_its_listeners(env, started, tmp_path):
+    """Another user's clusters live under another state root, which this one cannot read: a
+    cluster listening on the default service range's `kubernetes` address (.1:443) still moves the
+    next one to a free slot."""
+    other = {**env, "NETEMU_STATE_DIR": str(tmp_path / "other-user")}
+    first = netemu(other, "up", "--detach", "--name", "theirs", "--dns-upstream", "none")
+    assert first.returncode == 0, first.stderr
+    try:
+        poll_until = time.monotonic() + 30
+        while subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", "1", "https://127.96.0.1:443/"]).returncode:
+            assert time.monotonic() < poll_until, "the first cluster never listened on 127.96.0.1:443"
+            time.sleep(0.05)
+        second = netemu(env, "up", "--detach", "--name", "mine", "--dns-upstream", "none")
+        assert second.returncode == 0, second.stderr
+        started.append(("mine", pid_of(second)))
+        assert "  address slot 1: nodes 127.11.0.0/16" in second.stdout, second.stdout
+        assert "warning" not in second.stdout + second.stderr
+    finally:
+        netemu(other, "down", "--name", "theirs")
+        assert gone(pid_of(first))
+
+
 def test_an_explicit_range_in_use_names_the_flag_and_a_free_range(env, started):
     first = netemu(env, "up", "--detach", "--name", "one", "--dns-upstream", "none")
     assert first.returncode == 0, first.stderr

@@ -259,3 +259,18 @@ async def test_namespaces_are_separate(store: Store) -> None:
     await settle()
     assert set(endpoints_of(store, "web", "one")) == {"a"}
     assert not store.list("EndpointSlice", "two")
+
+
+async def test_slice_deleted_before_a_pod_event_is_delivered_is_made_again(store: Store, caplog) -> None:
+    """A namespace being deleted removes slices and pods in one turn: the controller may sync a pod's
+    removal (urgent) while the slice's own deletion event is still queued behind it. No failure is
+    logged, and a slice with the remaining endpoint comes back while the Service exists."""
+    store.create(service("web", {"app": "web"}))
+    store.create(pod("web-1", {"app": "web"}, ip="10.244.0.5", ready=True))
+    store.create(pod("web-2", {"app": "web"}, ip="10.244.0.6", ready=True))
+    (s,) = await eventually(lambda: [s for s in slices_of(store, "web") if len(s.endpoints) == 2])
+    store.delete("Pod", "default", "web-1")  # its event is delivered first, and syncs at once
+    store.delete("EndpointSlice", "default", s.metadata.name)
+    (again,) = await eventually(lambda: [s for s in slices_of(store, "web") if s.endpoints])
+    assert [e.addresses for e in again.endpoints] == [("10.244.0.6",)]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

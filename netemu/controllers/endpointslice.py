@@ -490,8 +490,15 @@ class EndpointSliceController:
                 and current.address_type == "IPv4"):
             return
         meta = dataclasses.replace(current.metadata, labels=labels, owner_references=owners)
-        record.written = self._store.update(dataclasses.replace(
-            current, metadata=meta, address_type="IPv4", endpoints=endpoints, ports=record.ports))
+        try:
+            record.written = self._store.update(dataclasses.replace(
+                current, metadata=meta, address_type="IPv4", endpoints=endpoints, ports=record.ports))
+        except NotFoundError:
+            # Deleted under us (a namespace going away, or by hand) before its event reached us: the
+            # next sync makes it again if the Service is still there.
+            record.written, record.dirty = None, True
+            self._queue.add((service.metadata.namespace, service.metadata.name))
+            return
         self.writes += 1
 
     def _delete_object(self, ns: str, name: str) -> None:
