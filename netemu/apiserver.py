@@ -42,6 +42,8 @@ from netemu.api.objects import (
 from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
 from netemu.controllers.garbagecollector import GarbageCollector
 from netemu.controllers.podutil import request_deletion
+from netemu.controllers.serviceaccount import ensure_default
+from netemu import serviceaccount_admission
 from netemu.errors import (
     AlreadyExistsError, ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
     ObjectRef,
@@ -56,10 +58,11 @@ if TYPE_CHECKING:
 # kubectl's singular resource names, for result lines (``service/x created``, ``pod "x" deleted``).
 SINGULAR = {
     "Pod": "pod", "Service": "service", "Deployment": "deployment.apps", "StatefulSet": "statefulset.apps",
-    "ReplicaSet": "replicaset.apps",
+    "ReplicaSet": "replicaset.apps", "DaemonSet": "daemonset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
-    "ConfigMap": "configmap", "Secret": "secret", "Event": "event",
+    "ConfigMap": "configmap", "Secret": "secret", "ServiceAccount": "serviceaccount", "Event": "event",
     "Impairment": "impairment.netemu.dev", "Partition": "partition.netemu.dev",
+    "Job": "job.batch", "CronJob": "cronjob.batch",
     **{kind: qualified(kind, version, kind.lower()) for version, kind, _, _ in STORED_ONLY},
 }
 
@@ -67,8 +70,8 @@ SINGULAR = {
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 # deletion order in a namespace
-NAMESPACED_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret",
-                    "Impairment", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
+NAMESPACED_KINDS = ("CronJob", "Job", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret",
+                    "ServiceAccount", "Impairment", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")
@@ -220,6 +223,9 @@ class _Overlay:
         self._planned: dict[tuple[str, str, str], Any] = {}
 
         self._read: dict[tuple[str, str, str], str | None] = {}  # key -> resourceVersion seen
+        # ServiceAccounts anywhere in the batch, by (namespace, name): a pod admitted before its
+        # account is planned still finds it (the batch is one write).
+        self.accounts: dict[tuple[str, str], Any] = {}
 
     def get(self, kind: str, namespace: str, name: str) -> Any | None:
         key = (kind, namespace, name)
@@ -298,6 +304,10 @@ class ApiServer:
         # Validating admission that needs the running cluster, by kind (netemu.chaos registers
         # Impairment and Partition): the problems it finds refuse the object like validation's.
         self.admission: dict[str, Callable[[Any], list[FieldProblem]]] = {}
+        # The ServiceAccount admission plugin mounts a token only while the cluster serves its
+        # Kubernetes API (the cluster sets this once the API is up: tokens and CA exist then).
+        self.mount_service_account_tokens = False
+        store.admission["Pod"] = self._admit_component_pod  # a controller's pods are admitted too
         self.garbage_collector = GarbageCollector(  # a foreground deletion waits on the dependents' dependents too
             store, NAMESPACED_KINDS, lambda obj: self._delete_object(obj, propagation="Foreground"), self._remove)
 
@@ -319,6 +329,8 @@ class ApiServer:
 
     def close(self) -> None:
         self._unsubscribe()
+        if self.store.admission.get("Pod") == self._admit_component_pod:
+            del self.store.admission["Pod"]
         self.garbage_collector.close()
 
     # ------------------------------------------------------------------ bootstrap
@@ -460,6 +472,8 @@ class ApiServer:
         after every ``slice_seconds`` of work when given. Returns (transaction, plans, overlay);
         raises ManifestErrors, allocations rolled back, when any object is refused."""
         overlay = _Overlay(self.store)
+        overlay.accounts = {(sa.metadata.namespace, sa.metadata.name): sa for sa in (
+            self._with_namespace(obj) for obj, _ in items if obj.KIND == "ServiceAccount")}
         batch = Transaction()
         planned: list[_Planned] = []
         errors: list[ManifestError] = []
@@ -500,7 +514,7 @@ class ApiServer:
         lines = []
         for plan in planned:
             if plan.verb == "created":
-                self.store.create(plan.obj)
+                self.store.create(plan.obj, admitted=True)  # admitted while planned
             elif plan.verb == "configured":
                 self.store.update(plan.obj)
             self._applied_keys[key_of(plan.obj)] = plan.applied_keys
@@ -524,16 +538,47 @@ class ApiServer:
 
     def _plan(self, obj: Any, overlay: _Overlay, txn: Transaction) -> _Planned:
         kind = obj.KIND
-        if kind == "Node":
-            raise _Refused([NODE_REFUSED])
         if kind not in KIND_BY_NAME:
             raise _Refused([f"kind {kind} is not served by netemu"])
         live = overlay.get(*key_of(obj))
+        if kind == "Node" and live is None:  # an existing node may be labelled, tainted, cordoned
+            raise _Refused([NODE_REFUSED])
         if obj.NAMESPACED:
             self._admit_namespace(obj, overlay, creating=live is None)
         if live is None:
+            if kind == "Pod":
+                obj = self._admit_service_account(obj, overlay)
             return self._plan_create(obj, txn)
+        if kind == "Pod":
+            obj = serviceaccount_admission.keep_admitted(live, obj)
         return self._plan_update(live, obj, txn)
+
+    def _admit_service_account(self, pod: Any, overlay: _Overlay) -> Any:
+        """The ServiceAccount admission plugin, against the batch as planned: an account anywhere
+        in the batch counts (the batch is one write), and so does ``default`` in a namespace that
+        exists (the serviceaccounts controller makes it as the namespace is written)."""
+        def find(namespace: str, name: str) -> Any:
+            sa = overlay.get("ServiceAccount", namespace, name) or overlay.accounts.get((namespace, name))
+            if sa is None and name == serviceaccount_admission.DEFAULT_SERVICE_ACCOUNT:
+                ns = overlay.get("Namespace", "", namespace)
+                if ns is not None and ns.metadata.deletion_timestamp is None:
+                    sa = KIND_BY_NAME["ServiceAccount"](metadata=ObjectMeta(name=name, namespace=namespace))
+            return sa
+        try:
+            return serviceaccount_admission.admit_pod(pod, find, mount_token=self.mount_service_account_tokens)
+        except serviceaccount_admission.ServiceAccountForbiddenError as exc:
+            raise _Refused([str(exc)]) from exc
+
+    def _admit_component_pod(self, pod: Any) -> Any:
+        """The ServiceAccount admission of a pod a controller creates (``Store.admission``):
+        refused with the same words when its account is missing (the controller records
+        FailedCreate and tries again)."""
+        def find(namespace: str, name: str) -> Any:
+            sa = self.store.get("ServiceAccount", namespace, name)
+            if sa is None and name == serviceaccount_admission.DEFAULT_SERVICE_ACCOUNT:
+                sa = ensure_default(self.store, namespace)
+            return sa
+        return serviceaccount_admission.admit_pod(pod, find, mount_token=self.mount_service_account_tokens)
 
     @staticmethod
     def _admit_namespace(obj: Any, overlay: _Overlay, *, creating: bool) -> None:
@@ -557,6 +602,12 @@ class ApiServer:
 
     def _plan_create(self, obj: Any, txn: Transaction) -> _Planned:
         obj = self._prepare_for_create(obj)
+        if obj.KIND == "Job":  # the Job strategy: a uid at once, and the selector generated from it
+            from netemu.api.batchrules import prepare_job_for_create
+            obj = prepare_job_for_create(obj)
+        if obj.KIND == "DaemonSet":  # the DaemonSet strategy: template generation 1
+            from netemu.api.daemonsetrules import prepare_daemon_set_for_create
+            obj = prepare_daemon_set_for_create(obj)
         problems = self._ip_family_problems(obj) or validate(obj) or self._admission_problems(obj)
         if problems:
             raise _Refused(problems)
@@ -586,6 +637,9 @@ class ApiServer:
         if isinstance(obj, Service):
             obj = drop_type_dependent_fields(live, obj)
         obj = self._prepare_for_update(live, obj)
+        if obj.KIND == "DaemonSet":  # the DaemonSet strategy: a new template generation per template change
+            from netemu.api.daemonsetrules import prepare_daemon_set_for_update
+            obj = prepare_daemon_set_for_update(live, obj)
         problems = (self._ip_family_problems(obj) or _dedupe(validate_update(live, obj))
                     or self._admission_problems(obj))
         if problems:

@@ -164,10 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_flag(p)
 
     p = sub.add_parser("run", help="run scenario files (each in a fresh cluster) and report")
-    p.add_argument("paths", nargs="+", metavar="FILE|DIR", help="scenario files, or directories of them")
+    p.add_argument("paths", nargs="*", metavar="FILE|DIR", help="scenario files, or directories of them")
+    p.add_argument("--kubeconfig", metavar="FILE", default=None,
+                   help="run on that cluster, through its Kubernetes API, each scenario in a namespace of its own "
+                        "(default: $NETEMU_KUBECONFIG; without either, a fresh netemu cluster each)")
+    p.add_argument("--context", metavar="NAME", default=None, help="the kubeconfig context to use")
+    p.add_argument("--cleanup", action="store_true",
+                   help="with --kubeconfig: delete the namespaces that interrupted runs left, and stop")
+    p.add_argument("--client-image", metavar="IMAGE", default=None,
+                   help="with --kubeconfig: the image of the client pod that traffic steps run in "
+                        "(default registry.k8s.io/e2e-test-images/agnhost:2.53)")
+    p.add_argument("--wait-timeout", metavar="SECONDS", type=float, default=None,
+                   help="with --kubeconfig: how long waits take at most unless a step says (default 120)")
     p.add_argument("--junit", metavar="FILE", default=None, help="also write JUnit XML here")
     p.add_argument("--keep", action="store_true",
-                   help="keep a failed scenario's cluster up for `netemu get/exec --name ...`")
+                   help="keep a failed scenario's cluster up for `netemu get/exec --name ...` "
+                        "(with --kubeconfig: its namespace, until --cleanup)")
     p.add_argument("-k", dest="pattern", metavar="PATTERN", default=None,
                    help="only scenarios whose name or file name contains PATTERN")
     p.add_argument("--backend", choices=["loopback", "netns"], default=None,
@@ -538,6 +550,25 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise NetemuError(f"error: --count {args.count}: must be 0 (no limit) or more")
 
 
+def _run_remote(args: argparse.Namespace) -> int | None:
+    """``netemu run --kubeconfig FILE`` (or $NETEMU_KUBECONFIG): scenarios on that cluster, or
+    ``--cleanup``; None when the run is on netemu's own clusters."""
+    kubeconfig = args.kubeconfig or os.environ.get("NETEMU_KUBECONFIG") or None
+    remote_only = [flag for flag, given in (("--cleanup", args.cleanup), ("--context", args.context),
+                                            ("--client-image", args.client_image),
+                                            ("--wait-timeout", args.wait_timeout is not None)) if given]
+    if kubeconfig is None:
+        if remote_only:
+            raise NetemuError(f"error: {remote_only[0]} goes with --kubeconfig FILE (or NETEMU_KUBECONFIG)")
+        return None
+    if args.backend is not None:
+        raise NetemuError("error: --backend chooses a netemu backend; with --kubeconfig the cluster is given")
+    from netemu.scenario.remote_runner import run_command
+    return run_command(args.paths, sys.stdout, kubeconfig=kubeconfig, context=args.context, cleanup_only=args.cleanup,
+                       junit=args.junit, keep=args.keep, pattern=args.pattern, client_image=args.client_image,
+                       wait_timeout=args.wait_timeout)
+
+
 def run(argv: Sequence[str]) -> int:
     parser = build_parser()
     argv, exec_command = _split_exec_command(list(argv))
@@ -565,6 +596,11 @@ def run(argv: Sequence[str]) -> int:
             return _up_detached(args, argv)
         return _run_loop(_up(args))
     if cmd == "run":
+        remote = _run_remote(args)
+        if remote is not None:
+            return remote
+        if not args.paths:
+            raise NetemuError("error: run: the following arguments are required: FILE|DIR")
         from netemu.scenario import run_files
         return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern,
                          backend=args.backend)

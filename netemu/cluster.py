@@ -25,11 +25,13 @@ from typing import Any, Callable, Iterable
 from netemu import api
 from netemu.api import objects as k8s
 from netemu.api.kinds import resolve_kind
+from netemu.clock import Clock
 from netemu.config import DEFAULT_NAME, ClusterConfig
+from netemu.controllers import nodelifecycle
 from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
 from netemu import system
-from netemu.kubelet import podfiles
+from netemu.kubelet import mountns, podfiles
 from netemu.kubelet.kubelet import ExecPlan, Kubelet, PodDNS
 from netemu.spawn import spawn
 from netemu.state import ClusterState
@@ -60,7 +62,9 @@ class Cluster:
         self.control_socket_enabled = control_socket
         self.kube_api_enabled = kube_api
         self.kube_api: Any = None  # netemu.kubeapi.KubeApiServer once started
+        self.in_cluster: Any = None  # netemu.kubeapi.incluster.InClusterAccess once the API serves
         self.store = Store()
+        self.clock = Clock()  # what Jobs and CronJobs go by; tests advance it (netemu.clock)
         self.state = ClusterState(config)
         self.fabric = make_fabric(config, self.state)
         self.apiserver: Any = None
@@ -105,7 +109,8 @@ class Cluster:
                                        max_request_bytes=self.config.max_request_bytes)
             self.apiserver.bootstrap()
             from netemu.controllers import start_controllers
-            controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr, lb_delay=self.config.lb_delay)
+            controllers = start_controllers(self.store, lb_pool=self.config.lb_cidr, lb_delay=self.config.lb_delay,
+                                            clock=self.clock, job_backoff=self.config.job_backoff)
             stack.callback(controllers.stop)
             self.controllers = controllers
             self._start_proxy()
@@ -131,6 +136,10 @@ class Cluster:
                 stack.push_async_callback(kube_api.stop)
                 await kube_api.start()
                 self.kube_api = kube_api
+                from netemu.kubeapi.incluster import InClusterAccess  # tokens, CA, the kubernetes endpoint
+                self.in_cluster = InClusterAccess(self, kube_api)
+                stack.callback(self.in_cluster.stop)
+                self.in_cluster.start()
             self._started = True
             self.started_at = time.time()
             if self.initial_manifests:
@@ -190,7 +199,7 @@ class Cluster:
     @property
     def capabilities(self) -> frozenset[str]:
         """What this cluster can do, for scenarios and tests that need a part ("service-proxy" …)."""
-        caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", "impair", self.config.backend}
+        caps = {"service-proxy", "cluster-dns", "kill", "node-lifecycle", "impair", "load-balancer", self.config.backend}
         if hasattr(self.fabric, "partition"):
             caps.add("partition")
         if hasattr(self.fabric, "start_capture"):
@@ -199,6 +208,8 @@ class Cluster:
             caps.add("root")
         if not podfiles.prefix_problem():
             caps.add("pod-resolv-conf")
+            if not mountns.overlay_problem():
+                caps.add("pod-volume-mounts")
         if self.dns_port == 53:
             caps.add("dns-port-53")
         return frozenset(caps)
@@ -236,6 +247,8 @@ class Cluster:
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
             extra_images={system.DNS_IMAGE: self.dns_image})
+        if self.in_cluster is not None:
+            self.in_cluster.equip(self.kubelets[net.name])
 
     async def _stop_kubelets(self) -> None:
         kubelets = list(self.kubelets.values())
@@ -251,14 +264,16 @@ class Cluster:
                                        last_transition_time=now) if ready else
                      k8s.NodeCondition(type="Ready", status="Unknown", reason="NodeStatusUnknown",
                                        message="Kubelet stopped posting node status.", last_transition_time=now))
-        self.store.modify("Node", "", name, lambda n: dataclasses.replace(
-            n, status=dataclasses.replace(n.status, conditions=(condition,))))
+        self.store.modify("Node", "", name, lambda n: nodelifecycle.with_reachability_taints(dataclasses.replace(
+            n, status=dataclasses.replace(n.status, conditions=(condition,))), ready))
 
     async def stop_node(self, name: str) -> None:
-        """Stop a node as if it went down: its kubelet and its containers stop, it turns NotReady,
-        its NodePorts stop answering, and its pods are evicted (their endpoints withdrawn) so that
-        their controllers replace them elsewhere. Kubernetes evicts only after 5 minutes
-        (tolerationSeconds 300); netemu evicts at once."""
+        """Stop a node as if it went down: its kubelet and its containers stop, it turns NotReady
+        (tainted unreachable), its NodePorts stop answering, and its pods are evicted (their
+        endpoints withdrawn) so that their controllers replace them elsewhere. Kubernetes evicts
+        only after 5 minutes (tolerationSeconds 300); netemu evicts at once. Pods that tolerate
+        the unreachable taint forever (DaemonSet pods) stay, not ready, and run again when the
+        node starts (``nodelifecycle``)."""
         if name not in self.nodes:
             raise NotFoundError(f'nodes "{name}" not found')
         kubelet = self.kubelets.pop(name, None)
@@ -267,9 +282,7 @@ class Cluster:
         await kubelet.stop()
         await self.proxy.remove_node(name)
         self._set_node_ready(name, False)
-        for pod in self.store.list("Pod"):
-            if pod.spec.node_name == name:
-                self.store.delete("Pod", pod.metadata.namespace, pod.metadata.name)
+        nodelifecycle.node_unreachable(self.store, name)
         await self.settle()
 
     async def start_node(self, name: str) -> None:

@@ -85,6 +85,7 @@ class ClusterConfig:
                                               # here (e.g. /usr/lib/cni) instead of netemu's in-process ones
     restart_backoff: float = 10.0             # kubelet's initial CrashLoopBackOff delay
     restart_backoff_max: float = 300.0
+    job_backoff: float = 10.0                 # Job controller's first back-off after a failed pod (doubling, max 6 min)
     lb_delay: float = 0.5                     # LoadBalancer provisioning is asynchronous (a cloud
                                               # takes seconds): long enough to see <pending>
     state_dir: Path = field(default_factory=state_root)

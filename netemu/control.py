@@ -184,9 +184,11 @@ class ControlServer:
         if obj.KIND == "Deployment":
             new, old = replica_sets_of(store, obj)
             return {"new_replica_sets": new, "old_replica_sets": old}
-        if obj.KIND in ("StatefulSet", "ReplicaSet"):
+        if obj.KIND in ("StatefulSet", "ReplicaSet", "DaemonSet"):
             return {"pods": [p for p in store.list("Pod", obj.metadata.namespace)
                              if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
+        if obj.KIND == "ServiceAccount":
+            return {"secrets": store.list("Secret", obj.metadata.namespace)}
         if obj.KIND == "Node":
             return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name],
                     "sections": self._node_sections(obj.metadata.name)}

@@ -24,10 +24,13 @@ from netemu.api.validation import base64_error, decoded
 from netemu.api.objects import (
     ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Endpoint, EndpointSlice, EnvVar,
     Impairment, LabelSelector, Namespace, Node, Partition, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service,
-    StatefulSet, ReplicaSet, STORED_ONLY, STORED_ONLY_TYPES, stored_only,
+    StatefulSet, ReplicaSet, DaemonSet, STORED_ONLY, STORED_ONLY_TYPES, stored_only,
 )
+from netemu.api.objects import ServiceAccount
+from netemu.api.batch import CronJob, Job
 from netemu.api.kinds import group_of, plural
 from netemu.api.objects import Event as EventObject
+from netemu.api.objects import UNEMULATED_VOLUME_SOURCES
 from netemu.errors import InvalidError, NotFoundError
 
 KUBELET_VERSION = "v1.31.0-netemu"
@@ -59,20 +62,24 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(Deployment, "deployments", "deployment", "deploy", "apps"),
     _Resource(ReplicaSet, "replicasets", "replicaset", "rs", "apps"),
     _Resource(StatefulSet, "statefulsets", "statefulset", "sts", "apps"),
+    _Resource(DaemonSet, "daemonsets", "daemonset", "ds", "apps"),
     _Resource(EndpointSlice, "endpointslices", "endpointslice", "", "discovery.k8s.io"),
     _Resource(Node, "nodes", "node", "no", ""),
     _Resource(Namespace, "namespaces", "namespace", "ns", ""),
     _Resource(ConfigMap, "configmaps", "configmap", "cm", ""),
     _Resource(Secret, "secrets", "secret", "", ""),
+    _Resource(ServiceAccount, "serviceaccounts", "serviceaccount", "sa", ""),
     _Resource(EventObject, "events", "event", "ev", ""),
     _Resource(Impairment, "impairments", "impairment", "", "netemu.dev"),
     _Resource(Partition, "partitions", "partition", "", "netemu.dev"),
+    _Resource(Job, "jobs", "job", "", "batch"),
+    _Resource(CronJob, "cronjobs", "cronjob", "cj", "batch"),
     *(_Resource(cls, plural(cls.KIND), cls.KIND.lower(), next(iter(shorts), ""), group_of(cls.API_VERSION))
       for cls, (_, _, _, shorts) in zip(STORED_ONLY_TYPES, STORED_ONLY)),
 )
 _BY_CLASS = {r.cls: r for r in _RESOURCES}
 # kubectl's "all" category, restricted to what netemu has, in kubectl's order.
-ALL_KINDS: tuple[type, ...] = (Pod, Service, Deployment, ReplicaSet, StatefulSet)  # what `get all` lists
+ALL_KINDS: tuple[type, ...] = (Pod, Service, DaemonSet, Deployment, ReplicaSet, StatefulSet, CronJob, Job)  # what `get all` lists
 
 
 def resolve_kind(name: str) -> type:
@@ -477,6 +484,19 @@ def _statefulset_cells(sts: StatefulSet, now: datetime, wide: bool) -> list[str]
     return cells
 
 
+def _daemonset_cells(ds: DaemonSet, now: datetime, wide: bool) -> list[str]:
+    """kubectl's printDaemonSet."""
+    status = ds.status
+    cells = [ds.metadata.name, str(status.desired_number_scheduled), str(status.current_number_scheduled),
+             str(status.number_ready), str(status.updated_number_scheduled), str(status.number_available),
+             _format_labels(ds.spec.template.spec.node_selector), _since(ds.metadata.creation_timestamp, now)]
+    if wide:
+        containers = ds.spec.template.spec.containers
+        cells += [",".join(c.name for c in containers), ",".join(c.image for c in containers),
+                  _selector_string(ds.spec.selector)]
+    return cells
+
+
 def _endpointslice_cells(eps: EndpointSlice, now: datetime, wide: bool) -> list[str]:
     ports = [str(p.port) if p.port is not None else (p.name if p.name is not None else "*") for p in eps.ports]
     addresses = [a for e in eps.endpoints for a in e.addresses]
@@ -510,6 +530,10 @@ def _configmap_cells(cm: ConfigMap, now: datetime, wide: bool) -> list[str]:
 
 def _secret_cells(secret: Secret, now: datetime, wide: bool) -> list[str]:
     return [secret.metadata.name, secret.type, str(len(secret.data)), _since(secret.metadata.creation_timestamp, now)]
+
+
+def _service_account_cells(sa: ServiceAccount, now: datetime, wide: bool) -> list[str]:
+    return [sa.metadata.name, str(len(sa.secrets)), _since(sa.metadata.creation_timestamp, now)]
 
 
 def _event_cells(event: EventObject, now: datetime, wide: bool) -> list[str]:
@@ -576,18 +600,32 @@ _TABLES: dict[type, _Table] = {
     ReplicaSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "AGE"), ("CONTAINERS", "IMAGES", "SELECTOR"),
                        _replicaset_cells),
     StatefulSet: _Table(("NAME", "READY", "AGE"), ("CONTAINERS", "IMAGES"), _statefulset_cells),
+    DaemonSet: _Table(("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"),
+                      ("CONTAINERS", "IMAGES", "SELECTOR"), _daemonset_cells),
     EndpointSlice: _Table(("NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"), (), _endpointslice_cells),
     Node: _Table(("NAME", "STATUS", "ROLES", "AGE", "VERSION"),
                  ("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"), _node_cells),
     Namespace: _Table(("NAME", "STATUS", "AGE"), (), _namespace_cells),
     ConfigMap: _Table(("NAME", "DATA", "AGE"), (), _configmap_cells),
     Secret: _Table(("NAME", "TYPE", "DATA", "AGE"), (), _secret_cells),
+    ServiceAccount: _Table(("NAME", "SECRETS", "AGE"), (), _service_account_cells),
     EventObject: _Table(("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"),
                         ("SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"), _event_cells),
     Impairment: _Table(("NAME", "TARGET", "SETTINGS", "APPLIED", "AGE"), ("LAYER",), _impairment_cells),
     Partition: _Table(("NAME", "GROUPS", "IN FORCE", "AGE"), (), _partition_cells),
     **{cls: _Table(("NAME", "AGE"), (), _stored_only_cells) for cls in STORED_ONLY_TYPES},
+    Job: _Table(("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"), ("CONTAINERS", "IMAGES", "SELECTOR"),
+                lambda obj, now, wide: _batch_printers().job_cells(obj, now, wide)),
+    CronJob: _Table(("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"),
+                    ("CONTAINERS", "IMAGES", "SELECTOR"),
+                    lambda obj, now, wide: _batch_printers().cron_job_cells(obj, now, wide)),
 }
+
+
+def _batch_printers() -> Any:
+    """netemu.batchprinters (Job and CronJob), which builds on this module."""
+    from netemu import batchprinters
+    return batchprinters
 
 
 def table_columns(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -730,6 +768,7 @@ class Related(TypedDict, total=False):
         ReplicaSet's pods (its "Pods Status" line counts them by phase).
     old_replica_sets, new_replica_sets: a Deployment's ReplicaSets (its "OldReplicaSets" and
         "NewReplicaSet" lines, printed when either is given).
+    secrets: a ServiceAccount's namespace's Secrets (its missing secrets and its token Secrets).
     sections: extra ``(title, lines)`` sections printed before Events; a line may hold tabs to
         make columns (``"10.244.1.5:41234\\t-> 10.244.2.7:80\\tOK"``).
     """
@@ -740,6 +779,7 @@ class Related(TypedDict, total=False):
     old_replica_sets: Sequence[ReplicaSet]
     new_replica_sets: Sequence[ReplicaSet]
     sections: Sequence[tuple[str, Sequence[str]]]
+    secrets: Sequence[Secret]
 
 
 class _Writer:
@@ -1007,7 +1047,7 @@ def _describe_containers(w: _Writer, label: str, containers: Sequence[Container]
                 w.write(2, f"{title}:\t{_describe_probe(probe)}\n")
         _describe_env_from(w, c)
         _describe_env(w, c, pod)
-        mounts = sorted(c.extra.get("volumeMounts") or [], key=lambda m: m.get("mountPath", ""))
+        mounts = sorted((codec.to_dict(m) for m in c.volume_mounts), key=lambda m: m.get("mountPath", ""))
         w.write(2, "Mounts:" + ("" if mounts else "\t<none>") + "\n")
         for m in mounts:
             flags = ["ro" if m.get("readOnly") else "rw"]
@@ -1043,8 +1083,40 @@ def _describe_volumes(w: _Writer, volumes: Sequence[Mapping[str, Any]], space: s
             w.write(2, "Type:\tSecret (a volume populated by a Secret)\n"
                        f"    SecretName:\t{source.get('secretName', '')}\n"
                        f"    Optional:\t{str(bool(source.get('optional'))).lower()}\n")
+        elif "downwardAPI" in v:
+            w.write(2, "Type:\tDownwardAPI (a volume populated by information about the pod)\n    Items:\n")
+            for item in (v["downwardAPI"] or {}).get("items") or []:
+                for ref, key in (("fieldRef", "fieldPath"), ("resourceFieldRef", "resource")):
+                    if item.get(ref) is not None:
+                        w.write(3, f"{item[ref].get(key, '')} -> {item.get('path', '')}\n")
+        elif "projected" in v:
+            _describe_projected(w, v["projected"] or {})
+        elif "persistentVolumeClaim" in v:
+            source = v["persistentVolumeClaim"] or {}
+            w.write(2, "Type:\tPersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)\n"
+                       f"    ClaimName:\t{source.get('claimName', '')}\n"
+                       f"    ReadOnly:\t{str(bool(source.get('readOnly'))).lower()}\n")
         else:
             w.write(1, "<unknown>\n")
+        unemulated = next((k for k in v if k in UNEMULATED_VOLUME_SOURCES), "")
+        if unemulated:  # netemu's own line: what the pod gets instead
+            w.write(2, f"netemu:\t{unemulated} is not emulated: the pod gets an empty directory\n")
+
+
+def _describe_projected(w: _Writer, projected: Mapping[str, Any]) -> None:
+    """kubectl's printProjectedVolumeSource."""
+    w.write(2, "Type:\tProjected (a volume that contains injected data from multiple sources)\n")
+    for source in projected.get("sources") or []:
+        if source.get("secret") is not None:
+            w.write(2, f"SecretName:\t{source['secret'].get('name', '')}\n"
+                       f"    Optional:\t{str(bool(source['secret'].get('optional'))).lower()}\n")
+        elif source.get("downwardAPI") is not None:
+            w.write(2, "DownwardAPI:\ttrue\n")
+        elif source.get("configMap") is not None:
+            w.write(2, f"ConfigMapName:\t{source['configMap'].get('name', '')}\n"
+                       f"    Optional:\t{str(bool(source['configMap'].get('optional'))).lower()}\n")
+        elif source.get("serviceAccountToken") is not None:
+            w.write(2, f"TokenExpirationSeconds:\t{source['serviceAccountToken'].get('expirationSeconds', 3600)}\n")
 
 
 def _qos_class(pod: Pod) -> str:
@@ -1072,11 +1144,11 @@ def _describe_pod_template(w: _Writer, template: PodTemplateSpec, now: datetime)
     if spec.init_containers:
         _describe_containers(w, "Init Containers", spec.init_containers, (), None, "  ", now)
     _describe_containers(w, "Containers", spec.containers, (), None, "  ", now)
-    _describe_volumes(w, spec.extra.get("volumes") or [], "  ")
+    _describe_volumes(w, [codec.to_dict(v) for v in spec.volumes], "  ")
     if spec.extra.get("priorityClassName"):
         w.write(1, f"Priority Class Name:\t{spec.extra['priorityClassName']}\n")
     _labels_multiline(w, "  Node-Selectors", spec.node_selector)
-    _tolerations_multiline(w, "  Tolerations", spec.extra.get("tolerations") or [])
+    _tolerations_multiline(w, "  Tolerations", [codec.to_dict(t) for t in spec.tolerations])
 
 
 # --------------------------------------------------------------------------- describe: per kind
@@ -1142,10 +1214,10 @@ def _describe_pod(w: _Writer, pod: Pod, events: Sequence[Any] | None, related: R
         w.write(0, "Conditions:\n  Type\tStatus\n")
         for c in status.conditions:
             w.write(1, f"{c.type} \t{c.status} \n")
-    _describe_volumes(w, spec.extra.get("volumes") or [], "")
+    _describe_volumes(w, [codec.to_dict(v) for v in spec.volumes], "")
     w.write(0, f"QoS Class:\t{_qos_class(pod)}\n")
     _labels_multiline(w, "Node-Selectors", spec.node_selector)
-    _tolerations_multiline(w, "Tolerations", spec.extra.get("tolerations") or [])
+    _tolerations_multiline(w, "Tolerations", [codec.to_dict(t) for t in spec.tolerations])
     _extra_sections(w, related)
     _events(w, events, now)
 
@@ -1335,6 +1407,27 @@ def _describe_statefulset(w: _Writer, sts: StatefulSet, events: Sequence[Any] | 
     _events(w, events, now)
 
 
+def _describe_daemonset(w: _Writer, ds: DaemonSet, events: Sequence[Any] | None, related: Related,
+                        now: datetime) -> None:
+    """kubectl's describeDaemonSet."""
+    meta, spec, status = ds.metadata, ds.spec, ds.status
+    w.write(0, f"Name:\t{meta.name}\n")
+    w.write(0, f"Namespace:\t{meta.namespace}\n")
+    w.write(0, f"Selector:\t{_selector_string(spec.selector)}\n")
+    w.write(0, f"Node-Selector:\t{_format_labels(spec.template.spec.node_selector)}\n")
+    _labels_multiline(w, "Labels", meta.labels)
+    _annotations_multiline(w, "Annotations", meta.annotations)
+    w.write(0, f"Desired Number of Nodes Scheduled: {status.desired_number_scheduled}\n")
+    w.write(0, f"Current Number of Nodes Scheduled: {status.current_number_scheduled}\n")
+    w.write(0, f"Number of Nodes Scheduled with Up-to-date Pods: {status.updated_number_scheduled}\n")
+    w.write(0, f"Number of Nodes Scheduled with Available Pods: {status.number_available}\n")
+    w.write(0, f"Number of Nodes Misscheduled: {status.number_misscheduled}\n")
+    w.write(0, f"Pods Status:\t{_pods_status(related.get('pods', ()))}\n")
+    _describe_pod_template(w, spec.template, now)
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
 def _describe_endpointslice(w: _Writer, eps: EndpointSlice, events: Sequence[Any] | None, related: Related,
                             now: datetime) -> None:
     w.write(0, f"Name:\t{eps.metadata.name}\n")
@@ -1376,7 +1469,7 @@ def _describe_node(w: _Writer, node: Node, events: Sequence[Any] | None, related
     _labels_multiline(w, "Labels", meta.labels)
     _annotations_multiline(w, "Annotations", meta.annotations)
     w.write(0, f"CreationTimestamp:\t{_rfc1123z(meta.creation_timestamp, now)}\n")
-    taints = sorted(spec.extra.get("taints") or [], key=lambda t: f"{t.get('effect', '')},{t.get('key', '')}")
+    taints = sorted([codec.to_dict(t) for t in spec.taints], key=lambda t: f"{t.get('effect', '')},{t.get('key', '')}")
     w.write(0, "Taints:\t")
     if not taints:
         w.write(0, "<none>\n")
@@ -1489,6 +1582,36 @@ def _describe_secret(w: _Writer, secret: Secret, events: Sequence[Any] | None, r
     _extra_sections(w, related)
 
 
+SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+
+
+def _describe_service_account(w: _Writer, sa: ServiceAccount, events: Sequence[Any] | None, related: Related,
+                              now: datetime) -> None:
+    """kubectl's describeServiceAccount: its pull and mountable secrets (``(not found)`` when
+    missing from the namespace) and the legacy token Secrets that name it; ``related["secrets"]``
+    are the namespace's Secrets."""
+    w.write(0, f"Name:\t{sa.metadata.name}\n")
+    w.write(0, f"Namespace:\t{sa.metadata.namespace}\n")
+    _labels_multiline(w, "Labels", sa.metadata.labels)
+    _annotations_multiline(w, "Annotations", sa.metadata.annotations)
+    secrets = related.get("secrets", ())
+    present = {s.metadata.name for s in secrets}
+    tokens = [s.metadata.name for s in secrets if s.type == SERVICE_ACCOUNT_TOKEN_TYPE
+              and s.metadata.annotations.get(SERVICE_ACCOUNT_NAME_ANNOTATION) == sa.metadata.name]
+    sections = (("Image pull secrets:", [r.name for r in sa.image_pull_secrets]),
+                ("Mountable secrets: ", [r.name for r in sa.secrets]),
+                ("Tokens:            ", tokens))
+    for header, names in sections:
+        if not names:
+            w.write(0, f"{header}\t<none>\n")
+        for i, name in enumerate(names):
+            missing = " (not found)" if name not in present and "secrets" in related else ""
+            w.write(0, f"{header if i == 0 else ' ' * len(header)}\t{name}{missing}\n")
+    _extra_sections(w, related)
+    _events(w, events, now)
+
+
 def _decoded(text: str) -> bytes:
     return b"" if base64_error(text) else decoded(text)
 
@@ -1546,11 +1669,15 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
     Deployment: _describe_deployment,
     ReplicaSet: _describe_replicaset,
     StatefulSet: _describe_statefulset,
+    DaemonSet: _describe_daemonset,
     EndpointSlice: _describe_endpointslice,
     Node: _describe_node,
     Namespace: _describe_namespace,
     ConfigMap: _describe_configmap,
     Secret: _describe_secret,
+    ServiceAccount: _describe_service_account,
+    Job: lambda *args: _batch_printers().describe_job(*args),
+    CronJob: lambda *args: _batch_printers().describe_cron_job(*args),
 }
 
 

@@ -34,8 +34,10 @@ DRAIN_SLICE = 0.02  # seconds of event delivery per loop turn before the loop ge
 RESOURCE_NAMES = {
     "Pod": "pods", "Service": "services", "Deployment": "deployments.apps",
     "EndpointSlice": "endpointslices.discovery.k8s.io", "Namespace": "namespaces",
-    "Node": "nodes", "StatefulSet": "statefulsets.apps", "ReplicaSet": "replicasets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
+    "Node": "nodes", "StatefulSet": "statefulsets.apps", "ReplicaSet": "replicasets.apps", "DaemonSet": "daemonsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
+    "ServiceAccount": "serviceaccounts",
     "Event": "events", "Impairment": "impairments.netemu.dev", "Partition": "partitions.netemu.dev",
+    "Job": "jobs.batch", "CronJob": "cronjobs.batch",
     **{kind: qualified(kind, version, plural(kind)) for version, kind, _, _ in STORED_ONLY},
 }
 
@@ -82,6 +84,10 @@ class Store:
         self._draining = False
         self._scheduled = False
         self._idle_waiters: list[asyncio.Future[None]] = []
+        # Mutating admission by kind for what the cluster's own components create (a controller's
+        # pods): kube-apiserver admits their writes as any client's. The API server's write path
+        # admits its objects itself while planning and passes ``admitted=True``.
+        self.admission: dict[str, Callable[[Any], Any]] = {}
 
     # ------------------------------------------------------------------ reads
 
@@ -122,12 +128,18 @@ class Store:
     def _ns(self, obj: Any) -> str:
         return obj.metadata.namespace if obj.NAMESPACED else ""
 
-    def create(self, obj: Any) -> Any:
-        """Store a new object; fills uid, resourceVersion, creationTimestamp, generation."""
+    def create(self, obj: Any, *, admitted: bool = False) -> Any:
+        """Store a new object; fills uid, resourceVersion, creationTimestamp, generation.
+
+        Unless ``admitted``, the kind's ``admission`` (if any) may change the object or refuse
+        it by raising (a NetemuError in kube-apiserver's words)."""
         ns, name = self._ns(obj), obj.metadata.name
         if name in self._objects[obj.KIND][ns]:
             raise AlreadyExistsError(
                 f'{RESOURCE_NAMES.get(obj.KIND, obj.KIND.lower())} "{name}" already exists')
+        admit = None if admitted else self.admission.get(obj.KIND)
+        if admit is not None:
+            obj = admit(obj)
         meta = dataclasses.replace(
             obj.metadata, uid=obj.metadata.uid or str(uuid.uuid4()), resource_version=self._next_rv(),
             creation_timestamp=obj.metadata.creation_timestamp or now_rfc3339(), generation=1)

@@ -163,14 +163,19 @@ class Proxier:
         record.endpoint = str(endpoint)
         info = state.info
         source = client_ip if traffic is Traffic.INTERNAL or info.external_local else self.node.ip
-        if not self.group.shared_stack and (source == endpoint.ip or self.group.ranges.node_of(source) is None):
+        where = self.name
+        if not self.group.shared_stack and endpoint.ip.startswith("127."):
+            # Separate stacks: a 127.x endpoint is in the host's network (the cluster's own API
+            # server behind ``kubernetes``, netemu.kubeapi.incluster): connect from there.
+            source, where = None, ""
+        elif not self.group.shared_stack and (source == endpoint.ip or self.group.ranges.node_of(source) is None):
             # Separate stacks (netns): the backend's reply must come back here. It does for a
             # pod's or a node's address (the node routes it to this relay's transparent socket),
             # but not for a pod reaching itself through its Service, nor for a ClusterIP (which
             # every node holds) or a host client's 127.x (which means nothing inside the cluster):
             # those speak from the node, as kube-proxy masquerades them.
             source = self.node.ip
-        return Route(Verdict.SERVE, record, address=endpoint.address, source_ip=source, where=self.name,
+        return Route(Verdict.SERVE, record, address=endpoint.address, source_ip=source, where=where,
                      impairment=self.group.impairments.lookup(spn.service, (self.name, endpoint.node)),
                      retry=functools.partial(self._retry, lane.balancer, client_ip, record))
 

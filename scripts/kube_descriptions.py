@@ -7,8 +7,9 @@ Kubernetes OpenAPI document); it is needed only to run this script, not at run t
     pip download --no-deps lightkube-models -d /tmp/lk && unzip -q /tmp/lk/*.whl -d /tmp/lk
     python scripts/kube_descriptions.py /tmp/lk > netemu/kubeapi/descriptions.py
 
-Only the first sentence of each description is kept. Types and fields netemu serves that the
-source does not describe are reported on stderr.
+Only the first sentence of each description is kept. netemu's own types (netemu.dev) are not in
+the source: their descriptions, written by hand in the current file, are kept. Types and fields
+netemu serves that neither describes are reported on stderr.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from netemu.kubeapi.descriptions import DESCRIPTIONS as HAND_WRITTEN
 from netemu.kubeapi.openapi import schema_name, served_types
 from netemu.kubeapi.typeinfo import fields_of
 
 _MODULES = {"io.k8s.api.core.v1": "core_v1", "io.k8s.api.apps.v1": "apps_v1",
             "io.k8s.api.discovery.v1": "discovery_v1", "io.k8s.api.events.v1": "events_v1",
+            "io.k8s.api.batch.v1": "batch_v1", "io.k8s.api.authentication.v1": "authentication_v1",
             "io.k8s.apimachinery.pkg.apis.meta.v1": "meta_v1"}
 _ITEM = re.compile(r"^\s*\* \*\*(\w+)\*\* ``[^`]*`` - (.*)$")
 _SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)\.(\s+(?=[A-Z(\"`])|$)")
@@ -106,7 +109,8 @@ def main(root: Path) -> None:
     result: dict[str, tuple[str, dict[str, str]]] = {}
     for cls in served_types():
         name = schema_name(cls)
-        type_text, field_texts = models.get(name, (_own_description(cls), {}))
+        # netemu's own types (netemu.dev) keep the descriptions written by hand in the current file
+        type_text, field_texts = models.get(name) or HAND_WRITTEN.get(name) or (_own_description(cls), {})
         wanted = {f: field_texts[f] for f in (*fields_of(cls), *sorted(cls.IGNORED)) if f in field_texts}
         missing = [f for f in fields_of(cls) if f not in wanted and f not in ("apiVersion", "kind")]
         if missing or not type_text:

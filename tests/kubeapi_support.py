@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,7 +22,8 @@ def cluster_with_api(state: Path, name: str, **options: Any) -> Iterator[NetemuC
     saved = os.environ.get("NETEMU_STATE_DIR")
     os.environ["NETEMU_STATE_DIR"] = str(state)
     try:
-        with NetemuCluster(1, name=unique_name(name), **options) as handle:
+        nodes = options.pop("nodes", 1)
+        with NetemuCluster(nodes, name=unique_name(name), **options) as handle:
             yield handle
     finally:
         if saved is None:
@@ -58,6 +60,19 @@ def kubectl_runner(kubeconfig: Path, home: Path) -> Callable[..., subprocess.Com
         return result
     run.env = env  # type: ignore[attr-defined]
     return run
+
+
+def poll(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """``check()``'s first truthy result, asked every 0.1 s; an AssertionError naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def namespace_for(kubectl: Callable[..., Any], request: Any) -> str:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from kubeapi_support import KUBECTL, api_fixtures
+from kubeapi_support import KUBECTL, api_fixtures, poll
 
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
@@ -34,17 +33,6 @@ spec:
 
 
 api, kubectl, namespace = api_fixtures("rollout")
-
-
-def poll(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def items(kubectl, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:

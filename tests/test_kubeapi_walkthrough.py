@@ -43,6 +43,14 @@ def _comparable(obj) -> dict:
         spec.pop(allocated, None)
     for port in spec.get("ports", []):
         port.pop("nodePort", None)
+    injected = "kube-api-access-"  # the token volume's name ends in 5 random characters
+    for volume in spec.get("volumes", []):
+        if volume["name"].startswith(injected):
+            volume["name"] = injected
+    for container in (*spec.get("containers", []), *spec.get("initContainers", [])):
+        for mount in container.get("volumeMounts", []):
+            if mount["name"].startswith(injected):
+                mount["name"] = injected
     return data
 
 

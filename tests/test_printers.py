@@ -17,7 +17,8 @@ import yaml
 
 from netemu import printers
 from netemu.api import codec
-from netemu.api.objects import Deployment, EndpointSlice, Namespace, Node, Pod, ReplicaSet, Service, StatefulSet
+from netemu.api.objects import DaemonSet, Deployment, EndpointSlice, Namespace, Node, Pod, ReplicaSet, Service, StatefulSet
+from netemu.api.batch import CronJob, Job
 from netemu.errors import InvalidError, NotFoundError
 from netemu.printers import Event, describe, render_json, render_table, render_yaml
 
@@ -237,8 +238,8 @@ def test_resolve_kind_unknown() -> None:
 
 
 @pytest.mark.parametrize("request_, kinds, with_kind", [
-    ("pods", [Pod], False), ("all", [Pod, Service, Deployment, ReplicaSet, StatefulSet], True),
-    ("svc,po", [Service, Pod], True), ("all,svc", [Pod, Service, Deployment, ReplicaSet, StatefulSet], True),
+    ("pods", [Pod], False), ("all", [Pod, Service, DaemonSet, Deployment, ReplicaSet, StatefulSet, CronJob, Job], True),
+    ("svc,po", [Service, Pod], True), ("all,svc", [Pod, Service, DaemonSet, Deployment, ReplicaSet, StatefulSet, CronJob, Job], True),
 ], ids=["single", "all", "list", "all-and-more"])
 def test_resolve_kinds(request_: str, kinds: list[type], with_kind: bool) -> None:
     assert printers.resolve_kinds(request_) == (kinds, with_kind)

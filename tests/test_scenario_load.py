@@ -65,8 +65,8 @@ BAD = [
     ("unknown-capability", """
         requires: [service-prxy]
      """, 'x.yaml: requires[0]: unknown capability "service-prxy" (did you mean "service-proxy"?); known: root, '
-          "privileged-ports, loopback, netns, pod-resolv-conf, dns-port-53, service-proxy, cluster-dns, kill, "
-          "node-lifecycle, impair, partition, capture"),
+          "privileged-ports, loopback, netns, pod-resolv-conf, pod-volume-mounts, dns-port-53, service-proxy, cluster-dns, kill, "
+          "node-lifecycle, impair, partition, capture, load-balancer, network-policy"),
     ("cluster-field", """
         cluster: {nodes: 0, backnd: netns}
      """, "x.yaml: cluster.nodes: expected a number of nodes or a list of node names, got the number 0\n"

@@ -66,7 +66,7 @@ api, kubectl, namespace = api_fixtures("stored")
 def test_the_bundle_applies_and_says_what_is_only_stored(api, namespace):
     lines = api.apply(BUNDLE, namespace=namespace)
     note = " (stored only: netemu does not emulate this kind)"
-    assert lines == ["serviceaccount/app created" + note, "persistentvolumeclaim/data created" + note,
+    assert lines == ["serviceaccount/app created", "persistentvolumeclaim/data created" + note,
                      "networkpolicy.networking.k8s.io/deny-all created" + note,
                      "role.rbac.authorization.k8s.io/app:reader created" + note,
                      "horizontalpodautoscaler.autoscaling/web created" + note, "configmap/settings created"]
@@ -85,12 +85,12 @@ def test_served_as_given_through_the_api(kubectl, namespace):
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     rows = kubectl("get", "hpa,netpol,sa", "-n", namespace, "-o", "name").stdout.split()
     assert rows == ["horizontalpodautoscaler.autoscaling/web", "networkpolicy.networking.k8s.io/deny-all",
-                    "serviceaccount/app"]
+                    "serviceaccount/app", "serviceaccount/default"]  # ServiceAccount is emulated: default is there
     kubectl("patch", "hpa", "web", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxReplicas":5}}')
     hpa = yaml.safe_load(kubectl("get", "hpa", "web", "-n", namespace, "-o", "yaml").stdout)
     assert hpa["spec"]["maxReplicas"] == 5 and hpa["metadata"]["generation"] == 2
     kubectl("delete", "-n", namespace, "-f", "-", input=BUNDLE)
-    assert kubectl("get", "pvc,hpa,netpol,sa,roles", "-n", namespace, "-o", "name").stdout == ""
+    assert kubectl("get", "pvc,hpa,netpol,sa,roles", "-n", namespace, "-o", "name").stdout == "serviceaccount/default\n"
 
 
 def test_describe_says_it_has_no_effect(api, kubectl, namespace):
@@ -118,4 +118,5 @@ def test_a_custom_resource_definition_is_refused_saying_why(api, namespace):
         api.apply(CRD + "---\n" + BUNDLE, namespace=namespace)
     assert ('no matches for kind "CustomResourceDefinition" in version "apiextensions.k8s.io/v1": netemu serves '
             "no custom resources") in str(refused.value)
-    assert api.list("ConfigMap", namespace) == []  # all or nothing
+    # all or nothing: the only ConfigMap is the cluster's own CA bundle (controllers.rootcacert)
+    assert [cm.metadata.name for cm in api.list("ConfigMap", namespace)] == ["kube-root-ca.crt"]

@@ -175,7 +175,14 @@ def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         out: dict[str, Any] = {}
         for attr, name, _hint, _ in _fields(type(value)):
-            v = _encode(getattr(value, attr))
+            raw = getattr(value, attr)
+            v = _encode(raw)
+            if v == {} and getattr(raw, "KEEP_EMPTY", False):  # a set pointer to an empty struct
+                out[name] = v
+                continue
+            if v is False and attr in getattr(value, "KEEP_FALSE", ()):  # a Go *bool set to false
+                out[name] = v
+                continue
             if v is None or v is False or v == {} or v == [] or v == "":
                 continue
             out[name] = v

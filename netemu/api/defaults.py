@@ -48,12 +48,18 @@ def apply_defaults(obj: T) -> T:
         return _replica_set(obj)  # type: ignore[return-value]
     if isinstance(obj, o.StatefulSet):
         return _stateful_set(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.DaemonSet):
+        return _daemon_set(obj)  # type: ignore[return-value]
     if isinstance(obj, o.EndpointSlice):
         return _endpoint_slice(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Namespace):
         return _namespace(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Secret):
         return _secret(obj)  # type: ignore[return-value]
+    if isinstance(obj, (o.Job, o.CronJob)):  # batch/v1: netemu.api.batchrules
+        from . import batchrules
+        return (batchrules.default_job(obj) if isinstance(obj, o.Job)  # type: ignore[return-value]
+                else batchrules.default_cron_job(obj))
     return obj
 
 
@@ -173,7 +179,57 @@ def _pod_spec(spec: o.PodSpec) -> o.PodSpec:
         scheduler_name=spec.scheduler_name or "default-scheduler",
         containers=tuple(_container(c) for c in spec.containers),
         init_containers=tuple(_container(c) for c in spec.init_containers),
+        volumes=tuple(_volume(v) for v in spec.volumes),
     )
+
+
+# The default file mode of configMap, secret, downwardAPI and projected volumes (0644).
+VOLUME_DEFAULT_MODE = 0o644
+SERVICE_ACCOUNT_TOKEN_EXPIRATION = 3600
+
+
+def _volume(v: o.Volume) -> o.Volume:
+    """SetDefaults_Volume (no source: an emptyDir) and the defaults of each source: defaultMode
+    0644, a token's expirationSeconds 3600, a fieldRef's apiVersion v1, a hostPath's type ""."""
+    if v.config_map is None and v.secret is None and v.empty_dir is None and v.downward_api is None \
+            and v.projected is None and not any(k in v.extra for k in o.UNEMULATED_VOLUME_SOURCES):
+        return replace(v, empty_dir=o.EmptyDirVolumeSource())
+    changes: dict[str, Any] = {}
+    if v.config_map is not None and v.config_map.default_mode is None:
+        changes["config_map"] = replace(v.config_map, default_mode=VOLUME_DEFAULT_MODE)
+    if v.secret is not None and v.secret.default_mode is None:
+        changes["secret"] = replace(v.secret, default_mode=VOLUME_DEFAULT_MODE)
+    if v.downward_api is not None:
+        changes["downward_api"] = replace(
+            v.downward_api, items=tuple(_downward_file(f) for f in v.downward_api.items),
+            default_mode=VOLUME_DEFAULT_MODE if v.downward_api.default_mode is None else v.downward_api.default_mode)
+    if v.projected is not None:
+        changes["projected"] = replace(
+            v.projected, sources=tuple(_projection(s) for s in v.projected.sources),
+            default_mode=VOLUME_DEFAULT_MODE if v.projected.default_mode is None else v.projected.default_mode)
+    host_path = v.extra.get("hostPath")
+    if isinstance(host_path, dict) and host_path.get("type") is None:
+        changes["extra"] = {**v.extra, "hostPath": {**host_path, "type": ""}}
+    return replace(v, **changes) if changes else v
+
+
+def _downward_file(f: o.DownwardAPIVolumeFile) -> o.DownwardAPIVolumeFile:
+    ref = f.resource_field_ref
+    if ref is not None and ref.divisor is None:  # a Quantity: its zero value is written as "0"
+        f = replace(f, resource_field_ref=replace(ref, divisor="0"))
+    if f.field_ref is not None and not f.field_ref.api_version:
+        f = replace(f, field_ref=replace(f.field_ref, api_version="v1"))
+    return f
+
+
+def _projection(p: o.VolumeProjection) -> o.VolumeProjection:
+    if p.downward_api is not None:
+        p = replace(p, downward_api=replace(p.downward_api,
+                                            items=tuple(_downward_file(f) for f in p.downward_api.items)))
+    token = p.service_account_token
+    if token is not None and token.expiration_seconds is None:
+        p = replace(p, service_account_token=replace(token, expiration_seconds=SERVICE_ACCOUNT_TOKEN_EXPIRATION))
+    return p
 
 
 def _container(c: o.Container) -> o.Container:
@@ -297,6 +353,27 @@ def _stateful_set(sts: o.StatefulSet) -> o.StatefulSet:
         revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
         template=replace(spec.template, spec=_pod_spec(spec.template.spec)),
     ))
+
+
+# --------------------------------------------------------------------------- daemon sets
+
+
+def _daemon_set(ds: o.DaemonSet) -> o.DaemonSet:
+    """SetDefaults_DaemonSet: RollingUpdate with maxUnavailable 1 and maxSurge 0, ten revisions
+    of history; the pod template as a pod's spec is defaulted."""
+    spec = ds.spec
+    strategy = spec.update_strategy
+    if not strategy.type:
+        strategy = replace(strategy, type="RollingUpdate")
+    if strategy.type == "RollingUpdate":
+        rolling = strategy.rolling_update or o.RollingUpdateDaemonSet()
+        rolling = replace(rolling, max_unavailable=1 if rolling.max_unavailable is None else rolling.max_unavailable,
+                          max_surge=0 if rolling.max_surge is None else rolling.max_surge)
+        strategy = replace(strategy, rolling_update=rolling)
+    return replace(ds, spec=replace(
+        spec, update_strategy=strategy,
+        revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
+        template=replace(spec.template, spec=_pod_spec(spec.template.spec))))
 
 
 # --------------------------------------------------------------------------- endpoint slices, namespaces

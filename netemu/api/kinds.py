@@ -34,17 +34,23 @@ KIND_ALIASES = {
     "replicaset.apps": "ReplicaSet", "replicasets.apps": "ReplicaSet",
     "sts": "StatefulSet", "statefulset": "StatefulSet", "statefulsets": "StatefulSet",
     "statefulset.apps": "StatefulSet", "statefulsets.apps": "StatefulSet",
+    "ds": "DaemonSet", "daemonset": "DaemonSet", "daemonsets": "DaemonSet",
+    "daemonset.apps": "DaemonSet", "daemonsets.apps": "DaemonSet",
     "endpointslice": "EndpointSlice", "endpointslices": "EndpointSlice",
     "endpointslice.discovery.k8s.io": "EndpointSlice", "endpointslices.discovery.k8s.io": "EndpointSlice",
     "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
     "no": "Node", "node": "Node", "nodes": "Node",
     "cm": "ConfigMap", "configmap": "ConfigMap", "configmaps": "ConfigMap",
     "secret": "Secret", "secrets": "Secret",
+    "sa": "ServiceAccount", "serviceaccount": "ServiceAccount", "serviceaccounts": "ServiceAccount",
     "ev": "Event", "event": "Event", "events": "Event",
     "impairment": "Impairment", "impairments": "Impairment",
     "impairment.netemu.dev": "Impairment", "impairments.netemu.dev": "Impairment",
     "partition": "Partition", "partitions": "Partition",
     "partition.netemu.dev": "Partition", "partitions.netemu.dev": "Partition",
+    "job": "Job", "jobs": "Job", "job.batch": "Job", "jobs.batch": "Job",
+    "cj": "CronJob", "cronjob": "CronJob", "cronjobs": "CronJob", "cronjob.batch": "CronJob",
+    "cronjobs.batch": "CronJob",
 }
 for _version, _kind, _namespaced, _shorts in STORED_ONLY:
     for _name in (_kind.lower(), plural(_kind)):

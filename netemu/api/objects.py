@@ -223,6 +223,20 @@ class Probe:
 
 
 @frozen
+class VolumeMount:
+    """``subPathExpr``, ``mountPropagation`` and ``recursiveReadOnly`` are validated and kept;
+    netemu mounts a volume (or its ``subPath``) privately, read-only when ``readOnly``."""
+    name: str = ""
+    mount_path: str = ""
+    sub_path: str = ""
+    sub_path_expr: str = ""
+    read_only: bool = False
+    mount_propagation: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"recursiveReadOnly"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
 class Container:
     name: str = ""
     image: str = ""
@@ -242,9 +256,22 @@ class Container:
     stdin_once: bool = False
     tty: bool = False
     restart_policy: str = ""  # "Always" marks a native sidecar init container
+    volume_mounts: tuple[VolumeMount, ...] = ()
     IGNORED: ClassVar[frozenset[str]] = frozenset({
-        "resources", "resizePolicy", "volumeMounts", "volumeDevices", "lifecycle",
+        "resources", "resizePolicy", "volumeDevices", "lifecycle",
         "securityContext", "restartPolicyRules"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Toleration:
+    """A pod's toleration of node taints (the scheduler and the DaemonSet controller read it)."""
+    key: str = ""
+    operator: str = ""
+    value: str = ""
+    effect: str = ""
+    toleration_seconds: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
     extra: Mapping[str, Any] = _extra()
 
 
@@ -266,6 +293,146 @@ class PodDNSConfig:
 
 
 @frozen
+class KeyToPath:
+    key: str = ""
+    path: str = ""
+    mode: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ConfigMapVolumeSource:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    default_mode: int | None = None
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class SecretVolumeSource:
+    secret_name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    default_mode: int | None = None
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class EmptyDirVolumeSource:
+    """``sizeLimit`` (a quantity) is kept as given; netemu does not enforce it."""
+    KEEP_EMPTY: ClassVar[bool] = True  # written as ``emptyDir: {}``, as Go writes a set pointer
+    medium: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"sizeLimit"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ResourceFieldSelector:
+    container_name: str = ""
+    resource: str = ""
+    divisor: IntOrString | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DownwardAPIVolumeFile:
+    path: str = ""
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    mode: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DownwardAPIVolumeSource:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+    default_mode: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ConfigMapProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class SecretProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DownwardAPIProjection:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ServiceAccountTokenProjection:
+    audience: str = ""
+    expiration_seconds: int | None = None
+    path: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class VolumeProjection:
+    config_map: ConfigMapProjection | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIProjection | None = jf("downwardAPI")
+    service_account_token: ServiceAccountTokenProjection | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"clusterTrustBundle", "podCertificate"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class ProjectedVolumeSource:
+    sources: tuple[VolumeProjection, ...] = ()
+    default_mode: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+# Volume sources netemu keeps as given without emulating them: each gets an empty directory, and
+# ``kubectl describe pod`` says so (README, "Volumes").
+UNEMULATED_VOLUME_SOURCES: tuple[str, ...] = (
+    "hostPath", "gitRepo", "gcePersistentDisk", "awsElasticBlockStore", "nfs", "iscsi", "glusterfs",
+    "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "fc", "azureFile",
+    "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "portworxVolume", "scaleIO", "storageos",
+    "csi", "ephemeral", "image")
+
+
+@frozen
+class Volume:
+    """A pod's volume: ``configMap``, ``secret``, ``emptyDir``, ``downwardAPI`` and ``projected``
+    are emulated; other sources are kept verbatim in ``extra`` (UNEMULATED_VOLUME_SOURCES)."""
+    name: str = ""
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = jf("downwardAPI")
+    projected: ProjectedVolumeSource | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset(UNEMULATED_VOLUME_SOURCES)
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
 class PodSpec:
     containers: tuple[Container, ...] = ()
     init_containers: tuple[Container, ...] = ()
@@ -283,10 +450,12 @@ class PodSpec:
     enable_service_links: bool | None = True
     scheduler_name: str = "default-scheduler"
     service_account_name: str = ""
+    volumes: tuple[Volume, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
     IGNORED: ClassVar[frozenset[str]] = frozenset({
-        "volumes", "ephemeralContainers", "serviceAccount", "automountServiceAccountToken",
+        "ephemeralContainers", "serviceAccount", "automountServiceAccountToken",
         "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets",
-        "affinity", "tolerations", "hostAliases", "priorityClassName", "priority",
+        "affinity", "hostAliases", "priorityClassName", "priority",
         "readinessGates", "runtimeClassName", "preemptionPolicy", "overhead",
         "topologySpreadConstraints", "os", "hostUsers", "schedulingGates", "resourceClaims",
         "resources"})
@@ -715,6 +884,78 @@ class StatefulSet:
     extra: Mapping[str, Any] = _extra()
 
 
+# --------------------------------------------------------------------------- daemon sets
+
+
+@frozen
+class RollingUpdateDaemonSet:
+    max_unavailable: IntOrString | None = None
+    max_surge: IntOrString | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DaemonSetUpdateStrategy:
+    type: str = ""
+    rolling_update: RollingUpdateDaemonSet | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DaemonSetSpec:
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    update_strategy: DaemonSetUpdateStrategy = field(default_factory=DaemonSetUpdateStrategy)
+    min_ready_seconds: int = 0
+    revision_history_limit: int | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"templateGeneration"})
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DaemonSetCondition:
+    type: str = ""
+    status: str = ""
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DaemonSetStatus:
+    current_number_scheduled: int = 0
+    number_misscheduled: int = 0
+    desired_number_scheduled: int = 0
+    number_ready: int = 0
+    observed_generation: int = 0
+    updated_number_scheduled: int = 0
+    number_available: int = 0
+    number_unavailable: int = 0
+    collision_count: int | None = None
+    conditions: tuple[DaemonSetCondition, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class DaemonSet:
+    """apps/v1: one pod per eligible node (``netemu.controllers.daemonset``)."""
+    API_VERSION: ClassVar[str] = "apps/v1"
+    KIND: ClassVar[str] = "DaemonSet"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "apps/v1"
+    kind: str = "DaemonSet"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: DaemonSetSpec = field(default_factory=DaemonSetSpec)
+    status: DaemonSetStatus = field(default_factory=DaemonSetStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- endpoint slices
 
 
@@ -833,11 +1074,22 @@ class NodeCondition:
 
 
 @frozen
+class Taint:
+    key: str = ""
+    value: str = ""
+    effect: str = ""
+    time_added: str | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
 class NodeSpec:
     pod_cidr: str = ""
     pod_cidrs: tuple[str, ...] = ()
     unschedulable: bool = False
-    IGNORED: ClassVar[frozenset[str]] = frozenset({"taints", "providerID", "configSource"})
+    taints: tuple[Taint, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset({"providerID", "configSource"})
     extra: Mapping[str, Any] = _extra()
 
 
@@ -906,6 +1158,37 @@ class Secret:
     string_data: Mapping[str, str] = field(default_factory=dict)
     immutable: bool | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+# --------------------------------------------------------------------------- service accounts
+
+
+@frozen
+class ServiceAccountImagePullSecret:
+    """A LocalObjectReference: the name of a Secret in the ServiceAccount's namespace."""
+    name: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+    SCHEMA_NAME: ClassVar[str] = "io.k8s.api.core.v1.LocalObjectReference"
+
+
+@frozen
+class ServiceAccount:
+    """core/v1 ServiceAccount: an identity for pods. Every namespace has ``default`` (the
+    serviceaccounts controller); pods name theirs in ``spec.serviceAccountName`` and get its
+    token (``automountServiceAccountToken``) from the API server."""
+    API_VERSION: ClassVar[str] = "v1"
+    KIND: ClassVar[str] = "ServiceAccount"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "v1"
+    kind: str = "ServiceAccount"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    secrets: tuple[ObjectReference, ...] = ()
+    image_pull_secrets: tuple[ServiceAccountImagePullSecret, ...] = ()
+    automount_service_account_token: bool | None = None
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    KEEP_FALSE: ClassVar[frozenset[str]] = frozenset({"automount_service_account_token"})  # written when false
     extra: Mapping[str, Any] = _extra()
 
 
@@ -1057,14 +1340,10 @@ class _EveryField(frozenset):  # type: ignore[type-arg]
 # Kinds that real application bundles carry and netemu keeps without acting on them (README,
 # "Kinds stored but not emulated"): (apiVersion, kind, namespaced, short names).
 STORED_ONLY: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
-    ("v1", "ServiceAccount", True, ("sa",)),
     ("v1", "PersistentVolumeClaim", True, ("pvc",)),
     ("v1", "PersistentVolume", False, ("pv",)),
     ("v1", "ResourceQuota", True, ("quota",)),
     ("v1", "LimitRange", True, ("limits",)),
-    ("apps/v1", "DaemonSet", True, ("ds",)),
-    ("batch/v1", "Job", True, ()),
-    ("batch/v1", "CronJob", True, ("cj",)),
     ("autoscaling/v2", "HorizontalPodAutoscaler", True, ("hpa",)),
     ("policy/v1", "PodDisruptionBudget", True, ("pdb",)),
     ("networking.k8s.io/v1", "Ingress", True, ("ing",)),
@@ -1098,13 +1377,17 @@ def stored_only(obj_or_cls: Any) -> bool:
     return bool(getattr(obj_or_cls, "STORED_ONLY", False))
 
 
-TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, EndpointSlice,
-                                     Node, ConfigMap, Secret, Event, Impairment, Partition, *STORED_ONLY_TYPES)
+from .batch import CronJob, Job  # noqa: E402  (batch/v1 types live in their own module)
+
+TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, EndpointSlice,
+                                     Node, ConfigMap, Secret, ServiceAccount, Event, Impairment, Partition,
+                                     Job, CronJob,
+                                     *STORED_ONLY_TYPES)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}
 
-KubeObject = Union[Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, EndpointSlice, Node, ConfigMap,
-                   Secret, Event, Impairment, Partition]
+KubeObject = Union[Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, EndpointSlice, Node, ConfigMap,
+                   Secret, ServiceAccount, Event, Impairment, Partition]
 
 
 def key_of(obj: Any) -> tuple[str, str, str]:

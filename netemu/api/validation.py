@@ -735,7 +735,8 @@ def split_subscripted_path(field_path: str) -> tuple[str, str, bool]:
     return head, sub, True
 
 
-def _object_field_selector(fs: o.ObjectFieldSelector, path: str) -> list[FieldProblem]:
+def _object_field_selector(fs: o.ObjectFieldSelector, path: str,
+                           expressions: Sequence[str] = _ENV_FIELD_PATHS) -> list[FieldProblem]:
     if not fs.api_version:
         return [required(f"{path}.apiVersion")]
     if not fs.field_path:
@@ -754,8 +755,8 @@ def _object_field_selector(fs: o.ObjectFieldSelector, path: str) -> list[FieldPr
         fp = "spec.nodeName"
     if fp not in _DOWNWARD_API_LABELS:
         return [invalid(f"{path}.fieldPath", fp, f"error converting fieldPath: field label not supported: {fp}")]
-    if fp not in _ENV_FIELD_PATHS:
-        return [not_supported(f"{path}.fieldPath", fp, _ENV_FIELD_PATHS)]
+    if fp not in expressions:
+        return [not_supported(f"{path}.fieldPath", fp, expressions)]
     return []
 
 
@@ -912,7 +913,7 @@ def _probes(c: o.Container, path: str) -> list[FieldProblem]:
             + _probe(c.startup_probe, "startup", f"{path}.startupProbe"))
 
 
-def _container_common(c: o.Container, path: str) -> list[FieldProblem]:
+def _container_common(c: o.Container, path: str, volumes: Mapping[str, o.Volume] | None = None) -> list[FieldProblem]:
     errs: list[FieldProblem] = []
     if not c.name:
         errs.append(required(f"{path}.name"))
@@ -928,6 +929,9 @@ def _container_common(c: o.Container, path: str) -> list[FieldProblem]:
     errs += _container_ports(c.ports, f"{path}.ports")
     errs += _env(c.env, f"{path}.env")
     errs += _env_from(c.env_from, f"{path}.envFrom")
+    if volumes is not None:
+        from .volumes import validate_volume_mounts  # volumes.py imports this module
+        errs += validate_volume_mounts(c, volumes, f"{path}.volumeMounts")
     if not c.image_pull_policy:
         errs.append(required(f"{path}.imagePullPolicy"))
     elif c.image_pull_policy not in _PULL_POLICIES:
@@ -949,14 +953,15 @@ def _host_port_conflicts(containers: Sequence[o.Container], path: str, offset: i
     return errs
 
 
-def _containers(containers: Sequence[o.Container], path: str) -> list[FieldProblem]:
+def _containers(containers: Sequence[o.Container], path: str,
+                volumes: Mapping[str, o.Volume] | None = None) -> list[FieldProblem]:
     if not containers:
         return [required(path)]
     errs: list[FieldProblem] = []
     names: set[str] = set()
     for i, c in enumerate(containers):
         cp = f"{path}[{i}]"
-        errs += _container_common(c, cp)
+        errs += _container_common(c, cp, volumes)
         if c.name in names:
             errs.append(duplicate(f"{cp}.name", c.name))
         else:
@@ -967,12 +972,13 @@ def _containers(containers: Sequence[o.Container], path: str) -> list[FieldProbl
     return errs + _host_port_conflicts(containers, path)
 
 
-def _init_containers(inits: Sequence[o.Container], regular: Sequence[o.Container], path: str) -> list[FieldProblem]:
+def _init_containers(inits: Sequence[o.Container], regular: Sequence[o.Container], path: str,
+                     volumes: Mapping[str, o.Volume] | None = None) -> list[FieldProblem]:
     errs: list[FieldProblem] = []
     names = {c.name for c in regular}
     for i, c in enumerate(inits):
         cp = f"{path}[{i}]"
-        errs += _container_common(c, cp)
+        errs += _container_common(c, cp, volumes)
         restart_always = False
         if c.restart_policy:
             if c.restart_policy != "Always":
@@ -1030,8 +1036,10 @@ def _dns_config(cfg: o.PodDNSConfig | None, policy: str, path: str) -> list[Fiel
 
 def validate_pod_spec(spec: o.PodSpec, path: str, *, is_pod: bool) -> list[FieldProblem]:
     """ValidatePodSpec (``is_pod``: a Pod rather than a template, for the hostNetwork port rule)."""
-    errs = _containers(spec.containers, f"{path}.containers")
-    errs += _init_containers(spec.init_containers, spec.containers, f"{path}.initContainers")
+    from .volumes import validate_volumes  # volumes.py imports this module
+    volumes, errs = validate_volumes(spec.volumes, f"{path}.volumes")
+    errs += _containers(spec.containers, f"{path}.containers", volumes)
+    errs += _init_containers(spec.init_containers, spec.containers, f"{path}.initContainers", volumes)
     if spec.host_network:
         for i, c in enumerate(spec.containers):
             for j, port in enumerate(c.ports):
@@ -1048,6 +1056,7 @@ def validate_pod_spec(spec: o.PodSpec, path: str, *, is_pod: bool) -> list[Field
     elif spec.dns_policy not in _DNS_POLICIES:
         errs.append(not_supported(f"{path}.dnsPolicy", spec.dns_policy, _DNS_POLICIES))
     errs += validate_labels(spec.node_selector, f"{path}.nodeSelector")
+    errs += validate_tolerations(spec.tolerations, f"{path}.tolerations")
     errs += _dns_config(spec.dns_config, spec.dns_policy, f"{path}.dnsConfig")
     if spec.service_account_name:
         errs += _invalid_each(f"{path}.serviceAccountName", spec.service_account_name,
@@ -1061,6 +1070,54 @@ def validate_pod_spec(spec: o.PodSpec, path: str, *, is_pod: bool) -> list[Field
         errs += _invalid_each(f"{path}.hostname", spec.hostname, is_dns1123_label(spec.hostname))
     if spec.subdomain:
         errs += _invalid_each(f"{path}.subdomain", spec.subdomain, is_dns1123_label(spec.subdomain))
+    return errs
+
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_TOLERATION_OPERATORS = ("Equal", "Exists")
+
+
+def validate_tolerations(tolerations: Sequence[o.Toleration], path: str) -> list[FieldProblem]:
+    """ValidateTolerations."""
+    errs: list[FieldProblem] = []
+    for i, t in enumerate(tolerations):
+        tp = f"{path}[{i}]"
+        if t.key:
+            errs += _invalid_each(f"{tp}.key", t.key, is_qualified_name(t.key))
+        if not t.key and t.operator != "Exists":
+            errs.append(invalid(f"{tp}.operator", t.operator,
+                                'operator must be Exists when `key` is empty, which means "match all values and all keys"'))
+        if t.toleration_seconds is not None and t.effect != "NoExecute":
+            errs.append(invalid(f"{tp}.effect", t.effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+        if t.operator in ("", "Equal"):
+            errs += _invalid_each(f"{tp}.operator", t.value, is_label_value(t.value))
+        elif t.operator == "Exists":
+            if t.value:
+                errs.append(invalid(f"{tp}.operator", t.operator, "value must be empty when `operator` is 'Exists'"))
+        else:
+            errs.append(not_supported(f"{tp}.operator", t.operator, _TOLERATION_OPERATORS))
+        if t.effect and t.effect not in TAINT_EFFECTS:
+            errs.append(not_supported(f"{tp}.effect", t.effect, TAINT_EFFECTS))
+    return errs
+
+
+def validate_taints(taints: Sequence[o.Taint], path: str) -> list[FieldProblem]:
+    """validateNodeTaints: qualified keys, label values, a known effect, each key/effect once."""
+    errs: list[FieldProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for i, t in enumerate(taints):
+        tp = f"{path}[{i}]"
+        errs += _invalid_each(f"{tp}.key", t.key, is_qualified_name(t.key))
+        if t.value:
+            errs += _invalid_each(f"{tp}.value", t.value, is_label_value(t.value))
+        if not t.effect:
+            errs.append(required(f"{tp}.effect"))
+        elif t.effect not in TAINT_EFFECTS:
+            errs.append(not_supported(f"{tp}.effect", t.effect, TAINT_EFFECTS))
+        if (t.key, t.effect) in seen:
+            errs.append(duplicate(tp, GoValue(f"core.Taint{{Key:{go_quote(t.key)}, Value:{go_quote(t.value)}, "
+                                              f"Effect:{go_quote(t.effect)}, TimeAdded:<nil>}}")))
+        seen.add((t.key, t.effect))
     return errs
 
 
@@ -1111,8 +1168,7 @@ def _pod_update(old: o.Pod, new: o.Pod) -> list[FieldProblem]:
         init_containers=tuple(replace(c, image=oc.image)
                               for c, oc in zip(new.spec.init_containers, old.spec.init_containers, strict=False)),
         active_deadline_seconds=old_ads,
-        extra={**{k: v for k, v in new.spec.extra.items() if k != "tolerations"},
-               **({"tolerations": old.spec.extra["tolerations"]} if "tolerations" in old.spec.extra else {})},
+        tolerations=old.spec.tolerations,
     )
     if to_dict(munged) != to_dict(old.spec):
         errs.append(forbidden("spec", "pod updates may not change fields other than "
@@ -1248,6 +1304,79 @@ def _deployment_update(old: o.Deployment, new: o.Deployment) -> list[FieldProble
     return errs
 
 
+# --------------------------------------------------------------------------- daemon sets
+
+_DAEMON_SET_STRATEGIES = ("RollingUpdate", "OnDelete")
+
+
+def _go_daemon_set_strategy(strategy: o.DaemonSetUpdateStrategy) -> GoValue:
+    ru = strategy.rolling_update
+    ru_repr = "(*apps.RollingUpdateDaemonSet)(nil)" if ru is None else "&apps.RollingUpdateDaemonSet{...}"
+    return GoValue(f"apps.DaemonSetUpdateStrategy{{Type:{go_quote(strategy.type)}, RollingUpdate:{ru_repr}}}")
+
+
+def _daemon_set_update_strategy(strategy: o.DaemonSetUpdateStrategy, path: str) -> list[FieldProblem]:
+    """ValidateDaemonSetUpdateStrategy and ValidateRollingUpdateDaemonSet."""
+    if strategy.type == "OnDelete":
+        return []
+    if strategy.type != "RollingUpdate":
+        return [not_supported(path, _go_daemon_set_strategy(strategy), _DAEMON_SET_STRATEGIES)]
+    ru = strategy.rolling_update
+    if ru is None:
+        return [required(f"{path}.rollingUpdate")]
+    rp = f"{path}.rollingUpdate"
+    errs: list[FieldProblem] = []
+    for name, value in (("maxUnavailable", ru.max_unavailable), ("maxSurge", ru.max_surge)):
+        errs += _positive_int_or_percent(value, f"{rp}.{name}")
+    for name, value in (("maxUnavailable", ru.max_unavailable), ("maxSurge", ru.max_surge)):
+        number, is_percent = _int_or_percent_value(value)
+        if is_percent and number > 100:
+            errs.append(invalid(f"{rp}.{name}", _go_int_or_string(value), "must not be greater than 100%"))
+    has_unavailable = _int_or_percent_value(ru.max_unavailable)[0] != 0
+    has_surge = _int_or_percent_value(ru.max_surge)[0] != 0
+    if has_unavailable and has_surge:
+        errs.append(invalid(f"{rp}.maxSurge", _go_int_or_string(ru.max_surge),
+                            "may not be set when maxUnavailable is non-zero"))
+    elif not has_unavailable and not has_surge:
+        errs.append(required(f"{rp}.maxUnavailable", "cannot be 0 when maxSurge is 0"))
+    return errs
+
+
+def validate_daemon_set(ds: o.DaemonSet) -> list[FieldProblem]:
+    """ValidateDaemonSet: ValidateDaemonSetSpec (a missing selector is required, as apps/v1 makes it)."""
+    spec = ds.spec
+    errs = validate_object_meta(ds.metadata, True, name_is_dns_subdomain)
+    selector = spec.selector
+    if selector is None:
+        errs.append(required("spec.selector"))
+    else:
+        errs += validate_label_selector(selector, "spec.selector")
+    buildable = selector is not None and _selector_buildable(selector)
+    if selector is None or (buildable and not selector_matches(selector, spec.template.metadata.labels)):
+        errs.append(invalid("spec.template.metadata.labels", spec.template.metadata.labels,
+                            "`selector` does not match template `labels`"))
+    if selector is not None and not selector.match_labels and not selector.match_expressions:
+        errs.append(invalid("spec.selector", go_label_selector(selector), "empty selector is invalid for daemonset"))
+    errs += validate_pod_template(spec.template, "spec.template")
+    if spec.template.spec.restart_policy != "Always":
+        errs.append(not_supported("spec.template.spec.restartPolicy", spec.template.spec.restart_policy, ("Always",)))
+    if spec.template.spec.active_deadline_seconds is not None:
+        errs.append(forbidden("spec.template.spec.activeDeadlineSeconds",
+                              "activeDeadlineSeconds in DaemonSet is not Supported"))
+    errs += _nonnegative("spec.minReadySeconds", spec.min_ready_seconds)
+    errs += _daemon_set_update_strategy(spec.update_strategy, "spec.updateStrategy")
+    errs += _nonnegative("spec.revisionHistoryLimit", spec.revision_history_limit)
+    return errs
+
+
+def _daemon_set_update(old: o.DaemonSet, new: o.DaemonSet) -> list[FieldProblem]:
+    errs = validate_daemon_set(new)
+    if new.spec.selector != old.spec.selector:
+        value = go_label_selector(new.spec.selector) if new.spec.selector is not None else None
+        errs.append(invalid("spec.selector", value, "field is immutable"))
+    return errs
+
+
 # --------------------------------------------------------------------------- stateful sets
 
 _POD_MANAGEMENT_POLICIES = ("OrderedReady", "Parallel")
@@ -1333,7 +1462,9 @@ def validate_stateful_set(sts: o.StatefulSet) -> list[FieldProblem]:
         if not empty and not selector_matches(selector, template.metadata.labels):
             errs.append(invalid("spec.template.metadata.labels", template.metadata.labels,
                                 "`selector` does not match template `labels`"))
-        errs += validate_pod_template(template, "spec.template")
+        from .volumes import with_claim_volumes  # volumes.py imports this module
+        claims = with_claim_volumes(template.spec, spec.extra.get("volumeClaimTemplates"), sts.metadata.name, None)
+        errs += validate_pod_template(replace(template, spec=claims), "spec.template")  # mounts may name claims
     if template.spec.restart_policy != "Always":
         errs.append(not_supported("spec.template.spec.restartPolicy", template.spec.restart_policy, ("Always",)))
     if template.spec.active_deadline_seconds is not None:
@@ -1434,6 +1565,7 @@ def validate_node(node: o.Node) -> list[FieldProblem]:
     errs = validate_object_meta(node.metadata, False, name_is_dns_subdomain)
     for i, cidr in enumerate(node.spec.pod_cidrs):
         errs += is_valid_cidr(f"spec.podCIDRs[{i}]", cidr)
+    errs += validate_taints(node.spec.taints, "spec.taints")
     return errs
 
 
@@ -1643,6 +1775,11 @@ def validate_partition(part: o.Partition) -> list[FieldProblem]:
     return errs
 
 
+def validate_service_account(sa: o.ServiceAccount) -> list[FieldProblem]:
+    """ValidateServiceAccount: the metadata (a DNS subdomain name) is all Kubernetes checks."""
+    return validate_object_meta(sa.metadata, True, name_is_dns_subdomain)
+
+
 # --------------------------------------------------------------------------- kinds stored, not emulated
 
 
@@ -1663,20 +1800,31 @@ def validate_stored_only(obj: Any) -> list[FieldProblem]:
 
 # --------------------------------------------------------------------------- entry points
 
+
+def _batch_rules() -> Any:
+    """batch/v1's rules (``batchrules`` imports this module, so it is imported when first needed)."""
+    from . import batchrules
+    return batchrules
+
+
 _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.Service: validate_service,
     o.Pod: validate_pod,
     o.Deployment: validate_deployment,
     o.ReplicaSet: validate_replica_set,
     o.StatefulSet: validate_stateful_set,
+    o.DaemonSet: validate_daemon_set,
     o.EndpointSlice: validate_endpoint_slice,
     o.Namespace: validate_namespace,
     o.Node: validate_node,
     o.ConfigMap: validate_config_map,
     o.Secret: validate_secret,
+    o.ServiceAccount: validate_service_account,
     o.Event: validate_event,
     o.Impairment: validate_impairment,
     o.Partition: validate_partition,
+    o.Job: lambda job: _batch_rules().validate_job(job),
+    o.CronJob: lambda cj: _batch_rules().validate_cron_job(cj),
     **{cls: validate_stored_only for cls in o.STORED_ONLY_TYPES},
 }
 
@@ -1692,7 +1840,8 @@ _INT64_FIELDS = frozenset({
     ("PodSpec", "termination_grace_period_seconds"), ("PodSpec", "active_deadline_seconds"),
     ("Probe", "termination_grace_period_seconds"),
     ("DeploymentStatus", "observed_generation"), ("StatefulSetStatus", "observed_generation"),
-    ("ReplicaSetStatus", "observed_generation"),
+    ("ReplicaSetStatus", "observed_generation"), ("DaemonSetStatus", "observed_generation"),
+    ("Toleration", "toleration_seconds"), ("ServiceAccountTokenProjection", "expiration_seconds"),
 })
 
 
@@ -1770,9 +1919,18 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
         return _replica_set_update(old, new)
     if isinstance(new, o.StatefulSet):
         return _stateful_set_update(old, new)
+    if isinstance(new, o.DaemonSet):
+        return _daemon_set_update(old, new)
     if isinstance(new, o.Pod):
         return _pod_update(old, new)
+    if isinstance(new, o.Job):
+        return _batch_rules().validate_job_update(old, new)
+    if isinstance(new, o.CronJob):
+        return _batch_rules().validate_cron_job_update(old, new)
     errs = validate(new)
+    if isinstance(new, o.Node) and (new.spec.pod_cidr, new.spec.pod_cidrs) != (old.spec.pod_cidr, old.spec.pod_cidrs) \
+            and old.spec.pod_cidrs:
+        errs.append(forbidden("spec.podCIDRs", "node updates may not change podCIDR except from \"\" to valid"))
     if isinstance(new, o.EndpointSlice) and new.address_type != old.address_type:
         errs.append(invalid("addressType", new.address_type, "field is immutable"))
     return errs
@@ -1789,6 +1947,8 @@ def merge_server_fields(old: Any, new: Any) -> Any:
     """
     if isinstance(new, o.Service) and isinstance(old, o.Service):
         return merge_service_allocations(old, new)
+    if isinstance(new, o.Job) and isinstance(old, o.Job):
+        return _batch_rules().keep_generated_selector(old, new)
     if isinstance(new, o.Pod) and isinstance(old, o.Pod):
         spec = new.spec
         if not spec.node_name and old.spec.node_name:

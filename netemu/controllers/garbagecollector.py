@@ -10,7 +10,7 @@ Kubernetes deletes an owner in one of three ways (``DeleteOptions.propagationPol
   the finalizer is removed and the owner with it (``delete_foreground``). A controller leaves an
   owner that is being deleted alone (it makes no new pods for it).
 
-netemu's owners are Deployments (their ReplicaSets), ReplicaSets and StatefulSets (their pods)
+netemu's owners are Deployments (their ReplicaSets), ReplicaSets, StatefulSets and DaemonSets (their pods)
 and Services (their EndpointSlices); dependents live in the owner's namespace. A foreground
 deletion deletes the dependents in the foreground too, so a Deployment waits for its pods.
 """

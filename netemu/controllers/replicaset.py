@@ -33,10 +33,11 @@ from typing import Any, Mapping
 from netemu import events
 from netemu.api.labels import selector_matches
 from netemu.api.objects import ObjectMeta, OwnerReference, Pod, PodStatus, ReplicaSet
-from netemu.errors import AlreadyExistsError
+from netemu.errors import AlreadyExistsError, NetemuError
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
+from .createretry import CreateRetry
 from .names import generated_name
 from .workqueue import WorkQueue
 
@@ -167,6 +168,7 @@ class ReplicaSetController:
         self._orphans: dict[str, set[str]] = {}  # namespace → active pods without a controller
         self._adopt: set[ReplicaSetKey] = set()  # ReplicaSets to look among the orphans next sync
         self._expected: dict[ReplicaSetKey, Expectations] = {}  # creations and deletions not yet seen
+        self._create_retry: CreateRetry[ReplicaSetKey] = CreateRetry(store, CONTROLLER_NAME)
         self._seq = 0
         self._queue: WorkQueue[ReplicaSetKey] = WorkQueue(self._sync, "replicaset-controller")
         self._unsubscribe: Any = None
@@ -308,6 +310,7 @@ class ReplicaSetController:
         if rs is None:
             self._adopt.discard(key)
             self._expected.pop(key, None)
+            self._create_retry.forget(key)
             for info in list(owned.pods.values()):
                 self._delete(ns, info.name, owner_uid=info.owner_uid)  # the garbage collector's cascade
             return
@@ -364,7 +367,11 @@ class ReplicaSetController:
         want = replicas_of(rs)
         key = (rs.metadata.namespace, rs.metadata.name)
         if active < want:
-            created = sum(self._create(rs) for _ in range(want - active))
+            created = 0
+            for _ in range(want - active):  # as slowStartBatch: the first refusal stops the batch
+                if not self._create(rs):
+                    break
+                created += 1
             if created:
                 self._expected[key] = Expectations(creations=created)
             return created
@@ -419,6 +426,11 @@ class ReplicaSetController:
                 created = self._store.create(pod)
             except AlreadyExistsError:
                 continue
+            except NetemuError as exc:  # refused by admission (a missing service account): retried
+                key = (meta.namespace, meta.name)
+                self._queue.add_after(key, self._create_retry.refused(key, rs, exc))
+                return 0
+            self._create_retry.succeeded((meta.namespace, meta.name))
             events.recorder(self._store).normal(rs, "SuccessfulCreate", f"Created pod: {created.metadata.name}",
                                                 component=CONTROLLER_NAME)
             return 1

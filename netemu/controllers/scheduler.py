@@ -1,13 +1,16 @@
 """The scheduler: binds pending pods (empty ``spec.nodeName``, ``schedulerName: default-scheduler``)
 to nodes.
 
-A node fits when it is Ready, not ``spec.unschedulable`` and its labels satisfy the pod's
-``nodeSelector``. Among fitting nodes it prefers the one holding the fewest pods of the same owner
+A node fits when it is not ``spec.unschedulable`` (unless the pod tolerates
+``node.kubernetes.io/unschedulable``), the pod tolerates its NoSchedule and NoExecute taints (a
+node that is not Ready counts as tainted ``node.kubernetes.io/not-ready``, see
+``nodeplacement``) and its labels and name satisfy the pod's ``nodeSelector`` and required node
+affinity. Among fitting nodes it prefers the one holding the fewest pods of the same owner
 (so replicas spread over distinct nodes first), then the fewest non-terminal pods, then the name.
 Binding sets ``spec.nodeName`` and the ``PodScheduled`` condition; a pod that fits nowhere gets
 ``PodScheduled=False``, reason ``Unschedulable`` and Kubernetes' message
 (``0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.``) and is
-retried whenever a node changes. Resources, taints and affinity are not modelled.
+retried whenever a node changes. Resources, preferred affinity and pod (anti-)affinity are not modelled.
 """
 from __future__ import annotations
 
@@ -17,10 +20,10 @@ import logging
 from typing import Any
 
 from netemu import events
-from netemu.api.objects import Node, Pod
+from netemu.api.objects import Node, Pod, Taint
 from netemu.store import ADDED, DELETED, Event, Store
 
-from . import podutil
+from . import nodeplacement, podutil
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,7 @@ def _node_ready(node: Node) -> bool:
 
 
 def _schedulable_facts(node: Node) -> tuple[Any, ...]:
-    return (dict(node.metadata.labels), node.spec.unschedulable, _node_ready(node))
+    return (dict(node.metadata.labels), node.spec.unschedulable, _node_ready(node), node.spec.taints)
 
 
 def _owner_key(pod: Pod) -> tuple[str, str] | None:
@@ -143,12 +146,17 @@ class Scheduler:
             return
         fitting: list[str] = []
         rejected: collections.Counter[str] = collections.Counter()
+        tolerations = pod.spec.tolerations
         for name, node in self._nodes.items():
-            if node.spec.unschedulable:
+            taint = nodeplacement.untolerated(
+                (t for t in nodeplacement.effective_taints(node) if t.key != nodeplacement.UNSCHEDULABLE),
+                tolerations)
+            if node.spec.unschedulable and not nodeplacement.tolerates(
+                    tolerations, Taint(key=nodeplacement.UNSCHEDULABLE, effect=nodeplacement.NO_SCHEDULE)):
                 rejected[REASON_UNSCHEDULABLE] += 1
-            elif not _node_ready(node):
-                rejected[REASON_NOT_READY] += 1
-            elif any(node.metadata.labels.get(k) != v for k, v in pod.spec.node_selector.items()):
+            elif taint is not None:
+                rejected[f"node(s) had untolerated taint {nodeplacement.taint_text(taint)}"] += 1
+            elif not nodeplacement.matches_node(pod.spec, node):
                 rejected[REASON_SELECTOR] += 1
             else:
                 fitting.append(name)

@@ -30,7 +30,9 @@ non-live ones). Deleting a StatefulSet deletes its pods; all deletions are grace
 (``podutil.request_deletion``). Pods are indexed per set as their events arrive, so a sync costs
 work in proportion to that set's pods, never a scan of the store.
 
-Not modelled: volumeClaimTemplates (accepted, no volumes), adoption of orphan pods,
+Each pod gets a ``persistentVolumeClaim`` volume per ``volumeClaimTemplates`` entry (claim
+``<template>-<set>-<ordinal>``, as updateStorage names it; the kubelet gives it an empty
+directory, no PersistentVolumeClaim object is made). Not modelled: adoption of orphan pods,
 ``maxUnavailable`` (updates go one pod at a time, as with the feature gate off).
 """
 from __future__ import annotations
@@ -45,9 +47,10 @@ from dataclasses import dataclass
 from netemu import events
 from netemu.api import codec
 from netemu.api.labels import selector_matches
+from netemu.api.volumes import with_claim_volumes
 from netemu.api.objects import (ObjectMeta, OwnerReference, Pod, PodStatus, PodTemplateSpec,
                                 StatefulSet, StatefulSetStatus)
-from netemu.errors import AlreadyExistsError
+from netemu.errors import AlreadyExistsError, NetemuError
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
@@ -60,6 +63,7 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 REVISION_LABEL = "controller-revision-hash"
 CONTROLLER_NAME = "statefulset-controller"
+CREATE_RETRY = 2.0  # seconds before retrying a pod creation that admission refused
 MAX_REVISION_PREFIX = 223  # history.ControllerRevisionName keeps the name a valid subdomain
 
 SetKey = tuple[str, str]
@@ -382,12 +386,20 @@ class StatefulSetController:
         pod = Pod(metadata=ObjectMeta(name=name, namespace=meta.namespace, labels=labels,
                                       annotations=dict(template.metadata.annotations),
                                       owner_references=(owner,)),
-                  spec=dataclasses.replace(template.spec, hostname=name, subdomain=sts.spec.service_name),
+                  spec=with_claim_volumes(dataclasses.replace(template.spec, hostname=name,
+                                                              subdomain=sts.spec.service_name),
+                                          sts.spec.extra.get("volumeClaimTemplates"), meta.name, ordinal),
                   status=PodStatus(phase="Pending"))
         try:
             self._store.create(pod)
         except AlreadyExistsError:
             return 0  # a pod not ours (or a deleted namesake's) holds the name: wait for it to go
+        except NetemuError as exc:  # refused by admission (a missing service account): retried
+            events.recorder(self._store).warning(
+                sts, "FailedCreate", f"create Pod {name} in StatefulSet {meta.name} failed error: {exc}",
+                component=CONTROLLER_NAME)
+            self._queue.add_after((meta.namespace, meta.name), CREATE_RETRY)
+            return 0
         events.recorder(self._store).normal(
             sts, "SuccessfulCreate", f"create Pod {name} in StatefulSet {meta.name} successful",
             component=CONTROLLER_NAME)

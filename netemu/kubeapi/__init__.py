@@ -11,7 +11,9 @@ authentication, routing), ``rest`` (the verbs on a resource), ``discovery``, ``o
 CLI's blocking client),
 ``resources`` and ``typeinfo`` (what is served, and the shape of its types), ``aggregated``
 (aggregated discovery), ``openapiv2`` and ``descriptions`` (OpenAPI v2, the fields' descriptions),
-``statusresource`` (the ``status`` subresource), ``views`` and ``eventsv1`` (``events.k8s.io/v1``
+``statusresource`` (the ``status`` subresource), ``tokens`` and ``tokenrequest`` (service account
+tokens and the ``serviceaccounts/token`` subresource), ``incluster`` (pods reach the API through
+the ``kubernetes`` Service), ``views`` and ``eventsv1`` (``events.k8s.io/v1``
 events, a view of core/v1 events), ``gojson`` (type errors in Go's decoder's words).
 """
 from typing import Any

@@ -1,8 +1,9 @@
 """A cluster's credentials: its own CA, the API server's serving certificate, the admin's client
 certificate and a bearer token, made at start and kept 0600 in the verified cluster directory.
 
-Like kind's: one CA per cluster signs a serving certificate for ``127.0.0.1``/``localhost`` and a
-client certificate ``CN=netemu-admin, O=system:masters``. Keys are ECDSA P-256 (fast to make;
+Like kind's: one CA per cluster signs a serving certificate for ``127.0.0.1``/``localhost`` (and,
+for clients inside the cluster, the ``kubernetes`` Service's ClusterIP and ``kubernetes.default.svc``
+with its cluster domain) and a client certificate ``CN=netemu-admin, O=system:masters``. Keys are ECDSA P-256 (fast to make;
 every Kubernetes client accepts them). Nothing here listens or decides who may do what.
 """
 from __future__ import annotations
@@ -65,8 +66,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALIDITY))
 
 
-def make_credentials(cluster: str) -> Credentials:
-    """A fresh CA for ``cluster`` and the pairs it signs."""
+def make_credentials(cluster: str, *, service_ip: str = "", cluster_domain: str = "cluster.local") -> Credentials:
+    """A fresh CA for ``cluster`` and the pairs it signs; the serving certificate also names
+    ``service_ip`` (the ``kubernetes`` Service's ClusterIP) when given."""
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"netemu-{cluster}-ca")])
     ca = (_builder(ca_name, ca_name, ca_key.public_key())
@@ -91,7 +93,9 @@ def make_credentials(cluster: str) -> Credentials:
     server_cert, server_key = leaf(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), ExtendedKeyUsageOID.SERVER_AUTH,
         [x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
-         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))])
+         x509.DNSName("kubernetes.default.svc"), x509.DNSName(f"kubernetes.default.svc.{cluster_domain}"),
+         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1")),
+         *([x509.IPAddress(ipaddress.ip_address(service_ip))] if service_ip else [])])
     client_cert, client_key = leaf(
         x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
                    x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER)]), ExtendedKeyUsageOID.CLIENT_AUTH, [])

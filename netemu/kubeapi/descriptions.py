@@ -4,6 +4,149 @@ Kubernetes API reference (the first sentence of each), for the OpenAPI documents
 
 # schema name → (description of the type, {JSON field: its description})
 DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "dev.netemu.v1.Impairment": (
+        "netemu.dev/v1: delay, jitter, rate, loss, reset or duplication on a Service, a node or a link, in force "
+        "while the object exists (``netemu impair`` writes these).",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "What to impair, and how.",
+            "status": "What is in force, written by netemu.",
+        },
+    ),
+    "dev.netemu.v1.ImpairmentSpec": (
+        "Settings in tc-netem's words (``50ms``, ``1mbit``, ``10%``), as ``netemu impair`` takes them.",
+        {
+            "delay": "One-way delay of each direction (50ms, 1.5s, 200us; a bare number is milliseconds).",
+            "duplicate": "Share of frames sent twice (netns wire only).",
+            "jitter": "Uniform variation of the delay, plus or minus this much (same units as delay).",
+            "loss": "Share of datagrams (proxy) or frames (wire) dropped (10%; a bare number is a percentage).",
+            "rate": "Bandwidth cap of each direction (1mbit, 512kbit, 2mbps; a bare number is bit/s).",
+            "reset": "Share of new TCP connections reset (service proxy only).",
+            "target": "What the settings act on: one of service, node or link.",
+        },
+    ),
+    "dev.netemu.v1.ImpairmentStatus": (
+        "``applied``: what the proxy or the wire does now (``delay 50ms loss 5%``), written once the impairment is"
+        " in force; ``layer``: ``proxy`` or ``wire``.",
+        {
+            "applied": "The settings in force, as the proxy or the wire reads them.",
+            "layer": "Where they act: proxy (a Service; a node on loopback) or wire (a node or link on netns).",
+            "observedGeneration": "The generation of the spec now in force.",
+        },
+    ),
+    "dev.netemu.v1.ImpairmentTarget": (
+        "What an Impairment acts on: one Service (in the Impairment's namespace), one node, or the link between "
+        "two nodes (the netns backend's wire).",
+        {
+            "link": "Two nodes: every frame between them, both directions (netns backend).",
+            "node": "A node: all it proxies or serves (loopback), every frame of its links (netns).",
+            "service": "A Service in the Impairment's namespace: its new connections and UDP flows.",
+        },
+    ),
+    "dev.netemu.v1.Partition": (
+        "netemu.dev/v1, cluster-scoped: the underlay cut between groups of nodes while the object exists (``netemu"
+        " partition`` writes one, ``netemu heal`` deletes it).",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "The groups of nodes.",
+            "status": "What is in force, written by netemu.",
+        },
+    ),
+    "dev.netemu.v1.PartitionGroup": (
+        "",
+        {
+            "nodes": "Node names: they hear each other and no node outside the group.",
+        },
+    ),
+    "dev.netemu.v1.PartitionSpec": (
+        "Groups of nodes that hear only each other (netns backend); nodes named in no group form one more group.",
+        {
+            "groups": "Groups of nodes; nodes named in no group form one more group.",
+        },
+    ),
+    "dev.netemu.v1.PartitionStatus": (
+        "``groups``: the groups in force, the implicit one included (``node-1 | node-2,node-3``).",
+        {
+            "groups": "The groups in force, the implicit one included (node-1 | node-2,node-3).",
+            "observedGeneration": "The generation of the spec now in force.",
+        },
+    ),
+    "io.k8s.api.apps.v1.DaemonSet": (
+        "DaemonSet represents the configuration of a daemon set.",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "The desired behavior of this daemon set.",
+            "status": "The current status of this daemon set.",
+        },
+    ),
+    "io.k8s.api.apps.v1.DaemonSetCondition": (
+        "DaemonSetCondition describes the state of a DaemonSet at a certain point.",
+        {
+            "lastTransitionTime": "Last time the condition transitioned from one status to another.",
+            "message": "A human readable message indicating details about the transition.",
+            "reason": "The reason for the condition's last transition.",
+            "status": "Status of the condition, one of True, False, Unknown.",
+            "type": "Type of DaemonSet condition.",
+        },
+    ),
+    "io.k8s.api.apps.v1.DaemonSetSpec": (
+        "DaemonSetSpec is the specification of a daemon set.",
+        {
+            "minReadySeconds": (
+                "The minimum number of seconds for which a newly created DaemonSet pod should be ready without any"
+                " of its container crashing, for it to be considered available."
+            ),
+            "revisionHistoryLimit": "The number of old history to retain to allow rollback.",
+            "selector": "A label query over pods that are managed by the daemon set.",
+            "template": "An object that describes the pod that will be created.",
+            "updateStrategy": "An update strategy to replace existing DaemonSet pods with new pods.",
+        },
+    ),
+    "io.k8s.api.apps.v1.DaemonSetStatus": (
+        "DaemonSetStatus represents the current status of a daemon set.",
+        {
+            "collisionCount": "Count of hash collisions for the DaemonSet.",
+            "conditions": "Represents the latest available observations of a DaemonSet's current state.",
+            "currentNumberScheduled": (
+                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon "
+                "pod."
+            ),
+            "desiredNumberScheduled": (
+                "The total number of nodes that should be running the daemon pod (including nodes correctly "
+                "running the daemon pod)."
+            ),
+            "numberAvailable": (
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod "
+                "running and available (ready for at least spec.minReadySeconds)"
+            ),
+            "numberMisscheduled": (
+                "The number of nodes that are running the daemon pod, but are not supposed to run the daemon pod."
+            ),
+            "numberReady": (
+                "numberReady is the number of nodes that should be running the daemon pod and have one or more of "
+                "the daemon pod running with a Ready Condition."
+            ),
+            "numberUnavailable": (
+                "The number of nodes that should be running the daemon pod and have none of the daemon pod running"
+                " and available (ready for at least spec.minReadySeconds)"
+            ),
+            "observedGeneration": "The most recent generation observed by the daemon set controller.",
+            "updatedNumberScheduled": "The total number of nodes that are running updated daemon pod",
+        },
+    ),
+    "io.k8s.api.apps.v1.DaemonSetUpdateStrategy": (
+        "DaemonSetUpdateStrategy is a struct used to control the update strategy for a DaemonSet.",
+        {
+            "rollingUpdate": "Rolling update config params.",
+            "type": "Type of daemon set update.",
+        },
+    ),
     "io.k8s.api.apps.v1.Deployment": (
         "Deployment enables declarative updates for Pods and ReplicaSets.",
         {
@@ -136,6 +279,16 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "terminatingReplicas": "The number of terminating pods for this replica set.",
         },
     ),
+    "io.k8s.api.apps.v1.RollingUpdateDaemonSet": (
+        "Spec to control the desired behavior of daemon set rolling update.",
+        {
+            "maxSurge": (
+                "The maximum number of nodes with an existing available DaemonSet pod that can have an updated "
+                "DaemonSet pod during during an update."
+            ),
+            "maxUnavailable": "The maximum number of DaemonSet pods that can be unavailable during the update.",
+        },
+    ),
     "io.k8s.api.apps.v1.RollingUpdateDeployment": (
         "Spec to control the desired behavior of rolling update.",
         {
@@ -259,6 +412,149 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "type": "Type indicates the type of the StatefulSetUpdateStrategy.",
         },
     ),
+    "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler": (
+        "autoscaling/v2 HorizontalPodAutoscaler: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.batch.v1.CronJob": (
+        "CronJob represents the configuration of a single cron job.",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "Specification of the desired behavior of a cron job, including the schedule.",
+            "status": "Current status of a cron job.",
+        },
+    ),
+    "io.k8s.api.batch.v1.CronJobSpec": (
+        "CronJobSpec describes how the job execution will look like and when it will actually run.",
+        {
+            "concurrencyPolicy": "Specifies how to treat concurrent executions of a Job.",
+            "failedJobsHistoryLimit": "The number of failed finished jobs to retain.",
+            "jobTemplate": "Specifies the job that will be created when executing a CronJob.",
+            "schedule": "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+            "startingDeadlineSeconds": (
+                "Optional deadline in seconds for starting the job if it misses scheduled time for any reason."
+            ),
+            "successfulJobsHistoryLimit": "The number of successful finished jobs to retain.",
+            "suspend": (
+                "This flag tells the controller to suspend subsequent executions, it does not apply to already "
+                "started executions."
+            ),
+            "timeZone": (
+                "The time zone name for the given schedule, see "
+                "https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."
+            ),
+        },
+    ),
+    "io.k8s.api.batch.v1.CronJobStatus": (
+        "CronJobStatus represents the current state of a cron job.",
+        {
+            "active": "A list of pointers to currently running jobs.",
+            "lastScheduleTime": "Information when was the last time the job was successfully scheduled.",
+            "lastSuccessfulTime": "Information when was the last time the job successfully completed.",
+        },
+    ),
+    "io.k8s.api.batch.v1.Job": (
+        "Job represents the configuration of a single job.",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "Specification of the desired behavior of a job.",
+            "status": "Current status of a job.",
+        },
+    ),
+    "io.k8s.api.batch.v1.JobCondition": (
+        "JobCondition describes current state of a job.",
+        {
+            "lastProbeTime": "Last time the condition was checked.",
+            "lastTransitionTime": "Last time the condition transit from one status to another.",
+            "message": "Human readable message indicating details about last transition.",
+            "reason": "(brief) reason for the condition's last transition.",
+            "status": "Status of the condition, one of True, False, Unknown.",
+            "type": "Type of job condition, Complete or Failed.",
+        },
+    ),
+    "io.k8s.api.batch.v1.JobSpec": (
+        "JobSpec describes how the job execution will look like.",
+        {
+            "activeDeadlineSeconds": (
+                "Specifies the duration in seconds relative to the startTime that the job may be continuously "
+                "active before the system tries to terminate it; value must be positive integer."
+            ),
+            "backoffLimit": "Specifies the number of retries before marking this job failed.",
+            "backoffLimitPerIndex": (
+                "Specifies the limit for the number of retries within an index before marking this index as "
+                "failed."
+            ),
+            "completionMode": "completionMode specifies how Pod completions are tracked.",
+            "completions": "Specifies the desired number of successfully finished pods the job should be run with.",
+            "managedBy": "ManagedBy field indicates the controller that manages a Job.",
+            "manualSelector": "manualSelector controls generation of pod labels and pod selectors.",
+            "maxFailedIndexes": (
+                "Specifies the maximal number of failed indexes before marking the Job as failed, when "
+                "backoffLimitPerIndex is set."
+            ),
+            "parallelism": "Specifies the maximum desired number of pods the job should run at any given time.",
+            "podFailurePolicy": "Specifies the policy of handling failed pods.",
+            "podReplacementPolicy": "podReplacementPolicy specifies when to create replacement Pods.",
+            "selector": "A label query over pods that should match the pod count.",
+            "successPolicy": "successPolicy specifies the policy when the Job can be declared as succeeded.",
+            "suspend": "suspend specifies whether the Job controller should create Pods or not.",
+            "template": "Describes the pod that will be created when executing a job.",
+            "ttlSecondsAfterFinished": (
+                "ttlSecondsAfterFinished limits the lifetime of a Job that has finished execution (either Complete"
+                " or Failed)."
+            ),
+        },
+    ),
+    "io.k8s.api.batch.v1.JobStatus": (
+        "JobStatus represents the current state of a Job.",
+        {
+            "active": (
+                "The number of pending and running pods which are not terminating (without a deletionTimestamp)."
+            ),
+            "completedIndexes": (
+                "completedIndexes holds the completed indexes when .spec.completionMode = \"Indexed\" in a text "
+                "format."
+            ),
+            "completionTime": "Represents time when the job was completed.",
+            "conditions": "The latest available observations of an object's current state.",
+            "failed": "The number of pods which reached phase Failed.",
+            "failedIndexes": "FailedIndexes holds the failed indexes when spec.backoffLimitPerIndex is set.",
+            "ready": (
+                "The number of active pods which have a Ready condition and are not terminating (without a "
+                "deletionTimestamp)."
+            ),
+            "startTime": "Represents time when the job controller started processing a job.",
+            "succeeded": "The number of pods which reached phase Succeeded.",
+            "terminating": (
+                "The number of pods which are terminating (in phase Pending or Running and have a "
+                "deletionTimestamp)."
+            ),
+            "uncountedTerminatedPods": (
+                "uncountedTerminatedPods holds the UIDs of Pods that have terminated but the job controller hasn't"
+                " yet accounted for in the status counters."
+            ),
+        },
+    ),
+    "io.k8s.api.batch.v1.JobTemplateSpec": (
+        "JobTemplateSpec describes the data a Job should have when created from a template",
+        {
+            "metadata": "Standard object's metadata of the jobs created from this template.",
+            "spec": "Specification of the desired behavior of the job.",
+        },
+    ),
+    "io.k8s.api.batch.v1.UncountedTerminatedPods": (
+        "UncountedTerminatedPods holds UIDs of Pods that have terminated but haven't been accounted in Job status "
+        "counters.",
+        {
+            "failed": "failed holds UIDs of failed Pods.",
+            "succeeded": "succeeded holds UIDs of succeeded Pods.",
+        },
+    ),
     "io.k8s.api.core.v1.ClientIPConfig": (
         "ClientIPConfig represents the configurations of Client IP based session affinity.",
         {
@@ -292,6 +588,31 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "key": "The key to select from the ConfigMap's Data field.",
             "name": "Name of the referent.",
             "optional": "Specify whether the ConfigMap or its key must be defined",
+        },
+    ),
+    "io.k8s.api.core.v1.ConfigMapProjection": (
+        "Adapts a ConfigMap into a projected volume.",
+        {
+            "items": (
+                "items if unspecified, each key-value pair in the Data field of the referenced ConfigMap will be "
+                "projected into the volume as a file whose name is the key and content is the value."
+            ),
+            "name": "Name of the referent.",
+            "optional": "optional specify whether the ConfigMap or its keys must be defined",
+        },
+    ),
+    "io.k8s.api.core.v1.ConfigMapVolumeSource": (
+        "Adapts a ConfigMap into a volume.",
+        {
+            "defaultMode": (
+                "defaultMode is optional: mode bits used to set permissions on created files by default."
+            ),
+            "items": (
+                "items if unspecified, each key-value pair in the Data field of the referenced ConfigMap will be "
+                "projected into the volume as a file whose name is the key and content is the value."
+            ),
+            "name": "Name of the referent.",
+            "optional": "optional specify whether the ConfigMap or its keys must be defined",
         },
     ),
     "io.k8s.api.core.v1.Container": (
@@ -411,6 +732,44 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "volumeMounts": "Status of volume mounts.",
         },
     ),
+    "io.k8s.api.core.v1.DownwardAPIProjection": (
+        "Represents downward API info for projecting into a projected volume.",
+        {
+            "items": "Items is a list of DownwardAPIVolume file",
+        },
+    ),
+    "io.k8s.api.core.v1.DownwardAPIVolumeFile": (
+        "DownwardAPIVolumeFile represents information to create the file containing the pod field",
+        {
+            "fieldRef": (
+                "Required: Selects a field of the pod: only annotations, labels, name, namespace and uid are "
+                "supported."
+            ),
+            "mode": (
+                "Optional: mode bits used to set permissions on this file, must be an octal value between 0000 and"
+                " 0777 or a decimal value between 0 and 511."
+            ),
+            "path": "Required: Path is the relative path name of the file to be created.",
+            "resourceFieldRef": (
+                "Selects a resource of the container: only resources limits and requests (limits.cpu, "
+                "limits.memory, requests.cpu and requests.memory) are currently supported."
+            ),
+        },
+    ),
+    "io.k8s.api.core.v1.DownwardAPIVolumeSource": (
+        "DownwardAPIVolumeSource represents a volume containing downward API info.",
+        {
+            "defaultMode": "Optional: mode bits to use on created files by default.",
+            "items": "Items is a list of downward API volume file",
+        },
+    ),
+    "io.k8s.api.core.v1.EmptyDirVolumeSource": (
+        "Represents an empty directory for a pod.",
+        {
+            "medium": "medium represents what type of storage medium should back this directory.",
+            "sizeLimit": "sizeLimit is the total amount of local storage required for this EmptyDir volume.",
+        },
+    ),
     "io.k8s.api.core.v1.EnvFromSource": (
         "EnvFromSource represents the source of a set of ConfigMaps or Secrets",
         {
@@ -506,45 +865,20 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "value": "The header field value",
         },
     ),
-    "dev.netemu.v1.Impairment": (
-        "netemu.dev/v1: delay, jitter, rate, loss, reset or duplication on a Service, a node or a link, in force "
-        "while the object exists (``netemu impair`` writes these).",
+    "io.k8s.api.core.v1.KeyToPath": (
+        "Maps a string key to a path within a volume.",
+        {
+            "key": "key is the key to project.",
+            "mode": "mode is Optional: mode bits used to set permissions on this file.",
+            "path": "path is the relative path of the file to map the key to.",
+        },
+    ),
+    "io.k8s.api.core.v1.LimitRange": (
+        "LimitRange sets resource usage limits for each kind of resource in a Namespace.",
         {
             "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
             "kind": "Kind is a string value representing the REST resource this object represents.",
             "metadata": "Standard object's metadata.",
-            "spec": "What to impair, and how.",
-            "status": "What is in force, written by netemu.",
-        },
-    ),
-    "dev.netemu.v1.ImpairmentSpec": (
-        "Settings in tc-netem's words (``50ms``, ``1mbit``, ``10%``), as ``netemu impair`` takes them.",
-        {
-            "target": "What the settings act on: one of service, node or link.",
-            "delay": "One-way delay of each direction (50ms, 1.5s, 200us; a bare number is milliseconds).",
-            "jitter": "Uniform variation of the delay, plus or minus this much (same units as delay).",
-            "rate": "Bandwidth cap of each direction (1mbit, 512kbit, 2mbps; a bare number is bit/s).",
-            "loss": "Share of datagrams (proxy) or frames (wire) dropped (10%; a bare number is a percentage).",
-            "reset": "Share of new TCP connections reset (service proxy only).",
-            "duplicate": "Share of frames sent twice (netns wire only).",
-        },
-    ),
-    "dev.netemu.v1.ImpairmentStatus": (
-        "``applied``: what the proxy or the wire does now (``delay 50ms loss 5%``), written once the impairment is"
-        " in force; ``layer``: ``proxy`` or ``wire``.",
-        {
-            "observedGeneration": "The generation of the spec now in force.",
-            "applied": "The settings in force, as the proxy or the wire reads them.",
-            "layer": "Where they act: proxy (a Service; a node on loopback) or wire (a node or link on netns).",
-        },
-    ),
-    "dev.netemu.v1.ImpairmentTarget": (
-        "What an Impairment acts on: one Service (in the Impairment's namespace), one node, or the link between "
-        "two nodes (the netns backend's wire).",
-        {
-            "service": "A Service in the Impairment's namespace: its new connections and UDP flows.",
-            "node": "A node: all it proxies or serves (loopback), every frame of its links (netns).",
-            "link": "Two nodes: every frame between them, both directions (netns backend).",
         },
     ),
     "io.k8s.api.core.v1.LoadBalancerIngress": (
@@ -573,6 +907,13 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
         "LoadBalancerStatus represents the status of a load-balancer.",
         {
             "ingress": "Ingress is a list containing ingress points for the load-balancer.",
+        },
+    ),
+    "io.k8s.api.core.v1.LocalObjectReference": (
+        "LocalObjectReference contains enough information to let you locate the referenced object inside the same "
+        "namespace.",
+        {
+            "name": "Name of the referent.",
         },
     ),
     "io.k8s.api.core.v1.Namespace": (
@@ -689,34 +1030,20 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "uid": "UID of the referent.",
         },
     ),
-    "dev.netemu.v1.Partition": (
-        "netemu.dev/v1, cluster-scoped: the underlay cut between groups of nodes while the object exists (``netemu"
-        " partition`` writes one, ``netemu heal`` deletes it).",
+    "io.k8s.api.core.v1.PersistentVolume": (
+        "PersistentVolume (PV) is a storage resource provisioned by an administrator.",
         {
             "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
             "kind": "Kind is a string value representing the REST resource this object represents.",
             "metadata": "Standard object's metadata.",
-            "spec": "The groups of nodes.",
-            "status": "What is in force, written by netemu.",
         },
     ),
-    "dev.netemu.v1.PartitionGroup": (
-        "",
+    "io.k8s.api.core.v1.PersistentVolumeClaim": (
+        "PersistentVolumeClaim is a user's request for and claim to a persistent volume",
         {
-            "nodes": "Node names: they hear each other and no node outside the group.",
-        },
-    ),
-    "dev.netemu.v1.PartitionSpec": (
-        "Groups of nodes that hear only each other (netns backend); nodes named in no group form one more group.",
-        {
-            "groups": "Groups of nodes; nodes named in no group form one more group.",
-        },
-    ),
-    "dev.netemu.v1.PartitionStatus": (
-        "``groups``: the groups in force, the implicit one included (``node-1 | node-2,node-3``).",
-        {
-            "observedGeneration": "The generation of the spec now in force.",
-            "groups": "The groups in force, the implicit one included (node-1 | node-2,node-3).",
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
         },
     ),
     "io.k8s.api.core.v1.Pod": (
@@ -927,6 +1254,29 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "timeoutSeconds": "Number of seconds after which the probe times out.",
         },
     ),
+    "io.k8s.api.core.v1.ProjectedVolumeSource": (
+        "Represents a projected volume source",
+        {
+            "defaultMode": "defaultMode are the mode bits used to set permissions on created files by default.",
+            "sources": "sources is the list of volume projections.",
+        },
+    ),
+    "io.k8s.api.core.v1.ResourceFieldSelector": (
+        "ResourceFieldSelector represents container resources (cpu, memory) and their output format",
+        {
+            "containerName": "Container name: required for volumes, optional for env vars",
+            "divisor": "Specifies the output format of the exposed resources, defaults to \"1\"",
+            "resource": "Required: resource to select",
+        },
+    ),
+    "io.k8s.api.core.v1.ResourceQuota": (
+        "ResourceQuota sets aggregate quota restrictions enforced per namespace",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+        },
+    ),
     "io.k8s.api.core.v1.Secret": (
         "Secret holds secret data of a certain type.",
         {
@@ -957,6 +1307,31 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "optional": "Specify whether the Secret or its key must be defined",
         },
     ),
+    "io.k8s.api.core.v1.SecretProjection": (
+        "Adapts a secret into a projected volume.",
+        {
+            "items": (
+                "items if unspecified, each key-value pair in the Data field of the referenced Secret will be "
+                "projected into the volume as a file whose name is the key and content is the value."
+            ),
+            "name": "Name of the referent.",
+            "optional": "optional field specify whether the Secret or its key must be defined",
+        },
+    ),
+    "io.k8s.api.core.v1.SecretVolumeSource": (
+        "Adapts a Secret into a volume.",
+        {
+            "defaultMode": (
+                "defaultMode is Optional: mode bits used to set permissions on created files by default."
+            ),
+            "items": (
+                "items If unspecified, each key-value pair in the Data field of the referenced Secret will be "
+                "projected into the volume as a file whose name is the key and content is the value."
+            ),
+            "optional": "optional field specify whether the Secret or its keys must be defined",
+            "secretName": "secretName is the name of the secret in the pod's namespace to use.",
+        },
+    ),
     "io.k8s.api.core.v1.Service": (
         "Service is a named abstraction of software service (for example, mysql) consisting of local port (for "
         "example 3306) that the proxy listens on, and the selector that determines which pods will answer requests"
@@ -970,6 +1345,37 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
                 "architecture/api-conventions.md#spec-and-status"
             ),
             "status": "Most recently observed status of the service.",
+        },
+    ),
+    "io.k8s.api.core.v1.ServiceAccount": (
+        "ServiceAccount binds together: * a name, understood by users, and perhaps by peripheral systems, for an "
+        "identity * a principal that can be authenticated and authorized * a set of secrets",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "automountServiceAccountToken": (
+                "AutomountServiceAccountToken indicates whether pods running as this service account should have "
+                "an API token automatically mounted."
+            ),
+            "imagePullSecrets": (
+                "ImagePullSecrets is a list of references to secrets in the same namespace to use for pulling any "
+                "images in pods that reference this ServiceAccount."
+            ),
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "secrets": (
+                "Secrets is a list of the secrets in the same namespace that pods running using this "
+                "ServiceAccount are allowed to use."
+            ),
+        },
+    ),
+    "io.k8s.api.core.v1.ServiceAccountTokenProjection": (
+        "ServiceAccountTokenProjection represents a projected service account token volume.",
+        {
+            "audience": "audience is the intended audience of the token.",
+            "expirationSeconds": (
+                "expirationSeconds is the requested duration of validity of the service account token."
+            ),
+            "path": "path is the path relative to the mount point of the file to project the token into.",
         },
     ),
     "io.k8s.api.core.v1.ServicePort": (
@@ -1060,6 +1466,138 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "port": "Number or name of the port to access on the container.",
         },
     ),
+    "io.k8s.api.core.v1.Taint": (
+        "The node this Taint is attached to has the \"effect\" on any pod that does not tolerate the Taint.",
+        {
+            "effect": "Required.",
+            "key": "Required.",
+            "timeAdded": "TimeAdded represents the time at which the taint was added.",
+            "value": "The taint value corresponding to the taint key.",
+        },
+    ),
+    "io.k8s.api.core.v1.Toleration": (
+        "The pod this Toleration is attached to tolerates any taint that matches the triple <key,value,effect> "
+        "using the matching operator <operator>.",
+        {
+            "effect": "Effect indicates the taint effect to match.",
+            "key": "Key is the taint key that the toleration applies to.",
+            "operator": "Operator represents a key's relationship to the value.",
+            "tolerationSeconds": (
+                "TolerationSeconds represents the period of time the toleration (which must be of effect "
+                "NoExecute, otherwise this field is ignored) tolerates the taint."
+            ),
+            "value": "Value is the taint value the toleration matches to.",
+        },
+    ),
+    "io.k8s.api.core.v1.Volume": (
+        "Volume represents a named volume in a pod that may be accessed by any container in the pod.",
+        {
+            "awsElasticBlockStore": (
+                "awsElasticBlockStore represents an AWS Disk resource that is attached to a kubelet's host machine"
+                " and then exposed to the pod."
+            ),
+            "azureDisk": "azureDisk represents an Azure Data Disk mount on the host and bind mount to the pod.",
+            "azureFile": "azureFile represents an Azure File Service mount on the host and bind mount to the pod.",
+            "cephfs": "cephFS represents a Ceph FS mount on the host that shares a pod's lifetime.",
+            "cinder": "cinder represents a cinder volume attached and mounted on kubelets host machine.",
+            "configMap": "configMap represents a configMap that should populate this volume",
+            "csi": (
+                "csi (Container Storage Interface) represents ephemeral storage that is handled by certain "
+                "external CSI drivers."
+            ),
+            "downwardAPI": "downwardAPI represents downward API about the pod that should populate this volume",
+            "emptyDir": "emptyDir represents a temporary directory that shares a pod's lifetime.",
+            "ephemeral": "ephemeral represents a volume that is handled by a cluster storage driver.",
+            "fc": (
+                "fc represents a Fibre Channel resource that is attached to a kubelet's host machine and then "
+                "exposed to the pod."
+            ),
+            "flexVolume": (
+                "flexVolume represents a generic volume resource that is provisioned/attached using an exec based "
+                "plugin."
+            ),
+            "flocker": "flocker represents a Flocker volume attached to a kubelet's host machine.",
+            "gcePersistentDisk": (
+                "gcePersistentDisk represents a GCE Disk resource that is attached to a kubelet's host machine and"
+                " then exposed to the pod."
+            ),
+            "gitRepo": "gitRepo represents a git repository at a particular revision.",
+            "glusterfs": "glusterfs represents a Glusterfs mount on the host that shares a pod's lifetime.",
+            "hostPath": (
+                "hostPath represents a pre-existing file or directory on the host machine that is directly exposed"
+                " to the container."
+            ),
+            "image": (
+                "image represents an OCI object (a container image or artifact) pulled and mounted on the "
+                "kubelet's host machine."
+            ),
+            "iscsi": (
+                "iscsi represents an ISCSI Disk resource that is attached to a kubelet's host machine and then "
+                "exposed to the pod."
+            ),
+            "name": "name of the volume.",
+            "nfs": (
+                "nfs represents an NFS mount on the host that shares a pod's lifetime More info: "
+                "https://kubernetes.io/docs/concepts/storage/volumes#nfs"
+            ),
+            "persistentVolumeClaim": (
+                "persistentVolumeClaimVolumeSource represents a reference to a PersistentVolumeClaim in the same "
+                "namespace."
+            ),
+            "photonPersistentDisk": (
+                "photonPersistentDisk represents a PhotonController persistent disk attached and mounted on "
+                "kubelets host machine."
+            ),
+            "portworxVolume": (
+                "portworxVolume represents a portworx volume attached and mounted on kubelets host machine."
+            ),
+            "projected": "projected items for all in one resources secrets, configmaps, and downward API",
+            "quobyte": "quobyte represents a Quobyte mount on the host that shares a pod's lifetime.",
+            "rbd": "rbd represents a Rados Block Device mount on the host that shares a pod's lifetime.",
+            "scaleIO": "scaleIO represents a ScaleIO persistent volume attached and mounted on Kubernetes nodes.",
+            "secret": "secret represents a secret that should populate this volume.",
+            "storageos": "storageOS represents a StorageOS volume attached and mounted on Kubernetes nodes.",
+            "vsphereVolume": (
+                "vsphereVolume represents a vSphere volume attached and mounted on kubelets host machine."
+            ),
+        },
+    ),
+    "io.k8s.api.core.v1.VolumeMount": (
+        "VolumeMount describes a mounting of a Volume within a container.",
+        {
+            "mountPath": "Path within the container at which the volume should be mounted.",
+            "mountPropagation": (
+                "mountPropagation determines how mounts are propagated from the host to container and the other "
+                "way around."
+            ),
+            "name": "This must match the Name of a Volume.",
+            "readOnly": "Mounted read-only if true, read-write otherwise (false or unspecified).",
+            "recursiveReadOnly": (
+                "RecursiveReadOnly specifies whether read-only mounts should be handled recursively."
+            ),
+            "subPath": "Path within the volume from which the container's volume should be mounted.",
+            "subPathExpr": "Expanded path within the volume from which the container's volume should be mounted.",
+        },
+    ),
+    "io.k8s.api.core.v1.VolumeProjection": (
+        "Projection that may be projected along with other supported volume types.",
+        {
+            "clusterTrustBundle": (
+                "ClusterTrustBundle allows a pod to access the `.spec.trustBundle` field of ClusterTrustBundle "
+                "objects in an auto-updating file."
+            ),
+            "configMap": "configMap information about the configMap data to project",
+            "downwardAPI": "downwardAPI information about the downwardAPI data to project",
+            "podCertificate": (
+                "Projects an auto-rotating credential bundle (private key and certificate chain) that the pod can "
+                "use either as a TLS client or server."
+            ),
+            "secret": "secret information about the secret data to project",
+            "serviceAccountToken": (
+                "serviceAccountToken is information about the serviceAccountToken data to project"
+            ),
+        },
+    ),
     "io.k8s.api.discovery.v1.Endpoint": (
         "Endpoint represents a single logical \"backend\" implementing a service.",
         {
@@ -1142,6 +1680,56 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
                 "series is data about the Event series this event represents or nil if it's a singleton Event."
             ),
             "type": "type is the type of this event (Normal, Warning), new types could be added in the future.",
+        },
+    ),
+    "io.k8s.api.networking.v1.Ingress": (
+        "networking.k8s.io/v1 Ingress: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressClass": (
+        "networking.k8s.io/v1 IngressClass: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicy": (
+        "networking.k8s.io/v1 NetworkPolicy: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.policy.v1.PodDisruptionBudget": (
+        "policy/v1 PodDisruptionBudget: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.rbac.v1.ClusterRole": (
+        "rbac.authorization.k8s.io/v1 ClusterRole: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.rbac.v1.ClusterRoleBinding": (
+        "rbac.authorization.k8s.io/v1 ClusterRoleBinding: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.rbac.v1.Role": (
+        "rbac.authorization.k8s.io/v1 Role: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.rbac.v1.RoleBinding": (
+        "rbac.authorization.k8s.io/v1 RoleBinding: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.scheduling.v1.PriorityClass": (
+        "scheduling.k8s.io/v1 PriorityClass: stored and served as given; netemu does not emulate it.",
+        {
+        },
+    ),
+    "io.k8s.api.storage.v1.StorageClass": (
+        "storage.k8s.io/v1 StorageClass: stored and served as given; netemu does not emulate it.",
+        {
         },
     ),
     "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector": (

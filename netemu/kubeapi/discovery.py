@@ -90,10 +90,13 @@ _SCALE = Subresource("scale", "Scale", ("get", "patch", "update"), "autoscaling"
 _POD_STREAMS = (Subresource("attach", "PodAttachOptions", ("create", "get")),
                 Subresource("exec", "PodExecOptions", ("create", "get")), Subresource("log", "Pod", ("get",)),
                 Subresource("portforward", "PodPortForwardOptions", ("create", "get")))
+_TOKEN = Subresource("token", "TokenRequest", ("create",), "authentication.k8s.io", "v1")  # tokenrequest
 
 
 def subresources(r: Resource) -> list[Subresource]:
     found = list(_POD_STREAMS) if (r.group, r.kind) == ("", "Pod") else []
+    if (r.group, r.kind) == ("", "ServiceAccount"):
+        found.append(_TOKEN)
     if r.kind in SCALABLE and r.group == "apps":
         found.append(_SCALE)
     if has_status(r):

@@ -36,10 +36,12 @@ def _schema_name(cls: type) -> str:
     name = cls.__name__
     if name in _META_TYPES:
         return f"io.k8s.apimachinery.pkg.apis.meta.v1.{name}"
-    if name.startswith(("Deployment", "ReplicaSet", "StatefulSet", "RollingUpdate")):
+    if name.startswith(("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "RollingUpdate")):
         return f"io.k8s.api.apps.v1.{name}"
     if name.startswith("Endpoint"):
         return f"io.k8s.api.discovery.v1.{name}"
+    if cls.__module__ == "netemu.api.batch":  # Job, CronJob and the types inside them
+        return f"io.k8s.api.batch.v1.{name}"
     if name.startswith(("Impairment", "Partition")):  # netemu.dev/v1 and the types inside them
         return f"dev.netemu.v1.{name}"
     group, _, version = getattr(cls, "API_VERSION", "").rpartition("/")

@@ -18,14 +18,16 @@ WRITE_VERBS = ("create", "delete", "patch", "update")
 
 # kubectl's short names and categories for the built-in kinds.
 _SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), "StatefulSet": ("sts",),
-                "ReplicaSet": ("rs",),
-                "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",),
-                "Event": ("ev",), **{kind: shorts for _, kind, _, shorts in STORED_ONLY}}
+                "ReplicaSet": ("rs",), "DaemonSet": ("ds",),
+                "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",), "ServiceAccount": ("sa",),
+                "Event": ("ev",), "CronJob": ("cj",), **{kind: shorts for _, kind, _, shorts in STORED_ONLY}}
 _CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",),
-               "ReplicaSet": ("all",),
+               "ReplicaSet": ("all",), "DaemonSet": ("all",),
+               "Job": ("all",), "CronJob": ("all",),
                "Impairment": ("netemu",), "Partition": ("netemu",)}
-# Kinds the cluster makes itself: served read-only and writable only by its own components.
-_READ_ONLY = frozenset({"Node"})
+# Kinds the cluster makes itself: created and deleted only by its own components; users may
+# update them (label, taint, cordon a node).
+_UPDATE_ONLY = frozenset({"Node"})
 # Kinds kube-apiserver serves no DELETE of a collection for.
 _NO_COLLECTION_DELETE = frozenset({"Namespace"})
 
@@ -63,8 +65,8 @@ class Resource:
 
     @property
     def verbs(self) -> tuple[str, ...]:
-        if self.kind in _READ_ONLY:
-            return READ_VERBS
+        if self.kind in _UPDATE_ONLY:
+            return tuple(sorted((*READ_VERBS, "patch", "update")))
         collection = () if self.kind in _NO_COLLECTION_DELETE else ("deletecollection",)
         return tuple(sorted((*READ_VERBS, *WRITE_VERBS, *collection)))
 

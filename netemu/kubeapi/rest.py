@@ -306,7 +306,7 @@ class Rest:
         return encode(stored)
 
     def update(self, r: Resource, namespace: str, name: str, body: Any, query: Query) -> dict[str, Any]:
-        self._writable(r)
+        self._writable(r, "update")
         obj = self._managed(r, self._decode(r, self._known_fields(r, body, query), namespace, name), query)
         try:
             stored = self.apiserver.admit(obj, create=False, expect_rv=obj.metadata.resource_version or None,
@@ -317,7 +317,7 @@ class Rest:
 
     def patch(self, r: Resource, namespace: str, name: str, content_type: str, body: Any,
               query: Query) -> dict[str, Any]:
-        self._writable(r)
+        self._writable(r, "patch")
         if content_type == serverapply.APPLY_PATCH:
             return self._server_side_apply(r, namespace, name, body, query)
         live = self._live(r, namespace, name)
@@ -429,6 +429,6 @@ class Rest:
         return managedfields.with_managed_fields(scaled, managed)
 
     @staticmethod
-    def _writable(r: Resource) -> None:
-        if "create" not in r.verbs:
+    def _writable(r: Resource, verb: str = "create") -> None:
+        if verb not in r.verbs:
             raise method_not_allowed(f"{r.qualified} are made by the cluster (its configuration), not through the API")

@@ -3,7 +3,9 @@
 Listens on ``127.0.0.1:<free port>`` in the host's network (on the netns backend too: the socket
 is made in the host's namespace through the fabric, like the node addresses' listeners). TLS
 with the cluster's own CA; a client proves itself with the admin client certificate (checked by
-the TLS handshake) or the bearer token; anything else gets a 401 Status. Requests are routed by
+the TLS handshake), the bearer token, or a service account's token (``tokens``: authenticated as
+``system:serviceaccount:NS:NAME``; nothing is authorized per user); anything else gets a 401
+Status. ``POST .../serviceaccounts/NAME/token`` is ``tokenrequest``'s. Requests are routed by
 path as kube-apiserver routes them, to discovery, OpenAPI or ``rest.Rest``.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from netemu import statedir
 from netemu.errors import NetemuError
 
 from . import (KUBECONFIG, aggregated, certs, deletion, discovery, fieldvalidation, kubeconfig, openapi, openapiv2,
-               serverapply)
+               serverapply, tokenrequest, tokens)
 from .history import ChangeLog
 from .patch import PATCH_TYPES
 from .podattach import PodAttach
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 _JSON = "application/json"
 _NOT_FOUND = "the server could not find the requested resource"
+# Who a service account token's holder is (tokens.ServiceAccountUser); unset for the admin.
+USER = web.RequestKey("user", tokens.ServiceAccountUser)
 WATCH_STOP_TIMEOUT = 2.0  # seconds the watches get to end their streams when the cluster stops
 
 
@@ -68,6 +72,7 @@ class KubeApiServer:
         self.rest = ViewedRest(Rest(cluster.store, cluster.apiserver, self.changes, self.stopping))
         self.status_subresource = StatusSubresource(self.rest.rest)
         self.credentials: certs.Credentials | None = None
+        self.tokens: tokens.TokenIssuer | None = None  # service account tokens (netemu.kubeapi.tokens)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._watches: set[asyncio.Future[None]] = set()  # one per watch streaming now, done when it ends
@@ -91,8 +96,12 @@ class KubeApiServer:
 
     async def start(self) -> None:
         directory = self.cluster.state.directory
-        self.credentials = await asyncio.to_thread(certs.make_credentials, self.cluster.name)
+        self.credentials = await asyncio.to_thread(
+            certs.make_credentials, self.cluster.name, service_ip=self.cluster.apiserver.kubernetes_ip,
+            cluster_domain=self.cluster.config.cluster_domain)
         self.credentials.save(directory)
+        self.tokens = tokens.TokenIssuer(await asyncio.to_thread(tokens.load_or_make_key, directory),
+                                         self.cluster.store)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=self.credentials.ca_cert.decode())
         context.load_cert_chain(directory / certs.SERVER_CERT, directory / certs.SERVER_KEY)
         context.verify_mode = ssl.CERT_OPTIONAL
@@ -161,8 +170,17 @@ class KubeApiServer:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         assert self.credentials is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
-                                                                  self.credentials.token.encode())
+        if scheme.lower() != "bearer":
+            return False
+        if hmac.compare_digest(token.strip().encode(), self.credentials.token.encode()):
+            return True
+        if self.tokens is None:
+            return False
+        try:  # a service account's token: authenticated as system:serviceaccount:NS:NAME (no RBAC follows)
+            request[USER] = self.tokens.authenticate(token.strip())
+        except tokens.InvalidTokenError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ routing
 
@@ -224,6 +242,12 @@ class KubeApiServer:
             return await self._scale(request, resource, namespace, name, query)
         if len(rest) == 3 and rest[2] == "status":
             return await self._status(request, resource, namespace, name, query)
+        if len(rest) == 3 and rest[2] == "token" and resource.kind == "ServiceAccount" and namespace:
+            if request.method != "POST":
+                raise method_not_allowed()
+            assert self.tokens is not None
+            return _json(tokenrequest.create_token(self.cluster.store, self.tokens, namespace, name,
+                                                   await self._body(request)), 201)
         if len(rest) >= 3:
             raise ApiError(404, "NotFound", _NOT_FOUND)  # other subresources
         return await self._verb(request, resource, namespace, name, query)

@@ -106,10 +106,10 @@ def from_error(exc: NetemuError, *, kind: str = "", name: str = "", plural: str 
 
 def _refusal(message: str, details: dict[str, Any] | None) -> ApiError:
     """An admission refusal without a field: the code its words say (not found, forbidden …)."""
+    if "is forbidden" in message or message.startswith("nodes are made by the cluster"):
+        return ApiError(403, "Forbidden", message, details)  # before not found: a lookup may be why
     if message.endswith("not found"):
         return ApiError(404, "NotFound", message, details)
-    if "is forbidden" in message or message.startswith("nodes are made by the cluster"):
-        return ApiError(403, "Forbidden", message, details)
     if message.startswith("Internal error occurred"):
         return ApiError(500, "InternalError", message, details)
     if "Request entity too large" in message:

@@ -1,5 +1,5 @@
 """The ``status`` subresource (``GET``/``PUT``/``PATCH .../<name>/status``) of the kinds whose status
-a controller or the kubelet reports: Pod, Service, Deployment, StatefulSet.
+a controller or the kubelet reports: Pod, Service, Deployment, StatefulSet, DaemonSet.
 
 As kube-apiserver's status strategies do, a write here changes only ``status``: the spec and the
 metadata stay as stored (the body's ``resourceVersion``, when given, must still be current), and
@@ -19,7 +19,7 @@ from .resources import Resource
 from .status import ApiError, bad_request
 from .wire import encode
 
-STATUS_KINDS = frozenset({"Pod", "Service", "Deployment", "StatefulSet"})
+STATUS_KINDS = frozenset({"Pod", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"})
 STATUS_VERBS = ("get", "patch", "update")
 
 

@@ -21,9 +21,9 @@ PATCH_MERGE_KEYS: dict[tuple[str, str], str] = {
     ("PodSpec", "imagePullSecrets"): "name", ("PodSpec", "hostAliases"): "ip",
     ("Container", "ports"): "containerPort", ("Container", "env"): "name",
     ("Container", "volumeMounts"): "mountPath", ("Container", "volumeDevices"): "devicePath",
-    ("ServiceSpec", "ports"): "port", ("ObjectMeta", "ownerReferences"): "uid",
+    ("ServiceSpec", "ports"): "port", ("ServiceAccount", "secrets"): "name", ("ObjectMeta", "ownerReferences"): "uid",
     ("PodStatus", "conditions"): "type", ("NodeStatus", "conditions"): "type", ("NodeStatus", "addresses"): "type",
-    ("DeploymentStatus", "conditions"): "type", ("ReplicaSetStatus", "conditions"): "type", ("PodStatus", "podIPs"): "ip", ("NamespaceStatus", "conditions"): "type",
+    ("DeploymentStatus", "conditions"): "type", ("ReplicaSetStatus", "conditions"): "type", ("DaemonSetStatus", "conditions"): "type", ("PodStatus", "podIPs"): "ip", ("NamespaceStatus", "conditions"): "type",
 }
 # Lists of scalars merged as sets (``patchStrategy:"merge"`` without a key).
 MERGED_SETS: frozenset[tuple[str, str]] = frozenset({("ObjectMeta", "finalizers")})
@@ -34,6 +34,8 @@ ALWAYS_WRITTEN: dict[tuple[str, str], Any] = {
     ("ContainerStatus", "ready"): False, ("ContainerStatus", "image"): "", ("ContainerStatus", "imageID"): "",
     ("ContainerStatus", "restartCount"): 0, ("ContainerStateTerminated", "exitCode"): 0,
     ("Endpoint", "addresses"): [], ("StatefulSetStatus", "replicas"): 0, ("ReplicaSetStatus", "replicas"): 0,
+    ("DaemonSetStatus", "currentNumberScheduled"): 0, ("DaemonSetStatus", "numberMisscheduled"): 0,
+    ("DaemonSetStatus", "desiredNumberScheduled"): 0, ("DaemonSetStatus", "numberReady"): 0,
 }
 
 

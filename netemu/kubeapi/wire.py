@@ -15,7 +15,8 @@ from .typeinfo import ALWAYS_WRITTEN, attributes_of, fields_of
 
 # Kinds whose objects kube-apiserver (1.32) gives no metadata.generation: their strategies never
 # set one. The others start at 1, also in a dry-run create's answer (their PrepareForCreate).
-WITHOUT_GENERATION = frozenset({"Pod", "Service", "Namespace", "Node", "ConfigMap", "Secret", "Event"})
+WITHOUT_GENERATION = frozenset({"Pod", "Service", "Namespace", "Node", "ConfigMap", "Secret", "ServiceAccount",
+                                "Event"})
 
 
 def encode(obj: Any) -> dict[str, Any]:

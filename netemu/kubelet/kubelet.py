@@ -31,6 +31,8 @@ from netemu.images.golang import go_duration
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
 from . import envvars, podfiles, probes
+from .mountns import MountPointError
+from .volumes import VOLUMES_ENV, PodVolumes, TokenSource, VolumeError
 from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
 from .sockets import wildcard_listeners
 
@@ -150,13 +152,13 @@ class ContainerWorker:
                                          warn=self._warn)
         # The runtime adds these (image ENV, sandbox hostname); $(VAR) in command/args cannot see them.
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-                "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root")}
+                "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root"), **self.pw.volume_env()}
         self.env = {**base, **kube_env, **kl.process_env}  # the cluster's token last: gc finds processes by it
         command, args = envvars.command_line(self.spec, kube_env)
         log_path = kl.log_path(pod, self.spec.name)
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=self.pw.process_prefix(),
+                                    log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
                                     record=kl.record_process)
         from netemu import images
         emulation = kl.extra_images.get(self.spec.image) or images.resolve(self.spec.image)
@@ -168,7 +170,7 @@ class ContainerWorker:
         program = emulation.real_program(tuple(args))
         if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
             return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=self.pw.process_prefix(),
+                                    log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
                                     record=kl.record_process)
         writer = kl.log_writer(pod, self.spec.name)
         ctx = images.ContainerContext(
@@ -317,7 +319,9 @@ class ContainerWorker:
 
     async def _probe_loop(self) -> None:
         spec, pw = self.spec, self.pw
-        prefix = pw.process_prefix()
+        exec_probes = any(p is not None and p.exec is not None
+                          for p in (spec.startup_probe, spec.liveness_probe, spec.readiness_probe))
+        prefix = pw.process_prefix(self) if exec_probes else []  # only exec probes run processes
         node, fabric = pw.kubelet.node.name, pw.kubelet.fabric
         make_socket = (lambda family, type_: fabric.socket(node, family, type_)) if hasattr(fabric, "socket") else None
         startup = probes.ProbeState(spec.startup_probe, False) if spec.startup_probe else None
@@ -403,6 +407,7 @@ class PodWorker:
         self.initialized = not self.init_workers
         self.sandbox_ready = False
         self.files: podfiles.PodFiles | None = None
+        self.volumes: PodVolumes | None = None
         self.task: asyncio.Task | None = None
         self.terminating: asyncio.Task | None = None
         self._publish_scheduled = False
@@ -562,6 +567,12 @@ class PodWorker:
             return
         self.ip = net.ip
         self.files = self._write_files()
+        if self.files is not None and self.pod.spec.volumes:  # mounted before anything starts
+            self.volumes = PodVolumes(self.files.volumes, self.pod, lookup=kl.config_lookup(self.pod),
+                                      token_source=lambda: kl.service_account_token,
+                                      event=lambda reason, message: self.event(events.WARNING, reason, message))
+            self.publish()  # ContainerCreating while the volumes are not there
+            await self.volumes.set_up(kl.config_changed_event)
         self.sandbox_ready = True
         self.publish()
         for w in self.init_workers:
@@ -611,9 +622,22 @@ class PodWorker:
         return podfiles.write(kl.pod_dir / self.uid, resolv_conf=text, pod_ip=self.ip,
                               hostname=self.hostname, fqdn=fqdn)
 
-    def process_prefix(self) -> list[str]:
-        """argv before any process of this pod: into its network, then its files and hostname."""
-        return self.kubelet.fabric.process_prefix(self.uid) + podfiles.enter_prefix(self.files)
+    def process_prefix(self, container: ContainerWorker | None = None, *, start: bool = False) -> list[str]:
+        """argv before any process of this pod: into its network, then its files and hostname,
+        and ``container``'s volumes at their mountPaths (``start``: for the container itself)."""
+        mounts = []
+        try:
+            if container is not None and self.volumes is not None and self.volumes.mounted:
+                mounts = self.volumes.mounts_for(container.spec, container.env, renew=start)
+            files = podfiles.enter_prefix(self.files, mounts)
+        except (VolumeError, MountPointError) as exc:
+            raise ContainerStartError("CreateContainerError", str(exc)) from exc
+        return self.kubelet.fabric.process_prefix(self.uid) + files
+
+    def volume_env(self) -> dict[str, str]:
+        """``$NETEMU_POD_VOLUMES``: where the pod's volumes are, for processes that cannot see
+        them at their mountPaths (not root)."""
+        return {VOLUMES_ENV: str(self.volumes.directory)} if self.volumes is not None else {}
 
     def kill_now(self) -> None:
         """SIGKILL every process of the pod: it was deleted for good (``--force``) during its
@@ -628,6 +652,8 @@ class PodWorker:
 
     def update(self, pod: k8s.Pod) -> None:
         self.pod = pod
+        if self.volumes is not None:
+            self.volumes.pod_changed(pod)
         if pod.metadata.deletion_timestamp and self.terminating is None:
             self.terminating = asyncio.ensure_future(self.terminate())
 
@@ -659,6 +685,8 @@ class PodWorker:
                              return_exceptions=True)
         await self._stop_sidecars(deadline)
         self.kubelet.close_logs(self.pod)
+        if self.volumes is not None:
+            self.volumes.close()
         if self.files is not None:
             shutil.rmtree(self.files.directory, ignore_errors=True)
         try:
@@ -689,6 +717,9 @@ class Kubelet:
         self.pod_dir = pod_dir
         self.dns = dns
         self.extra_images = dict(extra_images or {})
+        # Mints a projected serviceAccountToken (set by the cluster's token issuer); without it
+        # such a volume cannot be mounted.
+        self.service_account_token: TokenSource | None = None
         self.workers: dict[str, PodWorker] = {}
         self._logs: dict[tuple[str, str], Any] = {}
         self._config_changed = asyncio.Event()
@@ -735,6 +766,10 @@ class Kubelet:
     def _on_config(self, event: Event) -> None:
         self._config_changed.set()
         self._config_changed = asyncio.Event()
+        meta = event.obj.metadata
+        for worker in list(self.workers.values()):
+            if worker.volumes is not None:
+                worker.volumes.config_changed(event.obj.KIND, meta.namespace, meta.name)
 
     # ------------------------------------------------------------------ events
 
@@ -774,7 +809,7 @@ class Kubelet:
         if w.state.running is None:
             raise NotFoundError(f'unable to upgrade connection: container not found ("{w.spec.name}")')
         return ExecPlan(argv=list(argv), env=dict(w.env), cwd=w.spec.working_dir or None,
-                        prefix=pod_worker.process_prefix(),
+                        prefix=pod_worker.process_prefix(w),
                         warning=podfiles.prefix_problem() if pod_worker.files is not None else "")
 
     async def kill_container(self, namespace: str, name: str, container: str | None, signal_name: str) -> None:
@@ -811,6 +846,8 @@ class Kubelet:
     async def _stop_worker(self, w: PodWorker) -> None:
         if w.terminating is not None and not w.terminating.done():
             w.terminating.cancel()
+        if w.volumes is not None:
+            w.volumes.close()
         for cw in w.workers + w.init_workers:
             cw._stopping = True
         await asyncio.gather(*(cw.stop(1.0) for cw in w.workers + w.init_workers), return_exceptions=True)

@@ -6,8 +6,10 @@ the cluster's state directory. A process of the pod (a container's command, an e
 probe) is started through ``unshare --mount --uts``: in a private mount namespace the two files
 are bind-mounted over /etc/resolv.conf and /etc/hosts, and the UTS namespace gets the pod's
 hostname, so ``nslookup my-nginx`` and ``curl my-nginx`` resolve through cluster DNS with the
-pod's search path, as in a real pod. That needs root (CAP_SYS_ADMIN); without it processes see
-the host's files, and ``prefix_problem`` says so plainly.
+pod's search path, as in a real pod. A container's volumeMounts are presented in the same
+namespace (``mountns``). That needs root (CAP_SYS_ADMIN); without it processes see the host's
+files and no volume at its mountPath (their files are in the directory ``$NETEMU_POD_VOLUMES``
+names), and ``prefix_problem`` says so plainly.
 """
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
+from . import mountns
+from .volumes import VOLUMES_ENV, Mount
 
 _ENTER = ('mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts && hostname "$2" '
           '&& shift 2 && exec "$@"')
@@ -33,6 +39,16 @@ class PodFiles:
     @property
     def hosts(self) -> Path:
         return self.directory / "hosts"
+
+    @property
+    def volumes(self) -> Path:
+        """One directory per volume of the pod (``volumes``)."""
+        return self.directory / "volumes"
+
+    @property
+    def scratch(self) -> Path:
+        """Where a container's copy-on-write root is mounted, in its own mount namespace only."""
+        return self.directory / "root"
 
 
 def hosts_file(pod_ip: str, hostname: str, fqdn: str = "") -> str:
@@ -56,8 +72,9 @@ def write(directory: Path, *, resolv_conf: str, pod_ip: str, hostname: str, fqdn
 def prefix_problem() -> str:
     """Why processes cannot get the pod's files here ("" when they can)."""
     if os.geteuid() != 0:
-        return ("not root: processes of pods see the host's /etc/resolv.conf, /etc/hosts and hostname "
-                "(run as root for per-pod ones)")
+        return ("not root: processes of pods see the host's /etc/resolv.conf, /etc/hosts and hostname, and no "
+                f"volume at its mountPath (${VOLUMES_ENV} names the pod's volume directory; run as root for "
+                "per-pod ones)")
     missing = [t for t in ("unshare", "mount", "hostname") if shutil.which(t) is None]
     if missing:
         return f"missing {', '.join(missing)}: processes of pods see the host's resolv.conf and hostname"
@@ -66,9 +83,14 @@ def prefix_problem() -> str:
     return ""
 
 
-def enter_prefix(files: PodFiles | None) -> list[str]:
-    """argv to put before a command so that it runs with the pod's files and hostname."""
+def enter_prefix(files: PodFiles | None, mounts: Sequence[Mount] = ()) -> list[str]:
+    """argv to put before a command so that it runs with the pod's files and hostname, and
+    ``mounts`` (a container's volumes) at their mountPaths; mountns.MountPointError when one
+    cannot be presented."""
     if files is None or prefix_problem():
         return []
+    if mounts:
+        files.scratch.mkdir(exist_ok=True)
+        return mountns.enter_argv(files.resolv_conf, files.hosts, files.hostname, files.scratch, mounts)
     return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER,
             str(files.resolv_conf), str(files.hosts), files.hostname]

@@ -7,7 +7,10 @@ Modules: ``model`` (reading and validating files), ``steps`` and ``step_*`` (the
 ``refs`` (``{{ svc.NAME.clusterIP }}`` references), ``matchers`` (expectations), ``fieldpath``,
 ``selectors``, ``probes`` (curl, dig, nslookup, TCP/UDP connects), ``capabilities``
 (``requires:``), ``clusters`` (unique names and address slots), ``runner`` and ``report``.
-The runner sits on ``netemu.Cluster`` and nothing below it.
+The runner sits on ``netemu.Cluster`` and nothing below it. ``netemu run --kubeconfig`` runs the
+same steps on any cluster through its API: ``remote_runner`` (namespaces, capabilities,
+``--cleanup``), ``remote`` (``RemoteCluster``, the surface the steps use), ``remote_traffic``
+(tools run in pods through ``pods/exec``) and ``remote_api`` (the official ``kubernetes`` client).
 """
 from __future__ import annotations
 

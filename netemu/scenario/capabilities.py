@@ -17,6 +17,7 @@ KNOWN: dict[str, str] = {
     "loopback": "the loopback backend",
     "netns": "the netns backend, pods in their own network namespaces",
     "pod-resolv-conf": "a resolv.conf of its own for every pod",
+    "pod-volume-mounts": "volumes at their mountPath in a pod's processes (root, in a private mount namespace)",
     "dns-port-53": "the cluster DNS on port 53, where pods' resolvers look",
     "service-proxy": "the service proxy, traffic to ClusterIPs, NodePorts and load-balancer addresses",
     "cluster-dns": "the cluster DNS server",
@@ -25,6 +26,8 @@ KNOWN: dict[str, str] = {
     "impair": "link impairments (delay, jitter, loss, rate), Cluster.impair",
     "partition": "network partitions between nodes, Cluster.partition and heal",
     "capture": "packet capture to pcapng, Cluster.start_capture (netns backend)",
+    "load-balancer": "LoadBalancer Services that get an ingress address",
+    "network-policy": "NetworkPolicy enforced by the network plugin",
 }
 HOST = frozenset({"root", "privileged-ports"})
 

@@ -56,7 +56,7 @@ async def run_step(ctx: Context, scenario: Scenario, step: Step) -> StepResult:
             raise ScenarioError("\n".join(problems))
         title = text.name or _safe_title(step, spec)
         timeout = resolver.resolve(text.timeout) if is_templated(text.timeout) else text.timeout
-        ctx.timeout = parse_duration(timeout) if timeout is not None else step.kind.default_timeout
+        ctx.timeout = parse_duration(timeout) if timeout is not None else ctx.default_timeout(step.kind)
         await step.kind.run(ctx, spec)
     except (AssertionFailed, NetemuError) as exc:
         return StepResult(step.path, title, False, time.monotonic() - started, str(exc), "\n".join(ctx.output))
@@ -201,13 +201,16 @@ def select(scenarios: list[Scenario], pattern: str | None) -> list[Scenario]:
 
 
 async def run_scenarios(scenarios: list[Scenario], out: TextIO, *, junit: str | None = None,
-                        keep: bool = False) -> int:
+                        keep: bool = False, run_one: Any = None) -> int:
+    """Run, report, write JUnit; ``run_one`` runs one scenario (default: ``run_scenario``, on a
+    fresh netemu cluster)."""
+    run_one = run_one or run_scenario
     reporter = TextReporter(out)
     started = time.monotonic()
     results: list[ScenarioResult] = []
     for scenario in scenarios:
         try:
-            results.append(await run_scenario(scenario, reporter, keep=keep))
+            results.append(await run_one(scenario, reporter, keep=keep))
         except Aborted:
             reporter.write("interrupted: the remaining scenarios did not run")
             break

@@ -426,7 +426,8 @@ class Wait(StepKind):
         try:
             await ctx.cluster.wait_for(check, ctx.timeout, "a condition")
         except WaitTimeoutError:
-            ctx.fail(f"timed out after {ctx.timeout:g}s waiting for {describe()}")
+            ctx.fail("\n".join([f"timed out after {ctx.timeout:g}s waiting for {describe()}",
+                                *await ctx.timeout_details()]))
         ctx.log(describe())
 
     @staticmethod
@@ -465,7 +466,7 @@ class Wait(StepKind):
                 want = f"{spec['count']} " if spec["count"] is not None else "all "
                 sel = f" -l {spec['selector']}" if spec["selector"] is not None else ""
                 return f"{want}pods{sel} ready (now {ready}/{len(current)} ready: " + \
-                    ", ".join(f"{p.metadata.name} {_pod_state(p)}" for p in current) + ")"
+                    ", ".join(f"{p.metadata.name} {pod_state(p)}" for p in current) + ")"
             return check, describe
         if what == "rollout":
             def state() -> tuple[bool, str]:
@@ -538,7 +539,8 @@ def is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
 
-def _pod_state(pod: Any) -> str:
+def pod_state(pod: Any) -> str:
+    """What ``kubectl get pods`` would show in STATUS, near enough for a wait's message."""
     if pod.metadata.deletion_timestamp:
         return "Terminating"
     for status in pod.status.container_statuses:
@@ -568,9 +570,11 @@ class Logs(StepKind):
         name = pod.metadata.name
         text = ""
 
-        def check() -> bool:
+        async def check() -> bool:
             nonlocal text
             text = ctx.cluster.logs(name, container, namespace)
+            if asyncio.iscoroutine(text):   # a cluster reached by its API fetches logs off the loop
+                text = await text
             return matcher is None or matcher.check(text) is None
         ok = await poll(check, ctx.timeout if matcher is not None else 0, interval=0.05)
         ctx.log(text)

@@ -419,8 +419,8 @@ class BackgroundStep(StepKind):
 
         async def repeat() -> None:
             while True:
-                sub = Context(ctx.cluster, ctx.base_dir, timeout=probe_timeout or timeout or kind.default_timeout,
-                              capabilities=ctx.capabilities)
+                sub = type(ctx)(ctx.cluster, ctx.base_dir, timeout=probe_timeout or timeout or kind.default_timeout,
+                                capabilities=ctx.capabilities)
                 try:
                     await kind.run(sub, probe_spec)
                     bg.successes += 1

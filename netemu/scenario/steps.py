@@ -171,6 +171,14 @@ class Context:
     def backend(self) -> str:
         return self.cluster.config.backend
 
+    def default_timeout(self, kind: StepKind) -> float:
+        """A step's timeout when the scenario gives none (a remote cluster waits longer)."""
+        return kind.default_timeout
+
+    async def timeout_details(self) -> list[str]:
+        """What to add when a wait times out (a remote cluster's Warning events)."""
+        return []
+
     async def settle(self) -> None:
         """Before traffic: let the cluster bring its listeners in line with the latest changes,
         when it offers a way (``Cluster.settle()``), so a step right after a change sees it."""

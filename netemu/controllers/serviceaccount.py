@@ -1,0 +1,53 @@
+"""The serviceaccounts controller: every namespace has a ``default`` ServiceAccount.
+
+As kube-controller-manager's: the account is made when a namespace appears (the system
+namespaces too) and made again when it is deleted, never in a namespace being terminated.
+``ensure_default`` makes it at once when asked: the ServiceAccount admission plugin asks while
+admitting a pod in a namespace that appeared a moment ago (kube-apiserver waits for the
+controller there; netemu has no moment to wait, its writes are synchronous).
+
+The controller writes from its store subscription: a namespace's event is delivered in the same
+loop turn as its creation, so the account exists before anything else looks.
+"""
+from __future__ import annotations
+
+import logging
+
+from netemu.api.objects import ObjectMeta, ServiceAccount
+from netemu.errors import AlreadyExistsError
+from netemu.store import DELETED, Event, Store
+
+from .pernamespace import PerNamespaceController
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "default"
+
+
+class ServiceAccountsController(PerNamespaceController):
+    KIND = "ServiceAccount"
+
+    def namespace_of(self, event: Event) -> str | None:
+        deleted_default = event.type == DELETED and event.old.metadata.name == DEFAULT_NAME
+        return event.old.metadata.namespace if deleted_default else None
+
+    def sync(self, namespace: str) -> None:
+        ensure_default(self._store, namespace)
+
+
+def ensure_default(store: Store, namespace: str) -> ServiceAccount | None:
+    """The namespace's ``default`` account, made now when missing; None when the namespace is
+    gone or terminating."""
+    sa: ServiceAccount | None = store.get("ServiceAccount", namespace, DEFAULT_NAME)
+    if sa is not None:
+        return sa
+    ns = store.get("Namespace", "", namespace)
+    if ns is None or ns.metadata.deletion_timestamp is not None:
+        return None
+    try:
+        return store.create(ServiceAccount(metadata=ObjectMeta(name=DEFAULT_NAME, namespace=namespace)))  # type: ignore[no-any-return]
+    except AlreadyExistsError:
+        return store.get("ServiceAccount", namespace, DEFAULT_NAME)  # type: ignore[no-any-return]
+
+
+__all__ = ["DEFAULT_NAME", "ServiceAccountsController", "ensure_default"]

@@ -1,0 +1,197 @@
+"""How a container's processes see its volumes at their mountPaths: the argv prefix that sets up
+a private mount namespace (root only, like the pod's resolv.conf and hostname, see ``podfiles``).
+
+Every process of a pod already starts through ``unshare --mount --uts``. For a container with
+volumeMounts the shell that follows also bind-mounts each volume (or its subPath) at its
+mountPath, read-only when asked (a bind remount: writes fail with EROFS). Mounts are made parent
+first, so a mount inside another volume's mountPath lands in that volume, as in Kubernetes.
+
+- When every mountPath exists on the host (a directory for a directory, a file for a file), the
+  volume is bound straight over it, in the private namespace only.
+- When one does not (``/data``, ``/etc/config``, the service account token's
+  ``/var/run/secrets/...``), the command runs chrooted in a new root made in the pod's scratch
+  directory (a tmpfs there, in the private namespace only): an overlay of the host's ``/`` (and
+  of any host mount on the way to a new mount point) whose writable layer is in that tmpfs, with
+  every other top-level directory of the host (``/tmp``, ``/home``, ``/proc``, ``/dev``, ...)
+  and every host mount on the way bound in recursively. The missing mount points are made in the
+  overlay, so nothing is created in the host's filesystem; what the process writes in the
+  directories on the way (``/etc`` for ``/etc/config``, ``/run`` for ``/var/run/secrets``) is
+  discarded when it exits, like a container's writable layer, while what it writes anywhere else
+  reaches the host's files as any process of a pod does. It starts in its working directory.
+
+The shell snippets read ``/proc/self/mountinfo`` where they run (the netns backend's
+``ip netns exec`` has made its own mounts by then) and are all the work done per process: no
+Python runs in the prefix.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from netemu.errors import NetemuError
+
+from .volumes import Mount
+
+# Filesystems an overlay cannot stand on: a mount point inside one of these cannot be made.
+PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "debugfs", "tracefs", "securityfs",
+    "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc", "nsfs", "autofs", "efivarfs"})
+
+# awk over /proc/self/mountinfo: shell commands that mount, for each mount point in `o` (parents
+# first), an overlay of it at r/r<point>, and bind in every mount it holds that lies in a
+# directory on the way to a new mount point (top-level name in `c`); then each write-through
+# top-level directory of `w`, recursively.
+_AWK = (r'function q(s) { return "\047" s "\047" } '
+        r'index($5, "\\") == 0 && index($5, "\047") == 0 { mp[$1] = $5; par[NR] = $2; pt[NR] = $5 } '
+        r'END { n = split(o, L, " "); for (k = 1; k <= n; k++) { m = L[k]; t = (m == "/") ? "" : m; '
+        r'print "mkdir " q(r "/u" k) " " q(r "/w" k) " && mount -t overlay netemu -o " '
+        r'q("lowerdir=" m ",upperdir=" r "/u" k ",workdir=" r "/w" k) " " q(r "/r" t) " || exit 127" } '
+        r'for (i = 1; i <= NR; i++) { p = pt[i]; split(p, a, "/"); '
+        r'if (p != "" && index(o, " " mp[par[i]] " ") && !index(o, " " p " ") && index(c, " " a[2] " ")) '
+        r'print "mount --rbind " q(p) " " q(r "/r" p) " || exit 127" } '
+        r'n = split(w, D, " "); for (k = 1; k <= n; k++) '
+        r'print "mount --rbind " q(D[k]) " " q(r "/r" D[k]) " || exit 127" }')
+
+# $1 resolv.conf, $2 hosts, $3 hostname, $4 scratch directory ("" without the overlay), $5 the
+# mount points to overlay, $6 the top-level names on the way to new mount points, $7 the
+# top-level directories to bind in; then (source, target, flags) triples up to "--", then the
+# command. flags: "r" or "w", then "-" (target exists), "d" (make a directory) or "f" (a file).
+_ENTER = r'''W=$PWD
+mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && hostname "$3" || exit 127
+R=$4 P=
+if [ -n "$R" ]; then
+  S=$(awk -v o=" $5 " -v c=" $6 " -v w="$7" -v r="$R" '__AWK__' /proc/self/mountinfo) &&
+  mount -t tmpfs netemu "$R" && mkdir "$R/r" && eval "$S" || exit 127
+  P=$R/r
+fi
+shift 7
+while [ "$1" != -- ]; do
+  t=$P$2
+  case $3 in ?d) mkdir -p "$t" ;; ?f) mkdir -p "${t%/*}" && : >>"$t" ;; esac &&
+  mount --bind "$1" "$t" && { [ "${3%?}" = w ] || mount -o remount,bind,ro "$t"; } || exit 127
+  shift 3
+done
+shift
+[ -z "$R" ] && exec "$@"
+cd "$P" && exec chroot . /bin/sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$W" "$@"'''.replace("__AWK__", _AWK)
+
+
+class MountPointError(NetemuError):
+    """A mountPath netemu cannot present (it would have to be made in a pseudo filesystem, or
+    it has the wrong type), in the container runtime's words."""
+
+
+@dataclass(frozen=True)
+class _HostMount:
+    point: str
+    fstype: str
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field (octal escapes for space, tab, newline, backslash)."""
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def host_mounts() -> list[_HostMount]:
+    """The mounts this process sees, from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                before, _, after = line.partition(" - ")
+                fields = before.split()
+                if len(fields) >= 5 and after:
+                    found.append(_HostMount(_unescape(fields[4]), after.split()[0]))
+    except OSError:
+        pass
+    return found
+
+
+def _containing(path: str, mounts: Sequence[_HostMount]) -> _HostMount:
+    """The mount ``path`` lies in (the last one mounted at the deepest mount point above it)."""
+    best = _HostMount("/", "")
+    for m in mounts:
+        if (path == m.point or path.startswith(m.point.rstrip("/") + "/")) and len(m.point) >= len(best.point):
+            best = m
+    return best
+
+
+def _ancestors(point: str, mounts: Sequence[_HostMount]) -> list[str]:
+    """``point`` and every mount point above it, parents first."""
+    points = {m.point for m in mounts if point == m.point or point.startswith(m.point.rstrip("/") + "/")}
+    return sorted(points | {"/", point}, key=lambda p: (p != "/", p.count("/"), p))
+
+
+@functools.cache
+def overlay_problem() -> str:
+    """Why the copy-on-write root cannot be made here ("" when it can)."""
+    missing = [t for t in ("awk", "chroot") if shutil.which(t) is None]
+    return f"missing {', '.join(missing)}" if missing else ""
+
+
+def _deepest_existing(path: str) -> str:
+    while not os.path.isdir(path):
+        path = posixpath.dirname(path)
+    return path
+
+
+def _chain(path: str) -> list[str]:
+    """``path`` and its ancestors, "/" first."""
+    parts = [p for p in path.split("/") if p]
+    return ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _write_through(tops: set[str]) -> list[str]:
+    """The host's top-level directories (not symlinks) that stay the host's own in the new root:
+    all but those on the way to a new mount point."""
+    try:
+        names = sorted(os.listdir("/"))
+    except OSError:
+        return []
+    return ["/" + n for n in names if n not in tops and " " not in n and "'" not in n
+            and os.path.isdir("/" + n) and not os.path.islink("/" + n)]
+
+
+def enter_argv(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
+               mounts: Sequence[Mount]) -> list[str]:
+    """The ``unshare ... sh -c`` prefix that gives a command the pod's files and hostname and
+    ``mounts`` at their mountPaths (see the module's docstring). MountPointError when a
+    mountPath cannot be presented."""
+    host = host_mounts()
+    triples: list[str] = []
+    overlays: set[str] = set()
+    chain: set[str] = set()
+    for m in sorted(mounts, key=lambda m: posixpath.normpath("/" + m.target).count("/")):
+        target = os.path.realpath(posixpath.normpath("/" + m.target.lstrip("/")))
+        is_dir = m.source.is_dir()
+        flag = "-"
+        if os.path.lexists(target):
+            if is_dir and not os.path.isdir(target):
+                raise MountPointError(f'mount point "{m.target}" for volume "{m.volume}" is not a directory')
+            if not is_dir and os.path.isdir(target):
+                raise MountPointError(f'cannot mount the file "{m.source.name}" of volume "{m.volume}" over the '
+                                      f'directory "{m.target}"')
+        else:
+            flag = "d" if is_dir else "f"
+            existing = _deepest_existing(posixpath.dirname(target))
+            where = _containing(existing, host)
+            if where.fstype in PSEUDO_FILESYSTEMS:
+                raise MountPointError(f'cannot make mount point "{m.target}" for volume "{m.volume}": it lies in '
+                                      f"the host's {where.point} ({where.fstype})")
+            chain.update(_chain(existing))
+        triples += [str(m.source), target, ("r" if m.read_only else "w") + flag]
+    for directory in chain:
+        where = _containing(directory, host)
+        overlays.update(_ancestors(where.point, host))
+    if overlays and overlay_problem():
+        raise MountPointError(f"cannot make mount points for volumes: {overlay_problem()}")
+    ordered = sorted(overlays, key=lambda p: (p != "/", p.count("/"), p))
+    tops = {d.split("/")[1] for d in chain if d != "/"}
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER, "netemu-pod",
+            str(resolv_conf), str(hosts), hostname, str(scratch) if chain else "", " ".join(ordered),
+            " ".join(sorted(tops)), " ".join(_write_through(tops)) if chain else "", *triples, "--"]
