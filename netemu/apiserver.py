@@ -36,7 +36,7 @@ from netemu.api.yamlload import manifest_files
 from netemu.config import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PODS, DEFAULT_MAX_REQUEST_BYTES
 from netemu.api.defaults import apply_defaults
 from netemu.api.objects import (
-    KIND_BY_NAME, STORED_ONLY, Namespace, stored_only, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
+    KIND_BY_NAME, STORED_ONLY, INGRESS_KINDS, Namespace, stored_only, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
     ServiceSpec, key_of,
 )
 from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
@@ -62,8 +62,8 @@ SINGULAR = {
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
     "ConfigMap": "configmap", "Secret": "secret", "ServiceAccount": "serviceaccount", "Event": "event",
     "Impairment": "impairment.netemu.dev", "Partition": "partition.netemu.dev",
-    "Job": "job.batch", "CronJob": "cronjob.batch",
-    **{kind: qualified(kind, version, kind.lower()) for version, kind, _, _ in STORED_ONLY},
+    "Job": "job.batch", "CronJob": "cronjob.batch", "NetworkPolicy": "networkpolicy.networking.k8s.io",
+    **{kind: qualified(kind, version, kind.lower()) for version, kind, _, _ in (*STORED_ONLY, *INGRESS_KINDS)},
 }
 
 
@@ -71,7 +71,7 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 # deletion order in a namespace
 NAMESPACED_KINDS = ("CronJob", "Job", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret",
-                    "ServiceAccount", "Impairment", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
+                    "ServiceAccount", "Impairment", "Ingress", "NetworkPolicy", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")
@@ -304,6 +304,9 @@ class ApiServer:
         # Validating admission that needs the running cluster, by kind (netemu.chaos registers
         # Impairment and Partition): the problems it finds refuse the object like validation's.
         self.admission: dict[str, Callable[[Any], list[FieldProblem]]] = {}
+        # Warnings a write of an admitted object answers with, by kind (netemu.networkpolicy on
+        # the loopback backend): kubectl prints them as ``Warning: …``, ``netemu apply`` too.
+        self.warnings: dict[str, Callable[[Any], list[str]]] = {}
         # The ServiceAccount admission plugin mounts a token only while the cluster serves its
         # Kubernetes API (the cluster sets this once the API is up: tokens and CA exist then).
         self.mount_service_account_tokens = False
@@ -520,7 +523,14 @@ class ApiServer:
             self._applied_keys[key_of(plan.obj)] = plan.applied_keys
             note = " (stored only: netemu does not emulate this kind)" if stored_only(plan.obj) else ""
             lines.append(f"{SINGULAR[plan.obj.KIND]}/{plan.obj.metadata.name} {plan.verb}{note}")
+            if plan.verb != "unchanged":
+                lines += [f"Warning: {text}" for text in self.warnings_for(plan.obj)]
         return lines
+
+    def warnings_for(self, obj: Any) -> list[str]:
+        """What a write of ``obj`` warns about (``warnings``)."""
+        warn = self.warnings.get(obj.KIND)
+        return warn(obj) if warn is not None else []
 
     @staticmethod
     def _with_namespace(obj: Any) -> Any:

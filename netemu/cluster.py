@@ -76,8 +76,10 @@ class Cluster:
         self.control: Any = None
         self.proxy: Any = None
         self.controllers: Any = None
+        self.ingress_images: dict[str, Any] = {}  # the ingress controller's image (netemu.ingress)
         self._apply_lock = asyncio.Lock()
         self.dns_port = 53
+        self.network_policy: Any = None  # netemu.networkpolicy's enforcer (netns backend)
 
     @property
     def name(self) -> str:
@@ -115,6 +117,7 @@ class Cluster:
             self.controllers = controllers
             self._start_proxy()
             self._start_dns()
+            self._start_ingress()
             for index, node in enumerate(self.config.nodes):
                 await self._add_node(node, index)
             self.proxy.on_synced()
@@ -122,6 +125,10 @@ class Cluster:
             chaos = Chaos(self)
             chaos.start()
             stack.callback(chaos.stop)
+            from netemu import networkpolicy
+            stack.callback(networkpolicy.attach(self))
+            from netemu.ingress import system as ingress_system  # the default IngressClass "netemu"
+            self.apiserver.apply(api.load_text(ingress_system.CLASS_MANIFEST, source="<netemu system>"))
             self.apiserver.apply(api.load_text(system.dns_manifests(self.config.dns_ip, self.dns_port),
                                                source="<netemu system>"))
             if self.control_socket_enabled:
@@ -178,6 +185,19 @@ class Cluster:
         for ip in sorted(after - before):
             add(ip)
 
+    def _start_ingress(self) -> None:
+        """netemu's ingress controller (``netemu.ingress``): its index, and the image its pod runs."""
+        from netemu.ingress import system as ingress_system
+        from netemu.ingress.image import IngressControllerImage
+        from netemu.ingress.index import IngressIndex
+
+        def create_controller() -> None:
+            self.apiserver.apply(api.load_text(ingress_system.controller_manifests(), source="<netemu ingress>"))
+        self.ingress_index = IngressIndex(self.store, create_controller)
+        self.ingress_index.start()
+        self._stack.callback(self.ingress_index.stop)
+        self.ingress_images = {ingress_system.IMAGE: IngressControllerImage(self.ingress_index)}
+
     def _start_dns(self) -> None:
         from netemu.dns import DNSConfig, DNSIndex
         cfg = self.config
@@ -204,6 +224,8 @@ class Cluster:
             caps.add("partition")
         if hasattr(self.fabric, "start_capture"):
             caps.add("capture")
+        if self.network_policy is not None:
+            caps.add("network-policy")
         if os.geteuid() == 0:
             caps.add("root")
         if not podfiles.prefix_problem():
@@ -246,7 +268,7 @@ class Cluster:
             restart_backoff=self.config.restart_backoff, restart_backoff_max=self.config.restart_backoff_max,
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
-            extra_images={system.DNS_IMAGE: self.dns_image})
+            extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images})
         if self.in_cluster is not None:
             self.in_cluster.equip(self.kubelets[net.name])
 
@@ -432,6 +454,8 @@ class Cluster:
             await settle_service_ips()
         if self.proxy is not None:
             await self.proxy.settle()
+        if self.network_policy is not None:  # policies in every node's nftables
+            await self.network_policy.synced()
 
     async def _control_plane_settled(self, limit: float = 60.0) -> None:
         """Wait until the store has delivered every event and no controller has work queued

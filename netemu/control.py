@@ -189,6 +189,13 @@ class ControlServer:
                              if any(r.uid == obj.metadata.uid for r in p.metadata.owner_references)]}
         if obj.KIND == "ServiceAccount":
             return {"secrets": store.list("Secret", obj.metadata.namespace)}
+        if obj.KIND == "NetworkPolicy":
+            from netemu.networkpolicy import describe_sections
+            return {"sections": describe_sections(self.cluster)}
+        if obj.KIND == "Pod":
+            from netemu.networkpolicy import pod_sections
+            sections = pod_sections(self.cluster, obj)
+            return {"sections": sections} if sections else {}
         if obj.KIND == "Node":
             return {"pods": [p for p in store.list("Pod") if p.spec.node_name == obj.metadata.name],
                     "sections": self._node_sections(obj.metadata.name)}

@@ -28,6 +28,8 @@ from netemu.api.objects import (
 )
 from netemu.api.objects import ServiceAccount
 from netemu.api.batch import CronJob, Job
+from netemu.api.ingress import Ingress, IngressClass
+from netemu.api.networkpolicy import NetworkPolicy
 from netemu.api.kinds import group_of, plural
 from netemu.api.objects import Event as EventObject
 from netemu.api.objects import UNEMULATED_VOLUME_SOURCES
@@ -74,6 +76,9 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(Partition, "partitions", "partition", "", "netemu.dev"),
     _Resource(Job, "jobs", "job", "", "batch"),
     _Resource(CronJob, "cronjobs", "cronjob", "cj", "batch"),
+    _Resource(Ingress, "ingresses", "ingress", "ing", "networking.k8s.io"),
+    _Resource(IngressClass, "ingressclasses", "ingressclass", "", "networking.k8s.io"),
+    _Resource(NetworkPolicy, "networkpolicies", "networkpolicy", "netpol", "networking.k8s.io"),
     *(_Resource(cls, plural(cls.KIND), cls.KIND.lower(), next(iter(shorts), ""), group_of(cls.API_VERSION))
       for cls, (_, _, _, shorts) in zip(STORED_ONLY_TYPES, STORED_ONLY)),
 )
@@ -619,7 +624,25 @@ _TABLES: dict[type, _Table] = {
     CronJob: _Table(("NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"),
                     ("CONTAINERS", "IMAGES", "SELECTOR"),
                     lambda obj, now, wide: _batch_printers().cron_job_cells(obj, now, wide)),
+    Ingress: _Table(("NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"), (),
+                    lambda obj, now, wide: _ingress_printers().ingress_cells(obj, now, wide)),
+    IngressClass: _Table(("NAME", "CONTROLLER", "PARAMETERS", "AGE"), (),
+                         lambda obj, now, wide: _ingress_printers().ingress_class_cells(obj, now, wide)),
+    NetworkPolicy: _Table(("NAME", "POD-SELECTOR", "AGE"), (),
+                          lambda obj, now, wide: _netpol_printers().network_policy_cells(obj, now, wide)),
 }
+
+
+def _netpol_printers() -> Any:
+    """netemu.netpolprinters (NetworkPolicy), which builds on this module."""
+    from netemu import netpolprinters
+    return netpolprinters
+
+
+def _ingress_printers() -> Any:
+    """netemu.ingressprinters (Ingress and IngressClass), which builds on this module."""
+    from netemu import ingressprinters
+    return ingressprinters
 
 
 def _batch_printers() -> Any:
@@ -1678,6 +1701,9 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
     ServiceAccount: _describe_service_account,
     Job: lambda *args: _batch_printers().describe_job(*args),
     CronJob: lambda *args: _batch_printers().describe_cron_job(*args),
+    Ingress: lambda *args: _ingress_printers().describe_ingress(*args),
+    IngressClass: lambda *args: _ingress_printers().describe_ingress_class(*args),
+    NetworkPolicy: lambda *args: _netpol_printers().describe_network_policy(*args),
 }
 
 

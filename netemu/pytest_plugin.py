@@ -24,6 +24,14 @@ Fixtures:
 Manifest paths are relative to the test file. Each cluster gets a unique name and its own
 address slot (``netemu.scenario.clusters``), so several clusters in one session — or in
 parallel sessions — never collide; each is stopped when its test ends, also when it fails.
+
+The handles offer netemu's faults too (``impair``, ``partition``/``heal``, ``kill``,
+``stop_node``/``start_node``, ``capture``); where the cluster lacks one, the helper skips the
+test with the reason, as the marker's ``requires=[...]`` (a scenario's ``requires:``) does.
+
+``pytest --netemu-kubeconfig=FILE [--netemu-context NAME]`` (or ``NETEMU_KUBECONFIG``) runs the
+same fixtures on the cluster that kubeconfig names, through its API only
+(``netemu.pytest_remote``): each handle is a labelled namespace there, deleted afterwards.
 """
 from __future__ import annotations
 
@@ -39,14 +47,14 @@ import pytest
 from netemu.errors import NetemuError
 from netemu.readiness import require_ready
 from netemu.scenario import probes
-from netemu.scenario.capabilities import cluster_capabilities
+from netemu.scenario.capabilities import cluster_capabilities, explain, missing
 from netemu.scenario.clusters import start_cluster, unique_name
 from netemu.scenario.refs import Resolver, dns_server
 
 T = TypeVar("T")
 
-MARKER_HELP = ("netemu(manifests=[...], nodes=1, backend='loopback', ready=True, timeout=30, **cluster_options): "
-               "configure the netemu_cluster / netemu_async_cluster fixtures")
+MARKER_HELP = ("netemu(manifests=[...], nodes=1, backend='loopback', ready=True, timeout=30, requires=[...], "
+               "**cluster_options): configure the netemu_cluster / netemu_async_cluster fixtures")
 
 
 class HttpResponse(tuple):
@@ -86,16 +94,18 @@ class _Tools:
 
     @staticmethod
     async def http_get(cluster: Any, url: str, from_pod: str | None, namespace: str, headers: dict[str, str] | None,
-                       timeout: float) -> HttpResponse:
-        run: probes.Runner = probes.run_host
-        source = None
+                       timeout: float, host_run: probes.Runner = probes.run_host) -> HttpResponse:
+        """GET ``url`` with curl: from a pod (exec, its IP as the source), else with ``host_run``
+        (this host's curl; on a cluster reached by its API, the client pod's)."""
+        run, source = host_run, None
         if from_pod is not None:
             pod = Resolver(cluster).pod(namespace, from_pod)
             source = pod.status.pod_ip
 
-            async def run(argv: list[str], limit: float) -> tuple[int, str, str]:
+            async def in_pod(argv: list[str], limit: float) -> tuple[int, str, str]:
                 result = await cluster.exec(pod.metadata.name, argv, namespace=namespace, timeout=limit)
                 return result.returncode, result.stdout, result.stderr
+            run = in_pod
         settle = getattr(cluster, "settle", None)
         if settle is not None:
             await settle()
@@ -103,12 +113,12 @@ class _Tools:
         return _http_response(url, result)
 
     @staticmethod
-    async def lookup(cluster: Any, name: str, rtype: str, timeout: float) -> list[str]:
+    async def lookup(cluster: Any, name: str, rtype: str, timeout: float,
+                     host_run: probes.Runner = probes.run_host) -> list[str]:
         if "cluster-dns" not in cluster_capabilities(cluster):
             raise NotImplementedError("cluster DNS is not available on this cluster yet (capability cluster-dns); "
                                       "use pod_ip / service_ip or the *_SERVICE_HOST variables meanwhile")
-        code, out, err = await probes.run_host(probes.dig_argv(name, rtype, dns_server(cluster), timeout),
-                                               timeout + 5)
+        code, out, err = await host_run(probes.dig_argv(name, rtype, dns_server(cluster), timeout), timeout + 5)
         result = probes.parse_dig(code, out, err)
         if result.outcome != "ok":
             raise TimeoutError(f"no answer from the cluster DNS for {name}: {result.outcome}")
@@ -123,12 +133,13 @@ class NetemuCluster:
     helpers do not cover (``.cluster`` is the ``netemu.Cluster`` itself).
     """
 
+    host_run: probes.Runner = staticmethod(probes.run_host)   # where "from the host" traffic starts
+    wait_timeout: float = 30                                  # how long waits take unless told
+    close_timeout: float = 60
+
     def __init__(self, nodes: Any = 1, *, name: str, manifests: list[Any] | tuple[Any, ...] = (),
                  ready: bool = True, timeout: float = 30, **options: Any):
-        self.loop = _new_loop()
-        self._thread = threading.Thread(target=self._serve, name=f"netemu-{name}", daemon=True)
-        self._thread.start()
-        self.cluster: Any = None
+        self._start_loop(name)
         try:
             self.cluster = self.run(start_cluster(nodes, name=name, control_socket=False, **options))
             self.resolver = Resolver(self.cluster)
@@ -139,6 +150,12 @@ class NetemuCluster:
         except BaseException:
             self.close()
             raise
+
+    def _start_loop(self, name: str) -> None:
+        self.loop = _new_loop()
+        self._thread = threading.Thread(target=self._serve, name=f"netemu-{name}", daemon=True)
+        self._thread.start()
+        self.cluster: Any = None
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -163,12 +180,15 @@ class NetemuCluster:
             return
         try:
             if self.cluster is not None:
-                self.run(self.cluster.stop(), timeout=60)
+                self.run(self._stop_cluster(), timeout=self.close_timeout)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=60)
             if not self._thread.is_alive():
                 self.loop.close()
+
+    async def _stop_cluster(self) -> None:
+        await self.cluster.stop()
 
     def __enter__(self) -> "NetemuCluster":
         return self
@@ -181,8 +201,23 @@ class NetemuCluster:
         return self.cluster.name
 
     @property
+    def namespace(self) -> str:
+        """Where objects that name no namespace go (and what ``namespace="default"`` means)."""
+        return "default"
+
+    @property
     def capabilities(self) -> frozenset[str]:
         return self.call(cluster_capabilities, self.cluster)
+
+    def explain(self, lacking: list[str]) -> str:
+        return explain(lacking)
+
+    def require(self, *capabilities: str) -> None:
+        """Skip the test (pytest.skip, with the reason) unless the cluster offers ``capabilities``
+        (the names of a scenario's ``requires:``)."""
+        lacking = missing(capabilities, self.capabilities)
+        if lacking:
+            pytest.skip(self.explain(lacking))
 
     # ------------------------------------------------------------------ the Cluster API, blocking
 
@@ -204,12 +239,37 @@ class NetemuCluster:
     def pods(self, namespace: str | None = "default", selector: Any = None) -> list[Any]:
         return self.call(self.cluster.pods, namespace, selector)
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        self.run(require_ready(self.cluster, timeout))
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Until every pod is ready; fails at once when one never will be (ErrImagePull …)."""
+        self.run(self.cluster.wait_ready(self._limit(timeout)))
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None, what: str = "condition") -> None:
         """Wait until ``predicate()`` (called on the cluster's loop) is true."""
-        self.run(self.cluster.wait_for(predicate, timeout, what))
+        self.run(self.cluster.wait_for(predicate, self._limit(timeout), what))
+
+    def wait_rollout(self, deployment: str, namespace: str = "default", timeout: float | None = None) -> None:
+        """Until the deployment has all its replicas updated and available (``kubectl rollout status``)."""
+        self._wait({"for": "rollout", "deployment": deployment, "namespace": namespace}, timeout)
+
+    def wait_endpoints(self, service: str, count: int | None = None, namespace: str = "default",
+                       timeout: float | None = None) -> None:
+        """Until the Service has ``count`` ready endpoints (any, without ``count``)."""
+        self._wait({"for": "endpoints", "service": service, "count": count, "namespace": namespace}, timeout)
+
+    def _limit(self, timeout: float | None) -> float:
+        return self.wait_timeout if timeout is None else timeout
+
+    def _wait(self, spec: dict[str, Any], timeout: float | None) -> None:
+        """A scenario's ``wait:`` step (its check and its description of what is pending)."""
+        from netemu.errors import WaitTimeoutError
+        from netemu.scenario.step_objects import Wait
+        from netemu.scenario.steps import Context
+        limit = self._limit(timeout)
+        check, describe = Wait()._check(Context(self.cluster, Path.cwd()), spec)
+        try:
+            self.run(self.cluster.wait_for(check, limit, "a condition"))
+        except WaitTimeoutError:
+            raise WaitTimeoutError(f"timed out after {limit:g}s waiting for {self.call(describe)}") from None
 
     def exec(self, pod: str, argv: list[str], *, container: str | None = None, namespace: str = "default",
              input: bytes | None = None, timeout: float = 30) -> Any:
@@ -245,20 +305,56 @@ class NetemuCluster:
                  headers: dict[str, str] | None = None, timeout: float = 5) -> HttpResponse:
         """GET ``url`` with the real curl: ``(status, body)``; from a pod, with its IP as the source.
         A connection that fails raises ConnectionRefusedError, ConnectionResetError or TimeoutError."""
-        return self.run(_Tools.http_get(self.cluster, url, from_pod, namespace, headers, timeout))
+        return self.run(_Tools.http_get(self.cluster, url, from_pod, namespace, headers, timeout, self.host_run))
 
     def lookup(self, name: str, type: str = "A", *, timeout: float = 5) -> list[str]:
         """DNS answers for ``name`` from the cluster DNS (NotImplementedError until it exists)."""
-        return self.run(_Tools.lookup(self.cluster, name, type, timeout))
+        return self.run(_Tools.lookup(self.cluster, name, type, timeout, self.host_run))
+
+    # ------------------------------------------------------------------ faults (netemu's own: skip elsewhere)
+
+    def impair(self, **settings: Any) -> str:
+        """``Cluster.impair`` (``service=``/``node=``/``link=``, ``delay=`` …); skips the test
+        where the cluster cannot impair."""
+        self.require("impair")
+        return self.call(lambda: self.cluster.impair(**settings))
+
+    def partition(self, groups: Any) -> str:
+        self.require("partition")
+        return self.call(self.cluster.partition, groups)
+
+    def heal(self) -> str:
+        self.require("partition")
+        return self.call(self.cluster.heal)
+
+    def kill(self, pod: str, container: str | None = None, namespace: str = "default", signal: str = "KILL") -> None:
+        """Kill a container's process (a glob such as ``web-*`` picks the oldest pod)."""
+        self.require("kill")
+        name = self.call(lambda: self.resolver.pod(namespace, pod).metadata.name)
+        self.run(self.cluster.kill_container(name, container, namespace, signal))
+
+    def stop_node(self, name: str) -> None:
+        self.require("node-lifecycle")
+        self.run(self.cluster.stop_node(name))
+
+    def start_node(self, name: str) -> None:
+        self.require("node-lifecycle")
+        self.run(self.cluster.start_node(name))
+
+    def capture(self, path: Any, *, duration: float = 0.0, **target: Any) -> list[str]:
+        """``Cluster.capture``: a pcapng file and its flow summary (netns backend)."""
+        self.require("capture")
+        return self.run(self.cluster.capture(path, duration=duration, **target))
 
 
 class AsyncNetemuCluster:
     """A started ``netemu.Cluster`` on the test's own loop, plus coroutine helpers; anything else
     is the Cluster's own attribute (``await c.apply(...)``, ``c.get(...)``)."""
 
-    def __init__(self, cluster: Any):
+    def __init__(self, cluster: Any, host_run: probes.Runner = probes.run_host):
         self.cluster = cluster
         self.resolver = Resolver(cluster)
+        self.host_run = host_run
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cluster, name)
@@ -279,14 +375,23 @@ class AsyncNetemuCluster:
 
     async def http_get(self, url: str, *, from_pod: str | None = None, namespace: str = "default",
                        headers: dict[str, str] | None = None, timeout: float = 5) -> HttpResponse:
-        return await _Tools.http_get(self.cluster, url, from_pod, namespace, headers, timeout)
+        return await _Tools.http_get(self.cluster, url, from_pod, namespace, headers, timeout, self.host_run)
 
     async def lookup(self, name: str, type: str = "A", *, timeout: float = 5) -> list[str]:
-        return await _Tools.lookup(self.cluster, name, type, timeout)
+        return await _Tools.lookup(self.cluster, name, type, timeout, self.host_run)
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+def _run_apart(coroutine: Awaitable[T]) -> T:
+    """Run ``coroutine`` to its end on a loop of its own, leaving the thread's event loop alone."""
+    loop = _new_loop()
+    try:
+        return loop.run_until_complete(_as_coroutine(coroutine))
+    finally:
+        loop.close()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -308,7 +413,7 @@ def _check_options(options: dict[str, Any]) -> None:
 
     from netemu.config import ClusterConfig
     from netemu.errors import InvalidError
-    known = {"manifests", "nodes", "ready", "timeout", "kube_api"} | {
+    known = {"manifests", "nodes", "ready", "timeout", "kube_api", "requires"} | {
         f.name for f in dataclasses.fields(ClusterConfig) if f.name not in ("name", "nodes")}
     where = "@pytest.mark.netemu"
     for key in options:
@@ -325,6 +430,9 @@ def _check_options(options: dict[str, Any]) -> None:
     manifests = options.get("manifests", ())
     if not isinstance(manifests, (str, Path, dict, list, tuple)):
         raise InvalidError(f"{where}: manifests={manifests!r}: expected a path, inline YAML, a dict or a list of them")
+    requires = options.get("requires", ())
+    if not (isinstance(requires, (list, tuple)) and all(isinstance(r, str) for r in requires)):
+        raise InvalidError(f"{where}: requires={requires!r}: expected a list of capabilities, such as ['impair']")
 
 
 def _options(kwargs: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -353,12 +461,81 @@ def _marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _options(kwargs, Path(str(request.node.fspath)).parent)
 
 
+def _test_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"\[.*", "", request.node.name).removeprefix("test_") or "test"
+
+
 def _name_for(request: pytest.FixtureRequest) -> str:
-    return unique_name(re.sub(r"\[.*", "", request.node.name).removeprefix("test_") or "test", limit=32)
+    return unique_name(_test_name(request), limit=32)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netemu")
+    group.addoption("--netemu-kubeconfig", metavar="FILE", default=None,
+                    help="run the netemu fixtures on the cluster this kubeconfig names, through its API, each in "
+                         "a namespace of its own (default: $NETEMU_KUBECONFIG; without either, an emulated cluster)")
+    group.addoption("--netemu-context", metavar="NAME", default=None, help="the kubeconfig context to use")
+    group.addoption("--netemu-client-image", metavar="IMAGE", default=None,
+                    help="with --netemu-kubeconfig: the image of the client pod that traffic from the host starts in")
+    group.addoption("--netemu-wait-timeout", metavar="SECONDS", type=float, default=None,
+                    help="with --netemu-kubeconfig: how long waits take at least (default 120)")
+
+
+_REMOTE = pytest.StashKey[Any]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    import os
+    kubeconfig = config.getoption("netemu_kubeconfig", None) or os.environ.get("NETEMU_KUBECONFIG") or None
+    if kubeconfig is None:
+        return
+    from netemu.pytest_remote import RemoteTarget
+    from netemu.scenario.remote import DEFAULT_CLIENT_IMAGE, DEFAULT_WAIT_TIMEOUT
+    wait_timeout = config.getoption("netemu_wait_timeout", None)
+    if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
+        raise pytest.UsageError(f"--netemu-wait-timeout {wait_timeout:g}: must be a number of seconds above 0")
+    try:
+        config.stash[_REMOTE] = RemoteTarget(kubeconfig, config.getoption("netemu_context", None),
+                                             client_image=config.getoption("netemu_client_image", None)
+                                             or DEFAULT_CLIENT_IMAGE,
+                                             wait_timeout=wait_timeout or DEFAULT_WAIT_TIMEOUT)
+    except NetemuError as exc:
+        raise pytest.UsageError(f"netemu: {exc}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remote = config.stash.get(_REMOTE, None)
+    if remote is not None:
+        remote.close()
+
+
+def _open(config: pytest.Config, options: dict[str, Any], name: str, what: str) -> NetemuCluster:
+    """A handle for ``options`` (the marker's): an emulated cluster named ``unique_name(name)``, or
+    with --netemu-kubeconfig a namespace ``netemu-<name>-<5 chars>`` on that cluster; the test is
+    skipped, with the reason, when it requires what the cluster lacks."""
+    options = dict(options)
+    nodes, requires = options.pop("nodes", 1), list(options.pop("requires", ()))
+    remote = config.stash.get(_REMOTE, None)
+    try:
+        if remote is None:
+            handle = NetemuCluster(nodes, name=unique_name(name, limit=32), **options)
+        else:
+            from netemu.pytest_remote import RemoteNetemuCluster
+            capabilities, why = _run_apart(remote.unmet(requires, nodes, options))
+            if why:
+                pytest.skip(why)
+            what = f"{what} (a namespace on {remote.target.host})"
+            handle = RemoteNetemuCluster(remote, capabilities, name=name, manifests=options.get("manifests", ()),
+                                         ready=options.get("ready", True), timeout=options.get("timeout", 30))
+    except NetemuError as exc:
+        pytest.fail(f"netemu: {what} did not start: {exc}", pytrace=False)
+    try:
+        handle.require(*requires)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 @pytest.fixture
@@ -366,10 +543,9 @@ def netemu_cluster(request: pytest.FixtureRequest) -> Iterator[NetemuCluster]:
     """A fresh cluster for this test, on a background thread; see the module docstring."""
     try:
         options = _marker_options(request)
-        nodes = options.pop("nodes", 1)
-        handle = NetemuCluster(nodes, name=_name_for(request), **options)
     except NetemuError as exc:
         pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
+    handle = _open(request.config, options, _test_name(request), "the cluster")
     try:
         yield handle
     finally:
@@ -389,10 +565,9 @@ def netemu_session_cluster(request: pytest.FixtureRequest, netemu_session_config
     """One cluster for the whole session, on a background thread."""
     try:
         options = _options(dict(netemu_session_config), Path(str(request.config.rootpath)))
-        nodes = options.pop("nodes", 1)
-        handle = NetemuCluster(nodes, name=unique_name("session"), **options)
     except NetemuError as exc:
         pytest.fail(f"netemu: the session cluster did not start: {exc}", pytrace=False)
+    handle = _open(request.config, options, "session", "the session cluster")
     try:
         yield handle
     finally:
@@ -409,12 +584,23 @@ else:
         """The cluster on the test's own event loop (``async def`` tests; never block in them)."""
         try:
             options = _marker_options(request)
-            nodes = options.pop("nodes", 1)
+        except NetemuError as exc:
+            pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
+        remote = request.config.stash.get(_REMOTE, None)
+        if remote is not None:
+            async for handle in _remote_async_cluster(remote, options, _test_name(request)):
+                yield handle
+            return
+        try:
+            nodes, requires = options.pop("nodes", 1), list(options.pop("requires", ()))
             manifests, ready, timeout = options.pop("manifests"), options.pop("ready", True), options.pop("timeout", 30)
             cluster = await start_cluster(nodes, name=_name_for(request), control_socket=False, **options)
         except NetemuError as exc:
             pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
         try:
+            lacking = missing(requires, cluster_capabilities(cluster))
+            if lacking:
+                pytest.skip(explain(lacking))
             if manifests:
                 try:
                     await cluster.apply(*manifests)
@@ -425,3 +611,25 @@ else:
             yield AsyncNetemuCluster(cluster)
         finally:
             await cluster.stop()
+
+    async def _remote_async_cluster(remote: Any, options: dict[str, Any], name: str) -> Any:
+        """``netemu_async_cluster`` with --netemu-kubeconfig: a namespace on that cluster, used from
+        the test's loop (its reads are as fresh as the last change or ``await c.settle()``)."""
+        from netemu.pytest_remote import host_runner
+        capabilities, why = await remote.unmet(list(options.get("requires", ())), options.get("nodes", 1), options)
+        if why:
+            pytest.skip(why)
+        cluster = remote.cluster_for(name, capabilities)
+        try:
+            try:
+                await cluster.open()
+                if options["manifests"]:
+                    await cluster.apply(*options["manifests"])
+                    if options.get("ready", True):
+                        await cluster.wait_ready(max(options.get("timeout", 30), cluster.wait_timeout))
+            except NetemuError as exc:
+                pytest.fail(f"netemu: the cluster (a namespace on {remote.target.host}) did not start: {exc}",
+                            pytrace=False)
+            yield AsyncNetemuCluster(cluster, host_runner(cluster))
+        finally:
+            await cluster.close()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from netemu.api.kinds import plural, qualified
-from netemu.api.objects import STORED_ONLY
+from netemu.api.objects import INGRESS_KINDS, STORED_ONLY
 from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ RESOURCE_NAMES = {
     "Node": "nodes", "StatefulSet": "statefulsets.apps", "ReplicaSet": "replicasets.apps", "DaemonSet": "daemonsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
     "ServiceAccount": "serviceaccounts",
     "Event": "events", "Impairment": "impairments.netemu.dev", "Partition": "partitions.netemu.dev",
-    "Job": "jobs.batch", "CronJob": "cronjobs.batch",
-    **{kind: qualified(kind, version, plural(kind)) for version, kind, _, _ in STORED_ONLY},
+    "Job": "jobs.batch", "CronJob": "cronjobs.batch", "NetworkPolicy": "networkpolicies.networking.k8s.io",
+    **{kind: qualified(kind, version, plural(kind)) for version, kind, _, _ in (*STORED_ONLY, *INGRESS_KINDS)},
 }
 
 

@@ -27,6 +27,7 @@ from netemu.kubeapi.typeinfo import fields_of
 _MODULES = {"io.k8s.api.core.v1": "core_v1", "io.k8s.api.apps.v1": "apps_v1",
             "io.k8s.api.discovery.v1": "discovery_v1", "io.k8s.api.events.v1": "events_v1",
             "io.k8s.api.batch.v1": "batch_v1", "io.k8s.api.authentication.v1": "authentication_v1",
+            "io.k8s.api.networking.v1": "networking_v1",
             "io.k8s.apimachinery.pkg.apis.meta.v1": "meta_v1"}
 _ITEM = re.compile(r"^\s*\* \*\*(\w+)\*\* ``[^`]*`` - (.*)$")
 _SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)\.(\s+(?=[A-Z(\"`])|$)")
@@ -45,7 +46,7 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     for line in params.splitlines():
         match = _ITEM.match(line)
         if match:
-            current = match.group(1)
+            current = match.group(1).removesuffix("_")  # Python keywords: except_, from_
             fields[current] = match.group(2)
         elif current and line.strip():
             fields[current] += " " + line.strip()

@@ -12,6 +12,7 @@ import yaml
 from kubeapi_support import KUBECTL, api_fixtures
 from netemu import printers
 from netemu.errors import ManifestErrors
+from netemu.networkpolicy import NOT_ENFORCED
 
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
@@ -67,7 +68,7 @@ def test_the_bundle_applies_and_says_what_is_only_stored(api, namespace):
     lines = api.apply(BUNDLE, namespace=namespace)
     note = " (stored only: netemu does not emulate this kind)"
     assert lines == ["serviceaccount/app created", "persistentvolumeclaim/data created" + note,
-                     "networkpolicy.networking.k8s.io/deny-all created" + note,
+                     "networkpolicy.networking.k8s.io/deny-all created", f"Warning: {NOT_ENFORCED}",
                      "role.rbac.authorization.k8s.io/app:reader created" + note,
                      "horizontalpodautoscaler.autoscaling/web created" + note, "configmap/settings created"]
     assert api.get("ConfigMap", "settings", namespace).data == {"mode": "fast"}

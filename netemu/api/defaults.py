@@ -56,6 +56,9 @@ def apply_defaults(obj: T) -> T:
         return _namespace(obj)  # type: ignore[return-value]
     if isinstance(obj, o.Secret):
         return _secret(obj)  # type: ignore[return-value]
+    if isinstance(obj, o.NetworkPolicy):  # networking.k8s.io/v1: netemu.api.networkpolicyrules
+        from .networkpolicyrules import default_network_policy
+        return default_network_policy(obj)  # type: ignore[return-value]
     if isinstance(obj, (o.Job, o.CronJob)):  # batch/v1: netemu.api.batchrules
         from . import batchrules
         return (batchrules.default_job(obj) if isinstance(obj, o.Job)  # type: ignore[return-value]

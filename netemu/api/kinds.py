@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from netemu.errors import NotFoundError
 
-from .objects import KIND_BY_NAME, STORED_ONLY
+from .objects import INGRESS_KINDS, KIND_BY_NAME, STORED_ONLY
 
 
 def plural(kind: str) -> str:
@@ -51,8 +51,10 @@ KIND_ALIASES = {
     "job": "Job", "jobs": "Job", "job.batch": "Job", "jobs.batch": "Job",
     "cj": "CronJob", "cronjob": "CronJob", "cronjobs": "CronJob", "cronjob.batch": "CronJob",
     "cronjobs.batch": "CronJob",
+    "netpol": "NetworkPolicy", "networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
+    "networkpolicy.networking.k8s.io": "NetworkPolicy", "networkpolicies.networking.k8s.io": "NetworkPolicy",
 }
-for _version, _kind, _namespaced, _shorts in STORED_ONLY:
+for _version, _kind, _namespaced, _shorts in (*STORED_ONLY, *INGRESS_KINDS):
     for _name in (_kind.lower(), plural(_kind)):
         KIND_ALIASES[_name] = KIND_ALIASES[qualified(_kind, _version, _name)] = _kind
     KIND_ALIASES.update((short, _kind) for short in _shorts)

@@ -1346,9 +1346,6 @@ STORED_ONLY: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ("v1", "LimitRange", True, ("limits",)),
     ("autoscaling/v2", "HorizontalPodAutoscaler", True, ("hpa",)),
     ("policy/v1", "PodDisruptionBudget", True, ("pdb",)),
-    ("networking.k8s.io/v1", "Ingress", True, ("ing",)),
-    ("networking.k8s.io/v1", "IngressClass", False, ()),
-    ("networking.k8s.io/v1", "NetworkPolicy", True, ("netpol",)),
     ("rbac.authorization.k8s.io/v1", "Role", True, ()),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", True, ()),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", False, ()),
@@ -1378,10 +1375,13 @@ def stored_only(obj_or_cls: Any) -> bool:
 
 
 from .batch import CronJob, Job  # noqa: E402  (batch/v1 types live in their own module)
+from .networkpolicy import NetworkPolicy  # noqa: E402  (networking.k8s.io/v1, its own module)
+from .ingress import KIND_TABLE as INGRESS_KINDS, Ingress, IngressClass  # noqa: E402  (netemu.api.ingress)
 
 TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, EndpointSlice,
                                      Node, ConfigMap, Secret, ServiceAccount, Event, Impairment, Partition,
-                                     Job, CronJob,
+                                     Job, CronJob, NetworkPolicy,
+                                     Ingress, IngressClass,
                                      *STORED_ONLY_TYPES)
 KINDS: dict[tuple[str, str], type] = {(t.API_VERSION, t.KIND): t for t in TOP_LEVEL_TYPES}
 KIND_BY_NAME: dict[str, type] = {t.KIND: t for t in TOP_LEVEL_TYPES}

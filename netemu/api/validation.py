@@ -1801,10 +1801,22 @@ def validate_stored_only(obj: Any) -> list[FieldProblem]:
 # --------------------------------------------------------------------------- entry points
 
 
+def _ingress_rules() -> Any:
+    """networking.k8s.io/v1 Ingress rules (``ingressrules`` imports this module)."""
+    from . import ingressrules
+    return ingressrules
+
+
 def _batch_rules() -> Any:
     """batch/v1's rules (``batchrules`` imports this module, so it is imported when first needed)."""
     from . import batchrules
     return batchrules
+
+
+def _network_policy_rules() -> Any:
+    """networking.k8s.io/v1 NetworkPolicy's rules (``networkpolicyrules`` imports this module)."""
+    from . import networkpolicyrules
+    return networkpolicyrules
 
 
 _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
@@ -1825,6 +1837,9 @@ _VALIDATORS: dict[type, Callable[[Any], list[FieldProblem]]] = {
     o.Partition: validate_partition,
     o.Job: lambda job: _batch_rules().validate_job(job),
     o.CronJob: lambda cj: _batch_rules().validate_cron_job(cj),
+    o.Ingress: lambda obj: _ingress_rules().validate_ingress_create(obj),
+    o.IngressClass: lambda obj: _ingress_rules().validate_ingress_class(obj),
+    o.NetworkPolicy: lambda np: _network_policy_rules().validate_network_policy(np),
     **{cls: validate_stored_only for cls in o.STORED_ONLY_TYPES},
 }
 
@@ -1927,6 +1942,12 @@ def validate_update(old: Any, new: Any) -> list[FieldProblem]:
         return _batch_rules().validate_job_update(old, new)
     if isinstance(new, o.CronJob):
         return _batch_rules().validate_cron_job_update(old, new)
+    if isinstance(new, o.Ingress):
+        return _ingress_rules().validate_ingress(new)
+    if isinstance(new, o.IngressClass):
+        return _ingress_rules().validate_ingress_class_update(old, new)
+    if isinstance(new, o.NetworkPolicy):
+        return _network_policy_rules().validate_network_policy_update(old, new)
     errs = validate(new)
     if isinstance(new, o.Node) and (new.spec.pod_cidr, new.spec.pod_cidrs) != (old.spec.pod_cidr, old.spec.pod_cidrs) \
             and old.spec.pod_cidrs:

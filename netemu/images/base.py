@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from netemu.errors import BackendError, ConflictError, InvalidError, NetemuError, NotFoundError
@@ -30,6 +31,12 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 async def _default_datagram_endpoint(protocol_factory: Callable[[], asyncio.BaseProtocol],
                                      **kwargs: Any) -> tuple[Any, Any]:
     return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, **kwargs)
+
+
+def _plain_socket(family: int, type: int) -> socket.socket:
+    sock = socket.socket(family, type)
+    sock.setblocking(False)
+    return sock
 
 
 def _discard_line(line: str) -> None:
@@ -52,6 +59,8 @@ class ContainerContext:
     log: Callable[[str], None]                # append one line to the container log
     start_server: StartServer                 # (client_connected_cb, host, port) -> server
     create_datagram_endpoint: CreateDatagramEndpoint  # (protocol_factory, local_addr=(h, p))
+    # (family, type) -> a non-blocking socket in the pod's network, for connections it makes
+    new_socket: Callable[[int, int], socket.socket] = field(default=lambda family, type: _plain_socket(family, type))
 
     @classmethod
     def plain(cls, *, pod_ip: str, image: str, pod_name: str = "pod", namespace: str = "default",

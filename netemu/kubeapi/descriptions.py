@@ -1682,19 +1682,195 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
             "type": "type is the type of this event (Normal, Warning), new types could be added in the future.",
         },
     ),
-    "io.k8s.api.networking.v1.Ingress": (
-        "networking.k8s.io/v1 Ingress: stored and served as given; netemu does not emulate it.",
+    "io.k8s.api.networking.v1.HTTPIngressPath": (
+        "HTTPIngressPath associates a path with a backend.",
         {
+            "backend": "backend defines the referenced service endpoint to which the traffic will be forwarded to.",
+            "path": "path is matched against the path of an incoming request.",
+            "pathType": "pathType determines the interpretation of the path matching.",
+        },
+    ),
+    "io.k8s.api.networking.v1.HTTPIngressRuleValue": (
+        "HTTPIngressRuleValue is a list of http selectors pointing to backends.",
+        {
+            "paths": "paths is a collection of paths that map requests to backends.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IPBlock": (
+        "IPBlock describes a particular CIDR (Ex.",
+        {
+            "cidr": (
+                "cidr is a string representing the IPBlock Valid examples are \"192.168.1.0/24\" or \"2001:db8::/64\""
+            ),
+            "except": (
+                "except is a slice of CIDRs that should not be included within an IPBlock Valid examples are "
+                "\"192.168.1.0/24\" or \"2001:db8::/64\" Except values will be rejected if they are outside the cidr "
+                "range"
+            ),
+        },
+    ),
+    "io.k8s.api.networking.v1.Ingress": (
+        "Ingress is a collection of rules that allow inbound connections to reach the endpoints defined by a "
+        "backend.",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "metadata is the standard object metadata.",
+            "spec": "spec is the desired state of the Ingress.",
+            "status": "status is the current state of the Ingress.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressBackend": (
+        "IngressBackend describes all endpoints for a given service and port.",
+        {
+            "resource": (
+                "resource is an ObjectRef to another Kubernetes resource in the namespace of the Ingress object."
+            ),
+            "service": "service references a service as a backend.",
         },
     ),
     "io.k8s.api.networking.v1.IngressClass": (
-        "networking.k8s.io/v1 IngressClass: stored and served as given; netemu does not emulate it.",
+        "IngressClass represents the class of the Ingress, referenced by the Ingress Spec.",
         {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "metadata is the standard object metadata.",
+            "spec": "spec is the desired state of the IngressClass.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressClassSpec": (
+        "IngressClassSpec provides information about the class of an Ingress.",
+        {
+            "controller": "controller refers to the name of the controller that should handle this class.",
+            "parameters": (
+                "parameters is a link to a custom resource containing additional configuration for the controller."
+            ),
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressLoadBalancerIngress": (
+        "IngressLoadBalancerIngress represents the status of a load-balancer ingress point.",
+        {
+            "hostname": "hostname is set for load-balancer ingress points that are DNS based.",
+            "ip": "ip is set for load-balancer ingress points that are IP based.",
+            "ports": "ports provides information about the ports exposed by this LoadBalancer.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressLoadBalancerStatus": (
+        "IngressLoadBalancerStatus represents the status of a load-balancer.",
+        {
+            "ingress": "ingress is a list containing ingress points for the load-balancer.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressPortStatus": (
+        "IngressPortStatus represents the error condition of a service port",
+        {
+            "error": (
+                "error is to record the problem with the service port The format of the error shall comply with "
+                "the following rules: - built-in error values shall be specified in this file and those shall use "
+                "CamelCase names - cloud provider specific error values must have names that comply with the "
+                "format foo.example.com/CamelCase."
+            ),
+            "port": "port is the port number of the ingress port.",
+            "protocol": "protocol is the protocol of the ingress port.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressRule": (
+        "IngressRule represents the rules mapping the paths under a specified host to the related backend "
+        "services.",
+        {
+            "host": "host is the fully qualified domain name of a network host, as defined by RFC 3986.",
+            "http": "http is a HTTP IngressRuleValue, which contains a list of http selectors",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressServiceBackend": (
+        "IngressServiceBackend references a Kubernetes Service as a Backend.",
+        {
+            "name": "name is the referenced service.",
+            "port": "port of the referenced service.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressSpec": (
+        "IngressSpec describes the Ingress the user wishes to exist.",
+        {
+            "defaultBackend": (
+                "defaultBackend is the backend that should handle requests that don't match any rule."
+            ),
+            "ingressClassName": "ingressClassName is the name of an IngressClass cluster resource.",
+            "rules": "rules is a list of host rules used to configure the Ingress.",
+            "tls": "tls represents the TLS configuration.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressStatus": (
+        "IngressStatus describe the current state of the Ingress.",
+        {
+            "loadBalancer": "loadBalancer contains the current status of the load-balancer.",
+        },
+    ),
+    "io.k8s.api.networking.v1.IngressTLS": (
+        "IngressTLS describes the transport layer security associated with an ingress.",
+        {
+            "hosts": "hosts is a list of hosts included in the TLS certificate.",
+            "secretName": "secretName is the name of the secret used to terminate TLS traffic on port 443.",
         },
     ),
     "io.k8s.api.networking.v1.NetworkPolicy": (
-        "networking.k8s.io/v1 NetworkPolicy: stored and served as given; netemu does not emulate it.",
+        "NetworkPolicy describes what network traffic is allowed for a set of Pods",
         {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "metadata is the standard object metadata.",
+            "spec": "spec represents the specification of the desired behavior for this NetworkPolicy.",
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicyEgressRule": (
+        "NetworkPolicyEgressRule describes a particular set of traffic that is allowed out of pods matched by a "
+        "NetworkPolicySpec's podSelector.",
+        {
+            "ports": "ports is a list of destination ports for outgoing traffic.",
+            "to": "to is a list of destinations for outgoing traffic of pods selected for this rule.",
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicyIngressRule": (
+        "NetworkPolicyIngressRule describes a particular set of traffic that is allowed to the pods matched by a "
+        "NetworkPolicySpec's podSelector.",
+        {
+            "from": "from is a list of sources which should be able to access the pods selected for this rule.",
+            "ports": "ports is a list of ports which should be made accessible on the pods selected for this rule.",
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicyPeer": (
+        "NetworkPolicyPeer describes a peer to allow traffic to/from.",
+        {
+            "ipBlock": "ipBlock defines policy on a particular IPBlock.",
+            "namespaceSelector": "namespaceSelector selects namespaces using cluster-scoped labels.",
+            "podSelector": "podSelector is a label selector which selects pods.",
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicyPort": (
+        "NetworkPolicyPort describes a port to allow traffic on",
+        {
+            "endPort": (
+                "endPort indicates that the range of ports from port to endPort if set, inclusive, should be "
+                "allowed by the policy."
+            ),
+            "port": "port represents the port on the given protocol.",
+            "protocol": "protocol represents the protocol (TCP, UDP, or SCTP) which traffic must match.",
+        },
+    ),
+    "io.k8s.api.networking.v1.NetworkPolicySpec": (
+        "NetworkPolicySpec provides the specification of a NetworkPolicy",
+        {
+            "egress": "egress is a list of egress rules to be applied to the selected pods.",
+            "ingress": "ingress is a list of ingress rules to be applied to the selected pods.",
+            "podSelector": "podSelector selects the pods to which this NetworkPolicy object applies.",
+            "policyTypes": "policyTypes is a list of rule types that the NetworkPolicy relates to.",
+        },
+    ),
+    "io.k8s.api.networking.v1.ServiceBackendPort": (
+        "ServiceBackendPort is the service port being referenced.",
+        {
+            "name": "name is the name of the port on the Service.",
+            "number": "number is the numerical port number (e.g. 80) on the Service.",
         },
     ),
     "io.k8s.api.policy.v1.PodDisruptionBudget": (

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netemu.api.kinds import plural
-from netemu.api.objects import STORED_ONLY, TOP_LEVEL_TYPES
+from netemu.api.objects import INGRESS_KINDS, STORED_ONLY, TOP_LEVEL_TYPES
 from netemu.errors import NotFoundError
 
 from .eventsv1 import GROUP as EVENTS_GROUP, VERSION as EVENTS_VERSION, EventV1
@@ -20,7 +20,7 @@ WRITE_VERBS = ("create", "delete", "patch", "update")
 _SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), "StatefulSet": ("sts",),
                 "ReplicaSet": ("rs",), "DaemonSet": ("ds",),
                 "Namespace": ("ns",), "Node": ("no",), "EndpointSlice": (), "ConfigMap": ("cm",), "ServiceAccount": ("sa",),
-                "Event": ("ev",), "CronJob": ("cj",), **{kind: shorts for _, kind, _, shorts in STORED_ONLY}}
+                "Event": ("ev",), "CronJob": ("cj",), "NetworkPolicy": ("netpol",), **{kind: shorts for _, kind, _, shorts in (*STORED_ONLY, *INGRESS_KINDS)}}
 _CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",),
                "ReplicaSet": ("all",), "DaemonSet": ("all",),
                "Job": ("all",), "CronJob": ("all",),

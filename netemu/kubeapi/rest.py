@@ -303,6 +303,7 @@ class Rest:
             stored = self.apiserver.admit(obj, create=True, dry_run=query.dry_run)
         except NetemuError as exc:
             raise self._error(exc, r, obj.metadata.name) from exc
+        query.warnings += self.apiserver.warnings_for(stored)
         return encode(stored)
 
     def update(self, r: Resource, namespace: str, name: str, body: Any, query: Query) -> dict[str, Any]:
@@ -313,6 +314,7 @@ class Rest:
                                           dry_run=query.dry_run)
         except NetemuError as exc:
             raise self._error(exc, r, name) from exc
+        query.warnings += self.apiserver.warnings_for(stored)
         return encode(stored)
 
     def patch(self, r: Resource, namespace: str, name: str, content_type: str, body: Any,

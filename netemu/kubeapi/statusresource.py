@@ -19,7 +19,7 @@ from .resources import Resource
 from .status import ApiError, bad_request
 from .wire import encode
 
-STATUS_KINDS = frozenset({"Pod", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"})
+STATUS_KINDS = frozenset({"Pod", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Ingress"})
 STATUS_VERBS = ("get", "patch", "update")
 
 

@@ -27,7 +27,8 @@ KNOWN: dict[str, str] = {
     "partition": "network partitions between nodes, Cluster.partition and heal",
     "capture": "packet capture to pcapng, Cluster.start_capture (netns backend)",
     "load-balancer": "LoadBalancer Services that get an ingress address",
-    "network-policy": "NetworkPolicy enforced by the network plugin",
+    "network-policy": ("NetworkPolicy enforced by the network plugin (netns backend; on loopback pods share "
+                       "the host's stack and policies are stored without effect)"),
 }
 HOST = frozenset({"root", "privileged-ports"})
 

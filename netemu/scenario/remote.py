@@ -23,12 +23,14 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from netemu import api
 from netemu.api.kinds import resolve_kind
 from netemu.api.objects import KIND_BY_NAME
-from netemu.errors import ClusterError, NetemuError, NotFoundError, WaitTimeoutError
+from netemu.errors import ClusterError, NetemuError, NotFoundError, PodsStuckError, WaitTimeoutError
+from netemu.readiness import stuck_pods
 from netemu.scenario.remote_api import KubeTarget, qualified_name
 from netemu.scenario.selectors import parse_selector
 from netemu.scenario.step_objects import is_ready, pod_state
@@ -295,6 +297,24 @@ class RemoteCluster:
                                f"({d.status.ready_replicas}/{want} ready)")
         return out
 
+    async def wait_ready(self, timeout: float) -> None:
+        """Until every pod of the scenario is ready: a PodsStuckError as soon as one never will be
+        (``readiness.stuck_pods``), a WaitTimeoutError naming what is pending, with the Warning events."""
+        stuck: list[Any] = []
+
+        def settled() -> bool:
+            stuck[:] = stuck_pods(self.list("Pod"))
+            return bool(stuck) or not self.not_ready()
+        try:
+            await self.wait_for(settled, timeout, "pods to be ready")
+        except WaitTimeoutError as exc:
+            pending = self.not_ready()
+            events = await asyncio.to_thread(warning_events, self)
+            lines = [f"{exc}: still waiting for {', '.join(pending[:10])}", *events]
+            raise WaitTimeoutError("\n".join(lines)) from None
+        if stuck:
+            raise PodsStuckError("\n".join(["pods that will not become ready:", *(f"  {s}" for s in stuck)]))
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
         """Refresh and check ``predicate`` every ``POLL_INTERVAL`` until true or ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -308,17 +328,20 @@ class RemoteCluster:
 
     # ------------------------------------------------------------------ changes
 
-    def _manifests(self, sources: Any) -> list[Any]:
+    def _manifests(self, sources: Any, namespace: str | None = None) -> list[Any]:
+        """Decoded manifests from what ``Cluster.apply`` takes: manifests, paths, YAML text, dicts."""
         out: list[Any] = []
         for src in sources:
             if isinstance(src, api.Manifest):
                 out.append(src)
+            elif isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and Path(src).exists()):
+                out += api.load_paths([str(src)], namespace=namespace)
             elif isinstance(src, dict):
-                out += api.load_data(src, source="<dict>")
+                out += api.load_data(src, source="<dict>", namespace=namespace)
             elif isinstance(src, str):
-                out += api.load_text(src, source="<text>")
+                out += api.load_text(src, source="<text>", namespace=namespace)
             elif isinstance(src, (list, tuple)):
-                out += self._manifests(src)
+                out += self._manifests(src, namespace)
             else:
                 raise TypeError(f"cannot apply {type(src).__name__}")
         return out
@@ -351,7 +374,7 @@ class RemoteCluster:
 
     async def apply(self, *sources: Any, namespace: str | None = None) -> list[str]:
         """Server-side apply, namespaces first; the first refusal stops (and is the error)."""
-        manifests = sorted(self._manifests(sources), key=lambda m: m.obj.kind != "Namespace")
+        manifests = sorted(self._manifests(sources, namespace), key=lambda m: m.obj.kind != "Namespace")
         lines = []
         try:
             for m in manifests:

@@ -16,13 +16,12 @@ import time
 from typing import Any, TextIO
 
 from netemu.config import ClusterConfig
-from netemu.errors import NetemuError, PodsStuckError, WaitTimeoutError
-from netemu.readiness import stuck_pods
+from netemu.errors import NetemuError, WaitTimeoutError
 from netemu.scenario.capabilities import KNOWN, host_capabilities, missing
 from netemu.scenario.model import Scenario, load_scenarios
 from netemu.scenario.remote import (
     DEFAULT_CLIENT_IMAGE, DEFAULT_WAIT_TIMEOUT, SCENARIO_LABEL, RemoteCluster, namespace_name,
-    scenario_slug, warning_events,
+    scenario_slug,
 )
 from netemu.scenario.remote_api import KubeTarget
 from netemu.scenario.remote_traffic import RemoteContext
@@ -176,28 +175,12 @@ async def _apply_manifests(ctx: RemoteContext, scenario: Scenario, cluster: Remo
                    for s in scenario.manifests]
         manifests = [m for source in sources for m in source.load()]
         lines = await cluster.apply(*manifests)
-        await _pods_ready(cluster, cluster.wait_timeout)
+        await cluster.wait_ready(cluster.wait_timeout)
     except NetemuError as exc:
         return StepResult("manifests", "apply manifests", False, time.monotonic() - started, str(exc))
     names = ", ".join(f"{m.obj.kind.lower()}/{m.obj.metadata.name}" for m in manifests)
     return StepResult("manifests", f"apply manifests: {names}; all pods ready", True, time.monotonic() - started,
                       "", "\n".join(lines))
-
-
-async def _pods_ready(cluster: RemoteCluster, timeout: float) -> None:
-    stuck: list[Any] = []
-
-    def settled() -> bool:
-        stuck[:] = stuck_pods(cluster.list("Pod"))
-        return bool(stuck) or not cluster.not_ready()
-    try:
-        await cluster.wait_for(settled, timeout, "pods to be ready")
-    except WaitTimeoutError as exc:
-        pending = cluster.not_ready()
-        events = await asyncio.to_thread(warning_events, cluster)
-        raise WaitTimeoutError("\n".join([f"{exc}: still waiting for {', '.join(pending[:10])}", *events])) from None
-    if stuck:
-        raise PodsStuckError("\n".join(["pods that will not become ready:", *(f"  {s}" for s in stuck)]))
 
 
 async def run_remote_scenario(scenario: Scenario, reporter: TextReporter, *, keep: bool = False,
