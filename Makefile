@@ -41,6 +41,7 @@ bench: $(STAMP)
 	./scripts/isolated $(BIN)/python bench/dns.py
 	./scripts/isolated $(BIN)/python bench/netns.py
 	./scripts/isolated $(BIN)/python bench/api.py
+	./scripts/isolated $(BIN)/python bench/ingress.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,6 +26,7 @@ SKIPPED_REMOTELY = {
     "Container to container over localhost": "names a netemu backend",
     "LoadBalancer with externalTrafficPolicy Local, a client on the host": "names a netemu backend",  # *
     "NetworkPolicy, deny all ingress then allow frontend to backend": "the Kubernetes API does not tell",
+    "NetworkPolicy, deny all egress but allow DNS": "the Kubernetes API does not tell",
     "Delay on a node's links, seen as round-trip time": "Chaos Mesh",
     "A node goes down, the Service keeps answering": "not offered by the Kubernetes API",  # *
     "A network partition between nodes, then heal": "Chaos Mesh",

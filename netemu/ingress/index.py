@@ -3,7 +3,8 @@
 ``IngressIndex`` follows IngressClasses, Ingresses, Services and EndpointSlices, decides which
 Ingresses are netemu's (their class's controller is ``netemu.dev/ingress``, or they name no class
 and netemu's class is the default), and after each burst of changes swaps in a new
-``routes.RouteTable`` (open connections keep running; the next request sees the new table). It
+``routes.RouteTable`` (open connections keep running; the next request sees the new table), and,
+following Secrets too, a new ``tls.CertificateTable`` (the next TLS handshake sees it). It
 also acts as the controller for ``status``: every owned Ingress gets the controller Service's
 load-balancer address in ``status.loadBalancer.ingress``, and the controller's objects are created
 (``system.controller_manifests``) when the first owned Ingress appears.
@@ -21,10 +22,10 @@ from netemu.api.ingress import (
 from netemu.api.objects import EndpointSlice, Service
 from netemu.store import Store
 
-from . import routes, system
+from . import routes, system, tls
 
 log = logging.getLogger(__name__)
-KINDS = ("IngressClass", "Ingress", "Service", "EndpointSlice")
+KINDS = ("IngressClass", "Ingress", "Service", "EndpointSlice", "Secret")
 
 
 class IngressIndex:
@@ -34,6 +35,7 @@ class IngressIndex:
         self._controller_requested = False
         self._scheduled = False
         self.table = routes.RouteTable()
+        self.certificates = tls.CertificateTable()
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -81,6 +83,9 @@ class IngressIndex:
             if svc:
                 slices.setdefault((eps.metadata.namespace, svc), []).append(eps)
         self.table = routes.build(owned, services, slices)
+        wanted = {(i.metadata.namespace, t.secret_name) for i in owned for t in i.spec.tls}
+        secrets = {key: s for key in wanted if (s := self._store.get("Secret", *key)) is not None}
+        self.certificates = tls.build(owned, secrets, self.certificates)
         if owned and not self._controller_requested:
             self._controller_requested = True
             self._create_controller()

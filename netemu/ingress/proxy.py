@@ -3,7 +3,8 @@
 Each request is routed by its Host header and path through the index's current
 ``routes.RouteTable`` (read per request, so route changes reach open keep-alive connections at
 their next request), sent to one ready endpoint of the backend Service (round-robin) over a
-keep-alive client pool, with ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` / ``X-Real-IP`` set
+keep-alive client pool (an ``Upgrade`` request, WebSocket, on a connection of its own: see
+``upgrade``), with ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` / ``X-Real-IP`` set
 as ingress-nginx sets them and the client's Host passed on. Bodies stream both ways (chunked when
 the length is unknown). No route: 404; a backend without ready endpoints (or without its Service):
 503; an endpoint that refuses or breaks: 502. The answers carry ingress-nginx's small HTML pages.
@@ -14,11 +15,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from typing import Any, Callable
 
 import aiohttp
 from aiohttp import web
 
+from . import upgrade
 from .routes import RouteTable, strip_port
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class IngressProxy:
         self._session: aiohttp.ClientSession | None = None
         self._server: web.Server | None = None
         self.listener: Any = None
+        self.tls_listener: Any = None
 
     async def serve(self, sock: socket.socket) -> Any:
         loop = asyncio.get_running_loop()
@@ -81,9 +85,16 @@ class IngressProxy:
         self.listener = await loop.create_server(self._server, sock=sock)
         return self.listener
 
+    async def serve_tls(self, sock: socket.socket, context: ssl.SSLContext) -> Any:
+        """Also serve HTTPS on ``sock`` (after ``serve``), terminating TLS with ``context``."""
+        assert self._server is not None, "serve() first"
+        self.tls_listener = await asyncio.get_running_loop().create_server(self._server, sock=sock, ssl=context)
+        return self.tls_listener
+
     async def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
+        for listener in (self.listener, self.tls_listener):
+            if listener is not None:
+                listener.close()
         if self._server is not None:
             await self._server.shutdown(1.0)
         if self._session is not None:
@@ -98,6 +109,13 @@ class IngressProxy:
         if endpoint is None:
             return _page(503, "Service Temporarily Unavailable")
         ip, port = endpoint
+        if upgrade.is_upgrade(request):
+            try:
+                return await upgrade.relay(request, ip, port, _forward_headers(request, host), self._new_socket,
+                                           HOP_BY_HOP)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.info("ingress: upgrade %s %s → %s:%s failed: %s", request.method, request.path, ip, port, exc)
+                return _page(502, "Bad Gateway")
         url = f"http://{ip}:{port}{request.raw_path}"
         assert self._session is not None
         data = request.content if request.body_exists else None

@@ -44,15 +44,15 @@ class PathRule:
     path_type: str
     backend: Backend
 
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return _elements(self.path)
+    elements: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    def matches(self, request_path: str) -> bool:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "elements", _elements(self.path))
+
+    def matches(self, request_path: str, request_elements: tuple[str, ...]) -> bool:
         if self.path_type == "Exact":
             return request_path == self.path
-        prefix = self.elements
-        return _elements(request_path)[:len(prefix)] == prefix
+        return request_elements[:len(self.elements)] == self.elements
 
     def rank(self) -> tuple[int, int, int]:
         return (len(self.elements), 1 if self.path_type == "Exact" else 0, len(self.path))
@@ -77,7 +77,8 @@ class RouteTable:
             rules = self.wildcard.get(parent) if dot else None
         if rules is None:
             rules = self.any_host
-        found = [r for r in rules if r.matches(path)]
+        elements = _elements(path)
+        found = [r for r in rules if r.matches(path, elements)]
         if found:
             return max(found, key=PathRule.rank).backend
         return self.default

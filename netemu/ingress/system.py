@@ -5,8 +5,9 @@ The IngressClass (controller ``netemu.dev/ingress``, marked default) exists from
 controller's Namespace, Deployment and Service are created when the first Ingress of that class
 appears, so clusters without Ingresses run no extra pod. The Service is an ordinary
 ``type: LoadBalancer`` Service: its address comes from the load-balancer pool, its NodePorts from
-the NodePort range, and the service proxy carries traffic to the controller pod, whose container
-(the built-in image ``netemu.dev/ingress-controller``) is the L7 proxy.
+the NodePort range, and the service proxy carries traffic (HTTP on 80, HTTPS on 443) to the
+controller pod, whose container (the built-in image ``netemu.dev/ingress-controller``) is the L7
+proxy.
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def container_port() -> int:
     return 80 if os.geteuid() == 0 else 8080
 
 
+def container_tls_port() -> int:
+    """443 where this process may bind it, else 8443."""
+    return 443 if os.geteuid() == 0 else 8443
+
+
 CLASS_MANIFEST = f"""
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -37,7 +43,7 @@ spec:
 
 
 def controller_manifests() -> str:
-    port = container_port()
+    port, tls_port = container_port(), container_tls_port()
     return f"""
 apiVersion: v1
 kind: Namespace
@@ -56,6 +62,7 @@ spec:
   selector: {{app.kubernetes.io/name: netemu-ingress, app.kubernetes.io/component: controller}}
   ports:
   - {{name: http, port: 80, protocol: TCP, targetPort: http}}
+  - {{name: https, port: 443, protocol: TCP, targetPort: https}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -75,4 +82,5 @@ spec:
         image: {IMAGE}
         ports:
         - {{name: http, containerPort: {port}, protocol: TCP}}
+        - {{name: https, containerPort: {tls_port}, protocol: TCP}}
 """

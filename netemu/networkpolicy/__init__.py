@@ -1,5 +1,6 @@
-"""NetworkPolicy: the policy model (``model``), its nftables form (``nftables``) and the enforcer
-that keeps a netns cluster's nodes in step (``enforcer``).
+"""NetworkPolicy: the policy model (``model``), its nftables form (``nftables``), that form kept up
+to date change by change (``state``) and the enforcer that keeps a netns cluster's nodes in step
+(``enforcer``).
 
 ``attach(cluster)`` wires it into a starting cluster: on the netns backend the enforcer runs; on
 the loopback backend pods share the host's network stack and nothing can filter between them, so

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from netemu.api.labels import selector_matches
 from netemu.api.networkpolicy import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
@@ -64,18 +64,18 @@ class NodeRules:
     egress: Mapping[str, str] = field(default_factory=dict)
 
 
-def _ipv4(pod: PodFacts) -> str | None:
+def ipv4(pod: PodFacts) -> str | None:
     for ip in pod.ips:
         if ipaddress.ip_address(ip).version == 4:
             return ip
     return None
 
 
-def _chain_name(direction: str, ip: str) -> str:
+def chain_name(direction: str, ip: str) -> str:
     return f"{'in' if direction == INGRESS else 'out'}-{int(ipaddress.IPv4Address(ip)):08x}"
 
 
-def _set_name(policy: NetworkPolicy, direction: str, index: int) -> str:
+def set_name(policy: NetworkPolicy, direction: str, index: int) -> str:
     key = policy.metadata.uid or f"{policy.metadata.namespace}/{policy.metadata.name}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return f"r{digest}-{'i' if direction == INGRESS else 'e'}{index}"
@@ -115,7 +115,7 @@ def _block(peer: NetworkPolicyPeer, side: str) -> str:
     return text
 
 
-def _selector_key(selector: LabelSelector) -> tuple[object, ...]:
+def selector_key(selector: LabelSelector) -> tuple[object, ...]:
     return (tuple(sorted(selector.match_labels.items())),
             tuple((r.key, r.operator, r.values) for r in selector.match_expressions))
 
@@ -127,7 +127,7 @@ def _join(*parts: str) -> str:
 class _Renderer:
     def __init__(self, pods: Sequence[PodFacts], namespace_labels: Mapping[str, Mapping[str, str]],
                  policies: Sequence[NetworkPolicy]):
-        self.pods = [p for p in pods if _ipv4(p)]
+        self.pods = [p for p in pods if ipv4(p)]
         self.pods_by_namespace: dict[str, list[PodFacts]] = {}
         for pod in self.pods:
             self.pods_by_namespace.setdefault(pod.namespace, []).append(pod)
@@ -139,7 +139,7 @@ class _Renderer:
         self._memo: dict[tuple[object, ...], list[str]] = {}
 
     def _namespaces(self, selector: LabelSelector) -> list[str]:
-        key = ("ns", _selector_key(selector))
+        key = ("ns", selector_key(selector))
         if key not in self._memo:
             self._memo[key] = [ns for ns in self.pods_by_namespace
                                if selector_matches(selector, self.namespace_labels.get(ns, {}))]
@@ -147,9 +147,9 @@ class _Renderer:
 
     def _selected(self, namespace: str, selector: LabelSelector | None) -> list[str]:
         """Addresses of the pods of ``namespace`` that ``selector`` matches (None: all of them)."""
-        key = (namespace, _selector_key(selector) if selector is not None else None)
+        key = (namespace, selector_key(selector) if selector is not None else None)
         if key not in self._memo:
-            self._memo[key] = [_ipv4(p) or "" for p in self.pods_by_namespace.get(namespace, ())
+            self._memo[key] = [ipv4(p) or "" for p in self.pods_by_namespace.get(namespace, ())
                                if selector is None or selector_matches(selector, p.labels)]
         return self._memo[key]  # type: ignore[return-value]
 
@@ -161,7 +161,7 @@ class _Renderer:
     def _peer_set(self, policy: NetworkPolicy, direction: str, index: int,
                   peers: Sequence[NetworkPolicyPeer]) -> str:
         """The set of pods the rule's selector peers match, made once per node."""
-        name = _set_name(policy, direction, index)
+        name = set_name(policy, direction, index)
         if name not in self.sets:
             ns = policy.metadata.namespace
             self.sets[name] = frozenset(ip for peer in peers if peer.ip_block is None
@@ -170,39 +170,75 @@ class _Renderer:
 
     def _egress_named(self, ports: Sequence[NetworkPolicyPort], peers: Sequence[NetworkPolicyPeer],
                       ns: str) -> list[str]:
-        """Egress rules with named ports: resolved on each destination pod, grouped by what they resolve to."""
-        by_match: dict[str, set[str]] = {}
-        for pod in self.pods:
-            ip = _ipv4(pod) or ""
-            if peers and not any(peer_matches(peer, ns, Endpoint(ip, pod), self.namespace_labels) for peer in peers):
-                continue
-            for match in _port_matches(ports, pod.named_ports):
-                by_match.setdefault(match, set()).add(ip)
-        return [_join(f"ip daddr {{ {_elements(ips)} }}", match, "return") for match, ips in sorted(by_match.items())]
+        return egress_named_rules(self.pods, self.namespace_labels, ports, peers, ns)
 
     def chain(self, pod: PodFacts, direction: str) -> tuple[str, ...] | None:
         selecting = policies_for(self.policies_by_namespace.get(pod.namespace, ()), pod, direction)
         if not selecting:
             return None
-        side = "saddr" if direction == INGRESS else "daddr"
         rules: list[str] = []
         for policy in selecting:
-            ns = policy.metadata.namespace
-            for index, rule in enumerate(policy.spec.ingress if direction == INGRESS else policy.spec.egress):
-                peers = rule.from_ if direction == INGRESS else rule.to  # type: ignore[union-attr]
-                if direction == EGRESS and any(isinstance(p.port, str) for p in rule.ports):
-                    rules += self._egress_named(rule.ports, peers, ns)
-                    continue
-                matches = _port_matches(rule.ports, pod.named_ports if direction == INGRESS else None)
-                peer_exprs: list[str] = []
-                if not peers:
-                    peer_exprs.append("")
-                if any(p.ip_block is None for p in peers):
-                    peer_exprs.append(f"ip {side} @{self._peer_set(policy, direction, index, peers)}")
-                peer_exprs += [_block(p, side) for p in peers if p.ip_block is not None]
-                rules += [_join(peer, match, "return") for peer in peer_exprs for match in matches]
+            rules += policy_rules(policy, direction, pod.named_ports,
+                                  lambda index, peers, p=policy: self._peer_set(p, direction, index, peers),
+                                  self._egress_named)
         rules.append("drop")
         return tuple(rules)
+
+
+def peer_set_ips(pods: Iterable[PodFacts], namespace_labels: Mapping[str, Mapping[str, str]],
+                 peers: Sequence[NetworkPolicyPeer], namespace: str) -> frozenset[str]:
+    """The addresses of the pods a rule's selector peers match (what its set holds)."""
+    return frozenset(ip for pod in pods if (ip := ipv4(pod))
+                     and any(peer_matches(peer, namespace, Endpoint(ip, pod), namespace_labels)
+                             for peer in peers if peer.ip_block is None))
+
+
+def egress_named_rules(pods: Iterable[PodFacts], namespace_labels: Mapping[str, Mapping[str, str]],
+                       ports: Sequence[NetworkPolicyPort], peers: Sequence[NetworkPolicyPeer], ns: str) -> list[str]:
+    """Egress rules with named ports: resolved on each destination pod, grouped by what they resolve to."""
+    by_match: dict[str, set[str]] = {}
+    for pod in pods:
+        ip = ipv4(pod)
+        if not ip:
+            continue
+        if peers and not any(peer_matches(peer, ns, Endpoint(ip, pod), namespace_labels) for peer in peers):
+            continue
+        for match in _port_matches(ports, pod.named_ports):
+            by_match.setdefault(match, set()).add(ip)
+    return [_join(f"ip daddr {{ {_elements(ips)} }}", match, "return") for match, ips in sorted(by_match.items())]
+
+
+def has_egress_named_ports(policy: NetworkPolicy) -> bool:
+    return any(isinstance(p.port, str) for rule in policy.spec.egress for p in rule.ports)
+
+
+def has_ingress_named_ports(policy: NetworkPolicy) -> bool:
+    return any(isinstance(p.port, str) for rule in policy.spec.ingress for p in rule.ports)
+
+
+def policy_rules(policy: NetworkPolicy, direction: str, named_ports: Mapping[str, tuple[int, str]],
+                 set_for: Callable[[int, Sequence[NetworkPolicyPeer]], str],
+                 egress_named: Callable[[Sequence[NetworkPolicyPort], Sequence[NetworkPolicyPeer], str], list[str]],
+                 ) -> list[str]:
+    """The rules ``policy`` adds to the ``direction`` chain of a pod it selects (whose named ports
+    are ``named_ports``); ``set_for(index, peers)`` names the set of a rule's selector peers."""
+    side = "saddr" if direction == INGRESS else "daddr"
+    ns = policy.metadata.namespace
+    rules: list[str] = []
+    for index, rule in enumerate(policy.spec.ingress if direction == INGRESS else policy.spec.egress):
+        peers = rule.from_ if direction == INGRESS else rule.to  # type: ignore[union-attr]
+        if direction == EGRESS and any(isinstance(p.port, str) for p in rule.ports):
+            rules += egress_named(rule.ports, peers, ns)
+            continue
+        matches = _port_matches(rule.ports, named_ports if direction == INGRESS else None)
+        peer_exprs: list[str] = []
+        if not peers:
+            peer_exprs.append("")
+        if any(p.ip_block is None for p in peers):
+            peer_exprs.append(f"ip {side} @{set_for(index, peers)}")
+        peer_exprs += [_block(p, side) for p in peers if p.ip_block is not None]
+        rules += [_join(peer, match, "return") for peer in peer_exprs for match in matches]
+    return rules
 
 
 def render(local: Sequence[PodFacts], pods: Sequence[PodFacts], namespace_labels: Mapping[str, Mapping[str, str]],
@@ -212,13 +248,13 @@ def render(local: Sequence[PodFacts], pods: Sequence[PodFacts], namespace_labels
     chains: dict[str, tuple[str, ...]] = {}
     maps: dict[str, dict[str, str]] = {INGRESS: {}, EGRESS: {}}
     for pod in local:
-        ip = _ipv4(pod)
+        ip = ipv4(pod)
         if ip is None:
             continue
         for direction in (INGRESS, EGRESS):
             rules = r.chain(pod, direction)
             if rules is not None:
-                name = _chain_name(direction, ip)
+                name = chain_name(direction, ip)
                 chains[name] = rules
                 maps[direction][ip] = name
     return NodeRules(r.sets, chains, maps[INGRESS], maps[EGRESS])

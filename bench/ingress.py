@@ -1,0 +1,187 @@
+"""Benchmark netemu's ingress controller against HAProxy in HTTP mode with the same route.
+
+    .venv/bin/python bench/ingress.py [--seconds 5] [--rounds 3]     (inside scripts/isolated)
+
+Starts a one-node cluster (loopback backend, uvloop, one thread, as netemu runs), a backend pod
+whose container is a small fixed-answer HTTP/1.1 server in a process of its own (so that both
+proxies reach the same, equally fast backend), and an Ingress routing host ``bench.test`` path
+``/api`` (Prefix) to its Service. HAProxy 2.x (``mode http``, one thread) routes the same host and
+path (``hdr(host)`` + ``path_beg``) to the same pod. wrk (``-t2 -c50``, keep-alive, ``Host:
+bench.test``) measures requests per second through each: the ingress controller pod directly (its
+pod IP and port, the L7 hop alone, as HAProxy is measured), through the Ingress's LoadBalancer
+address (adding netemu's L4 service proxy, as clients reach it), and HAProxy. Each round runs the
+targets in turn; the table shows medians over ``--rounds`` rounds and the ratio ingress/HAProxy
+measured in this run (goal: at least 0.7). Only 127.x addresses are used; HAProxy and wrk are child
+processes, stopped by pid.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HAPROXY_IP, HAPROXY_PORT = "127.96.251.2", 8080
+BACKEND_PORT = 8080
+MAX_SECONDS = 5.0
+
+# The backend pod's program: answers each request with a fixed keep-alive response.
+BACKEND = r"""
+import asyncio, os
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+class Http(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.tail = transport, b""
+    def data_received(self, data):
+        data = self.tail + data
+        n = data.count(b"\r\n\r\n")
+        self.tail = data[data.rfind(b"\r\n\r\n") + 4:] if n else data
+        if n:
+            self.transport.write(RESPONSE * n)
+async def main():
+    await asyncio.get_running_loop().create_server(Http, os.environ["POD_IP"], 8080, backlog=4096)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def manifests() -> str:
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+      - name: main
+        image: python
+        command: [{json.dumps(sys.executable)}, -c, {json.dumps(BACKEND)}]
+        ports: [{{name: http, containerPort: {BACKEND_PORT}}}]
+        readinessProbe: {{tcpSocket: {{port: {BACKEND_PORT}}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api}}
+spec:
+  selector: {{app: api}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: bench}}
+spec:
+  rules:
+  - host: bench.test
+    http: {{paths: [{{path: /api, pathType: Prefix, backend: {{service: {{name: api, port: {{number: 80}}}}}}}}]}}
+"""
+
+
+def haproxy_config(directory: Path, pod_ip: str) -> Path:
+    path = directory / "haproxy.cfg"
+    path.write_text("\n".join([
+        "global", "  nbthread 1", "  maxconn 8000",
+        "defaults", "  mode http", "  option http-keep-alive", "  timeout connect 5s", "  timeout client 30s",
+        "  timeout server 30s", "  timeout http-keep-alive 30s",
+        "frontend ingress", f"  bind {HAPROXY_IP}:{HAPROXY_PORT}",
+        "  acl bench_host hdr(host) -i bench.test", "  acl api_path path_beg /api",
+        "  use_backend api if bench_host api_path", "  http-request deny deny_status 404 unless bench_host api_path",
+        "backend api", "  http-reuse always", f"  server pod {pod_ip}:{BACKEND_PORT}",
+    ]) + "\n")
+    return path
+
+
+async def wrk(host: str, port: int, seconds: float) -> float:
+    proc = await asyncio.create_subprocess_exec(
+        "wrk", "-t2", "-c50", f"-d{seconds:g}s", "-H", "Host: bench.test", f"http://{host}:{port}/api/items",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SystemExit(f"wrk against {host}:{port} did not finish")
+    text = out.decode()
+    if "Non-2xx or 3xx responses" in text or "Socket errors" in text:
+        print(f"  note: wrk against {host}:{port}: " + " / ".join(
+            line.strip() for line in text.splitlines() if "Non-2xx" in line or "Socket errors" in line), flush=True)
+    found = re.search(r"Requests/sec:\s*([\d.]+)", text)
+    if found is None:
+        raise SystemExit(f"wrk against {host}:{port} printed no rate: {text} {err.decode()}")
+    return float(found.group(1))
+
+
+async def wait_for(check, what: str, timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def main(seconds: float, rounds: int) -> None:
+    seconds = min(seconds, MAX_SECONDS)
+    missing = [tool for tool in ("haproxy", "wrk") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"missing {' and '.join(missing)}: apt-get install {' '.join(missing)}")
+    from netemu import Cluster
+    from netemu.ingress import system
+
+    tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-ingress-"))
+    async with Cluster(nodes=1, name="bench-ingress", control_socket=False, state_dir=tmp / "state") as cluster:
+        await cluster.apply(manifests())
+        await cluster.wait_ready(timeout=60)
+
+        def controller_pod():
+            pods = [p for p in cluster.pods(system.NAMESPACE) if p.status.pod_ip]
+            return pods[0] if pods else None
+        await wait_for(lambda: controller_pod() is not None and cluster.store.get(
+            "Ingress", "default", "bench").status.load_balancer.ingress, "the ingress controller")
+        await cluster.wait_ready(timeout=60)
+        backend_ip = cluster.pods("default")[0].status.pod_ip
+        controller_ip = controller_pod().status.pod_ip
+        lb_ip = cluster.store.get("Ingress", "default", "bench").status.load_balancer.ingress[0].ip
+        haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(haproxy_config(tmp, backend_ip))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            targets = {"ingress (pod)": (controller_ip, system.container_port()), "ingress (LB)": (lb_ip, 80),
+                       "haproxy": (HAPROXY_IP, HAPROXY_PORT)}
+            for host, port in targets.values():   # one check request each, and warm-up
+                await wrk(host, port, 1)
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            for n in range(rounds):
+                for name, (host, port) in targets.items():
+                    rates[name].append(await wrk(host, port, seconds))
+                print(f"round {n + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
+        finally:
+            haproxy.terminate()
+            haproxy.wait(timeout=10)
+        median = {name: statistics.median(v) for name, v in rates.items()}
+        print(f"\nkeep-alive req/s, wrk -t2 -c50 -d{seconds:g}s, medians of {rounds} rounds "
+              f"(backend pod {backend_ip}:{BACKEND_PORT}, route bench.test /api):")
+        for name, value in median.items():
+            print(f"  {name:15} {value:>9.0f}")
+        print(f"  ratio ingress(pod)/haproxy = {median['ingress (pod)'] / median['haproxy']:.2f}   "
+              f"ingress(LB)/haproxy = {median['ingress (LB)'] / median['haproxy']:.2f}   (goal >= 0.7)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        import uvloop
+        uvloop.run(main(args.seconds, args.rounds))
+    except ImportError:
+        asyncio.run(main(args.seconds, args.rounds))
