@@ -214,6 +214,7 @@ async def _websocket_round_trips(url: str, host: str, context: ssl.SSLContext | 
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, headers={"Host": host}, ssl=context, server_hostname=host
                                       if context is not False else None) as ws:
+            sock = ws.get_extra_info("socket")
             answers: list[object] = []
             for text in ("hello", "again"):
                 await ws.send_str(text)
@@ -221,7 +222,13 @@ async def _websocket_round_trips(url: str, host: str, context: ssl.SSLContext | 
             await ws.send_bytes(big)
             answers.append((await ws.receive(timeout=5)).data == big[::-1])
             await ws.close()
-            return answers
+    assert sock is not None
+    # A TLS transport finishes closing a moment after the session: wait for its socket to close
+    # before the loop ends, or it is reported unclosed later.
+    deadline = asyncio.get_running_loop().time() + 5
+    while sock.fileno() != -1 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return answers
 
 
 def test_websocket_upgrade_is_relayed_both_ways(kubectl, namespace, tmp_path) -> None:
