@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for
+from kubeapi_support import KUBECTL, cluster_with_api, kubectl_runner, namespace_for, poll
 from netemu.kubeapi import KUBECONFIG
 
 NETEMU = str(Path(sys.executable).parent / "netemu")
@@ -74,14 +73,6 @@ def netemu(api, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([NETEMU, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def until(predicate, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def seconds_for_one_request(url: str) -> float:
     r = subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{time_total}", url],
                        capture_output=True, text=True)
@@ -96,7 +87,7 @@ def service_impairment(api, namespace: str) -> str | None:
 
 def test_kubectl_apply_impairs_a_service_until_it_is_deleted(api, kubectl, namespace):
     kubectl("apply", "-n", namespace, "-f", "-", input=impairment("slow-web", {"service": "web"}, delay="150ms"))
-    rows = until(lambda: [line.split() for line in kubectl("get", "impairments", "-n", namespace).stdout.splitlines()
+    rows = poll(lambda: [line.split() for line in kubectl("get", "impairments", "-n", namespace).stdout.splitlines()
                           if "<pending>" not in line], "the impairment in force")
     assert rows == [["NAME", "TARGET", "SETTINGS", "APPLIED", "AGE"],
                     ["slow-web", "service/web", "delay", "150ms", "delay", "150ms", rows[1][-1]]]
@@ -106,9 +97,9 @@ def test_kubectl_apply_impairs_a_service_until_it_is_deleted(api, kubectl, names
     assert seconds_for_one_request(f"http://{ip}/") >= 2 * 0.150  # the request and the answer each wait
 
     kubectl("patch", "impairment", "slow-web", "-n", namespace, "--type=merge", "-p", '{"spec":{"loss":"5%"}}')
-    until(lambda: service_impairment(api, namespace) == "delay 150ms loss 5%", "the patched impairment")
+    poll(lambda: service_impairment(api, namespace) == "delay 150ms loss 5%", "the patched impairment")
     kubectl("delete", "impairment", "slow-web", "-n", namespace)
-    until(lambda: service_impairment(api, namespace) is None, "the impairment cleared")
+    poll(lambda: service_impairment(api, namespace) is None, "the impairment cleared")
 
 
 def test_the_cli_writes_the_object_kubectl_sees(api, kubectl, namespace):
@@ -129,7 +120,7 @@ def test_the_cli_writes_the_object_kubectl_sees(api, kubectl, namespace):
 
 def test_the_cli_changes_and_clears_what_kubectl_made(api, kubectl, namespace):
     kubectl("apply", "-n", namespace, "-f", "-", input=impairment("mine", {"service": "web"}, delay="5ms"))
-    until(lambda: service_impairment(api, namespace) == "delay 5ms", "kubectl's impairment in force")
+    poll(lambda: service_impairment(api, namespace) == "delay 5ms", "kubectl's impairment in force")
     r = netemu(api, "impair", "--service", "web", "-n", namespace, "--delay", "7ms")
     assert r.stdout == "service/web impaired: delay 7ms\n", r.stderr
     assert kubectl("get", "impairments", "-n", namespace, "-o", "name").stdout.split() == ["impairment.netemu.dev/mine"]

@@ -9,7 +9,6 @@ import os
 import re
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubeapi_support import KUBECTL, api_fixtures
+from kubeapi_support import KUBECTL, api_fixtures, poll
 from netemu.kubeapi import KUBECONFIG
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is 
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-DEADLINE = 30.0  # seconds a poll waits for the cluster before the test fails
 
 
 api, kubectl, namespace = api_fixtures("discovery")
@@ -52,17 +50,6 @@ def _get(api, path: str, accept: str, *, method: str = "GET", body: dict | None 
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, dict(exc.headers), exc.read()
-
-
-def _poll(check, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------- aggregated discovery
@@ -191,7 +178,7 @@ def test_kubectl_events_and_events_k8s_io(kubectl, namespace, api_client):
 
     def scaled() -> bool:
         return "ScalingReplicaSet" in kubectl("events", "-n", namespace).stdout
-    _poll(scaled, "kubectl events to show the deployment's ScalingReplicaSet")
+    poll(scaled, "kubectl events to show the deployment's ScalingReplicaSet")
     table = kubectl("get", "events.v1.events.k8s.io", "-n", namespace).stdout
     assert "ScalingReplicaSet" in table and "deployment/web" in table
     items = json.loads(kubectl("get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json").stdout)["items"]
@@ -293,7 +280,7 @@ def test_status_of_pods_and_deployments(api_client, namespace):
             if exc.status != 409:
                 raise
             return None
-    put = _poll(replace_status, "a status update without a conflict")
+    put = poll(replace_status, "a status update without a conflict")
     assert put.spec.replicas == 1 and put.status.observed_generation == 99
     assert apps.read_namespaced_deployment("d", namespace).spec.replicas == 1
 

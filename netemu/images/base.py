@@ -16,7 +16,7 @@ import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from netemu.errors import BackendError, ConflictError, InvalidError, NetemuError, NotFoundError
@@ -60,7 +60,7 @@ class ContainerContext:
     start_server: StartServer                 # (client_connected_cb, host, port) -> server
     create_datagram_endpoint: CreateDatagramEndpoint  # (protocol_factory, local_addr=(h, p))
     # (family, type) -> a non-blocking socket in the pod's network, for connections it makes
-    new_socket: Callable[[int, int], socket.socket] = field(default=lambda family, type: _plain_socket(family, type))
+    new_socket: Callable[[int, int], socket.socket] = _plain_socket
 
     @classmethod
     def plain(cls, *, pod_ip: str, image: str, pod_name: str = "pod", namespace: str = "default",
