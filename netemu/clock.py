@@ -47,7 +47,6 @@ class Wakeup:
         self.clock, self.when, self.callback = clock, when, callback
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._loop = _running_loop()  # the cluster's loop; advance() may come from another thread
-        self.arm()
 
     def arm(self) -> None:
         """(Re)start the timer for the time left, on the loop the wake-up was made on."""
@@ -96,7 +95,10 @@ class Clock:
     def call_at(self, when: float, callback: Callable[[], None]) -> Wakeup:
         """Run ``callback`` (on the event loop) once ``time()`` has reached ``when``."""
         wakeup = Wakeup(self, when, callback)
+        # Known to advance() before its timer is set: an advance from another thread in between
+        # re-arms it, where arming first could leave it timed by the clock before the advance.
         self._wakeups.add(wakeup)
+        wakeup.arm()
         return wakeup
 
     def advance(self, seconds: float) -> None:
