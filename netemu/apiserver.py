@@ -35,6 +35,7 @@ from netemu.api.validation import MAX_INT32, service_ip_family_problems
 from netemu.api.yamlload import manifest_files
 from netemu.config import DEFAULT_MAX_OBJECTS, DEFAULT_MAX_PODS, DEFAULT_MAX_REQUEST_BYTES
 from netemu.api.defaults import apply_defaults
+from netemu.api.ingress import admit_default_class
 from netemu.api.objects import (
     KIND_BY_NAME, STORED_ONLY, INGRESS_KINDS, Namespace, stored_only, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
     ServiceSpec, key_of,
@@ -237,6 +238,12 @@ class _Overlay:
 
     def put(self, obj: Any) -> None:
         self._planned[key_of(obj)] = obj
+
+    def list(self, kind: str) -> list[Any]:
+        """Every object of a cluster-scoped ``kind``, planned ones included."""
+        found = {key_of(obj): obj for obj in self._store.list(kind)}
+        found.update({key: obj for key, obj in self._planned.items() if key[0] == kind})
+        return [obj for obj in found.values() if obj is not None]
 
     def unchanged(self) -> bool:
         """Every store object read is still as it was read (absent ones still absent)."""
@@ -558,6 +565,8 @@ class ApiServer:
         if live is None:
             if kind == "Pod":
                 obj = self._admit_service_account(obj, overlay)
+            elif kind == "Ingress":
+                obj = admit_default_class(obj, overlay.list("IngressClass"))
             return self._plan_create(obj, txn)
         if kind == "Pod":
             obj = serviceaccount_admission.keep_admitted(live, obj)

@@ -143,7 +143,7 @@ def test_simple_fanout(kubectl, namespace) -> None:
     assert curl(ip, "other.com", "/foo") != (200, "service1\n")
     rows = kubectl("get", "ingress", "-n", namespace).stdout.splitlines()
     assert rows[0].split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
-    assert rows[1].split()[:5] == ["simple-fanout-example", "<none>", "foo.bar.com", ip, "80"]
+    assert rows[1].split()[:5] == ["simple-fanout-example", "netemu", "foo.bar.com", ip, "80"]
     described = kubectl("describe", "ingress", "simple-fanout-example", "-n", namespace).stdout
     assert "foo.bar.com" in described and "/foo" in described and "service1:4200" in described
 
@@ -271,3 +271,18 @@ spec:
     kubectl("wait", "--for=condition=Ready", "pod/netexec", "-n", namespace, "--timeout=30s")
     ip = address(kubectl, namespace, "fallback")
     poll(lambda: curl(ip, "unknown-host.test", "/hostname") == (200, "netexec"), "the default backend to answer")
+
+
+def test_default_ingress_class_is_filled_in_at_create(kubectl, namespace) -> None:
+    """kube-apiserver's DefaultIngressClass admission: an Ingress naming no class gets the default
+    IngressClass's name at create; one with the legacy annotation is left alone."""
+    from netemu.ingress.system import CLASS_NAME
+    apply(kubectl, namespace, FANOUT)
+    legacy = FANOUT.replace("name: simple-fanout-example}",
+                            "name: legacy, annotations: {kubernetes.io/ingress.class: other}}")
+    apply(kubectl, namespace, legacy)
+    path = "jsonpath={.spec.ingressClassName}"
+    assert kubectl("get", "ingress", "simple-fanout-example", "-n", namespace, "-o", path).stdout == CLASS_NAME
+    assert kubectl("get", "ingress", "legacy", "-n", namespace, "-o", path).stdout == ""
+    assert kubectl("get", "ingress", "-n", namespace, "simple-fanout-example").stdout.split("\n")[1].split()[1] \
+        == CLASS_NAME

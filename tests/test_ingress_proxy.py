@@ -145,3 +145,80 @@ def test_printers_rows_and_description() -> None:
     text = printers.describe(ing, events=None, related={"ingress_endpoints": {"web:80": "10.0.0.1:8080"}}, now=now)
     assert "Ingress Class:    netemu" in text and "tls terminates a.test" in text
     assert "/  web:80 (10.0.0.1:8080)" in text
+
+
+async def _raw_exchange(port: int, request: bytes, expect_close: bool) -> bytes:
+    """Send ``request`` (possibly several pipelined) on one connection; read until the proxy
+    closes (``expect_close``) or until the reads go quiet after at least one answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    received = b""
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 10 if expect_close or not received else 0.5)
+            except asyncio.TimeoutError:
+                assert not expect_close, f"the proxy kept the connection open: {received!r}"
+                return received
+            if not chunk:
+                return received
+            received += chunk
+    finally:
+        writer.close()
+
+
+async def test_pipelining_head_http10_close_and_large_bodies() -> None:
+    """HTTP/1.1 details of the httptools path: pipelined requests answered in order, a HEAD answer
+    without its body followed by a GET on the same connection, ``Connection: close`` and HTTP/1.0
+    (a chunked endpoint answer becomes close-delimited), 100-continue and a 2 MB body both ways."""
+    async def sized(request: web.Request) -> web.Response:
+        return web.Response(body=(await request.read()) or request.path.encode())
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"one,", b"two,", b"three"):
+            await response.write(part)
+        return response
+    app = web.Application(client_max_size=8 << 20)
+    app.router.add_route("*", "/sized/{tail:.*}", sized)
+    app.router.add_get("/streamed", streamed)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    backend_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    table = RouteTable(exact={"app.test": (
+        PathRule("/", "Prefix", Backend("ns", "app", "80", (("127.0.0.1", backend_port),))),)})
+    proxy, port = await _proxy(table)
+    try:
+        get = b"GET /sized/%d HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        answer = await _raw_exchange(port, get % 1 + get % 2 + get % 3, expect_close=False)
+        assert answer.count(b"HTTP/1.1 200 OK") == 3
+        assert answer.index(b"/sized/1") < answer.index(b"/sized/2") < answer.index(b"/sized/3")
+
+        answer = await _raw_exchange(port, b"HEAD /sized/abc HTTP/1.1\r\nHost: app.test\r\n\r\n" + get % 4,
+                                     expect_close=False)
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert b"Content-Length: 10" in head and rest.startswith(b"HTTP/1.1 200 OK") and rest.endswith(b"/sized/4")
+
+        answer = await _raw_exchange(port, b"GET /sized/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+                                     expect_close=True)
+        assert b"Connection: close" in answer and answer.endswith(b"/sized/x")
+
+        answer = await _raw_exchange(port, b"GET /streamed HTTP/1.0\r\nHost: app.test\r\n\r\n", expect_close=True)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert body == b"one,two,three" and b"chunked" not in head.lower()
+        answer = await _raw_exchange(port, b"GET /streamed HTTP/1.1\r\nHost: app.test\r\n\r\n", expect_close=False)
+        assert b"Transfer-Encoding: chunked" in answer and answer.endswith(b"0\r\n\r\n")
+
+        big = bytes(range(256)) * (2 << 12)   # 2 MiB; curl sends Expect: 100-continue for it
+        proc = await asyncio.create_subprocess_exec(
+            CURL, "-s", "-m", "20", "-H", "Host: app.test", "--data-binary", "@-",
+            f"http://127.0.0.1:{port}/sized/big", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(big)
+        assert out == big
+    finally:
+        await proxy.close()
+        await runner.cleanup()

@@ -8,8 +8,8 @@ its OpenAPI schema (``SCHEMA_NAME``), since the module's name says nothing to ``
 Imported by ``objects`` (which registers the two kinds); no ``from __future__ import annotations``
 so that its type hints resolve without ``objects``' names. The controller lives in ``netemu.ingress``.
 """
-from dataclasses import field
-from typing import Any, ClassVar, Mapping
+from dataclasses import field, replace
+from typing import Any, ClassVar, Iterable, Mapping
 
 from .objects import ObjectMeta, _extra, frozen
 
@@ -176,3 +176,17 @@ class IngressClass:
 
 def is_default_class(ic: IngressClass) -> bool:
     return (ic.metadata.annotations or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+
+
+def admit_default_class(ingress: Ingress, classes: Iterable[IngressClass]) -> Ingress:
+    """kube-apiserver's DefaultIngressClass admission, at create: an Ingress naming no class (no
+    ``ingressClassName``, no ``kubernetes.io/ingress.class`` annotation) gets the default
+    IngressClass's name; with several defaults, the newest (then the first by name), as since 1.28."""
+    if ingress.spec.ingress_class_name is not None or LEGACY_CLASS_ANNOTATION in (ingress.metadata.annotations or {}):
+        return ingress
+    defaults = [ic for ic in classes if is_default_class(ic)]
+    if not defaults:
+        return ingress
+    newest = max(ic.metadata.creation_timestamp or "" for ic in defaults)
+    chosen = min(ic.metadata.name for ic in defaults if (ic.metadata.creation_timestamp or "") == newest)
+    return replace(ingress, spec=replace(ingress.spec, ingress_class_name=chosen))

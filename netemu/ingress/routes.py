@@ -21,6 +21,7 @@ from netemu.api.ingress import Ingress, IngressBackend
 from netemu.api.objects import EndpointSlice, Service
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+_MAX_ANSWERS = 4096
 
 
 @dataclass
@@ -68,8 +69,23 @@ class RouteTable:
     wildcard: Mapping[str, tuple[PathRule, ...]] = field(default_factory=dict)  # "foo.com" for *.foo.com
     any_host: tuple[PathRule, ...] = ()
     default: Backend | None = None
+    # answers already computed for (host, path): the proxy asks once per request, and a table
+    # never changes (the index swaps in a new one), so the answers never go stale
+    _answers: dict[tuple[str, str], Backend | None] = field(default_factory=dict, repr=False, compare=False)
 
     def match(self, host: str, path: str) -> Backend | None:
+        key = (host, path)
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
+        found = self._match(host, path)
+        if len(self._answers) >= _MAX_ANSWERS:
+            self._answers.clear()
+        self._answers[key] = found
+        return found
+
+    def _match(self, host: str, path: str) -> Backend | None:
         host = host.lower()
         rules = self.exact.get(host)
         if rules is None:
