@@ -35,8 +35,9 @@ test-quick: $(STAMP)
 
 # Benchmarks report ratios against references measured in the same run (not tests: no pass/fail).
 bench: $(STAMP)
-	./scripts/ensure-tools haproxy:haproxy wrk:wrk dnsperf:dnsperf dnsmasq:dnsmasq-base iperf3:iperf3
+	./scripts/ensure-tools haproxy:haproxy wrk:wrk dnsperf:dnsperf dnsmasq:dnsmasq-base iperf3:iperf3 nginx:nginx-light
 	./scripts/isolated $(BIN)/python bench/bringup.py
+	./scripts/isolated $(BIN)/python bench/scale.py
 	./scripts/isolated $(BIN)/python bench/proxy.py
 	./scripts/isolated $(BIN)/python bench/dns.py
 	./scripts/isolated $(BIN)/python bench/netns.py

@@ -100,7 +100,7 @@ spec:
 async def serve() -> None:
     """Start the cluster, print where it is (one JSON line), serve until stdin closes."""
     from netemu import Cluster
-    async with Cluster(nodes=NODES, name="bench-api", control_socket=False) as cluster:
+    async with Cluster(nodes=NODES, name="bench-api") as cluster:
         await cluster.apply(manifests())
         await cluster.wait_ready(timeout=180)
         pod = cluster.pods(NAMESPACE)[0].metadata.name

@@ -79,7 +79,7 @@ async def one(nodes: int, deployments: int, mounted: bool) -> dict:
     t_import = time.perf_counter() - t_import
     text = manifests(deployments, mounted)
     t0 = time.perf_counter()
-    async with Cluster(nodes=nodes, name=f"bench-{nodes}", control_socket=False) as cluster:
+    async with Cluster(nodes=nodes, name=f"bench-{nodes}") as cluster:
         t_up = time.perf_counter() - t0
         await cluster.apply(text)
         await cluster.wait_ready(timeout=120)

@@ -1,8 +1,9 @@
-"""netns backend benchmark: bring-up time, and pod-to-pod TCP throughput against a bare veth pair.
+"""netns backend benchmark: bring-up time, pod-to-pod TCP throughput against a bare veth pair, and
+the service path (ClusterIP against direct, proxyMode nftables and userspace).
 
 From the checkout, as ``make bench`` runs it:
 
-    ./scripts/isolated .venv/bin/python bench/netns.py [--seconds 3] [--rounds 1] [--only bringup|throughput]
+    ./scripts/isolated .venv/bin/python bench/netns.py [--seconds 3] [--rounds N] [--only bringup|throughput|service]
 
 Only ever inside scripts/isolated (a network namespace holding nothing but ``lo``): the script
 refuses to run where the namespace has a route through another interface.
@@ -20,7 +21,16 @@ three take turns within a round; the table shows medians over ``--rounds`` and t
 the veth pair. The iperf3 processes are entered into the namespaces with ``ip netns exec`` (the
 cluster's ``fabric.process_prefix``) and stopped by pid. The throughput cluster runs in this
 process, so the underlay wire between its nodes shares this event loop, as under ``netemu run``.
-Not a test: no pass/fail. About 40 s in all on a 2-core machine.
+
+Service path (``bench/_netns_service.py``): iperf3 and nginx-light as a pod on node-1, a ClusterIP
+Service in front, iperf3 -P1 / wrk -t2 -c50 keep-alive / wrk with ``Connection: close`` from a
+client pod on the same node and one on the other node, direct to the pod IP against through the
+ClusterIP, targets taking turns, ratios per round, medians (``--rounds``, 3 unless given); in
+``proxyMode: nftables`` and, as the comparison row, ``userspace``; then 20 endpoint changes and how
+long each took to reach every node's kernel. Each goal of issue 15 with ✓/✗.
+
+Not a test: no pass/fail (only a failed bring-up makes the exit status 1). About 5 minutes in all
+on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -37,6 +47,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _netns_service  # noqa: E402
+import _tools  # noqa: E402
 
 SIZES = [(3, 50), (10, 250)]  # (nodes, deployments); each deployment has 2 pause pods
 GOALS = {(3, 50): 2.0, (10, 250): 10.0}
@@ -72,7 +86,7 @@ async def bringup(nodes: int, deployments: int, cluster_name: str) -> dict:
     from netemu import Cluster
     text = manifests(deployments)
     t0 = time.perf_counter()
-    async with Cluster(nodes=nodes, name=cluster_name, backend="netns", control_socket=False) as cluster:
+    async with Cluster(nodes=nodes, name=cluster_name, backend="netns") as cluster:
         t_up = time.perf_counter() - t0
         await cluster.apply(text)
         await cluster.wait_ready(timeout=BRINGUP_TIMEOUT)
@@ -250,7 +264,7 @@ spec:
 
 async def throughput(seconds: float, rounds: int, reference: list[str]) -> None:
     from netemu import Cluster
-    async with Cluster(nodes=2, name=f"bench{os.getpid()}-tput", backend="netns", control_socket=False) as cluster:
+    async with Cluster(nodes=2, name=f"bench{os.getpid()}-tput", backend="netns") as cluster:
         await cluster.apply(throughput_pods())
         await cluster.wait_ready(timeout=30)
 
@@ -293,6 +307,15 @@ def report_throughput(seconds: float, rounds: int) -> None:
         delete_veth_pair(reference)
 
 
+# ---------------------------------------------------------------------------- the service path
+
+def report_service_path(seconds: float, rounds: int) -> None:
+    import uvloop
+    _tools.ensure_tools("bench/netns.py", _netns_service.TOOLS)
+    with tempfile.TemporaryDirectory(prefix="netemu-bench-service-") as directory:
+        uvloop.run(_netns_service.service_path(seconds, rounds, Path(directory)))
+
+
 # ---------------------------------------------------------------------------- driver
 
 def refuse_outside_isolation() -> None:
@@ -311,9 +334,10 @@ def refuse_outside_isolation() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per iperf3 run (at most 5)")
-    parser.add_argument("--rounds", type=int, default=1, help="times each throughput is measured")
-    parser.add_argument("--only", choices=("bringup", "throughput"), help="run one part")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
+    parser.add_argument("--rounds", type=int, help="times each throughput is measured (default: 1 for the "
+                        "veth comparison, 3 for the service path)")
+    parser.add_argument("--only", choices=("bringup", "throughput", "service"), help="run one part")
     options = parser.parse_args()
     refuse_outside_isolation()
     seconds = min(max(options.seconds, 1.0), MAX_SECONDS)
@@ -325,7 +349,9 @@ def main() -> int:
             if options.only in (None, "bringup"):
                 failed += report_bringup(Path(state))
             if options.only in (None, "throughput"):
-                report_throughput(seconds, max(1, options.rounds))
+                report_throughput(seconds, max(1, options.rounds or 1))
+            if options.only in (None, "service"):
+                report_service_path(seconds, max(1, options.rounds or 3))
         finally:
             collect_leftovers(Path(state))
     return 1 if failed else 0

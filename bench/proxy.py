@@ -1,371 +1,269 @@
-"""Benchmark the userspace service proxy against a direct connection and HAProxy (``mode tcp``).
+"""Benchmark netemu's userspace service proxy with C load generators against C servers.
 
-    .venv/bin/python bench/proxy.py [--seconds 2] [--rounds 3]     (or inside scripts/isolated)
+    scripts/isolated .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 3] [--proxy-workers N]
 
-Measures, each for a few seconds (never more than 5): bulk upload throughput, new connections
-per second (connect, one byte each way, close; 16 clients), and keep-alive HTTP requests per
-second with wrk (32 connections). Targets: the pod directly, the pod through the proxy's
-ClusterIP (uvloop, one thread, as netemu runs it), and through HAProxy 2.x with one thread
-(``apt-get install haproxy wrk`` if missing); for bulk also through a bare uvloop relay (the
-smallest relay there is, in a process of its own): the ceiling for any userspace proxy on this
-machine in this run, so ``proxy/direct`` can be read against ``bare/direct``. Each measurement is taken ``--rounds`` times, the
-targets taking turns within a round so that a burst of other load on the machine hits them
-alike; the table shows medians, and the range of proxy/direct over the rounds. It prints the
-rates, the ratios, and the CPU time the proxy and HAProxy spent per unit of work: the fairer
-figure, since the load generators and the pod share the same few cores (on a 2-core machine
-a third busy process costs the other two their cores, so no relay reaches direct's rate).
-Only 127.x addresses are used; the pod, the load generators
-and HAProxy are child processes, stopped by pid at the end (and on their own should this
-driver die).
+A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it) holds
+one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
+a temporary directory, one worker, a 3-byte keep-alive answer). Three load generators, each run at
+most 5 s:
+
+- bulk: ``iperf3 -c -P1 -t N`` (one TCP stream, Gbit/s the server received);
+- keep-alive: ``wrk -t2 -c50`` (HTTP/1.1 requests per second on 50 open connections);
+- new connections: ``wrk -t2 -c50 -H 'Connection: close'`` (nginx closes after each answer, so
+  every request is a new TCP connection: connections per second).
+
+Each against four targets, which take turns within each of ``--rounds`` rounds: the pod IP
+directly; the Service's ClusterIP (netemu's proxy); HAProxy (``nbthread 2``, ``mode tcp``); and a
+bare uvloop relay in a process of its own (``bench/_bare_relay.py``), the ceiling for a userspace
+relay on this machine. With ``--proxy-workers N`` (N > 1) a second one-node cluster, started
+with ``proxy_workers: N`` and holding the same pod, is a fifth target ("netemu ClusterIP, N
+workers"), measured in the same rounds as the one-process proxy. Ratios are taken within a
+round and the medians printed, with the CPU time the proxy spent per GB and per 1,000 requests
+(this process and any helper process it starts, proxy workers included; HAProxy's and the
+relay's from /proc/<pid>/stat). Then each goal of issue 15 with ✓/✗, for each proxy target.
+
+Only 127.x addresses are used. Every child gets SIGTERM if this driver dies (PR_SET_PDEATHSIG)
+and is stopped by pid at the end; the temporary directory is removed.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
+import re
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-POD_IP = "127.244.250.5"
-CLUSTER_IP, HAPROXY_IP, NODE_IP, BARE_IP = "127.96.250.1", "127.96.250.2", "127.10.250.1", "127.96.250.3"
-SINK, ECHO, HTTP = 9001, 9002, 9003
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _tools  # noqa: E402
+
+HAPROXY_IP, BARE_IP = "127.96.250.2", "127.96.250.3"
+IPERF_PORT, HTTP_PORT, SERVICE_HTTP_PORT = 5201, 8080, 80
 MAX_SECONDS = 5.0
-HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+TARGETS = ("direct", "proxy", "haproxy", "bare")
+TITLES = {"direct": "direct", "proxy": "netemu ClusterIP", "haproxy": "HAProxy", "bare": "bare uvloop relay"}
+POD_PROGRAMS = frozenset({"iperf3", "nginx", "sh"})     # the pod's processes: not the proxy's CPU
+TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
+
+NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    keepalive_requests 10000000;
+    keepalive_timeout 60s;
+    server {{
+        listen @POD_IP@:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
 
 
-# ---------------------------------------------------------------------------- the pod (child)
-
-class Sink(asyncio.Protocol):
-    """Counts what it receives; at EOF answers with the count."""
-
-    def connection_made(self, transport):
-        self.transport, self.total = transport, 0
-
-    def data_received(self, data):
-        self.total += len(data)
-
-    def eof_received(self):
-        self.transport.write(str(self.total).encode())
-        self.transport.close()
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
-
-
-class Http(asyncio.Protocol):
-    """Answers each request (counted by its blank line) with a fixed keep-alive response."""
-
-    def connection_made(self, transport):
-        self.transport, self.tail = transport, b""
-
-    def data_received(self, data):
-        data = self.tail + data
-        n = data.count(b"\r\n\r\n")
-        self.tail = data[data.rfind(b"\r\n\r\n") + 4:] if n else data
-        if n:
-            self.transport.write(HTTP_RESPONSE * n)
+def manifests(directory: Path) -> str:
+    template, conf = directory / "nginx.conf.in", directory / "nginx.conf"
+    template.write_text(NGINX_CONF.format(dir=directory, port=HTTP_PORT))
+    nginx = (f'sed "s/@POD_IP@/$POD_IP/" {template} > {conf} && '
+             f'exec nginx -p {directory} -e {directory}/error.log -c {conf}')
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: backend, labels: {{app: backend}}}}
+spec:
+  containers:
+  - name: iperf3
+    image: busybox
+    command: [sh, -c, 'exec iperf3 -s -B "$POD_IP" -p {IPERF_PORT}']
+    ports: [{{name: iperf, containerPort: {IPERF_PORT}}}]
+    readinessProbe: {{tcpSocket: {{port: {IPERF_PORT}}}, periodSeconds: 1}}
+  - name: nginx
+    image: busybox
+    command: [sh, -c, {json.dumps(nginx)}]
+    ports: [{{name: http, containerPort: {HTTP_PORT}}}]
+    readinessProbe: {{tcpSocket: {{port: {HTTP_PORT}}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend}}
+spec:
+  selector: {{app: backend}}
+  ports:
+  - {{name: iperf, port: {IPERF_PORT}}}
+  - {{name: http, port: {SERVICE_HTTP_PORT}, targetPort: http}}
+"""
 
 
-async def pod_main() -> None:
-    loop = asyncio.get_running_loop()
-    for port, proto in ((SINK, Sink), (ECHO, Echo), (HTTP, Http)):
-        await loop.create_server(proto, POD_IP, port, backlog=4096)
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-
-
-# ---------------------------------------------------------------------------- a bare relay (child)
-
-class _Pipe(asyncio.Protocol):
-    """One side of the bare relay: what it reads, the other side writes; backpressure by pausing
-    the reader while the other side's buffer is full. The client side buffers until the upstream
-    connection is open."""
-
-    def __init__(self, peer: "_Pipe | None" = None):
-        self.peer, self.transport, self.pending, self.eof = peer, None, [], False
-
-    def connection_made(self, transport):
-        self.transport = transport
-        if self.peer is None:  # the client side: open the upstream
-            asyncio.get_running_loop().create_task(self._connect())
-        else:
-            self.peer.peer = self
-            for data in self.peer.pending:
-                transport.write(data)
-            if self.peer.eof and not transport.is_closing():
-                transport.write_eof()
-
-    async def _connect(self):
-        try:
-            await asyncio.get_running_loop().create_connection(lambda: _Pipe(self), POD_IP, self.port)
-        except OSError:
-            self.transport.close()
-
-    def data_received(self, data):
-        if self.peer is None or self.peer.transport is None:
-            self.pending.append(data)
-        elif not self.peer.transport.is_closing():
-            self.peer.transport.write(data)
-
-    def eof_received(self):
-        if self.peer is None or self.peer.transport is None:
-            self.eof = True
-        elif not self.peer.transport.is_closing():
-            self.peer.transport.write_eof()
-        return True
-
-    def pause_writing(self):
-        if self.peer is not None and not self.peer.transport.is_closing():
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self):
-        if self.peer is not None and not self.peer.transport.is_closing():
-            self.peer.transport.resume_reading()
-
-    def connection_lost(self, exc):
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
-
-
-async def bare_main() -> None:
-    """The smallest uvloop relay: the ceiling any userspace proxy meets on this machine."""
-    loop = asyncio.get_running_loop()
-    for port in (SINK, ECHO, HTTP):
-        factory = type(f"Client{port}", (_Pipe,), {"port": port})
-        await loop.create_server(factory, BARE_IP, port, backlog=4096)
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-
-
-# ---------------------------------------------------------------------------- load generators (child)
-
-def client_ip(run: int, worker: int) -> str:
-    """A source address of its own for each worker of each run: thousands of short connections
-    leave as many TIME_WAIT sockets, and bind() slows down as they fill an address's ports."""
-    return f"127.246.{run}.{worker + 1}"
-
-
-async def bulk(host: str, port: int, seconds: float, run: int, conns: int = 2) -> dict:
-    chunk = b"x" * 262144
-
-    async def one(i: int) -> int:
-        reader, writer = await asyncio.open_connection(host, port, local_addr=(client_ip(run, i), 0))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-        total = int(await reader.read())
-        writer.close()
-        return total
-
-    started = time.monotonic()
-    total = sum(await asyncio.gather(*(one(i) for i in range(conns))))
-    return {"MB/s": total / (time.monotonic() - started) / 1e6}
-
-
-async def connect_rate(host: str, port: int, seconds: float, run: int, workers: int = 16) -> dict:
-    deadline = time.monotonic() + seconds
-    done = 0
-
-    async def worker(i: int) -> None:
-        nonlocal done
-        source = client_ip(run, i)
-        while time.monotonic() < deadline:
-            reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
-            writer.write(b"x")
-            await reader.readexactly(1)
-            writer.close()
-            done += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(workers)))
-    return {"conn/s": done / (time.monotonic() - started)}
-
-
-def generator_main(kind: str, host: str, port: int, seconds: float, run: int) -> None:
-    import uvloop
-    fn = {"bulk": bulk, "connect": connect_rate}[kind]
-    print(json.dumps(uvloop.run(fn(host, port, seconds, run))), flush=True)
-
-
-# ---------------------------------------------------------------------------- driver
-
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the driver dies, however it dies."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-async def child(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE,
-                                                preexec_fn=die_with_parent)
-
-
-_runs = iter(range(1, 255))
-
-
-async def generate(kind: str, host: str, port: int, seconds: float) -> float:
-    proc = await child("generate", kind, host, str(port), str(seconds), str(next(_runs)))
-    out, _ = await asyncio.wait_for(proc.communicate(), MAX_SECONDS + 10)
-    return next(iter(json.loads(out).values()))
-
-
-async def wrk(host: str, port: int, seconds: float) -> float:
-    proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", "-c32", f"-d{seconds:g}s", f"http://{host}:{port}/", stdout=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent)
-    out, _ = await asyncio.wait_for(proc.communicate(), MAX_SECONDS + 10)
-    line = next(x for x in out.decode().splitlines() if x.startswith("Requests/sec:"))
-    return float(line.split()[1])
-
-
-def own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def haproxy_config(directory: Path) -> Path:
+def haproxy_config(directory: Path, pod_ip: str) -> Path:
     path = directory / "haproxy.cfg"
-    lines = ["global", "  nbthread 1", "  maxconn 8000", "defaults", "  mode tcp", "  timeout connect 5s",
+    lines = ["global", "  nbthread 2", "  maxconn 8000", "defaults", "  mode tcp", "  timeout connect 5s",
              "  timeout client 30s", "  timeout server 30s"]
-    for port in (SINK, ECHO, HTTP):
-        lines += [f"listen p{port}", f"  bind {HAPROXY_IP}:{port}", f"  server pod {POD_IP}:{port}"]
+    for port in (IPERF_PORT, HTTP_PORT):
+        lines += [f"listen p{port}", f"  bind {HAPROXY_IP}:{port}", f"  server pod {pod_ip}:{port}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-async def start_proxy():
-    from netemu.api.objects import (Endpoint, EndpointConditions, EndpointPort, EndpointSlice, ObjectMeta,
-                                    Service, ServicePort, ServiceSpec)
-    from netemu.config import ClusterConfig
-    from netemu.fabric.base import NodeNetwork
-    from netemu.fabric.loopback import LoopbackFabric
-    from netemu.proxy import ProxyGroup, ProxyOptions
-    from netemu.state import ClusterState
-    config = ClusterConfig(state_dir=Path(tempfile.gettempdir()) / "netemu-bench-unused")  # never created
-    group = ProxyGroup(LoopbackFabric(config, ClusterState(config)), ProxyOptions(connection_log_size=100))
-    group.add_node(NodeNetwork("node-1", NODE_IP, "127.244.250.0/25"))
-    names = {SINK: "sink", ECHO: "echo", HTTP: "http"}
-    for port, name in names.items():
-        group.on_service(None, Service(metadata=ObjectMeta(name=name, namespace="default"), spec=ServiceSpec(
-            cluster_ip=CLUSTER_IP, ports=(ServicePort(name=name, port=port),))))
-        group.on_endpointslice(None, EndpointSlice(
-            metadata=ObjectMeta(name=f"{name}-x", namespace="default",
-                                labels={EndpointSlice.SERVICE_NAME_LABEL: name}),
-            address_type="IPv4", ports=(EndpointPort(name=name, port=port),),
-            endpoints=(Endpoint(addresses=(POD_IP,), node_name="node-1", conditions=EndpointConditions(ready=True)),)))
-    group.on_synced()
-    await group.settle()
-    for name in names.values():
-        if group.service_errors("default", name):
-            raise SystemExit(f"proxy: {group.service_errors('default', name)}")
-    return group
+# ---------------------------------------------------------------------------- load generators
 
-
-async def main(seconds: float, rounds: int) -> None:
-    seconds = min(seconds, MAX_SECONDS)
-    missing = [tool for tool in ("haproxy", "wrk") if shutil.which(tool) is None]
-    if missing:
-        raise SystemExit(f"missing {' and '.join(missing)}: apt-get install {' '.join(missing)}")
-    pod = await child("pod")
-    children: list[asyncio.subprocess.Process | subprocess.Popen] = [pod]
-    group = None
-    tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-haproxy-"))
+async def iperf3(host: str, port: int, seconds: float) -> tuple[float, float]:
+    """(Gbit/s received, GB received) of one ``iperf3 -c -P1`` run."""
+    out = await _tools.run_tool(["iperf3", "-c", host, "-p", str(port), "-P1", "-t", f"{seconds:g}", "-J"],
+                                seconds + 15)
     try:
-        assert (await pod.stdout.readline()).strip() == b"ready"
-        group = await start_proxy()
-        haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(haproxy_config(tmp))],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        children.append(haproxy)
-        await wait_listening(HAPROXY_IP, ECHO)
-        bare = await child("bare")
-        children.append(bare)
-        assert (await bare.stdout.readline()).strip() == b"ready"
-        targets = {"direct": POD_IP, "proxy": CLUSTER_IP, "haproxy": HAPROXY_IP, "bare": BARE_IP}
-        cpu_of = {"proxy": own_cpu, "haproxy": lambda: process_cpu(haproxy.pid)}
-        print(f"{'':28} {'direct':>9} {'proxy':>9} {'haproxy':>9} {'bare':>9}   proxy/direct (range)"
-              f"  proxy/haproxy  bare/direct   CPU per unit: proxy  haproxy")
-        # The bare relay is the bulk calibration only (uvloop aborts on it under the connection storm).
-        for label, unit, run, bare_too in (("bulk MB/s", "MB", lambda h: generate("bulk", h, SINK, seconds), True),
-                                           ("new connections/s", "conn",
-                                            lambda h: generate("connect", h, ECHO, seconds), False),
-                                           ("HTTP keep-alive req/s (wrk)", "req", lambda h: wrk(h, HTTP, seconds), False)):
-            measured = {name: host for name, host in targets.items() if bare_too or name != "bare"}
-            rates: dict[str, list[float]] = {name: [] for name in measured}
-            cpus: dict[str, list[float]] = {name: [] for name in measured}
-            for _ in range(rounds):
-                for name, host in measured.items():
-                    cpu_before, began = cpu_of.get(name, lambda: 0.0)(), time.monotonic()
-                    rate = await run(host)
-                    rates[name].append(rate)
-                    cpus[name].append((cpu_of.get(name, lambda: 0.0)() - cpu_before) / (rate * (time.monotonic() - began)))
-            rate = {name: statistics.median(v) for name, v in rates.items()}
-            cpu = {name: statistics.median(v) for name, v in cpus.items()}
-            ratios = [p / d for p, d in zip(rates["proxy"], rates["direct"])]
-            spread = f"({min(ratios):.2f}-{max(ratios):.2f})"
-            bare_rate = f"{rate['bare']:>9.0f}" if "bare" in rate else f"{'-':>9}"
-            bare_ratio = f"{rate['bare'] / rate['direct']:>11.2f}" if "bare" in rate else f"{'-':>11}"
-            print(f"{label:28} {rate['direct']:>9.0f} {rate['proxy']:>9.0f} {rate['haproxy']:>9.0f} {bare_rate}"
-                  f"   {rate['proxy'] / rate['direct']:>12.2f} {spread:>11}  {rate['proxy'] / rate['haproxy']:>9.2f}"
-                  f"  {bare_ratio}"
-                  f"   {cpu['proxy'] * 1e6:>11.1f} µs {cpu['haproxy'] * 1e6:>5.1f} µs /{unit}", flush=True)
+        received = json.loads(out)["end"]["sum_received"]
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"iperf3 against {host}:{port} gave no result ({exc}): {out[-500:]}") from None
+    return received["bits_per_second"] / 1e9, received["bytes"] / 1e9
+
+
+async def wrk(host: str, port: int, seconds: float, close: bool) -> tuple[float, float]:
+    """(requests/s, thousands of requests) of one ``wrk -t2 -c50`` run; every request on a new
+    connection if ``close``."""
+    argv = ["wrk", "-t2", "-c50", f"-d{max(1, round(seconds))}s", f"http://{host}:{port}/"]
+    if close:
+        argv[1:1] = ["-H", "Connection: close"]
+    out = await _tools.run_tool(argv, seconds + 15)
+    rate, total = re.search(r"Requests/sec:\s*([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
+        raise SystemExit(f"wrk against {host}:{port} printed no rate: {out}")
+    problems = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    if problems:
+        print(f"  note: wrk against {host}:{port}: {' / '.join(problems)}", flush=True)
+    return float(rate.group(1)), int(total.group(1)) / 1000
+
+
+# ---------------------------------------------------------------------------- the run
+
+MEASUREMENTS = (  # label, unit of work for CPU, how to run it against (host, iperf port, http port)
+    ("bulk, Gbit/s", "GB", lambda t, s: iperf3(t[0], t[1], s)),
+    ("keep-alive req/s", "1k req", lambda t, s: wrk(t[0], t[2], s, close=False)),
+    ("new connections/s", "1k conn", lambda t, s: wrk(t[0], t[2], s, close=True)),
+)
+
+
+async def measure(targets: dict[str, tuple[str, int, int]], cpu_of: dict, seconds: float, rounds: int) -> list:
+    results = []
+    for label, unit, run in MEASUREMENTS:
+        series = _tools.Series(label)
+        for n in range(rounds):
+            for name, target in targets.items():
+                before = cpu_of[name]()
+                rate, work = await run(target, seconds)
+                series.add(name, rate, (cpu_of[name]() - before) / work if work else None)
+            print(f"  {label} round {n + 1}: " + "  ".join(
+                f"{name} {series.rates[name][-1]:,.1f}" for name in targets), flush=True)
+        results.append((series, unit))
+    return results
+
+
+def fmt_rate(value: float | None, label: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if "Gbit" in label else f"{value / 1000:.1f}k"
+
+
+def report(results: list, seconds: float, rounds: int, titles: dict[str, str]) -> None:
+    print(f"\nmedians of {rounds} rounds, {seconds:g} s each; ratios to direct taken per round "
+          f"(README table, issue 15 format):\n")
+    print("| | " + " | ".join(titles.values()) + " |")
+    print("|---|" + "---|" * len(titles))
+    for series, _ in results:
+        cells = []
+        for name in titles:
+            ratio = 1.0 if name == "direct" else series.ratio(name, "direct")
+            value = series.median(name)
+            cells.append(f"{fmt_rate(value, series.label)} ({ratio:.2f})" if value is not None else "–")
+        print(f"| {series.label} (ratio) | " + " | ".join(cells) + " |")
+    print("\nCPU per unit of work (medians; the proxy: the cluster's process and its helpers):")
+    for series, unit in results:
+        parts = [f"{titles[name]} {series.cpu_median(name) * 1e3:.1f} ms" for name in titles
+                 if name != "direct" and series.cpu_median(name) is not None]
+        print(f"  {series.label:20} per {unit}: " + "   ".join(parts))
+    bulk, keepalive, newconn = (series for series, _ in results)
+    print("\ngoals (issue 15), ratios per round, medians:")
+    for proxy in [name for name in titles if name.startswith("proxy")]:
+        who = "netemu" if proxy == "proxy" else f"netemu ({titles[proxy].split(', ')[-1]})"
+        for text, series, reference, threshold in (
+                ("bulk: {} / bare relay", bulk, "bare", 0.95),
+                ("bulk: {} / direct", bulk, "direct", 0.8),
+                ("keep-alive: {} / HAProxy", keepalive, "haproxy", 1.0),
+                ("new connections: {} / HAProxy", newconn, "haproxy", 0.8)):
+            print("  " + _tools.goal_line(text.format(who), series.ratio(proxy, reference), threshold,
+                                          spread=series.ratios(proxy, reference)))
+
+
+async def main(seconds: float, rounds: int, workers: int) -> None:
+    from netemu import Cluster
+    from netemu.scenario.clusters import slot_ranges
+    _tools.ensure_tools("bench/proxy.py", TOOLS)
+    tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-proxy-"))
+    children = []
+    titles = {name: TITLES[name] for name in TARGETS}
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            cluster = await stack.enter_async_context(Cluster(nodes=1, name="bench-proxy", kube_api=False,
+                                                              state_dir=tmp / "state"))
+            await cluster.apply(manifests(tmp))
+            await cluster.wait_ready(timeout=30)
+            pod_ip, cluster_ip = cluster.pod_ip("backend"), cluster.service_ip("backend")
+            more = {}
+            if workers > 1:  # the same pod behind a cluster whose proxy runs in `workers` processes
+                (tmp / "n").mkdir()
+                cluster_n = await stack.enter_async_context(Cluster(
+                    nodes=1, name="bench-proxy-n", kube_api=False, state_dir=tmp / "state", proxy_workers=workers,
+                    **slot_ranges(1)))
+                await cluster_n.apply(manifests(tmp / "n"))
+                await cluster_n.wait_ready(timeout=30)
+                more = {"proxy-n": (cluster_n.service_ip("backend"), IPERF_PORT, SERVICE_HTTP_PORT)}
+                titles = {"direct": TITLES["direct"], "proxy": TITLES["proxy"],
+                          "proxy-n": f"{TITLES['proxy']}, {workers} workers",
+                          **{name: TITLES[name] for name in TARGETS[2:]}}
+            haproxy = _tools.start(["haproxy", "-db", "-f", str(haproxy_config(tmp, pod_ip))])
+            bare = _tools.start([sys.executable, str(Path(__file__).with_name("_bare_relay.py")), BARE_IP, pod_ip,
+                                 str(IPERF_PORT), str(HTTP_PORT)], stdout=-1)
+            children += [haproxy, bare]
+            await asyncio.get_running_loop().run_in_executor(None, bare.stdout.readline)
+            targets = {"direct": (pod_ip, IPERF_PORT, HTTP_PORT),
+                       "proxy": (cluster_ip, IPERF_PORT, SERVICE_HTTP_PORT), **more,
+                       "haproxy": (HAPROXY_IP, IPERF_PORT, HTTP_PORT),
+                       "bare": (BARE_IP, IPERF_PORT, HTTP_PORT)}
+            for host, _, port in targets.values():
+                await _tools.wait_listening(host, port)
+                await wrk(host, port, 1, close=False)  # each answers, and warm-up
+            helpers = {haproxy.pid, bare.pid}
+            cpu_of = {"direct": lambda: 0.0,
+                      "proxy": lambda: _tools.cluster_cpu(helpers, POD_PROGRAMS | set(TOOLS)),
+                      "proxy-n": lambda: _tools.cluster_cpu(helpers, POD_PROGRAMS | set(TOOLS)),
+                      "haproxy": lambda: _tools.process_cpu(haproxy.pid),
+                      "bare": lambda: _tools.process_cpu(bare.pid)}
+            print(f"pod {pod_ip} (iperf3 :{IPERF_PORT}, nginx :{HTTP_PORT}), ClusterIP {cluster_ip}, "
+                  f"HAProxy {HAPROXY_IP} (2 threads, mode tcp), bare relay {BARE_IP}", flush=True)
+            print("proxy workers: 1" + (f" and {workers} (ClusterIP {more['proxy-n'][0]}, its own pod "
+                                         f"{cluster_n.pod_ip('backend')})" if more else ""), flush=True)
+            began = time.monotonic()
+            results = await measure(targets, cpu_of, seconds, rounds)
+        report(results, seconds, rounds, titles)
+        print(f"\n({time.monotonic() - began:.0f} s of measurements)")
     finally:
+        _tools.stop(children)
         shutil.rmtree(tmp, ignore_errors=True)
-        if group is not None:
-            await group.close()
-        for proc in children:
-            if proc.returncode is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in children:
-            result = proc.wait()
-            if asyncio.iscoroutine(result):
-                await result
-
-
-async def wait_listening(ip: str, port: int) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            with socket.create_connection((ip, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["pod"]:
-        import uvloop
-        uvloop.run(pod_main())
-    elif sys.argv[1:2] == ["bare"]:
-        import uvloop
-        uvloop.run(bare_main())
-    elif sys.argv[1:2] == ["generate"]:
-        generator_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))
-    else:
-        parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-        parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (at most 5)")
-        parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken")
-        options = parser.parse_args()
-        import uvloop
-        uvloop.run(main(options.seconds, max(1, options.rounds)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken")
+    parser.add_argument("--proxy-workers", type=int, default=1, metavar="N",
+                        help="also measure a cluster whose proxy runs in N processes (N > 1), next to 1")
+    options = parser.parse_args()
+    import uvloop
+    uvloop.run(main(min(options.seconds, MAX_SECONDS), max(1, options.rounds), max(1, options.proxy_workers)))

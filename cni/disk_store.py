@@ -32,7 +32,31 @@ LINE_BREAK = "\r\n"  # what the reference host-local writes between ID and ifnam
 # number of reservations instead of reading every file each time. (A foreign write landing in the
 # same coarse timestamp tick as our last write could hide until the next change; reservations are
 # still never handed out twice, since reserve() creates files with O_EXCL.)
-_SCANS: dict[Path, tuple[int, dict[str, Allocation]]] = {}
+# Each scan also indexes its reservations by container ID, so that finding what a container
+# holds (every ADD asks) does not look at every reservation of the network.
+_SCANS: dict[Path, _Scan] = {}
+
+
+class _Scan:
+    __slots__ = ("mtime", "entries", "by_owner")
+
+    def __init__(self, mtime: int, allocations: list[Allocation]) -> None:
+        self.mtime = mtime
+        self.entries: dict[str, Allocation] = {}
+        self.by_owner: dict[str, dict[str, Allocation]] = {}  # container ID → file name → allocation
+        for a in allocations:
+            self.note(str(a.ip), a)
+
+    def note(self, name: str, allocation: Allocation | None) -> None:
+        old = self.entries.pop(name, None)
+        if old is not None:
+            held = self.by_owner.get(old.container_id, {})
+            held.pop(name, None)
+            if not held:
+                self.by_owner.pop(old.container_id, None)
+        if allocation is not None:
+            self.entries[name] = allocation
+            self.by_owner.setdefault(allocation.container_id, {})[name] = allocation
 
 
 def _io_error(what: str, exc: OSError) -> CNIError:
@@ -84,13 +108,9 @@ class DiskStore:
         scan = _SCANS.get(self.dir)
         if scan is None:
             return
-        entries = dict(scan[1])
-        if allocation is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = allocation
+        scan.note(name, allocation)  # in place: allocations() hands out copies
         try:
-            _SCANS[self.dir] = (os.stat(self.dir).st_mtime_ns, entries)
+            scan.mtime = os.stat(self.dir).st_mtime_ns
         except OSError:
             _SCANS.pop(self.dir, None)
 
@@ -107,11 +127,14 @@ class DiskStore:
             return None  # a damaged hint only costs round-robin once, as in the reference
 
     def allocations(self) -> list[Allocation]:
+        return list(self._scan().entries.values())
+
+    def _scan(self) -> _Scan:
         try:
             mtime = os.stat(self.dir).st_mtime_ns
             scan = _SCANS.get(self.dir)
-            if scan is not None and scan[0] == mtime:
-                return list(scan[1].values())
+            if scan is not None and scan.mtime == mtime:
+                return scan
             entries = list(os.scandir(self.dir))
         except OSError as exc:
             raise _io_error(f"cannot list {self.dir}", exc) from exc
@@ -128,11 +151,12 @@ class DiskStore:
             container_id = lines[0].strip() if lines else ""
             ifname = lines[1].strip() if len(lines) > 1 else ""
             found.append(Allocation(ip, container_id, ifname))
-        _SCANS[self.dir] = (mtime, {str(a.ip): a for a in found})
-        return found
+        scan = _SCANS[self.dir] = _Scan(mtime, found)
+        return scan
 
     def get_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
-        return [a.ip for a in self.allocations() if owned_by(a, container_id, ifname)]
+        held = self._scan().by_owner.get(container_id.strip(), {})
+        return [a.ip for a in held.values() if owned_by(a, container_id, ifname)]
 
     def release_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
         released = self.get_by_id(container_id, ifname)

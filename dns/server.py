@@ -11,6 +11,12 @@ Sockets are never made by address alone: ``start`` takes the ``start_server`` an
 ``create_datagram_endpoint`` callables of a fabric (``functools.partial(fabric.start_server,
 where)``) or, by default, asyncio's own; upstream sockets come from ``make_socket``.
 
+The UDP socket's address is registered with the service proxy as an in-process endpoint
+(``netemu.proxy.local``): on the loopback backend a query sent to the kube-dns ClusterIP is handed
+to ``_UDPProtocol.serve_local`` by the proxy's flow, and the answer leaves the ClusterIP's socket,
+instead of crossing a relay socket and this one. It is answered exactly as a datagram that
+arrives here is; the registration ends with the socket.
+
 No packet can stop the server: a packet too short for a header is dropped, a malformed one
 gets FORMERR, an unexpected error while answering SERVFAIL, and the error is logged.
 """
@@ -26,6 +32,7 @@ from typing import Any, Self
 
 from netemu.api.objects import EndpointSlice, Namespace, Pod, Service
 from netemu.errors import DNSError
+from netemu.proxy import local
 
 from .config import DNSConfig
 from .forward import Forwarder, SocketFactory
@@ -163,10 +170,28 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         self._cached = server.responder.udp_cache.entries.get
         self._transport: asyncio.DatagramTransport | None = None
         self._sendto: Callable[..., None] = lambda *a: None
+        self._unregister: Callable[[], None] = lambda: None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._sendto = transport.sendto  # type: ignore[attr-defined]
+        self._unregister = local.register(transport.get_extra_info("sockname")[:2], self.serve_local)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unregister()
+
+    def serve_local(self, data: bytes, addr: Any, reply: local.Reply) -> bytes | None:
+        """A query the proxy took on the service address, answered as ``datagram_received``
+        answers: a cached answer is returned, any other goes to ``reply``; nothing once this socket
+        is closing."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return None
+        hit = self._cached(data[2:])
+        if hit is not None:
+            return data[:2] + hit
+        self._server._udp_miss(data, addr, reply)
+        return None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         hit = self._cached(data[2:])

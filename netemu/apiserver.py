@@ -62,7 +62,7 @@ SINGULAR = {
     "ReplicaSet": "replicaset.apps", "DaemonSet": "daemonset.apps",
     "EndpointSlice": "endpointslice.discovery.k8s.io", "Namespace": "namespace", "Node": "node",
     "ConfigMap": "configmap", "Secret": "secret", "ServiceAccount": "serviceaccount", "Event": "event",
-    "Impairment": "impairment.netemu.dev", "Partition": "partition.netemu.dev",
+    "Impairment": "impairment.netemu.dev", "Partition": "partition.netemu.dev", "Capture": "capture.netemu.dev",
     "Job": "job.batch", "CronJob": "cronjob.batch", "NetworkPolicy": "networkpolicy.networking.k8s.io",
     **{kind: qualified(kind, version, kind.lower()) for version, kind, _, _ in (*STORED_ONLY, *INGRESS_KINDS)},
 }
@@ -72,7 +72,7 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 # deletion order in a namespace
 NAMESPACED_KINDS = ("CronJob", "Job", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Service", "EndpointSlice", "Pod", "ConfigMap", "Secret",
-                    "ServiceAccount", "Impairment", "Ingress", "NetworkPolicy", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
+                    "ServiceAccount", "Impairment", "Capture", "Ingress", "NetworkPolicy", *(kind for _, kind, namespaced, _ in STORED_ONLY if namespaced))
 
 NODE_REFUSED = ("nodes are made by the cluster (its configuration), not by manifests: "
                 "add or remove nodes through the cluster")

@@ -75,6 +75,12 @@ def _impairment_problems(cluster: Any, imp: Impairment) -> list[FieldProblem]:
                                      f"wire; this cluster uses the {cluster.config.backend} backend (impair a "
                                      "service or a node instead)"))
         return problems
+    if target.service and getattr(cluster.config, "proxy_mode", "userspace") == "nftables":
+        problems.append(FieldProblem("spec.target.service", "Forbidden: this cluster's proxyMode is nftables: "
+                                     "the kernel serves ClusterIPs and NodePorts, the userspace proxy that "
+                                     "impairs a service's connections does not see them (impair a node or a "
+                                     "link, on the wire, instead)"))
+        return problems
     foreign = _PROXY_ONLY if _on_wire(cluster, imp) else _WIRE_ONLY
     for what, why in foreign.items():
         if getattr(imp.spec, what):

@@ -1,4 +1,4 @@
-"""The ``netemu`` command: a thin shell over ``Cluster`` and the control socket.
+"""The ``netemu`` command: a thin shell over ``Cluster`` and the cluster's Kubernetes API.
 
 ``main(argv) -> int`` runs in-process (tests call it). A NetemuError is one line on stderr and
 exit status 1; a traceback appears only with ``-v``.
@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--filename", action="append", default=[], help="manifest file or directory")
     p.add_argument("--nodes", default="1", help="number of nodes, or comma-separated node names")
     p.add_argument("--backend", default="loopback", choices=["loopback", "netns"])
+    p.add_argument("--proxy-mode", default=None, choices=["userspace", "nftables"],
+                   help="how Services are proxied: userspace (default) or nftables (netns: DNAT in each node's kernel)")
+    p.add_argument("--proxy-workers", type=int, default=None, metavar="N",
+                   help="loopback: processes that accept TCP service connections (default 1; more share "
+                        "each listener with SO_REUSEPORT)")
     p.add_argument("--detach", "-d", action="store_true", help="return once everything is ready")
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for readiness")
     p.add_argument("--service-cidr", default=None)
@@ -184,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only scenarios whose name or file name contains PATTERN")
     p.add_argument("--backend", choices=["loopback", "netns"], default=None,
                    help="run every scenario on this backend (default: what each file says, else loopback)")
+    p.add_argument("--proxy-mode", choices=["userspace", "nftables"], default=None,
+                   help="run every scenario with this service proxy mode (nftables: netns backend only)")
     return parser
 
 
@@ -204,11 +211,6 @@ def _find_cluster(name: str | None) -> Any:
     if not live:
         raise ClusterError("no cluster is running; start one with `netemu up` (or `netemu up --detach`)")
     raise ClusterError(f"several clusters are running ({', '.join(c.name for c in live)}); choose one with --name")
-
-
-def _client(name: str | None) -> Any:
-    from netemu.control import ControlClient
-    return ControlClient(_find_cluster(name).control_socket)
 
 
 def _api_client(target: Any) -> Any:
@@ -260,8 +262,10 @@ async def _start_cluster(args: argparse.Namespace) -> Any:
     refused with the flag to change and a free range."""
     from netemu.scenario.clusters import fixed_range_conflict, start_cluster
     nodes: Any = int(args.nodes) if args.nodes.isdigit() else [n.strip() for n in args.nodes.split(",") if n.strip()]
-    options = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr", "cni_bin_dir")
-               if getattr(args, k)}
+    options = {k: getattr(args, k) for k in ("service_cidr", "pod_cidr", "node_cidr", "lb_cidr", "cni_bin_dir",
+                                             "proxy_mode") if getattr(args, k)}
+    if args.proxy_workers is not None:  # 0 is refused by the configuration, not taken for "not given"
+        options["proxy_workers"] = args.proxy_workers
     options["dns_upstreams"] = _dns_upstreams(args.dns_upstream)
     for p in args.filename:
         if not Path(p).exists():
@@ -361,8 +365,8 @@ async def _up(args: argparse.Namespace) -> int:
             if not_ready is not None:
                 print("\n".join(f"warning: {line}" if i == 0 else line for i, line in enumerate(not_ready.lines())),
                       file=sys.stderr, flush=True)
-        down = cluster.control.down_requested if cluster.control else None
-        waiters = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(down.wait())] if down else [])
+        down = cluster.kube_api.operations.wait_for_down() if cluster.kube_api else None  # `netemu down`
+        waiters = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(down)] if down else [])
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
@@ -465,22 +469,23 @@ def _impair_settings(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def _cmd_capture(args: argparse.Namespace, client: Any) -> int:
+    from netemu import cli_api
     from netemu.units import TIME_UNITS, parse_quantity
     duration = parse_quantity(args.duration, TIME_UNITS, "s", "duration") / 1000 if args.duration else 0.0
     path = os.path.abspath(args.file)
-    started = client.call("capture_start", pod=args.pod, node=args.node, link=args.link, namespace=args.namespace,
-                          filter=args.filter, count=args.count, path=path)
+    started = cli_api.capture_start(client, pod=args.pod, node=args.node, link=args.link, namespace=args.namespace,
+                                    filter=args.filter, count=args.count, path=path)
     print(f"capturing on {started['on']} to {args.file}"
           + ("" if duration or args.count else " (Ctrl-C to stop)"), file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
     try:
         while deadline is None or time.monotonic() < deadline:
-            if client.call("capture_status", id=started["id"])["done"]:
+            if cli_api.capture_status(client, started["id"])["done"]:
                 break
             time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
     except KeyboardInterrupt:
         pass
-    finished = client.call("capture_stop", id=started["id"])
+    finished = cli_api.capture_stop(client, started["id"])
     _emit(f"{finished['frames']} packets captured to {args.file}")
     if args.summary:
         _emit("\n".join(finished["summary"]))
@@ -502,8 +507,9 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd
     if not cmd:
         raise NetemuError("you must specify at least one command for the container: netemu exec POD -- CMD")
-    plan = _client(args.name).call("exec_plan", pod=args.pod, argv=cmd, container=args.container,
-                                   namespace=args.namespace)
+    from netemu import cli_api
+    plan = cli_api.exec_plan(_api_client(_find_cluster(args.name)), args.pod, cmd, container=args.container,
+                             namespace=args.namespace)
     from netemu.kubelet.runtime import exec_failure, start_refusal
     refusal = start_refusal(cmd[0], plan["env"], plan.get("cwd"))
     if refusal:
@@ -563,6 +569,8 @@ def _run_remote(args: argparse.Namespace) -> int | None:
         return None
     if args.backend is not None:
         raise NetemuError("error: --backend chooses a netemu backend; with --kubeconfig the cluster is given")
+    if args.proxy_mode is not None:
+        raise NetemuError("error: --proxy-mode chooses how netemu proxies; with --kubeconfig the cluster is given")
     from netemu.scenario.remote_runner import run_command
     return run_command(args.paths, sys.stdout, kubeconfig=kubeconfig, context=args.context, cleanup_only=args.cleanup,
                        junit=args.junit, keep=args.keep, pattern=args.pattern, client_image=args.client_image,
@@ -603,7 +611,7 @@ def run(argv: Sequence[str]) -> int:
             raise NetemuError("error: run: the following arguments are required: FILE|DIR")
         from netemu.scenario import run_files
         return run_files(args.paths, sys.stdout, junit=args.junit, keep=args.keep, pattern=args.pattern,
-                         backend=args.backend)
+                         backend=args.backend, proxy_mode=args.proxy_mode)
     if cmd == "gc":
         from netemu.fabric.netns.namespaces import collect, collect_cluster_garbage, orphans
         from netemu.kubeapi import kubeconfig
@@ -636,8 +644,8 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if cmd == "down":
         target = _find_cluster(args.name)
-        from netemu.control import ControlClient
-        ControlClient(target.control_socket).call("down")
+        from netemu import cli_api
+        cli_api.down(_api_client(target))
         pid = target.info["pid"]
         deadline = time.monotonic() + 30
         # Stopped once its state directory is gone and, for `netemu up`, its process has ended
@@ -662,27 +670,26 @@ def run(argv: Sequence[str]) -> int:
             _emit(cli_chaos.heal(api, target.info.get("backend", "")))
         return 0
     documents = _read_documents(getattr(args, "filename", None) or []) if cmd in ("apply", "delete") else []
-    client = _client(args.name)
+    from netemu import cli_api
+    client = _api_client(_find_cluster(args.name))
     if cmd == "apply":
-        _emit("\n".join(client.call("apply", documents=documents, namespace=args.namespace)))
+        _emit("\n".join(cli_api.apply_documents(client, documents, args.namespace)))
     elif cmd == "delete":
         if args.filename:
-            lines = client.call("apply", documents=documents, namespace=args.namespace, delete=True)
+            lines = cli_api.apply_documents(client, documents, args.namespace, delete=True)
         else:
             if not args.args:
                 raise NetemuError("error: you must provide one or more resources by argument or filename")
-            from netemu import cli_api
-            api = _api_client(_find_cluster(args.name))
             first = args.args[0]
             if "/" in first:
                 lines = []
                 for ref in args.args:
                     kind, _, name = ref.partition("/")
-                    lines += cli_api.delete(api, kind, [name], args.namespace)
+                    lines += cli_api.delete(client, kind, [name], args.namespace)
             else:
                 if len(args.args) < 2:
                     raise NetemuError("error: resource(s) were provided, but no name was specified")
-                lines = cli_api.delete(api, first, args.args[1:], args.namespace)
+                lines = cli_api.delete(client, first, args.args[1:], args.namespace)
         _emit("\n".join(lines))
     elif cmd == "get":
         kinds = args.kind.split(",")
@@ -698,7 +705,7 @@ def run(argv: Sequence[str]) -> int:
         if "/" in kind:
             kind, _, name = kind.partition("/")
             names = [name, *names]
-        _emit(client.call("describe", kind=kind, names=names, namespace=args.namespace))
+        _emit(cli_api.describe(client, kind, names, args.namespace))
     elif cmd == "exec":
         return _cmd_exec(args)
     elif cmd == "logs":
@@ -716,8 +723,7 @@ def run(argv: Sequence[str]) -> int:
         from netemu import cli_api
         _emit(cli_api.scale(_api_client(_find_cluster(args.name)), kinds[kind], name, args.replicas, args.namespace))
     elif cmd == "wait":
-        client.timeout = max(client.timeout, args.timeout + 30)  # the cluster answers when its wait ends
-        _emit(client.call("wait_ready", timeout=args.timeout))
+        _emit(cli_api.wait_ready(client, args.timeout))
     elif cmd == "capture":
         return _cmd_capture(args, client)
     return 0

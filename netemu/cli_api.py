@@ -1,5 +1,7 @@
-"""netemu's object verbs as clients of the cluster's Kubernetes API: ``get``, ``delete KIND
-NAME``, ``scale`` and ``logs``, each printing what kubectl prints.
+"""netemu's verbs as clients of the cluster's Kubernetes API: ``get``, ``delete KIND NAME``,
+``scale`` and ``logs``, each printing what kubectl prints; ``apply``/``delete -f``, ``describe``,
+``wait``, ``exec``, ``capture`` and ``down`` through netemu's extension paths of the same API
+(``netemu.kubeapi.operations``).
 
 ``get`` fetches (GET of named objects, LIST with the label selector otherwise) JSON, decodes it
 into netemu's types and prints it here (``netemu.printers``: kubectl's columns, YAML, JSON), as
@@ -104,3 +106,62 @@ def logs(client: Any, pod: str, *, container: str | None, namespace: str | None,
     for chunk in client.stream("GET", path, query=query):
         out.write(chunk)
         out.flush()
+
+
+# ---------------------------------------------------------------------------- netemu's own operations
+# The extension paths of netemu.kubeapi.operations: what no Kubernetes resource stands for.
+
+_MIB = 1024 * 1024
+
+
+def _operation(client: Any, method: str, what: str, body: Any = None) -> Any:
+    from netemu.kubeapi.operations import PATH
+    return client.request(method, f"{PATH}/{what}", body)
+
+
+def apply_documents(client: Any, documents: list[dict[str, str]], namespace: str | None, *,
+                    delete: bool = False) -> list[str]:
+    """``apply -f`` / ``delete -f``: every document in one request, admitted (or deleted) all or
+    nothing by the cluster; kubectl's ``kind/name created|configured|unchanged`` lines."""
+    import json
+    from netemu.kubeapi.operations import MAX_APPLY_BYTES
+    body = {"documents": documents, "namespace": namespace, "delete": delete}
+    size = len(json.dumps(body).encode())
+    if size > MAX_APPLY_BYTES:
+        sources = ", ".join(d["source"] for d in documents)
+        raise ClusterError(f"{sources}: the apply request is {size / _MIB:.1f} MiB, more than the cluster's limit "
+                           f"of {MAX_APPLY_BYTES // _MIB} MiB; apply the manifests in smaller files")
+    client.timeout = max(client.timeout, 120)  # a big batch is admitted in slices
+    return list(_operation(client, "POST", "apply", body)["lines"])
+
+
+def describe(client: Any, kind: str, names: list[str], namespace: str | None) -> str:
+    return str(_operation(client, "POST", "describe", {"kind": kind, "names": names, "namespace": namespace})["text"])
+
+
+def wait_ready(client: Any, timeout: float) -> str:
+    """Until every pod is ready (the cluster answers when its wait ends, or with why not)."""
+    client.timeout = max(client.timeout, timeout + 30)
+    return str(_operation(client, "POST", "wait", {"timeout": timeout})["status"])
+
+
+def exec_plan(client: Any, pod: str, argv: list[str], *, container: str | None, namespace: str | None) -> Any:
+    """How to run ``argv`` in the pod's container (``ExecPlan`` as a dict); the CLI runs it."""
+    return _operation(client, "POST", "exec", {"pod": pod, "argv": argv, "container": container,
+                                                "namespace": namespace})
+
+
+def down(client: Any) -> None:
+    _operation(client, "DELETE", "cluster")
+
+
+def capture_start(client: Any, **target: Any) -> Any:
+    return _operation(client, "POST", "captures", target)
+
+
+def capture_status(client: Any, number: int) -> Any:
+    return _operation(client, "GET", f"captures/{number}")
+
+
+def capture_stop(client: Any, number: int) -> Any:
+    return _operation(client, "DELETE", f"captures/{number}")

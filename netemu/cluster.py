@@ -7,7 +7,7 @@
 
 Start-up is ordered and undone in reverse on failure or exit (an ``AsyncExitStack``): state
 directory, fabric, store and API server bootstrap, controllers, nodes with their kubelets, the
-control socket. Nothing here parses command lines or prints.
+Kubernetes API. Nothing here parses command lines or prints.
 """
 from __future__ import annotations
 
@@ -52,14 +52,13 @@ class ExecResult:
 class Cluster:
     def __init__(self, nodes: int | list[str] | tuple[str, ...] = 1, *, name: str | None = None,
                  backend: str = "loopback", manifests: Iterable[Any] = (), config: ClusterConfig | None = None,
-                 control_socket: bool = True, kube_api: bool = True, **overrides: Any):
+                 kube_api: bool = True, **overrides: Any):
         if config is None:
             config = ClusterConfig(name=name or os.environ.get("NETEMU_CLUSTER", DEFAULT_NAME),
                                    nodes=ClusterConfig.node_names(nodes), backend=backend, **overrides)
         config.validate()
         self.config = config
         self.initial_manifests = list(manifests)
-        self.control_socket_enabled = control_socket
         self.kube_api_enabled = kube_api
         self.kube_api: Any = None  # netemu.kubeapi.KubeApiServer once started
         self.in_cluster: Any = None  # netemu.kubeapi.incluster.InClusterAccess once the API serves
@@ -73,13 +72,14 @@ class Cluster:
         self._stack = contextlib.AsyncExitStack()
         self._started = False
         self.started_at = 0.0
-        self.control: Any = None
         self.proxy: Any = None
         self.controllers: Any = None
         self.ingress_images: dict[str, Any] = {}  # the ingress controller's image (netemu.ingress)
         self._apply_lock = asyncio.Lock()
         self.dns_port = 53
         self.network_policy: Any = None  # netemu.networkpolicy's enforcer (netns backend)
+        self.kernel_proxy: Any = None  # proxyMode nftables: netemu.proxy.nftables_proxier.NftablesProxier
+        self.service_env: Any = None  # netemu.kubelet.serviceenv.ServiceEnvIndex, shared by the kubelets
 
     @property
     def name(self) -> str:
@@ -115,28 +115,28 @@ class Cluster:
                                             clock=self.clock, job_backoff=self.config.job_backoff)
             stack.callback(controllers.stop)
             self.controllers = controllers
-            self._start_proxy()
+            await self._start_proxy()
             self._start_dns()
             self._start_ingress()
             for index, node in enumerate(self.config.nodes):
                 await self._add_node(node, index)
             self.proxy.on_synced()
+            if self.kernel_proxy is not None:
+                self.kernel_proxy.on_synced()
             from netemu.chaos import Chaos
             chaos = Chaos(self)
             chaos.start()
             stack.callback(chaos.stop)
+            from netemu.captures import Captures  # netemu.dev Capture objects
+            captures = Captures(self)
+            captures.start()
+            stack.push_async_callback(captures.stop)
             from netemu import networkpolicy
             stack.callback(networkpolicy.attach(self))
             from netemu.ingress import system as ingress_system  # the default IngressClass "netemu"
             self.apiserver.apply(api.load_text(ingress_system.CLASS_MANIFEST, source="<netemu system>"))
             self.apiserver.apply(api.load_text(system.dns_manifests(self.config.dns_ip, self.dns_port),
                                                source="<netemu system>"))
-            if self.control_socket_enabled:
-                from netemu.control import ControlServer
-                server = ControlServer(self, self.state.control_socket)
-                await server.start()
-                stack.push_async_callback(server.stop)
-                self.control = server
             if self.kube_api_enabled:  # the Kubernetes API (netemu.kubeapi)
                 from netemu.kubeapi import KubeApiServer
                 kube_api = KubeApiServer(self)
@@ -156,23 +156,43 @@ class Cluster:
             raise
         log.info("cluster %s up in %.3f s", self.name, time.monotonic() - t0)
 
-    def _start_proxy(self) -> None:
-        from netemu.proxy import ProxyGroup
-        self.proxy = ProxyGroup(self.fabric)
+    async def _start_proxy(self) -> None:
+        from netemu.proxy import ProxyGroup, ProxyOptions
+        kernel = self.config.proxy_mode == "nftables"
+        workers = self.config.proxy_workers
+        self.proxy = ProxyGroup(self.fabric, ProxyOptions(kernel_data_path=kernel, reuse_port=workers > 1))
         self._stack.push_async_callback(self.proxy.close)
+        if workers > 1:  # processes of their own sharing the TCP listeners (netemu.proxy.workers)
+            from netemu.proxy.workers import ProxyWorkers
+            self.proxy.workers = await ProxyWorkers.start(self.proxy, workers - 1, env=self.state.process_env,
+                                                          record=self.state.record_process,
+                                                          log_path=self.state.path("proxy-workers.log"))
+        proxies = [self.proxy]
+        if kernel:  # Services as nftables DNAT in every node namespace (netemu.proxy.nftables_proxier)
+            from netemu.fabric.netns.fabric import pod_range
+            from netemu.proxy.nftables_proxier import NftablesProxier
+            self.kernel_proxy = NftablesProxier(pod_cidr=str(pod_range(self.config)),
+                                                service_cidr=self.config.service_cidr,
+                                                netns_of=lambda node: str(self.fabric.namespace_of(node)))
+            self._stack.push_async_callback(self.kernel_proxy.close)
+            proxies.append(self.kernel_proxy)
 
         def on_event(event: Any) -> None:
             if event.kind == "Service":
                 self._service_ips_changed(event.old, event.new)
-                self.proxy.on_service(event.old, event.new)
+                for proxy in proxies:
+                    proxy.on_service(event.old, event.new)
             else:
-                self.proxy.on_endpointslice(event.old, event.new)
+                for proxy in proxies:
+                    proxy.on_endpointslice(event.old, event.new)
         self._stack.callback(self.store.subscribe(on_event, kinds=["Service", "EndpointSlice"]))
         for svc in self.store.list("Service"):
             self._service_ips_changed(None, svc)
-            self.proxy.on_service(None, svc)
+            for proxy in proxies:
+                proxy.on_service(None, svc)
         for eps in self.store.list("EndpointSlice"):
-            self.proxy.on_endpointslice(None, eps)
+            for proxy in proxies:
+                proxy.on_endpointslice(None, eps)
 
     def _service_ips_changed(self, old: Any, new: Any) -> None:
         """Tell a fabric that places ClusterIPs (netns: on every node's ``svc0``) which exist."""
@@ -240,6 +260,8 @@ class Cluster:
         net = await self.fabric.add_node(name, index)
         self.nodes[name] = net
         self.proxy.add_node(net)
+        if self.kernel_proxy is not None:
+            self.kernel_proxy.add_node(name)
         node = k8s.Node(
             metadata=k8s.ObjectMeta(name=name, labels={
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
@@ -262,20 +284,31 @@ class Cluster:
         self._start_kubelet(net)
 
     def _start_kubelet(self, net: NodeNetwork) -> None:
+        if self.service_env is None:  # one index of service variables for every kubelet
+            from netemu.kubelet.serviceenv import ServiceEnvIndex
+            self.service_env = ServiceEnvIndex(self.store)
+            self._stack.callback(self._close_service_env)
         self.kubelets[net.name] = Kubelet(
             net, self.store, self.fabric, log_dir=self.state.path("logs"), record_process=self.state.record_process,
             process_env=self.state.process_env,
             restart_backoff=self.config.restart_backoff, restart_backoff_max=self.config.restart_backoff_max,
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
-            extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images})
+            extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images}, service_env=self.service_env)
         if self.in_cluster is not None:
             self.in_cluster.equip(self.kubelets[net.name])
+
+    def _close_service_env(self) -> None:
+        if self.service_env is not None:
+            self.service_env.close()
+            self.service_env = None
 
     async def _stop_kubelets(self) -> None:
         kubelets = list(self.kubelets.values())
         self.kubelets.clear()
-        await asyncio.gather(*(k.stop() for k in kubelets), return_exceptions=True)
+        # The fabric's stop and the state directory's removal (next on the stack) take every pod's
+        # network at once: no CNI DEL per pod (10,000 of them were a second of a shutdown).
+        await asyncio.gather(*(k.stop(release_networks=False) for k in kubelets), return_exceptions=True)
 
     # ------------------------------------------------------------------ nodes
 
@@ -303,6 +336,8 @@ class Cluster:
             return  # already stopped
         await kubelet.stop()
         await self.proxy.remove_node(name)
+        if self.kernel_proxy is not None:
+            await self.kernel_proxy.remove_node(name)
         self._set_node_ready(name, False)
         nodelifecycle.node_unreachable(self.store, name)
         await self.settle()
@@ -315,6 +350,8 @@ class Cluster:
             return
         self._set_node_ready(name, True)
         self.proxy.add_node(self.nodes[name])
+        if self.kernel_proxy is not None:
+            self.kernel_proxy.add_node(name)
         self._start_kubelet(self.nodes[name])
         await self.settle()
 
@@ -454,6 +491,8 @@ class Cluster:
             await settle_service_ips()
         if self.proxy is not None:
             await self.proxy.settle()
+        if self.kernel_proxy is not None:  # proxyMode nftables: services in every node's kernel
+            await self.kernel_proxy.settle()
         if self.network_policy is not None:  # policies in every node's nftables
             await self.network_policy.synced()
 

@@ -20,6 +20,8 @@ DEFAULT_MAX_PODS = 10_000
 DEFAULT_MAX_OBJECTS = 100_000
 DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024
 NAME_MAX = 32
+PROXY_MODES = ("userspace", "nftables")
+MAX_PROXY_WORKERS = 16  # processes accepting service connections on the loopback backend
 
 
 def check_cluster_name(name: str, what: str = "cluster name") -> str:
@@ -73,8 +75,13 @@ class ClusterConfig:
     name: str = DEFAULT_NAME
     nodes: tuple[str, ...] = ("node-1",)
     backend: str = "loopback"
+    proxy_mode: str = "userspace"             # or "nftables" (netns only): Services as DNAT in node kernels
+    proxy_workers: int = 1                    # loopback: processes accepting TCP service connections
+                                              # (SO_REUSEPORT); more than 1 starts worker processes
     node_cidr: str = "127.10.0.0/16"          # node N gets .N
     pod_cidr: str = "127.244.0.0/16"          # node N gets the /24 number N
+    node_cidr_mask_size: int = 24             # each node's share of pod_cidr (kube-controller-manager's
+                                              # --node-cidr-mask-size); loopback only, netns nodes get a /24
     service_cidr: str = "127.96.0.0/16"       # kubernetes .1, kube-dns .10
     lb_cidr: str = "127.200.0.0/16"
     node_port_range: str = "30000-32767"
@@ -119,6 +126,18 @@ class ClusterConfig:
         check_cluster_name(self.name)
         if self.backend not in ("loopback", "netns"):
             raise ClusterError(f'backend {self.backend!r}: supported values: "loopback", "netns"')
+        if self.proxy_mode not in PROXY_MODES:
+            raise ClusterError(f"proxyMode {self.proxy_mode!r}: supported values: "
+                               + ", ".join(f'"{m}"' for m in PROXY_MODES))
+        if self.proxy_mode == "nftables" and self.backend != "netns":
+            raise ClusterError(f"proxyMode nftables: needs the netns backend (the {self.backend} backend's "
+                               "service proxy runs in userspace only)")
+        if not isinstance(self.proxy_workers, int) or isinstance(self.proxy_workers, bool) \
+                or not 1 <= self.proxy_workers <= MAX_PROXY_WORKERS:
+            raise ClusterError(f"proxyWorkers {self.proxy_workers!r}: must be 1-{MAX_PROXY_WORKERS}")
+        if self.proxy_workers > 1 and self.backend != "loopback":
+            raise ClusterError(f"proxyWorkers {self.proxy_workers}: needs the loopback backend (the {self.backend} "
+                               "backend's proxy runs in one process)")
         if self.cni_bin_dir:
             if self.backend != "netns":
                 raise ClusterError("cni_bin_dir: CNI plugin executables wire pods on the netns backend only")
@@ -146,6 +165,7 @@ class ClusterConfig:
             raise ClusterError(f"pod_cidr {nets['pod_cidr']}: needs a /16 or larger (one /24 per node)")
         if len(self.nodes) > 250:
             raise ClusterError("at most 250 nodes")
+        self._validate_node_cidr_mask_size(nets["pod_cidr"])
         for cap in ("max_pods", "max_objects", "max_request_bytes"):
             value = getattr(self, cap)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -158,9 +178,20 @@ class ClusterConfig:
         """Address of the node at 0-based ``index``."""
         return str(ipaddress.IPv4Network(self.node_cidr).network_address + index + 1)
 
+    def _validate_node_cidr_mask_size(self, pods: ipaddress.IPv4Network) -> None:
+        mask = self.node_cidr_mask_size
+        if isinstance(mask, bool) or not isinstance(mask, int) or not pods.prefixlen <= mask <= 30:
+            raise ClusterError(f"node_cidr_mask_size: must be an integer from {pods.prefixlen} to 30, got {mask!r}")
+        if self.backend == "netns" and mask != 24:
+            raise ClusterError("node_cidr_mask_size: the netns backend gives each node a /24")
+        if 2 ** (mask - pods.prefixlen) < len(self.nodes) + 1:
+            raise ClusterError(f"node_cidr_mask_size {mask}: pod_cidr {pods} holds {2 ** (mask - pods.prefixlen) - 1} "
+                               f"node ranges of that size, not {len(self.nodes)}")
+
     def node_pod_cidr(self, index: int) -> str:
         base = ipaddress.IPv4Network(self.pod_cidr).network_address
-        return f"{base + (index + 1) * 256}/24"
+        block = 2 ** (32 - self.node_cidr_mask_size)
+        return f"{base + (index + 1) * block}/{self.node_cidr_mask_size}"
 
     def service_ip(self, offset: int) -> str:
         return str(ipaddress.IPv4Network(self.service_cidr).network_address + offset)

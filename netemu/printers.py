@@ -26,7 +26,7 @@ from netemu.api.objects import (
     Impairment, LabelSelector, Namespace, Node, Partition, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service,
     StatefulSet, ReplicaSet, DaemonSet, STORED_ONLY, STORED_ONLY_TYPES, stored_only,
 )
-from netemu.api.objects import ServiceAccount
+from netemu.api.objects import Capture, ServiceAccount
 from netemu.api.batch import CronJob, Job
 from netemu.api.ingress import Ingress, IngressClass
 from netemu.api.networkpolicy import NetworkPolicy
@@ -74,6 +74,7 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource(EventObject, "events", "event", "ev", ""),
     _Resource(Impairment, "impairments", "impairment", "", "netemu.dev"),
     _Resource(Partition, "partitions", "partition", "", "netemu.dev"),
+    _Resource(Capture, "captures", "capture", "", "netemu.dev"),
     _Resource(Job, "jobs", "job", "", "batch"),
     _Resource(CronJob, "cronjobs", "cronjob", "cj", "batch"),
     _Resource(Ingress, "ingresses", "ingress", "ing", "networking.k8s.io"),
@@ -585,6 +586,18 @@ def _partition_cells(part: Partition, now: datetime, wide: bool) -> list[str]:
     return [part.metadata.name, asked, part.status.groups or "<pending>", _since(part.metadata.creation_timestamp, now)]
 
 
+def capture_target(cap: Capture) -> str:
+    """``pod/web``, ``node/node-1``, ``link/node-1<->node-2``."""
+    t = cap.spec.target
+    return f"pod/{t.pod}" if t.pod else f"node/{t.node}" if t.node else f"link/{'<->'.join(t.link)}"
+
+
+def _capture_cells(cap: Capture, now: datetime, wide: bool) -> list[str]:
+    cells = [cap.metadata.name, capture_target(cap), cap.status.phase or "<pending>", str(cap.status.frames),
+             _since(cap.metadata.creation_timestamp, now)]
+    return cells + [cap.spec.filter or "<none>", cap.status.file or "<none>"] if wide else cells
+
+
 def _stored_only_cells(obj: Any, now: datetime, wide: bool) -> list[str]:
     return [obj.metadata.name, _since(obj.metadata.creation_timestamp, now)]
 
@@ -618,6 +631,7 @@ _TABLES: dict[type, _Table] = {
                         ("SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"), _event_cells),
     Impairment: _Table(("NAME", "TARGET", "SETTINGS", "APPLIED", "AGE"), ("LAYER",), _impairment_cells),
     Partition: _Table(("NAME", "GROUPS", "IN FORCE", "AGE"), (), _partition_cells),
+    Capture: _Table(("NAME", "TARGET", "PHASE", "FRAMES", "AGE"), ("FILTER", "FILE"), _capture_cells),
     **{cls: _Table(("NAME", "AGE"), (), _stored_only_cells) for cls in STORED_ONLY_TYPES},
     Job: _Table(("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"), ("CONTAINERS", "IMAGES", "SELECTOR"),
                 lambda obj, now, wide: _batch_printers().job_cells(obj, now, wide)),
@@ -1687,6 +1701,7 @@ _DESCRIBERS: dict[type, Callable[[_Writer, Any, Sequence[Any] | None, Related, d
     **{cls: _describe_custom for cls in STORED_ONLY_TYPES},
     Impairment: _describe_custom,
     Partition: _describe_custom,
+    Capture: _describe_custom,
     Pod: _describe_pod,
     Service: _describe_service,
     Deployment: _describe_deployment,

@@ -141,7 +141,7 @@ class NetemuCluster:
                  ready: bool = True, timeout: float = 30, **options: Any):
         self._start_loop(name)
         try:
-            self.cluster = self.run(start_cluster(nodes, name=name, control_socket=False, **options))
+            self.cluster = self.run(start_cluster(nodes, name=name, **options))
             self.resolver = Resolver(self.cluster)
             if manifests:
                 self.run(self.cluster.apply(*manifests))
@@ -594,7 +594,7 @@ else:
         try:
             nodes, requires = options.pop("nodes", 1), list(options.pop("requires", ()))
             manifests, ready, timeout = options.pop("manifests"), options.pop("ready", True), options.pop("timeout", 30)
-            cluster = await start_cluster(nodes, name=_name_for(request), control_socket=False, **options)
+            cluster = await start_cluster(nodes, name=_name_for(request), **options)
         except NetemuError as exc:
             pytest.fail(f"netemu: the cluster did not start: {exc}", pytrace=False)
         try:

@@ -21,12 +21,14 @@ import asyncio
 import ctypes
 import fcntl
 import os
+import signal
 from typing import Any, Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_CLOSE_RANGE = 436  # x86-64, arm64 and every other architecture of the unified table
 _CLOSE_RANGE_CLOEXEC = 1 << 2
 _ALL = 0xFFFFFFFF
+_PR_SET_PDEATHSIG = 1
 
 
 def close_inherited_fds() -> None:
@@ -40,6 +42,19 @@ def close_inherited_fds() -> None:
                 fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
             except OSError:
                 pass  # the descriptor listing the directory itself, closed by now
+
+
+def cluster_child_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
+    """The ``setup`` of a process the cluster runs (a container's, a proxy worker): lead a new
+    session, die with the cluster's process ``parent`` (or at once, should it be gone already),
+    and record its pid in the cluster's ledger (``record``)."""
+    def setup() -> None:
+        os.setsid()
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+        record(os.getpid())
+    return setup
 
 
 def child_setup(setup: Callable[[], None] | None = None) -> Callable[[], None]:

@@ -28,6 +28,7 @@ from typing import Callable
 from netemu import reaper, statedir
 from netemu.config import ClusterConfig
 from netemu.errors import ClusterError, RangeConflictError
+from netemu.treeremoval import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ class RunningCluster:
     @property
     def alive(self) -> bool:
         return is_alive(self.info.get("pid", -1), self.info.get("start_time"))
-
-    @property
-    def control_socket(self) -> Path:
-        return self.directory / "control.sock"
 
 
 def list_clusters(root: Path) -> list[RunningCluster]:
@@ -91,10 +88,6 @@ class ClusterState:
         self.directory = config.cluster_dir
         self._ledger = None
         self.token = secrets.token_hex(16)  # in state.json and every pod process's environment
-
-    @property
-    def control_socket(self) -> Path:
-        return self.directory / "control.sock"
 
     def path(self, *parts: str) -> Path:
         return self.directory.joinpath(*parts)
@@ -180,7 +173,7 @@ class ClusterState:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        remove_tree(self.directory)  # a stopped cluster's directory: 100,000 entries for 10,000 pods
 
 
 def gc_cluster(directory: Path) -> list[str]:

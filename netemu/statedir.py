@@ -1,13 +1,12 @@
-"""Whether a state directory, a file in it or a control socket may be trusted, checked before each use.
+"""Whether a state directory or a file in it may be trusted, checked before each use.
 
 The default state root (``/dev/shm/netemu-<uid>``, ``/tmp/netemu-<uid>``) has a name anyone can
 predict, in a directory anyone can write, so another user can create it first and plant a
-``state.json``, a ledger or a control socket there. So netemu creates the root and every cluster
+``state.json``, a ledger or credentials there. So netemu creates the root and every cluster
 directory 0700 and trusts one only when it is a real directory (not a symbolic link), owned by the
 current user and writable by nobody else, in a parent that no other user may rename it out of. Files
 read from a cluster directory are opened with ``O_NOFOLLOW`` relative to a checked directory
-descriptor and checked again on the open file; a control socket must be a socket of ours, and the
-process serving it must run as us (``SO_PEERCRED``). Anything else raises ``UnsafeStateError``:
+descriptor and checked again on the open file. Anything else raises ``UnsafeStateError``:
 one line saying what is wrong and how to fix it, before anything is read, started, connected or
 signalled.
 """
@@ -15,15 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
-import struct
 from pathlib import Path
 
 from netemu.errors import UnsafeStateError
 
 _FIX_ROOT = "remove it or set NETEMU_STATE_DIR to a directory of your own"
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def my_uid() -> int:
@@ -166,19 +162,3 @@ def write_file(directory: Path, name: str, data: bytes) -> None:
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def check_socket(path: Path) -> None:
-    """A control socket may be connected to: a socket of ours, in a verified cluster directory."""
-    check_cluster_dir(path.parent)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return  # connecting says "No such file or directory" in the caller's words
-    _check(path, st, "socket", "control socket", f"remove the cluster directory {path.parent}")
-
-
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a connected Unix socket (``SO_PEERCRED``)."""
-    _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    return uid

@@ -12,6 +12,7 @@ delivered. Without a loop (unit tests), call ``drain()``, which delivers everyth
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import dataclasses
 import datetime
@@ -19,7 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 from netemu.api.kinds import plural, qualified
 from netemu.api.objects import INGRESS_KINDS, STORED_ONLY
@@ -37,6 +38,7 @@ RESOURCE_NAMES = {
     "Node": "nodes", "StatefulSet": "statefulsets.apps", "ReplicaSet": "replicasets.apps", "DaemonSet": "daemonsets.apps", "ConfigMap": "configmaps", "Secret": "secrets",
     "ServiceAccount": "serviceaccounts",
     "Event": "events", "Impairment": "impairments.netemu.dev", "Partition": "partitions.netemu.dev",
+    "Capture": "captures.netemu.dev",
     "Job": "jobs.batch", "CronJob": "cronjobs.batch", "NetworkPolicy": "networkpolicies.networking.k8s.io",
     **{kind: qualified(kind, version, plural(kind)) for version, kind, _, _ in (*STORED_ONLY, *INGRESS_KINDS)},
 }
@@ -78,6 +80,9 @@ class Store:
         self._objects: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(
             lambda: collections.defaultdict(dict))
         self._rv = 0
+        # Per kind, every (namespace, name) in order: made when a paged read asks for it, dropped
+        # when an object of the kind is created or deleted (an update keeps the keys).
+        self._order: dict[str, list[tuple[str, str]]] = {}
         self._handlers: list[tuple[frozenset[str] | None, Handler]] = []
         self._queues: list[tuple[frozenset[str] | None, asyncio.Queue[Event]]] = []
         self._pending: collections.deque[Event] = collections.deque()
@@ -112,6 +117,26 @@ class Store:
                     out.append(obj)
         return out
 
+    def scan(self, kind: str, namespace: str | None = None, after: tuple[str, str] | None = None) -> Iterator[Any]:
+        """Objects of ``kind`` (in ``namespace``, or all when None) in ``list``'s order, starting
+        after the (namespace, name) key ``after``: a page of a LIST costs what the page holds, not
+        a sort of every object (the order is kept until an object is created or deleted)."""
+        keys = self._order.get(kind)
+        if keys is None:
+            keys = sorted((ns, name) for ns, objs in self._objects[kind].items() for name in objs)
+            self._order[kind] = keys
+        start = bisect.bisect_left(keys, (namespace, "")) if namespace is not None else 0
+        if after is not None:
+            start = max(start, bisect.bisect_right(keys, after))
+        spaces = self._objects[kind]
+        for i in range(start, len(keys)):
+            ns, name = keys[i]
+            if namespace is not None and ns != namespace:
+                return
+            obj = spaces[ns].get(name)
+            if obj is not None:  # deleted since this scan began (a caller that writes between items)
+                yield obj
+
     def count(self, kind: str) -> int:
         return sum(len(v) for v in self._objects[kind].values())
 
@@ -145,6 +170,7 @@ class Store:
             creation_timestamp=obj.metadata.creation_timestamp or now_rfc3339(), generation=1)
         obj = dataclasses.replace(obj, metadata=meta)
         self._objects[obj.KIND][ns][name] = obj
+        self._order.pop(obj.KIND, None)
         self._emit(Event(ADDED, None, obj))
         return obj
 
@@ -187,6 +213,7 @@ class Store:
         old = objs.pop(name, None)
         if old is None:
             raise NotFoundError(f'{RESOURCE_NAMES.get(kind, kind.lower())} "{name}" not found')
+        self._order.pop(kind, None)
         self._rv += 1
         self._emit(Event(DELETED, old, None))
         return old

@@ -6,7 +6,8 @@ per node (``add_node``), listens on ClusterIPs, NodePorts and load-balancer ingr
 and relays TCP connections and UDP flows to pod endpoints. See ``group`` for the life cycle,
 ``frontend`` for how listeners follow traffic policies, ``tcp`` for accepting and connecting,
 ``splice`` (zero-copy) and ``shaped`` (impaired) for the TCP relays, ``udp`` for UDP flows,
-``poller`` for the readiness of their raw sockets (errors included, on uvloop too).
+``poller`` for the readiness of their raw sockets (errors included, on uvloop too), ``workers``
+(with ``worker`` and ``channel``) for more processes sharing the TCP listeners (SO_REUSEPORT).
 """
 from .connlog import ConnectionRecord
 from .group import ProxyGroup, ProxyOptions

@@ -21,6 +21,7 @@ RANDOM = "random"
 MODES = (ROUND_ROBIN, RANDOM)
 
 _AFFINITY_SWEEP_AT = 4096  # sweep expired affinities when the table grows past this
+_SHARED_RNG = random.Random()
 
 
 class Balancer:
@@ -35,7 +36,7 @@ class Balancer:
         self.endpoints: list[EndpointInfo] = []
         self._index = 0
         self._affinity: dict[str, tuple[EndpointInfo, float]] = {}
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG  # one generator for all: a Random each is 2.5 KB and a seeding
 
     def update(self, endpoints: Collection[EndpointInfo], affinity_timeout: float | None = None) -> None:
         """New endpoint set (and affinity timeout); an unchanged set keeps order and position."""

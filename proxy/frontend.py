@@ -136,3 +136,11 @@ def desired(fe: Frontend, ranges: NodeRanges, default_node: str | None) -> tuple
 
 def is_shared_cluster_ip(fe: Frontend) -> bool:
     return fe.kind == CLUSTER_IP and fe.node is None
+
+
+def shareable(fe: Frontend) -> bool:
+    """Whether worker processes (proxy.workers) may listen on ``fe`` too, each taking a share of
+    its new connections: TCP without ClientIP affinity. UDP flows stay in one process (the
+    kernel would spread a flow's datagrams over the processes), and so do affinity services
+    (the kernel spreads by the whole 4-tuple, not by the client's address alone)."""
+    return fe.key[1] == "TCP" and not fe.info.affinity_timeout

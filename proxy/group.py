@@ -18,6 +18,10 @@ tried again every ``listen_retry`` seconds while it is wanted.
 The connection log holds one record per hop: a connection to a load-balancer ingress gives a
 ``load-balancer`` record (the NodePort it went to) and a ``node-port`` record (the pod).
 A group is made, used and closed on one running event loop (uvloop in production).
+
+With worker processes (``workers``: ``proxy_workers`` > 1, loopback backend) the group forwards
+each of its handler calls, nodes and impairments to them, its TCP listeners set SO_REUSEPORT,
+``settle`` waits for the workers too, and their connection records join this group's log.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from netemu.fabric.base import Fabric, NodeNetwork
 
 from .balancer import MODES, ROUND_ROBIN
 from .connlog import CLUSTER_IP, LOAD_BALANCER, NODE_PORT, ConnectionLog, ConnectionRecord
-from .frontend import Frontend, FrontendKey, NodeRanges, describe, desired, is_shared_cluster_ip
+from .frontend import Frontend, FrontendKey, NodeRanges, describe, desired, is_shared_cluster_ip, shareable
 from .impair import Impairment, Impairments
 from .proxier import Proxier
 from .route import RelayContext, Route
@@ -60,6 +64,12 @@ class ProxyOptions:
     dial_timeouts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # one connect attempt each
     listen_backlog: int = 4096
     listen_retry: float = 1.0                  # seconds between attempts to open a failed listener
+    kernel_data_path: bool = False             # proxyMode nftables: the kernel serves inside node
+                                               # namespaces; only host-network listeners stay here
+    reuse_port: bool = False                   # TCP listeners share their address with worker
+                                               # processes (SO_REUSEPORT; proxy.workers)
+    secondary: bool = False                    # a worker process: it opens only what may be shared
+                                               # (``shareable``); the cluster's own group opens all
 
 
 class ProxyGroup:
@@ -71,7 +81,8 @@ class ProxyGroup:
         self.shared_stack: bool = fabric.shared_stack
         self.loop = asyncio.get_running_loop()
         self.ctx = RelayContext(self.loop, fabric, dial_timeouts=options.dial_timeouts,
-                                udp_idle_timeout=options.udp_idle_timeout, udp_max_flows=options.udp_max_flows)
+                                udp_idle_timeout=options.udp_idle_timeout, udp_max_flows=options.udp_max_flows,
+                                in_process_udp=self.shared_stack)
         self.tracker = ChangeTracker()
         self.impairments = Impairments()
         self.log = ConnectionLog(options.connection_log_size)
@@ -86,6 +97,7 @@ class ProxyGroup:
         self._sync_handle: asyncio.Handle | None = None
         self._unapplied: dict[ServiceKey, Any] = {}  # changes a sync slice left for the next turn
         self._reconcile_task: asyncio.Task | None = None
+        self.workers: Any = None  # proxy.workers.ProxyWorkers: processes fed the same calls
 
     # ------------------------------------------------------------------ nodes
 
@@ -93,6 +105,8 @@ class ProxyGroup:
         """Start proxying on ``node``; its proxier catches up with the services already synced."""
         if node.name in self.proxiers:
             return self.proxiers[node.name]
+        if self.workers is not None:
+            self.workers.add_node(node)
         proxier = Proxier(self, node)
         self.proxiers[node.name] = proxier
         self.nodes[node.name] = node
@@ -106,6 +120,8 @@ class ProxyGroup:
         proxier = self.proxiers.pop(name, None)
         if proxier is None:
             return
+        if self.workers is not None:
+            self.workers.remove_node(name)
         proxier.release_all()
         self.nodes.pop(name, None)
         self.ctx.close_all(node=name)
@@ -128,15 +144,21 @@ class ProxyGroup:
     def on_service(self, old: Any, new: Any) -> None:
         if self.tracker.service_update(old, new):
             self._schedule_sync()
+            if self.workers is not None:
+                self.workers.on_service(old, new)
 
     def on_endpointslice(self, old: Any, new: Any) -> None:
         if self.tracker.slice_update(old, new):
             self._schedule_sync()
+            if self.workers is not None:
+                self.workers.on_endpointslice(old, new)
 
     def on_synced(self) -> None:
         """Services and EndpointSlices have all been delivered once: start applying them."""
         self._synced = True
         self._schedule_sync()
+        if self.workers is not None:
+            self.workers.on_synced()
 
     def _schedule_sync(self) -> None:
         if self._sync_handle is None and not self._closed:
@@ -163,7 +185,10 @@ class ProxyGroup:
             self._schedule_sync()
 
     async def settle(self) -> None:
-        """Apply pending changes now and wait until every listener matches them."""
+        """Apply pending changes now and wait until every listener matches them (the worker
+        processes' listeners too)."""
+        if self.workers is not None:
+            await self.workers.settle()
         while True:
             if self._sync_handle is not None:
                 self.sync()
@@ -203,6 +228,8 @@ class ProxyGroup:
             namespace, _, name = service.rpartition("/")
             service = (namespace or "default", name)
         self.impairments.set(impairment, service=service, node=node)
+        if self.workers is not None:
+            self.workers.set_impairment(impairment, service=service, node=node)
 
     # ------------------------------------------------------------------ claims (called by proxiers)
 
@@ -225,8 +252,9 @@ class ProxyGroup:
             self._set_error(info.name.service, key,
                             f"port conflict on {describe(key)}: held by service port {fe.owner}")
             return
+        shared_before = shareable(fe)
         fe.info = info
-        if fe.claims.get(node) is not verdict:
+        if fe.claims.get(node) is not verdict or shareable(fe) != shared_before:
             fe.claims[node] = verdict
             self._mark(key)
 
@@ -297,6 +325,8 @@ class ProxyGroup:
         except ProxyError as exc:
             self._set_error(service, fe.key, f"{describe(fe.key)}: {exc}")
             return
+        if self.options.secondary and not shareable(fe):
+            want_open = False  # the cluster's own process alone serves it
         if fe.kind == LOAD_BALANCER:
             fe.eligible = tuple(sorted(n for n, v in fe.claims.items() if v is Verdict.SERVE))
         if not want_open:
@@ -331,6 +361,8 @@ class ProxyGroup:
         try:
             if protocol == "TCP":  # rebinding next to old connections; for UDP it would allow sharing
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.options.reuse_port:  # the kernel spreads new connections over the processes
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if program is not None:
                 attach_filter(sock, program)  # before bind, so nothing slips through
             if not self.shared_stack and fe.kind == CLUSTER_IP:
@@ -404,8 +436,11 @@ class ProxyGroup:
     # ------------------------------------------------------------------ shutdown
 
     async def close(self) -> None:
-        """Close every listener and every relay; the group cannot be used afterwards."""
+        """Close every listener and every relay, and stop the worker processes; the group
+        cannot be used afterwards."""
         self._closed = True
+        if self.workers is not None:
+            await self.workers.close()
         if self._sync_handle is not None:
             self._sync_handle.cancel()
             self._sync_handle = None

@@ -25,6 +25,7 @@ from .balancer import Balancer
 from .connlog import CLUSTER_IP, LOAD_BALANCER, NODE_PORT, ConnectionRecord
 from .frontend import FrontendKey
 from .impair import Impairment
+from .nftables_render import host_backed
 from .route import Route
 from .serviceport import (EndpointInfo, ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict,
                           categorize)
@@ -135,6 +136,9 @@ class Proxier:
                 wanted[("", info.protocol, host_ip, info.node_port)] = (NODE_PORT, verdict, self.name)
             for ip in info.load_balancer_ips:
                 wanted[("", info.protocol, ip, info.port)] = (LOAD_BALANCER, verdict, None)
+        if group.options.kernel_data_path and not host_backed(endpoints):
+            # proxyMode nftables (nftables_proxier): inside node namespaces the kernel serves
+            wanted = {key: claim for key, claim in wanted.items() if not key[0]}
         for key in state.frontends - wanted.keys():
             group.release(key, spn, self.name)
         for key, (kind, verdict, scope) in wanted.items():

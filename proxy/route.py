@@ -46,6 +46,7 @@ class RelayContext:
     dial_timeouts: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     udp_idle_timeout: float = 30.0
     udp_max_flows: int = 4096
+    in_process_udp: bool = False                  # flows may call in-process UDP servers (``local``)
     rng: random.Random = field(default_factory=random.Random)
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
     pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay

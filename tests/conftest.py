@@ -65,7 +65,6 @@ async def make_cluster(tmp_path, monkeypatch, request) -> AsyncIterator[Callable
     async def make(nodes: int | list[str] = 1, **overrides: Any) -> Any:
         overrides.setdefault("restart_backoff", 0.2)
         overrides.setdefault("restart_backoff_max", 1.0)
-        overrides.setdefault("control_socket", False)
         # In the first free address slot: a module's cluster under another state root may be up.
         cluster = await start_cluster(nodes, name=_cluster_name(request), **overrides)
         started.append(cluster)

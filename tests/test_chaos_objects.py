@@ -160,7 +160,8 @@ def test_one_impairment_per_target(kubectl, namespace):
 
 def test_served_and_explained_in_the_netemu_dev_group(kubectl):
     resources = kubectl("api-resources", "--api-group=netemu.dev").stdout.splitlines()
-    assert [line.split() for line in resources[1:]] == [["impairments", "netemu.dev/v1", "true", "Impairment"],
+    assert [line.split() for line in resources[1:]] == [["captures", "netemu.dev/v1", "true", "Capture"],
+                                                        ["impairments", "netemu.dev/v1", "true", "Impairment"],
                                                         ["partitions", "netemu.dev/v1", "false", "Partition"]]
     explained = kubectl("explain", "impairment.spec.target").stdout
     assert all(field in explained for field in ("service", "node", "link"))

@@ -27,7 +27,7 @@ import pytest
 from netemu.cni.bridge import NETNS_PREFIX
 from test_netns_helpers import netns_ready, own_network_unchanged, poll  # noqa: F401 - fixtures
 
-from netemu.control import ControlClient
+from netemu import cli_api
 from netemu.fabric import routes_outside_loopback
 from netemu.fabric.netns import namespaces
 from netemu.fabric.netns.namespaces import collect_cluster_garbage
@@ -90,8 +90,7 @@ class CliCluster:
         for obj in api.list("/apis/netemu.dev/v1/partitions"):
             api.delete(f"/apis/netemu.dev/v1/partitions/{obj['metadata']['name']}")
         assert not api.list("/apis/netemu.dev/v1/impairments")  # answered once the deletions are in force
-        control = ControlClient(cluster.control_socket)
-        described = control.call("describe", kind="node", names=["node-1", "node-2"], namespace=None)
+        described = cli_api.describe(api, "node", ["node-1", "node-2"], None)
         assert "Link impairments" not in described and "Partition" not in described, described
 
     def stop(self) -> None:

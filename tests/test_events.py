@@ -12,7 +12,7 @@ import pytest
 from kubeapi_support import cluster_with_api
 from netemu import events, printers
 from netemu.api import objects as k8s
-from netemu.control import ControlServer
+from netemu.kubeapi.describing import describe
 from netemu.kubeapi import KUBECONFIG
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -211,8 +211,7 @@ spec:
                            "the IPAllocated event")
     ip = cluster.get("svc", "front").status.load_balancer.ingress[0].ip
     assert _find(cluster, "front", "IPAllocated", "Service").message == f'Assigned IP ["{ip}"]'
-    text = await ControlServer(cluster, cluster.state.directory / "unused").handle(
-        {"op": "describe", "kind": "svc", "names": ["front"]})
+    text = describe(cluster, "svc", ["front"], None)
     assert text[text.index("Events:"):].splitlines()[3].split()[:2] == ["Normal", "IPAllocated"]
 
 
@@ -249,8 +248,7 @@ async def test_events_older_than_the_ttl_expire(cluster):
 async def test_netemu_describe_pod_ends_with_the_events(cluster):
     await cluster.apply(NGINX_POD)
     await cluster.wait_for(lambda: "Started" in _reasons(cluster, "web"), 10, "the Started event")
-    text = await ControlServer(cluster, cluster.state.directory / "unused").handle(
-        {"op": "describe", "kind": "pod", "names": ["web"]})
+    text = describe(cluster, "pod", ["web"], None)
     section = text[text.index("Events:"):].splitlines()
     assert section[1].split() == ["Type", "Reason", "Age", "From", "Message"]
     assert section[2].split() == ["----", "------", "----", "----", "-------"]

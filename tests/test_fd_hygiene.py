@@ -128,7 +128,7 @@ def test_container_probe_and_exec_get_only_stdio(loop, recorder, inherited_fd, t
     monkeypatch.setenv("NETEMU_STATE_DIR", str(tmp_path / "state"))
 
     async def scenario() -> str:
-        async with netemu.Cluster(nodes=1, name=f"fd-{loop}", control_socket=False, dns_upstreams=()) as cluster:
+        async with netemu.Cluster(nodes=1, name=f"fd-{loop}", dns_upstreams=()) as cluster:
             await cluster.apply(_pod(recorder))
             await cluster.wait_ready(30)
             result = await cluster.exec("recorded", [recorder.fdreport, "exec"])

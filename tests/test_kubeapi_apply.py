@@ -41,15 +41,19 @@ def by_manager(entries: list[dict]) -> dict[str, dict]:
 
 
 def test_server_side_apply_creates_then_updates(kubectl, api, namespace):
-    created = kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=deployment(replicas=1))
+    created = kubectl("apply", "--server-side", "-v=6", "-n", namespace, "-f", "-", input=deployment(replicas=1))
     assert created.stdout.strip() == "deployment.apps/web serverside-applied"
+    # kube-apiserver answers an apply that creates with 201, one that updates with 200
+    assert "PATCH" in created.stderr and "201 Created" in created.stderr
     entry = by_manager(managed(kubectl, namespace, "deploy/web"))["kubectl"]
     assert entry["operation"] == "Apply" and entry["apiVersion"] == "apps/v1" and entry["fieldsType"] == "FieldsV1"
     container = entry["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"web"}']
     assert container == {".": {}, "f:image": {}, "f:name": {},
                          "f:ports": {'k:{"containerPort":80,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}}}
     uid = api.cluster.get("Deployment", "web", namespace).metadata.uid
-    kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=deployment(replicas=3, image="nginx:1.27"))
+    updated = kubectl("apply", "--server-side", "-v=6", "-n", namespace, "-f", "-",
+                      input=deployment(replicas=3, image="nginx:1.27"))
+    assert "200 OK" in updated.stderr and "201 Created" not in updated.stderr
     live = api.cluster.get("Deployment", "web", namespace)
     assert live.metadata.uid == uid and live.spec.replicas == 3
     assert [c.image for c in live.spec.template.spec.containers] == ["nginx:1.27"]

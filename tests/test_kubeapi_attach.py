@@ -119,19 +119,57 @@ def test_attach_ends_when_the_container_does_and_drops_input(kubectl, api, names
     assert "If you don't see a command prompt, try pressing enter." in stderr
 
 
-def test_attach_with_stdin_to_a_container_that_wants_it(kubectl, api, namespace):
-    """netemu keeps no container stdin: ``-i`` to a ``stdin: true`` container says so; without
-    ``-i`` the output still streams."""
-    api.apply(WAITER % "true", namespace=namespace)
-    _logged(api, namespace, "waiter", "waiting")
-    refused = kubectl("attach", "-i", "-n", namespace, "waiter", input="hello\n", check=False)
+READER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: [sh, -c, "echo reading; while read line; do echo got-$line; done; echo stdin-closed"]
+"""
+
+
+def test_attach_feeds_a_stdin_container_and_stdin_once_closes_it(kubectl, api, namespace):
+    """A real process in a ``stdin: true`` container reads what ``kubectl attach -i`` sends; with
+    ``stdinOnce`` its stdin ends with the first attach (it sees EOF and exits)."""
+    api.apply(READER, namespace=namespace)
+    _logged(api, namespace, "reader", "reading")
+    attached = kubectl("attach", "-i", "-n", namespace, "reader", input="hello\nworld\n", check=False)
+    assert attached.returncode == 0, attached.stderr
+    assert attached.stdout.splitlines()[-3:] == ["got-hello", "got-world", "stdin-closed"]
+    api.wait_for(lambda: api.cluster.store.get("Pod", namespace, "reader").status.phase == "Succeeded", 30,
+                 "the reader to end at EOF")
+
+
+def test_kubectl_run_interactive_remove(kubectl, api, namespace):
+    """``kubectl run -i --rm``: the pod gets ``stdin``/``stdinOnce``, kubectl attaches, feeds it,
+    prints its output and deletes it."""
+    ran = kubectl("run", "once", "-i", "--rm", "--restart=Never", "--image=busybox", "-n", namespace, "--",
+                  "sh", "-c", "read x; echo got-$x", input="typed\n", check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "got-typed" in ran.stdout.splitlines()
+    api.wait_for(lambda: api.cluster.store.get("Pod", namespace, "once") is None, 30, "the pod removed")
+
+
+def test_attach_stdin_to_an_emulation_is_refused(kubectl, api, namespace):
+    """A built-in image emulation reads no input: ``-i`` says so; without ``-i`` attach works."""
+    api.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: main, image: nginx, stdin: true}
+""", namespace=namespace)
+    api.wait_for(lambda: api.cluster.store.get("Pod", namespace, "web").status.phase == "Running", 30, "web running")
+    refused = kubectl("attach", "-i", "-n", namespace, "web", input="hello\n", check=False)
     assert refused.returncode == 1
-    assert 'netemu keeps no stdin for container "main" (stdin: true)' in refused.stderr
-    attached = Attached(kubectl.env, "-n", namespace, "waiter")
-    api.wait_for(lambda: _attach_tasks(api) > 0, 30, "the attach session open")
-    kubectl("exec", "-n", namespace, "waiter", "--", "sh", "-c", "touch /tmp/go-$HOSTNAME-$NS")
-    assert attached.line() == "done-now"
-    assert attached.finish()[0] == 0
+    assert 'container "main" runs a built-in image emulation, which reads no stdin' in refused.stderr
 
 
 def test_attach_refusals_in_the_api_servers_words(kubectl, api, namespace):

@@ -171,3 +171,36 @@ def test_patch_types(api, core, namespace):
                             body={"metadata": {"labels": {"dry": "run"}}})
     assert status == 200 and body["metadata"]["labels"]["dry"] == "run"
     assert "dry" not in core.read_namespaced_pod("p", namespace).metadata.labels
+
+
+def test_port_forward_with_the_python_client(core, namespace):
+    """The client's ``portforward`` speaks the channel WebSocket (v4.channel.k8s.io): data to a
+    port the pod serves, and the kubelet's error for one nothing listens on."""
+    from kubernetes.stream import portforward
+
+    from kubeapi_support import poll
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}]}]}})
+    poll(lambda: core.read_namespaced_pod("web", namespace).status.phase == "Running", "web running")
+    forward = portforward(core.connect_get_namespaced_pod_portforward, "web", namespace, ports="80,81")
+    try:
+        sock = forward.socket(80)
+        sock.setblocking(True)
+        sock.settimeout(10)
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        answer = b""
+        while b"</html>" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b"<title>Welcome to nginx!</title>" in answer
+        error = poll(lambda: forward.error(81), "the error for port 81")
+        assert error.startswith(f"error forwarding port 81 to pod web, uid ") and "connection refused" in error
+    finally:
+        forward.close()   # the client's proxy thread then closes the WebSocket: wait for it to end
+        for thread in threading.enumerate():
+            if thread.name.startswith("Kubernetes port forward proxy"):
+                thread.join(30)
+                assert not thread.is_alive(), "the client's port-forward thread did not end"
+        forward.websocket.shutdown()  # the thread leaves the socket open when the server closed first

@@ -215,7 +215,7 @@ async def test_exception_inside_async_with_cleans_up(tmp_path, monkeypatch, proc
     monkeypatch.setenv("NETEMU_STATE_DIR", str(tmp_path / "state"))
     facts = {}
     with pytest.raises(Boom):
-        async with netemu.Cluster(nodes=1, name="boom", restart_backoff=0.2, control_socket=False) as cluster:
+        async with netemu.Cluster(nodes=1, name="boom", restart_backoff=0.2) as cluster:
             facts["pids"], facts["sockets"] = await _workload_facts(cluster)
             facts["directory"] = cluster.state.directory
             raise Boom()

@@ -211,22 +211,23 @@ def test_the_official_client_and_kubectl_explain(api, kubectl, namespace) -> Non
     assert "KIND:       NetworkPolicy" in explained and "except" in explained and "cidr" in explained
 
 
+async def _describe(api, kind: str, name: str, namespace: str) -> str:
+    """What `netemu describe` answers (netemu.kubeapi.describing), made in the cluster's loop."""
+    from netemu.kubeapi.describing import describe
+    return describe(api.cluster, kind, [name], namespace)
+
+
 def test_netemu_describe_says_loopback_does_not_enforce(api, namespace, tmp_path) -> None:
-    from netemu.control import ControlServer
     api.apply(DENY_ALL, namespace=namespace)
-    control = ControlServer(api.cluster, tmp_path / "control.sock")  # what `netemu describe` asks
-    text = api.run(control.handle({"op": "describe", "kind": "netpol", "namespace": namespace,
-                                   "names": ["default-deny-ingress"]}))
+    text = api.run(_describe(api, "netpol", "default-deny-ingress", namespace))
     assert f"Enforcement:\n  {NOT_ENFORCED}\n" in text
 
 
 def test_netemu_describe_pod_names_the_policies_selecting_it(api, namespace, tmp_path) -> None:
-    from netemu.control import ControlServer
     api.apply(DENY_ALL + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n"
               "  containers: [{name: web, image: nginx}]\n", namespace=namespace)
-    control = ControlServer(api.cluster, tmp_path / "control.sock")
-    text = api.run(control.handle({"op": "describe", "kind": "pod", "namespace": namespace, "names": ["web"]}))
+    text = api.run(_describe(api, "pod", "web", namespace))
     assert "NetworkPolicies:\n  default-deny-ingress  Ingress\n" in text
     api.delete("NetworkPolicy", "default-deny-ingress", namespace)
-    text = api.run(control.handle({"op": "describe", "kind": "pod", "namespace": namespace, "names": ["web"]}))
+    text = api.run(_describe(api, "pod", "web", namespace))
     assert "NetworkPolicies" not in text

@@ -253,7 +253,7 @@ def run(loop_factory: Any, main: Callable[[], Any]) -> Any:
 
 
 async def sink_cluster(name: str, delay: float) -> netemu.Cluster:
-    cluster = netemu.Cluster(nodes=1, name=name, control_socket=False, dns_upstreams=(),
+    cluster = netemu.Cluster(nodes=1, name=name, dns_upstreams=(),
                              restart_backoff=0.2, restart_backoff_max=1.0)
     await cluster.start()
     try:

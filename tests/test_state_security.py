@@ -1,32 +1,30 @@
-"""Nothing another user made is trusted: state directories, state files and the control socket.
+"""Nothing another user made is trusted: state directories, state files and the API's credentials.
 
 The attacks are run the way another user would run them against root on a shared machine: in a
 private mount namespace with its own tmpfs on /dev/shm (nothing touches the machine's), user
 `nobody` prepares the default state root of uid 0 — or root's root holds something nobody
-controls — with a cluster that looks alive (its state.json names nobody's own live process) and
-a control socket that answers as a cluster would, its exec plan leaving a mark, and a dead
-cluster whose ledger names one of root's processes. Root's real `netemu` then runs there with
-the default state path. Each command must refuse with one line saying what is wrong, and nobody's
-socket must receive nothing, no mark appear and root's process survive.
+controls — with a cluster that looks alive (its state.json names nobody's own live process), a
+kubeconfig, CA and token naming nobody's own HTTPS listener, which answers as a cluster's API
+would (its exec plan leaving a mark), and a dead cluster whose ledger names one of root's
+processes. Root's real `netemu` then runs there with the default state path. Each command must
+refuse with one line saying what is wrong, and nobody's listener must receive no request, no
+mark appear and root's process survive.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from netemu.config import ClusterConfig, state_root
-from netemu.control import MAX_LINE, ControlClient, ControlServer
+from netemu.kubeapi import certs, kubeconfig
 from netemu.state import ClusterState, proc_start_time
 
 NETEMU = str(Path(sys.executable).parent / "netemu")
@@ -39,18 +37,26 @@ UID = os.geteuid()
 ROOT = f"/dev/shm/netemu-{UID}"       # the default state root, as root's netemu sees it
 PLANT = "/dev/shm/nobody"             # nobody's own directory
 MARK = "/dev/shm/nobody-was-here"     # what nobody's exec plan creates when root runs it
+TLS = "/dev/shm/nobody-tls"           # nobody's own serving certificate and key (and CA)
 
 pytestmark = pytest.mark.skipif(UID != 0, reason="acts as another user (nobody): needs root")
 
 # Run as nobody: plant a cluster set in sys.argv[1] (mode sys.argv[2]): "netemu", alive (its pid
-# is this process) with a control socket, and "old", dead, whose ledger names the process
-# sys.argv[3]. Answer on the socket as a cluster would; on EOF of stdin print what was received.
+# is this process) with a kubeconfig, CA and token naming nobody's HTTPS listener (certificate and
+# key in sys.argv[4]), and "old", dead, whose ledger names the process sys.argv[3]. Answer on the
+# listener as a cluster's API would; on EOF of stdin print what was received.
 ATTACKER = r'''
-import json, os, selectors, socket, sys
-base, mode, victim = sys.argv[1], int(sys.argv[2], 8), sys.argv[3]
+import json, os, selectors, socket, ssl, sys
+base, mode, victim, tls = sys.argv[1], int(sys.argv[2], 8), sys.argv[3], sys.argv[4]
 def start_time(pid):
     with open(f"/proc/{pid}/stat", "rb") as f:
         return int(f.read().rsplit(b")", 1)[1].split()[19])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+port = listener.getsockname()[1]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(f"{tls}/server.crt", f"{tls}/server.key")
 os.makedirs(base, exist_ok=True)
 os.chmod(base, mode)
 me = os.getpid()
@@ -61,59 +67,54 @@ for name, start in (("netemu", start_time(me)), ("old", start_time(me) + 1)):
                    "nodes": ["node-1"], "dns_ip": "127.96.0.10"}, f)
 with open(f"{base}/old/ledger", "w") as f:
     f.write(f"process {victim}\n")
-listener = socket.socket(socket.AF_UNIX)
-listener.bind(f"{base}/netemu/control.sock")
-os.chmod(f"{base}/netemu/control.sock", 0o777)
-listener.listen(16)
-replies = {"exec_plan": {"prefix": [], "argv": ["touch", "/dev/shm/nobody-was-here"],
-                         "env": {"PATH": "/usr/bin:/bin"}, "cwd": None, "warning": None},
-           "get": "NAME READY\nweb 1/1\n", "down": "stopping"}
+with open(f"{tls}/kubeconfig") as f:
+    kubeconfig = f.read().replace("PORT", str(port))
+for entry, text in (("kubeconfig", kubeconfig), ("ca.crt", open(f"{tls}/ca.crt").read()), ("token", "nobody\n")):
+    with open(f"{base}/netemu/{entry}", "w") as f:
+        f.write(text)
+plan = json.dumps({"prefix": [], "argv": ["touch", "/dev/shm/nobody-was-here"], "env": {"PATH": "/usr/bin:/bin"},
+                   "cwd": None, "warning": None}).encode()
 seen = {"connections": 0, "received": ""}
+def serve(conn):
+    seen["connections"] += 1
+    conn.settimeout(5)
+    try:
+        with context.wrap_socket(conn, server_side=True) as tls_conn:
+            data = tls_conn.recv(1 << 16)
+            seen["received"] += data.decode(errors="replace")
+            if data:
+                tls_conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(plan) + plan)
+    except (OSError, ssl.SSLError):
+        pass  # the client refused the handshake
+    finally:
+        conn.close()
 sel = selectors.DefaultSelector()
 sel.register(sys.stdin, selectors.EVENT_READ)
 sel.register(listener, selectors.EVENT_READ)
-def receive(conn):
-    data = conn.recv(1 << 16)
-    if not data:
-        sel.unregister(conn)
-        conn.close()
-        return False
-    seen["received"] += data.decode(errors="replace")
-    for line in data.splitlines():
-        op = json.loads(line).get("op")
-        conn.sendall(json.dumps({"ok": True, "result": replies.get(op, "ok")}).encode() + b"\n")
-    return True
-print("ready", flush=True)
+print(f"ready {port}", flush=True)
 running = True
 while running:
     for key, _ in sel.select():
         if key.fileobj is sys.stdin:
             running = bool(sys.stdin.readline())
-        elif key.fileobj is listener:
-            conn, _ = listener.accept()
-            seen["connections"] += 1
-            sel.register(conn, selectors.EVENT_READ)
         else:
-            receive(key.fileobj)
+            serve(listener.accept()[0])
 listener.setblocking(False)
 while True:  # whatever is still queued
     try:
         conn, _ = listener.accept()
     except BlockingIOError:
         break
-    seen["connections"] += 1
-    sel.register(conn, selectors.EVENT_READ)
-for key in list(sel.get_map().values()):
-    if key.fileobj not in (sys.stdin, listener):
-        key.fileobj.setblocking(False)
-        while key.fileobj.fileno() >= 0:
-            try:
-                if not receive(key.fileobj):
-                    break
-            except BlockingIOError:
-                break
+    conn.setblocking(True)
+    serve(conn)
 print(json.dumps(seen), flush=True)
 '''
+
+
+def _kubeconfig_text(ca_cert: bytes) -> str:
+    """A kubeconfig naming 127.0.0.1:PORT (the attacker puts its port in), as a cluster writes one."""
+    return kubeconfig.dump(kubeconfig.build("netemu", "https://127.0.0.1:PORT", ca_cert, b"", b""))
 
 
 @dataclass
@@ -155,6 +156,7 @@ def victim():
 @dataclass
 class Attacker:
     proc: subprocess.Popen
+    port: int
 
     def report(self) -> dict:
         """Stop listening; everything nobody's socket received."""
@@ -169,12 +171,21 @@ def attacker(shm, victim):
     started: list[Attacker] = []
 
     def plant(directory: str, mode: int = 0o755) -> Attacker:
+        tls = shm.host_path(TLS)
+        if not tls.exists():  # nobody's own CA and serving pair, as a cluster of nobody's would have
+            tls.mkdir(mode=0o755)
+            own = certs.make_credentials("nobody")
+            for name, data in (("ca.crt", own.ca_cert), ("server.crt", own.server_cert),
+                               ("server.key", own.server_key), ("kubeconfig", _kubeconfig_text(own.ca_cert).encode())):
+                (tls / name).write_bytes(data)
+                os.chown(tls / name, NOBODY.pw_uid, NOBODY.pw_gid)
         proc = subprocess.Popen(
             shm.argv(NOBODY_PYTHON, "-c", ATTACKER, directory, f"{mode:o}",
-                     f"{victim.pid} {proc_start_time(victim.pid)}", nobody=True),
+                     f"{victim.pid} {proc_start_time(victim.pid)}", TLS, nobody=True),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline() == "ready\n"
-        started.append(Attacker(proc))
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready "), ready
+        started.append(Attacker(proc, int(ready.split()[1])))
         return started[-1]
 
     yield plant
@@ -199,7 +210,7 @@ COMMANDS = {"exec": ["exec", "web", "--", "true"], "get": ["get", "pods"], "desc
 
 
 def assert_refused(shm, attacker_run, victim, commands, line):
-    """Every command exits 1 with exactly ``line``; nobody's socket got no byte, no mark was made,
+    """Every command exits 1 with exactly ``line``; nobody's listener got no request, no mark was made,
     root's process lives and nothing was created in the state root."""
     root = shm.host_path(ROOT)
     before = sorted(p.name for p in root.iterdir())
@@ -255,7 +266,7 @@ def test_a_symlinked_state_file_is_refused(shm, attacker, victim):
     root = _own_root(shm)
     for name in ("netemu", "old"):
         (root / name).mkdir(mode=0o700)
-        for entry in ("state.json", "ledger", "control.sock"):
+        for entry in ("state.json", "ledger", "kubeconfig", "ca.crt", "token"):
             if shm.host_path(f"{PLANT}/{name}/{entry}").exists():
                 (root / name / entry).symlink_to(f"{PLANT}/{name}/{entry}")
     seen = assert_refused(shm, run, victim, ["exec", "get", "gc", "up"],
@@ -264,35 +275,48 @@ def test_a_symlinked_state_file_is_refused(shm, attacker, victim):
     assert seen["connections"] == 0
 
 
-def _root_cluster_with_nobodys_socket(shm: PrivateShm) -> Path:
+def _root_cluster_with_nobodys_credentials(shm: PrivateShm) -> Path:
     """Root's own root and cluster directory, a state.json root wrote (naming nobody's live
-    process), and nobody's listening socket moved in as control.sock."""
+    process), and nobody's kubeconfig, CA and token (naming nobody's listener) moved in."""
     cluster = _own_root(shm) / "netemu"
     cluster.mkdir(mode=0o700)
     shutil.copy(shm.host_path(f"{PLANT}/netemu/state.json"), cluster / "state.json")
-    os.rename(shm.host_path(f"{PLANT}/netemu/control.sock"), cluster / "control.sock")
+    for entry in ("kubeconfig", "ca.crt", "token"):
+        os.rename(shm.host_path(f"{PLANT}/netemu/{entry}"), cluster / entry)
     return cluster
 
 
-def test_a_control_socket_of_another_owner_is_refused(shm, attacker, victim):
+def test_api_credentials_of_another_owner_are_refused(shm, attacker, victim):
     run = attacker(PLANT)
-    _root_cluster_with_nobodys_socket(shm)
-    seen = assert_refused(shm, run, victim, ["exec", "describe", "down"],
-                          f"control socket {ROOT}/netemu/control.sock is owned by uid {NOBODY.pw_uid}, "
+    _root_cluster_with_nobodys_credentials(shm)
+    seen = assert_refused(shm, run, victim, ["exec", "get", "describe", "down"],
+                          f"state file {ROOT}/netemu/kubeconfig is owned by uid {NOBODY.pw_uid}, "
                           f"not you (uid {UID}): remove the cluster directory {ROOT}/netemu")
     assert seen["connections"] == 0
 
 
-def test_a_control_socket_served_by_another_user_gets_nothing(shm, attacker, victim):
-    """The file looks like root's (owner, mode) but the process listening on it is nobody's."""
+def test_a_listener_that_cannot_prove_itself_the_cluster_gets_no_request(shm, attacker, victim):
+    """Root's own kubeconfig, CA and token, but nobody listens at the address they name (the
+    cluster died and nobody took its port): without a certificate of root's cluster CA the
+    handshake fails, and neither the token nor a request is sent."""
     run = attacker(PLANT)
-    sock = _root_cluster_with_nobodys_socket(shm) / "control.sock"
-    os.chown(sock, UID, 0)
-    os.chmod(sock, 0o600)
-    seen = assert_refused(shm, run, victim, ["exec", "describe", "down"],
-                          f"control socket {ROOT}/netemu/control.sock is served by uid {NOBODY.pw_uid}, not you "
-                          f"(uid {UID}); nothing was sent: remove the cluster directory {ROOT}/netemu")
-    assert seen["connections"] == 3  # connected, checked the peer, hung up without a byte
+    cluster = _root_cluster_with_nobodys_credentials(shm)
+    own = certs.make_credentials("netemu")
+    for entry, data in (("kubeconfig", _kubeconfig_text(own.ca_cert).replace("PORT", str(run.port)).encode()),
+                        ("ca.crt", own.ca_cert), ("token", own.token.encode())):
+        (cluster / entry).unlink()
+        (cluster / entry).write_bytes(data)
+        os.chmod(cluster / entry, 0o600)
+    root = shm.host_path(ROOT)
+    for name in ("exec", "describe", "down"):
+        r = root_netemu(shm, *COMMANDS[name])
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, (name, r.stderr)
+        assert r.stderr.startswith(f"error: cannot reach the cluster's API at https://127.0.0.1:{run.port}: ") \
+            and "CERTIFICATE_VERIFY_FAILED" in r.stderr, (name, r.stderr)
+    seen = run.report()
+    assert seen == {"connections": 3, "received": ""}  # each handshake refused: no token, no request
+    assert not shm.host_path(MARK).exists()
+    assert victim.poll() is None and sorted(p.name for p in root.iterdir()) == ["netemu"]
 
 
 def test_a_state_root_in_a_world_writable_directory_is_refused(tmp_path):
@@ -328,61 +352,3 @@ def test_another_users_runtime_dir_is_not_used(tmp_path, monkeypatch):
     assert not state_root().is_relative_to(runtime)
     os.chown(runtime, UID, 0)
     assert state_root() == runtime / "netemu"
-
-
-@pytest.fixture
-def open_socket_dir():
-    """A directory nobody can reach (the cluster's own is 0700): to show the server's own check."""
-    directory = Path(tempfile.mkdtemp(prefix="netemu-control-", dir="/dev/shm"))
-    os.chmod(directory, 0o755)
-    yield directory
-    shutil.rmtree(directory)
-
-
-async def test_the_control_server_refuses_a_client_of_another_uid(make_cluster, open_socket_dir):
-    cluster = await make_cluster(control_socket=True)
-    path = open_socket_dir / "control.sock"
-    server = ControlServer(cluster, path)
-    await server.start()
-    try:
-        os.chmod(path, 0o666)  # file permissions no longer stand in the way: peer credentials must
-        client = ("import contextlib, socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
-                  "with contextlib.suppress(BrokenPipeError):  # refused at once, maybe before this is sent\n"
-                  "    s.sendall(b'{\"op\": \"down\"}\\n')\nprint(s.makefile().readline(), end='')\n")
-        proc = await asyncio.create_subprocess_exec(*SETPRIV_NOBODY, NOBODY_PYTHON, "-c", client, str(path),
-                                                    stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
-        assert json.loads(out) == {"ok": False, "error": f"the cluster refused the connection: uid {NOBODY.pw_uid} "
-                                                         f"is not its owner (uid {UID}) or root"}
-        assert not server.down_requested.is_set()
-        info = await asyncio.to_thread(ControlClient(cluster.state.control_socket).call, "info")
-        assert info["name"] == cluster.name
-    finally:
-        await server.stop()
-
-
-async def test_a_request_over_the_size_limit_is_one_line_and_harms_nothing(make_cluster, tmp_path):
-    cluster = await make_cluster(control_socket=True)
-    big = tmp_path / "big.yaml"
-    big.write_text("# " + "x" * MAX_LINE + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        NETEMU, "apply", "-f", str(big), env={**os.environ, "NETEMU_CLUSTER": cluster.name},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    assert (proc.returncode, out, err.decode()) == (
-        1, b"", f"error: {big}: the apply request is 64.0 MiB, more than the control socket's limit of 64 MiB; "
-                "apply the manifests in smaller files\n")
-
-    def raw_oversized_request() -> bytes:  # a client that does not check: the server's side
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(cluster.state.control_socket))
-            try:
-                s.sendall(b"x" * (MAX_LINE + 1024))
-            except BrokenPipeError:
-                pass  # the server refused before reading it all; its reason is waiting
-            return s.makefile("rb").readline()
-
-    reply = json.loads(await asyncio.to_thread(raw_oversized_request))
-    assert reply == {"ok": False, "error": "request refused: it is larger than the control socket's limit of 64 MiB"}
-    info = await asyncio.to_thread(ControlClient(cluster.state.control_socket).call, "info")
-    assert info["name"] == cluster.name

@@ -48,6 +48,8 @@ KIND_ALIASES = {
     "impairment.netemu.dev": "Impairment", "impairments.netemu.dev": "Impairment",
     "partition": "Partition", "partitions": "Partition",
     "partition.netemu.dev": "Partition", "partitions.netemu.dev": "Partition",
+    "capture": "Capture", "captures": "Capture",
+    "capture.netemu.dev": "Capture", "captures.netemu.dev": "Capture",
     "job": "Job", "jobs": "Job", "job.batch": "Job", "jobs.batch": "Job",
     "cj": "CronJob", "cronjob": "CronJob", "cronjobs": "CronJob", "cronjob.batch": "CronJob",
     "cronjobs.batch": "CronJob",

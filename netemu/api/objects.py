@@ -965,6 +965,7 @@ class EndpointConditions:
     serving: bool | None = None
     terminating: bool | None = None
     IGNORED: ClassVar[frozenset[str]] = frozenset()
+    KEEP_FALSE: ClassVar[frozenset[str]] = frozenset({"ready", "serving", "terminating"})  # Go *bool: false is said
     extra: Mapping[str, Any] = _extra()
 
 
@@ -1325,6 +1326,57 @@ class Partition:
     extra: Mapping[str, Any] = _extra()
 
 
+@frozen
+class CaptureTarget:
+    """What a Capture records: one pod's ``eth0`` (a pod in the Capture's namespace), one node's
+    link to the underlay, or the link between two nodes (the netns backend's wire)."""
+    pod: str = ""
+    node: str = ""
+    link: tuple[str, ...] = ()
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class CaptureSpec:
+    """What to record: the target, a tcpdump-style ``filter``, and ``count`` frames at most (0: until
+    the Capture is deleted). Fixed once created."""
+    target: CaptureTarget = field(default_factory=CaptureTarget)
+    filter: str = ""
+    count: int = 0
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class CaptureStatus:
+    """``phase``: Running, Completed (``count`` frames recorded) or Failed (``message``);
+    ``file``: the pcapng file, in the cluster's state directory; ``frames`` recorded so far."""
+    phase: str = ""
+    file: str = ""
+    frames: int = 0
+    recording: str = ""
+    message: str = ""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
+@frozen
+class Capture:
+    """netemu.dev/v1: a packet capture (pcapng) on the netns backend, recording while the object
+    exists and until ``count`` frames (``netemu capture`` records the same way)."""
+    API_VERSION: ClassVar[str] = "netemu.dev/v1"
+    KIND: ClassVar[str] = "Capture"
+    NAMESPACED: ClassVar[bool] = True
+    api_version: str = "netemu.dev/v1"
+    kind: str = "Capture"
+    metadata: ObjectMeta = field(default_factory=ObjectMeta)
+    spec: CaptureSpec = field(default_factory=CaptureSpec)
+    status: CaptureStatus = field(default_factory=CaptureStatus)
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any] = _extra()
+
+
 # --------------------------------------------------------------------------- registry
 
 # --------------------------------------------------------------------------- kinds stored, not emulated
@@ -1379,7 +1431,7 @@ from .networkpolicy import NetworkPolicy  # noqa: E402  (networking.k8s.io/v1, i
 from .ingress import KIND_TABLE as INGRESS_KINDS, Ingress, IngressClass  # noqa: E402  (netemu.api.ingress)
 
 TOP_LEVEL_TYPES: tuple[type, ...] = (Namespace, Pod, Service, Deployment, ReplicaSet, StatefulSet, DaemonSet, EndpointSlice,
-                                     Node, ConfigMap, Secret, ServiceAccount, Event, Impairment, Partition,
+                                     Node, ConfigMap, Secret, ServiceAccount, Event, Impairment, Partition, Capture,
                                      Job, CronJob, NetworkPolicy,
                                      Ingress, IngressClass,
                                      *STORED_ONLY_TYPES)

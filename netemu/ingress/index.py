@@ -75,13 +75,15 @@ class IngressIndex:
     def _sync(self) -> None:
         self._scheduled = False
         owned = self.owned_ingresses()
-        services: dict[routes.ServiceKey, Service] = {
-            (s.metadata.namespace, s.metadata.name): s for s in self._store.list("Service")}
+        # Only the services the ingresses name (not every service and slice of the cluster: this
+        # runs after each change of any of them, thousands while a big cluster comes up).
+        services: dict[routes.ServiceKey, Service] = {}
         slices: dict[routes.ServiceKey, list[EndpointSlice]] = {}
-        for eps in self._store.list("EndpointSlice"):
-            svc = (eps.metadata.labels or {}).get(EndpointSlice.SERVICE_NAME_LABEL)
-            if svc:
-                slices.setdefault((eps.metadata.namespace, svc), []).append(eps)
+        for key in _backend_services(owned):
+            svc = self._store.get("Service", *key)
+            if svc is not None:
+                services[key] = svc
+                slices[key] = self._store.list("EndpointSlice", key[0], {EndpointSlice.SERVICE_NAME_LABEL: key[1]})
         self.table = routes.build(owned, services, slices)
         wanted = {(i.metadata.namespace, t.secret_name) for i in owned for t in i.spec.tls}
         secrets = {key: s for key in wanted if (s := self._store.get("Secret", *key)) is not None}
@@ -89,7 +91,7 @@ class IngressIndex:
         if owned and not self._controller_requested:
             self._controller_requested = True
             self._create_controller()
-        self._write_status(owned, services.get((system.NAMESPACE, system.SERVICE)))
+        self._write_status(owned, self._store.get("Service", system.NAMESPACE, system.SERVICE))
 
     def _write_status(self, owned: list[Ingress], controller: Service | None) -> None:
         ips = tuple(IngressLoadBalancerIngress(ip=i.ip, hostname=i.hostname)
@@ -98,6 +100,17 @@ class IngressIndex:
             if ing.status.load_balancer.ingress == ips:
                 continue
             self._store.modify("Ingress", ing.metadata.namespace, ing.metadata.name, lambda obj: _with_address(obj, ips))
+
+
+def _backend_services(ingresses: list[Ingress]) -> set[routes.ServiceKey]:
+    """(namespace, name) of every Service a default backend or path of ``ingresses`` names."""
+    keys: set[routes.ServiceKey] = set()
+    for ing in ingresses:
+        backends = [ing.spec.default_backend] + [p.backend for rule in ing.spec.rules if rule.http is not None
+                                                 for p in rule.http.paths]
+        keys.update((ing.metadata.namespace, b.service.name) for b in backends
+                    if b is not None and b.service is not None)
+    return keys
 
 
 def _with_address(ing: Any, ips: tuple[IngressLoadBalancerIngress, ...]) -> Any:

@@ -163,11 +163,6 @@ class Exchange:
     def raw(self, data: bytes) -> None:
         self.client.tunnel_data(data)
 
-    def cork(self) -> None:
-        self.client.corked = True
-
-    def uncork(self) -> None:
-        self.client.uncork()
 
     def lost(self, reused: bool) -> None:
         self.upstream = None
@@ -188,6 +183,24 @@ class Exchange:
         self.status = 502
         if self.request_done:
             self._answer_locally()
+
+
+def _path_of(target: bytes) -> bytes:
+    """The path of an absolute-form request target (or "*")."""
+    try:
+        return httptools.parse_url(target).path or b"/"
+    except httptools.HttpParserInvalidURLError:
+        return b"/"
+
+
+def _route(table: RouteTable, host_field: bytes, path: bytes) -> Any:
+    """The backend ``table`` gives a Host field and a raw path (percent-decoded as aiohttp and
+    nginx match it)."""
+    host = host_field.decode("latin-1")
+    if ":" in host:
+        host = strip_port(host)
+    text = unquote(path.decode("ascii", "replace")) if b"%" in path else path.decode("latin-1")
+    return table.match(host, text)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -212,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
         self.early: list[bytes] = []               # client bytes after an upgrade request, before the 101
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._route: tuple[Any, bytes, bytes, Any] = (None, b"", b"", None)   # (table, host, path, backend) last routed
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -290,18 +304,14 @@ class ClientConnection(asyncio.Protocol):
         forwarded = heads.request_head(exchange.method, target, headers, self.peer, self.forwarded,
                                        parser.should_upgrade())
         exchange.chunked_in, exchange.has_body = forwarded.chunked, forwarded.has_body
-        host = forwarded.host.decode("latin-1")
-        if ":" in host:
-            host = strip_port(host)
-        if target[:1] == b"/":
-            path = target.partition(b"?")[0]
-        else:                                       # absolute form (or "*")
-            try:
-                path = httptools.parse_url(target).path or b"/"
-            except httptools.HttpParserInvalidURLError:
-                path = b"/"
-        text = unquote(path.decode("ascii", "replace")) if b"%" in path else path.decode("latin-1")
-        backend = self.proxy.table().match(host, text)
+        path = target.partition(b"?")[0] if target[:1] == b"/" else _path_of(target)
+        table = self.proxy.table()
+        memo = self._route
+        if memo[0] is table and memo[1] == forwarded.host and memo[2] == path:
+            backend = memo[3]       # the same host and path as this connection's last request
+        else:
+            backend = _route(table, forwarded.host, path)
+            self._route = (table, forwarded.host, path, backend)
         if backend is None:
             exchange.status = 404
         else:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import httptools
 
@@ -33,15 +33,15 @@ NewSocket = Callable[[int, int], socket.socket]
 
 
 class Answer(Protocol):
-    """What an ``Upstream`` reports to the exchange it carries."""
+    """What an ``Upstream`` reports to the exchange it carries; ``client`` is corked while one
+    read is parsed (``corked``, ``uncork()``), so what it produces leaves in one send."""
     is_head: bool
+    client: Any
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], upgraded: bool) -> None: ...
     def body(self, data: bytes) -> None: ...
     def done(self, keep_alive: bool) -> None: ...
     def raw(self, data: bytes) -> None: ...
-    def cork(self) -> None: ...
-    def uncork(self) -> None: ...
     def lost(self, reused: bool) -> None: ...
 
 
@@ -79,7 +79,8 @@ class Upstream(asyncio.Protocol):
             return
         self.started = True
         self._skip = False
-        answer.cork()      # what this read produces for the client goes out in one send
+        client = answer.client
+        client.corked = True   # what this read produces for the client goes out in one send
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -91,7 +92,7 @@ class Upstream(asyncio.Protocol):
             log.info("ingress: endpoint %s:%s sent a malformed answer: %s", *self.endpoint, exc)
             self.transport.close()  # type: ignore[union-attr]
         finally:
-            answer.uncork()
+            client.uncork()
 
     def eof_received(self) -> bool:
         if self.tunnel and self.answer is not None:

@@ -14,7 +14,8 @@ CLI's blocking client),
 ``statusresource`` (the ``status`` subresource), ``tokens`` and ``tokenrequest`` (service account
 tokens and the ``serviceaccounts/token`` subresource), ``incluster`` (pods reach the API through
 the ``kubernetes`` Service), ``views`` and ``eventsv1`` (``events.k8s.io/v1``
-events, a view of core/v1 events), ``gojson`` (type errors in Go's decoder's words).
+events, a view of core/v1 events), ``gojson`` (type errors in Go's decoder's words),
+``operations`` and ``describing`` (netemu's own verbs as extension paths, for its CLI).
 """
 from typing import Any
 

@@ -4,6 +4,46 @@ Kubernetes API reference (the first sentence of each), for the OpenAPI documents
 
 # schema name → (description of the type, {JSON field: its description})
 DESCRIPTIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "dev.netemu.v1.Capture": (
+        "netemu.dev/v1: a packet capture (pcapng) on the netns backend, recording while the object exists and until "
+        "``count`` frames (``netemu capture`` records the same way).",
+        {
+            "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+            "kind": "Kind is a string value representing the REST resource this object represents.",
+            "metadata": "Standard object's metadata.",
+            "spec": "What to record; fixed once created.",
+            "status": "How the recording goes, written by netemu.",
+        },
+    ),
+    "dev.netemu.v1.CaptureSpec": (
+        "What to record: the target, a tcpdump-style ``filter``, and ``count`` frames at most (0: until the Capture "
+        "is deleted). Fixed once created.",
+        {
+            "count": "Stop after this many frames (0: record until the Capture is deleted).",
+            "filter": "A tcpdump-style filter (host, port, tcp, udp, icmp, and, or, not); empty records everything.",
+            "target": "What to record: one of pod, node or link.",
+        },
+    ),
+    "dev.netemu.v1.CaptureStatus": (
+        "``phase``: Running, Completed (``count`` frames recorded) or Failed (``message``); ``file``: the pcapng "
+        "file, in the cluster's state directory; ``frames`` recorded so far.",
+        {
+            "file": "The pcapng file on the cluster's machine (in its state directory, removed with the cluster).",
+            "frames": "Frames recorded so far.",
+            "message": "Why the capture failed.",
+            "phase": "Running, Completed or Failed.",
+            "recording": "The interfaces recorded (a pod's eth0, a node's link).",
+        },
+    ),
+    "dev.netemu.v1.CaptureTarget": (
+        "What a Capture records: one pod's ``eth0`` (a pod in the Capture's namespace), one node's link to the "
+        "underlay, or the link between two nodes (the netns backend's wire).",
+        {
+            "link": "Two nodes: every frame between them, both directions.",
+            "node": "A node: every frame of its link to the underlay.",
+            "pod": "A pod in the Capture's namespace: every frame of its eth0.",
+        },
+    ),
     "dev.netemu.v1.Impairment": (
         "netemu.dev/v1: delay, jitter, rate, loss, reset or duplication on a Service, a node or a link, in force "
         "while the object exists (``netemu impair`` writes these).",

@@ -42,7 +42,7 @@ def _schema_name(cls: type) -> str:
         return f"io.k8s.api.discovery.v1.{name}"
     if cls.__module__ == "netemu.api.batch":  # Job, CronJob and the types inside them
         return f"io.k8s.api.batch.v1.{name}"
-    if name.startswith(("Impairment", "Partition")):  # netemu.dev/v1 and the types inside them
+    if name.startswith(("Impairment", "Partition", "Capture")):  # netemu.dev/v1 and the types inside them
         return f"dev.netemu.v1.{name}"
     group, _, version = getattr(cls, "API_VERSION", "").rpartition("/")
     if group:  # a kind netemu stores as given: batch/v1 Job → io.k8s.api.batch.v1.Job

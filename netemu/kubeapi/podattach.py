@@ -8,9 +8,13 @@ channel (stderr when only that was asked for), and ends with a Success Status wh
 container instance stops (exit, restart, pod deleted), as the kubelet's attach ends.
 
 Input: for a container without ``stdin: true``, what the client sends is dropped, as containerd
-drops it; a container with ``stdin: true`` would read it on a real node, which netemu cannot do,
-so ``stdin=true`` there ends at once with an InternalError Status saying so (kubectl prints it and
-exits 1). With ``tty``, the output is the same stream: netemu's containers have no terminal.
+drops it. A container with ``stdin: true`` that runs a real process reads a pipe the kubelet keeps
+(``runtime.ProcessContainer``): the client's stdin channel is written to it, and with
+``stdinOnce`` the pipe closes when the first attach's stdin ends (v5 close signal, or the client
+going away) — which is how ``kubectl run -i --rm`` feeds a shell and ends it. A built-in image
+emulation reads no input, so ``stdin=true`` there ends at once with an InternalError Status saying
+so (kubectl prints it and exits 1). With ``tty``, the output is the same stream: netemu's
+containers have no terminal.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from netemu.errors import NetemuError
+
 from . import channels
-from .channels import STDERR, STDOUT, Channels, flag, internal_error, success
+from .channels import CLOSE, STDERR, STDIN, STDOUT, Channels, flag, internal_error, success
 from .podlogs import FOLLOW_POLL, choose_container, container_status, live_pod, read_from
 from .status import bad_request, method_not_allowed
 
@@ -50,6 +56,16 @@ class PodAttach:
             raise bad_request(f'unable to upgrade connection: container not found ("{container}")')
         return pod, container, Path(kubelet.log_path(pod, container))
 
+    def _stdin_of(self, pod: Any, container: str) -> Any | None:
+        """The running container's runtime if it keeps a stdin pipe (a real process), else None."""
+        from netemu.kubelet.runtime import ProcessContainer
+        kubelet = self.cluster.kubelets.get(pod.spec.node_name)
+        try:
+            runtime = kubelet.worker_for(pod.metadata.namespace, pod.metadata.name).container(container).runtime
+        except NetemuError:
+            return None
+        return runtime if isinstance(runtime, ProcessContainer) and runtime.keeps_stdin else None
+
     async def serve(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         pod, container, path = self._checked(request, namespace, name)
         params = request.query
@@ -57,14 +73,17 @@ class PodAttach:
         offset = await asyncio.to_thread(_size, path)
         link = await channels.upgrade(request, "attach")
         try:
+            stdin = None
             if flag(params, "stdin") and spec.stdin:
-                await link.status(internal_error(
-                    f'netemu keeps no stdin for container "{container}" (stdin: true): attach without -i '
-                    f"to see its output, or use kubectl exec -i"))
-                return link.ws
+                stdin = self._stdin_of(pod, container)
+                if stdin is None:
+                    await link.status(internal_error(
+                        f'container "{container}" runs a built-in image emulation, which reads no stdin: '
+                        f"attach without -i to see its output, or give it a command: to run a real program"))
+                    return link.ws
             channel = STDOUT if flag(params, "stdout") else STDERR if flag(params, "stderr") else None
             still_running = _instance_check(self.cluster.store, pod, container)
-            client = asyncio.ensure_future(_drain(link))
+            client = asyncio.ensure_future(_feed(link, stdin) if stdin is not None else _drain(link))
             try:
                 if await self._follow(link, client, path, offset, channel, still_running):
                     await link.status(success())
@@ -108,6 +127,21 @@ async def _drain(link: Channels) -> None:
     """Read (and drop) what the client sends, until it closes or goes away."""
     async for _ in link.messages():
         pass
+
+
+async def _feed(link: Channels, runtime: Any) -> None:
+    """Write the client's stdin channel to the container's stdin until the client ends it; with
+    ``stdinOnce`` the container's stdin then closes (EOF), as the runtime closes it."""
+    try:
+        async for channel, payload in link.messages():
+            if channel == STDIN:
+                await runtime.write_stdin(payload)
+            elif channel == CLOSE and link.closes(payload, STDIN):
+                break
+    finally:
+        if runtime.stdin_once:
+            runtime.close_stdin()
+    await _drain(link)
 
 
 def _instance_check(store: Any, pod: Any, container: str) -> Callable[[], bool]:

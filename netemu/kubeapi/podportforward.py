@@ -12,8 +12,9 @@ error stream in the kubelet's words (``error forwarding port 81 to pod …, uid 
 kubectl 1.32 prints before it ends with ``lost connection to pod``, as against a real cluster.
 The WebSocket's end (the client went away) closes every forwarded connection.
 
-A plain SPDY upgrade (kubectl's fallback, or ``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``) is refused
-with a 400 naming the WebSocket protocol.
+A WebSocket with the channel subprotocol ``v4.channel.k8s.io`` (the official Python client) is
+served by ``portforward_channels``. A plain SPDY upgrade (kubectl's fallback, or
+``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``) is refused with a 400 naming the WebSocket protocols.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from netemu.errors import NetemuError
 
-from . import spdy
+from . import portforward_channels, spdy
 from .podlogs import live_pod
 from .status import bad_request, method_not_allowed
 
@@ -121,11 +122,23 @@ class PodPortForward:
         if request.method not in ("GET", "POST"):
             raise method_not_allowed()
         target = self._target(namespace, name)
-        ws = web.WebSocketResponse(protocols=(TUNNEL_PROTOCOL,), autoping=True)
+        ws = web.WebSocketResponse(protocols=(TUNNEL_PROTOCOL, portforward_channels.PROTOCOL), autoping=True)
         ready = ws.can_prepare(request)
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        if ready.ok and (ready.protocol == portforward_channels.PROTOCOL or not offered):
+            # the channel protocol (the official Python client and others): ports in the query
+            ports = portforward_channels.requested_ports(request.query)
+            pod = live_pod(self.cluster.store, namespace, name)
+            await ws.prepare(request)
+            try:
+                await portforward_channels.serve(ws, target, ports, name, pod.metadata.uid)
+            finally:
+                await ws.close()
+            return ws
         if not ready.ok or ready.protocol is None:
             raise bad_request(f"netemu serves port-forward over WebSocket only, with the subprotocol "
-                              f"{TUNNEL_PROTOCOL} (kubectl 1.31 or later), not a SPDY upgrade")
+                              f"{TUNNEL_PROTOCOL} (kubectl 1.31 or later) or {portforward_channels.PROTOCOL}, "
+                              "not a SPDY upgrade")
         await ws.prepare(request)
         session = _Session(ws, target)
         try:

@@ -24,7 +24,7 @@ _SHORT_NAMES = {"Pod": ("po",), "Service": ("svc",), "Deployment": ("deploy",), 
 _CATEGORIES = {"Pod": ("all",), "Service": ("all",), "Deployment": ("all",), "StatefulSet": ("all",),
                "ReplicaSet": ("all",), "DaemonSet": ("all",),
                "Job": ("all",), "CronJob": ("all",),
-               "Impairment": ("netemu",), "Partition": ("netemu",)}
+               "Impairment": ("netemu",), "Partition": ("netemu",), "Capture": ("netemu",)}
 # Kinds the cluster makes itself: created and deleted only by its own components; users may
 # update them (label, taint, cordon a node).
 _UPDATE_ONLY = frozenset({"Node"})

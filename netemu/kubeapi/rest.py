@@ -55,6 +55,7 @@ class Query:
     user_agent: str = ""
     warnings: list[str] = field(default_factory=list)  # Warning headers for the answer
     applied: bool = False  # the write is a server-side apply's (its managedFields are set)
+    created: bool = False  # a PATCH (server-side apply) created the object: 201, as kube-apiserver answers
 
     @property
     def manager(self) -> str:
@@ -169,12 +170,17 @@ class Rest:
         return self.render(r, self._live(r, namespace, name), query)
 
     def _selected(self, r: Resource, namespace: str, query: Query) -> tuple[list[Any], str]:
-        """The objects a list asks for (selectors, one page of ``limit``) and the continue token."""
+        """The objects a list asks for (selectors, one page of ``limit``) and the continue token.
+        A page reads from where the token points and stops one past ``limit`` (``Store.scan``):
+        paging through N objects costs N, not N per page."""
         accept = object_filter(r.kind, query.label_selector, query.field_selector)
-        objs = [o for o in self.store.list(r.kind, namespace if r.namespaced and namespace else None) if accept(o)]
-        if query.continue_token:
-            after = _after_token(query.continue_token)
-            objs = [o for o in objs if (o.metadata.namespace if r.namespaced else "", o.metadata.name) > after]
+        after = _after_token(query.continue_token) if query.continue_token else None
+        objs: list[Any] = []
+        for obj in self.store.scan(r.kind, namespace if r.namespaced and namespace else None, after):
+            if accept(obj):
+                objs.append(obj)
+                if query.limit and len(objs) > query.limit:
+                    break
         token = ""
         if query.limit and len(objs) > query.limit:
             objs = objs[:query.limit]
@@ -344,6 +350,7 @@ class Rest:
                                    query.force)
         query.applied = True
         if live is None:
+            query.created = True
             return self.create(r, namespace, merged, query)
         return self.update(r, namespace, name, merged, query)
 

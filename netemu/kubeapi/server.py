@@ -24,7 +24,7 @@ from netemu import statedir
 from netemu.errors import NetemuError
 
 from . import (KUBECONFIG, aggregated, certs, deletion, discovery, fieldvalidation, kubeconfig, openapi, openapiv2,
-               serverapply, tokenrequest, tokens)
+               operations, serverapply, tokenrequest, tokens)
 from .history import ChangeLog
 from .patch import PATCH_TYPES
 from .podattach import PodAttach
@@ -81,6 +81,7 @@ class KubeApiServer:
         self._pod_streams = {"log": self.pod_logs.serve, "exec": self.pod_exec.serve,  # pods/… subresources
                              "portforward": PodPortForward(cluster).serve,
                              "attach": PodAttach(cluster, self.stopping).serve}
+        self.operations = operations.Operations(cluster)  # netemu's own verbs (apply, describe, exec, down …)
 
     @property
     def url(self) -> str:
@@ -138,6 +139,7 @@ class KubeApiServer:
                 if transport is not None:
                     transport.abort()
         self.changes.close()
+        self.operations.stop()
 
     # ------------------------------------------------------------------ middleware
 
@@ -211,6 +213,10 @@ class KubeApiServer:
             if group is None:
                 raise ApiError(404, "NotFound", _NOT_FOUND)
             return _json(group)
+        if tuple(parts[:4]) == operations.PREFIX:
+            if request.get(USER) is not None:  # the cluster's owner only: never a pod's service account
+                raise ApiError(403, "Forbidden", f'User "{request[USER].username}" cannot use netemu\'s operations')
+            return await self.operations.serve(request, parts[4:])
         if parts[:1] == ["apis"] and len(parts) >= 3:
             return await self._resource(request, parts[1], parts[2], parts[3:])
         if parts in (["healthz"], ["livez"], ["readyz"]):
@@ -271,7 +277,8 @@ class KubeApiServer:
             patch_type = self._patch_type(request)
             body = (serverapply.decode_body(await request.read()) if patch_type == serverapply.APPLY_PATCH
                     else await self._body(request))
-            return _warned(self.rest.patch(r, namespace, name, patch_type, body, query), query)
+            answer = self.rest.patch(r, namespace, name, patch_type, body, query)
+            return _warned(answer, query, 201 if query.created else 200)
         if method == "DELETE":
             options = deletion.parse(request.query, await self._optional_body(request), dry_run=query.dry_run)
             if name:

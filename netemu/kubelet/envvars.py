@@ -15,6 +15,7 @@ environment variable names (IsEnvVarName, e.g. ``1badkey``) are skipped and repo
 """
 from __future__ import annotations
 
+from collections import ChainMap
 from typing import Any, Callable, Iterable, Mapping
 
 from netemu.api.labels import is_env_var_name
@@ -203,12 +204,17 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 def container_env(pod: Pod, container: Container, services: Iterable[Service],
                   extra: Mapping[str, str] | None = None, *, lookup: Lookup | None = None,
-                  warn: Callable[[str], None] | None = None) -> dict[str, str]:
+                  warn: Callable[[str], None] | None = None,
+                  service_vars: Mapping[str, str] | None = None) -> ChainMap[str, str]:
     """The environment the kubelet gives ``container``: service variables, then ``extra``
     (netemu's own, e.g. POD_IP), then ``envFrom``, then the container's ``env`` in order (explicit
     env wins). ``lookup(kind, name)`` finds ConfigMaps and Secrets of the pod's namespace.
+    The service variables come from ``service_vars`` when given (``serviceenv.ServiceEnvIndex``,
+    shared by many containers and never written), else from ``services``; the container's own
+    variables are layered over them, not copied into them.
     Raises ContainerConfigError when a required one, or a required key, is missing."""
-    env = dict(service_env_cached(visible_services(pod, services)))
+    shared = service_vars if service_vars is not None else service_env_cached(visible_services(pod, services))
+    env: ChainMap[str, str] = ChainMap({}, shared)  # writes go to the first map
     env.update(extra or {})
     env.update(env_from(pod, container.env_from, lookup, warn))
     for var in container.env:

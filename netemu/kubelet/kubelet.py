@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import time
+from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,6 +35,8 @@ from . import envvars, podfiles, probes
 from .mountns import MountPointError
 from .volumes import VOLUMES_ENV, PodVolumes, TokenSource, VolumeError
 from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
+from .logfiles import LogFiles
+from .serviceenv import ServiceEnvIndex
 from .sockets import wildcard_listeners
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,7 @@ class ContainerWorker:
         self.restart_count = 0
         self.ready = False
         self.started: bool | None = False
-        self.env: dict[str, str] = {}
+        self.env: Mapping[str, str] = {}
         self.runtime: ProcessContainer | EmulatedContainer | None = None
         self.task: asyncio.Task | None = None
         self.finished = asyncio.Event()
@@ -146,20 +149,22 @@ class ContainerWorker:
     def _make_runtime(self) -> ProcessContainer | EmulatedContainer:
         kl = self.pw.kubelet
         pod = self.pw.pod
-        services = kl.store.list("Service")
         extra = {"POD_IP": self.pw.ip} if kl.fabric.name == "loopback" else {}
-        kube_env = envvars.container_env(pod, self.spec, services, extra=extra, lookup=kl.config_lookup(pod),
-                                         warn=self._warn)
+        kube_env = envvars.container_env(pod, self.spec, (), extra=extra, lookup=kl.config_lookup(pod),
+                                         warn=self._warn, service_vars=kl.service_env.env(pod))
         # The runtime adds these (image ENV, sandbox hostname); $(VAR) in command/args cannot see them.
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
                 "HOSTNAME": self.pw.hostname, "HOME": os.environ.get("HOME", "/root"), **self.pw.volume_env()}
-        self.env = {**base, **kube_env, **kl.process_env}  # the cluster's token last: gc finds processes by it
+        # Layered, not copied (the service variables are shared by every container of the namespace):
+        # the cluster's token wins over all, since gc finds processes by it.
+        self.env = ChainMap(kl.process_env, kube_env, base)
         command, args = envvars.command_line(self.spec, kube_env)
         log_path = kl.log_path(pod, self.spec.name)
+        stdin = {"stdin": bool(self.spec.stdin), "stdin_once": bool(self.spec.stdin_once)}
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
                                     log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
-                                    record=kl.record_process)
+                                    record=kl.record_process, **stdin)
         from netemu import images
         emulation = kl.extra_images.get(self.spec.image) or images.resolve(self.spec.image)
         if emulation is None:
@@ -171,7 +176,7 @@ class ContainerWorker:
         if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
             return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
                                     log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
-                                    record=kl.record_process)
+                                    record=kl.record_process, **stdin)
         writer = kl.log_writer(pod, self.spec.name)
         ctx = images.ContainerContext(
             pod_name=pod.metadata.name, namespace=pod.metadata.namespace, pod_ip=self.pw.ip,
@@ -706,7 +711,7 @@ class Kubelet:
                  record_process: Callable[[int], None], process_env: Mapping[str, str] | None = None,
                  restart_backoff: float = 10.0,
                  restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
-                 extra_images: Mapping[str, Any] | None = None):
+                 extra_images: Mapping[str, Any] | None = None, service_env: ServiceEnvIndex | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
@@ -718,11 +723,14 @@ class Kubelet:
         self.pod_dir = pod_dir
         self.dns = dns
         self.extra_images = dict(extra_images or {})
+        # The service variables of each namespace (shared by the cluster's kubelets when it passes one).
+        self._own_service_env = service_env is None
+        self.service_env = service_env if service_env is not None else ServiceEnvIndex(store)
         # Mints a projected serviceAccountToken (set by the cluster's token issuer); without it
         # such a volume cannot be mounted.
         self.service_account_token: TokenSource | None = None
         self.workers: dict[str, PodWorker] = {}
-        self._logs: dict[tuple[str, str], Any] = {}
+        self._logs = LogFiles()  # built-in images' logs, through a bounded number of open files
         self._config_changed = asyncio.Event()
         self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
         self._unsubscribe_config = store.subscribe(self._on_config, kinds=["ConfigMap", "Secret"])
@@ -735,23 +743,15 @@ class Kubelet:
         return self.log_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}_{container}.log"
 
     def log_writer(self, pod: k8s.Pod, container: str) -> Callable[[str], None]:
-        key = (pod.metadata.uid, container)  # by uid: a pod re-created under its name has its own log
-        f = self._logs.get(key)
-        if f is None or f.closed:
-            f = self._logs[key] = open(self.log_path(pod, container), "a", buffering=1, encoding="utf-8")
-
-        def write(line: str) -> None:
-            if not f.closed:
-                f.write(line if line.endswith("\n") else line + "\n")
-        return write
+        # By uid: a pod re-created under its name has its own log.
+        return self._logs.writer(pod.metadata.uid, container, self.log_path(pod, container))
 
     def append_log(self, pod: k8s.Pod, container: str, line: str) -> None:
         with open(self.log_path(pod, container), "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
     def close_logs(self, pod: k8s.Pod) -> None:
-        for key in [k for k in self._logs if k[0] == pod.metadata.uid]:
-            self._logs.pop(key).close()
+        self._logs.close_pod(pod.metadata.uid)
 
     # ------------------------------------------------------------------ config maps, secrets
 
@@ -830,21 +830,23 @@ class Kubelet:
         else:  # an emulation dies as a killed process would: exit status 128 + SIGKILL
             runtime.running.exit(137)
 
-    async def stop(self) -> None:
-        """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL."""
+    async def stop(self, *, release_networks: bool = True) -> None:
+        """Stop every pod at once (cluster shutdown): SIGTERM, a short grace, SIGKILL.
+        ``release_networks`` False leaves the pods' networks (addresses, namespaces) to the
+        fabric's own stop and the state directory's removal, which take them all at once."""
         self._unsubscribe()
         self._unsubscribe_config()
+        if self._own_service_env:
+            self.service_env.close()
         workers = list(self.workers.values())
         self.workers.clear()
         for w in workers:
             if w.task is not None and not w.task.done():
                 w.task.cancel()
-        await asyncio.gather(*(self._stop_worker(w) for w in workers), return_exceptions=True)
-        for f in self._logs.values():
-            f.close()
-        self._logs.clear()
+        await asyncio.gather(*(self._stop_worker(w, release_networks) for w in workers), return_exceptions=True)
+        self._logs.close()
 
-    async def _stop_worker(self, w: PodWorker) -> None:
+    async def _stop_worker(self, w: PodWorker, release_network: bool) -> None:
         if w.terminating is not None and not w.terminating.done():
             w.terminating.cancel()
         if w.volumes is not None:
@@ -852,6 +854,8 @@ class Kubelet:
         for cw in w.workers + w.init_workers:
             cw._stopping = True
         await asyncio.gather(*(cw.stop(1.0) for cw in w.workers + w.init_workers), return_exceptions=True)
+        if not release_network:
+            return
         try:
             await self.fabric.remove_pod(self.node.name, w.uid)
         except NetemuError:

@@ -12,7 +12,6 @@ environment).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import shutil
@@ -22,22 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from netemu.errors import NetemuError
-from netemu.spawn import spawn
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _container_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
-    """What a container's child does between fork and exec: lead a new session, die with the
-    cluster process (or at once, should it be gone already), and record itself in the ledger."""
-    def setup() -> None:
-        os.setsid()
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-        record(os.getpid())
-    return setup
+from netemu.spawn import cluster_child_setup, spawn
 
 
 def start_refusal(program: str, env: Mapping[str, str], cwd: str | None) -> str:
@@ -76,8 +60,12 @@ class ContainerStartError(NetemuError):
 
 
 class ProcessContainer:
+    """A container whose program is a real process. With ``stdin`` (the container's ``stdin:
+    true``) the process reads a pipe that ``pods/attach`` writes to, as a runtime keeps a
+    container's stdin open; with ``stdin_once`` the pipe closes when the first attach ends."""
+
     def __init__(self, argv: list[str], env: Mapping[str, str], *, cwd: str | None, log_path: Path,
-                 prefix: list[str], record: Callable[[int], None]):
+                 prefix: list[str], record: Callable[[int], None], stdin: bool = False, stdin_once: bool = False):
         self.argv = argv
         self.env = dict(env)
         self.cwd = cwd
@@ -85,6 +73,10 @@ class ProcessContainer:
         self.prefix = prefix
         self._record = record
         self.proc: asyncio.subprocess.Process | None = None
+        self.keeps_stdin = stdin
+        self.stdin_once = stdin_once
+        self._stdin_fd: int | None = None   # the pipe's write end, while the container's stdin is open
+        self.attached_once = False
 
     @property
     def pids(self) -> list[int]:
@@ -96,12 +88,15 @@ class ProcessContainer:
         refusal = start_refusal(self.argv[0], self.env, self.cwd)
         if refusal:
             raise ContainerStartError("StartError", refusal)
+        read_end = None
+        if self.keeps_stdin:
+            read_end, self._stdin_fd = os.pipe()   # both close-on-exec here; the child gets read_end as 0
         with open(self.log_path, "ab") as logf:
             try:
                 self.proc = await spawn(
                     *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=asyncio.subprocess.STDOUT,
-                    setup=_container_setup(os.getpid(), self._record))
+                    stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL, stdout=logf,
+                    stderr=asyncio.subprocess.STDOUT, setup=cluster_child_setup(os.getpid(), self._record))
             except FileNotFoundError as exc:
                 raise ContainerStartError(
                     "StartError", f'exec: "{self.argv[0]}": executable file not found in $PATH') from exc
@@ -109,10 +104,35 @@ class ProcessContainer:
                 raise ContainerStartError("StartError", f'exec: "{self.argv[0]}": permission denied') from exc
             except (OSError, subprocess.SubprocessError) as exc:
                 raise ContainerStartError("StartError", f"exec: {exc}") from exc
+            finally:
+                if read_end is not None:
+                    os.close(read_end)
+                    if self.proc is None:
+                        self.close_stdin()
+
+    @property
+    def stdin_open(self) -> bool:
+        return self._stdin_fd is not None
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Give ``data`` to the process's stdin (dropped once it is closed or the reader is gone)."""
+        fd = self._stdin_fd
+        if fd is None:
+            return
+        try:
+            await asyncio.to_thread(_write_all, fd, data)
+        except (BrokenPipeError, OSError):
+            pass
+
+    def close_stdin(self) -> None:
+        fd, self._stdin_fd = self._stdin_fd, None
+        if fd is not None:
+            os.close(fd)
 
     async def wait(self) -> int:
         assert self.proc is not None
         code = await self.proc.wait()
+        self.close_stdin()
         # When a container's main process ends, the runtime kills what it left behind (its PID
         # namespace goes); here that is the rest of its process group.
         self._kill_group()
@@ -145,6 +165,13 @@ class ProcessContainer:
                 await self.proc.wait()
         # Children that outlived the leader still belong to the group.
         self._kill_group()
+        self.close_stdin()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class EmulatedContainer:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 from typing import Any
 
 from netemu.errors import FabricError
 from netemu.fabric.netns import namespaces
-from netemu.spawn import spawn
+from netemu.fabric.netns.nft import run_nft
 
 from . import nftables
 from .model import pod_facts
@@ -24,29 +22,7 @@ from .state import Key, PolicyState
 
 log = logging.getLogger(__name__)
 KINDS = ("Pod", "Namespace", "NetworkPolicy")
-NFT_TIMEOUT = 10.0
 RETRY_DELAY = 1.0  # seconds before a node whose batch failed is tried again
-
-
-def nft_binary() -> str:
-    found = shutil.which("nft", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
-    if found is None:
-        raise FabricError("NetworkPolicy on the netns backend needs `nft` (Debian package nftables)")
-    return found
-
-
-async def run_nft(netns: str, script: str) -> None:
-    """``nft -f -`` with ``script`` inside the node namespace ``netns``."""
-    argv = [*namespaces.exec_prefix(netns), nft_binary(), "-f", "-"]
-    try:
-        proc = await spawn(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                           stderr=asyncio.subprocess.PIPE)
-        _out, err = await asyncio.wait_for(proc.communicate(script.encode()), NFT_TIMEOUT)
-    except (TimeoutError, OSError) as exc:
-        raise FabricError(f"nft in {netns}: {exc!r}") from exc
-    if proc.returncode != 0:
-        raise FabricError(f"nft in {netns} failed with status {proc.returncode}: "
-                          f"{err.decode(errors='replace').strip()}")
 
 
 def _has_pod_network(pod: Any) -> bool:

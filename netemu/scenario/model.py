@@ -35,7 +35,7 @@ SCENARIO_SUFFIXES = (".yaml", ".yml")
 BACKENDS = ("loopback", "netns")
 CLUSTER_FIELDS = {  # scenario spelling -> ClusterConfig attribute
     "serviceCIDR": "service_cidr", "podCIDR": "pod_cidr", "nodeCIDR": "node_cidr", "lbCIDR": "lb_cidr",
-    "nodePortRange": "node_port_range", "clusterDomain": "cluster_domain",
+    "nodePortRange": "node_port_range", "clusterDomain": "cluster_domain", "proxyMode": "proxy_mode",
 }
 
 

@@ -2,7 +2,9 @@
 
 For each scenario: skip it when the host lacks a required capability; start a cluster with a
 unique name in a free address slot (``clusters.start_cluster``); skip it when the cluster lacks
-a required capability; apply ``manifests`` and wait for every pod to be ready; run the steps —
+a required capability; connect to the cluster's Kubernetes API (``ApiCluster``: from here on
+the steps reach the cluster only through it, as any client would, never through the in-process
+``Cluster``); apply ``manifests`` and wait for every pod to be ready; run the steps —
 references filled in at the moment each step starts — until one fails; stop the cluster. With
 ``keep``, a failed scenario's cluster stays up (with its control socket) until
 ``netemu down --name NAME`` or Ctrl-C, so ``netemu get/exec/logs --name NAME`` can inspect it.
@@ -18,10 +20,11 @@ import contextlib
 import signal
 import time
 import traceback
+from pathlib import Path
 from typing import Any, TextIO
 
 from netemu.errors import AssertionFailed, BackendUnavailableError, ClusterError, NetemuError, ScenarioError
-from netemu.readiness import require_ready
+from netemu.scenario.api_cluster import ApiCluster, ClientNamespace
 from netemu.scenario.capabilities import cluster_capabilities, explain, host_capabilities, missing
 from netemu.scenario.clusters import start_cluster, unique_name
 from netemu.scenario.fields import Problems, is_templated, parse_duration
@@ -84,7 +87,7 @@ async def _apply_manifests(ctx: Context, scenario: Scenario) -> StepResult:
                    for s in scenario.manifests]   # inline YAML may hold references (cluster.dns ...)
         manifests = [m for source in sources for m in source.load()]
         lines = await ctx.cluster.apply(*manifests)
-        await require_ready(ctx.cluster, MANIFESTS_READY_TIMEOUT)
+        await ctx.cluster.wait_ready(MANIFESTS_READY_TIMEOUT)
     except NetemuError as exc:
         return StepResult("manifests", "apply manifests", False, time.monotonic() - started, str(exc))
     names = ", ".join(f"{m.obj.kind.lower()}/{m.obj.metadata.name}" for m in manifests)
@@ -109,8 +112,8 @@ async def _hold(cluster: Any, reporter: TextReporter) -> None:
         f"  netemu logs --name {name} POD\n"
         f"go on with `netemu down --name {name}`; Ctrl-C stops it and the run")
     waiters = [asyncio.ensure_future(interrupted.wait())]
-    if cluster.control is not None:
-        waiters.append(asyncio.ensure_future(cluster.control.down_requested.wait()))
+    if cluster.kube_api is not None:  # `netemu down`, through the cluster's API
+        waiters.append(asyncio.ensure_future(cluster.kube_api.operations.wait_for_down()))
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -137,26 +140,37 @@ async def run_scenario(scenario: Scenario, reporter: TextReporter, *, keep: bool
     if lacking:
         return finish("skipped", explain(lacking, "this machine"), "needs " + ", ".join(lacking))
     result.cluster = unique_name(scenario.name)
+    client_net = ClientNamespace()   # where the steps' API requests leave from: here, not the cluster's seal
     try:
         cluster = await start_cluster(scenario.nodes, name=result.cluster, backend=scenario.backend,
-                                      control_socket=keep, **scenario.overrides)
+                                      **scenario.overrides)
     except ClusterError as exc:
+        client_net.close()
         if isinstance(exc, BackendUnavailableError):
             return finish("skipped", str(exc), f"no {scenario.backend} backend")
         return finish("error", f"the cluster did not start: {exc}")
     aborted = False
-    ctx = Context(cluster, scenario.base_dir)
+    client: ApiCluster | None = None
+    ctx = Context(None, scenario.base_dir)
     try:
-        ctx.capabilities = cluster_capabilities(cluster)
+        ctx.capabilities = cluster_capabilities(cluster)  # the runner's own view (it started the cluster)
         lacking = missing(scenario.requires, ctx.capabilities)
         if lacking:
             return finish("skipped", explain(lacking), "needs " + ", ".join(lacking))
+        try:  # from here on, the steps reach the cluster only through its API
+            client = await ApiCluster.connect(cluster.name, cluster.state.directory, client_net)
+        except NetemuError as exc:
+            return finish("error", f"the cluster's API did not answer: {exc}")
+        client.follow_kinds(_scenario_text(scenario))
+        await client.refresh()
+        ctx = Context(client, scenario.base_dir, capabilities=ctx.capabilities)
         if scenario.manifests:
             step_result = await _apply_manifests(ctx, scenario)
             result.steps.append(step_result)
             reporter.step_finished(step_result)
         if all(s.passed for s in result.steps):
             for step in scenario.steps:
+                await client.refresh()
                 step_result = await run_step(ctx, scenario, step)
                 result.steps.append(step_result)
                 reporter.step_finished(step_result)
@@ -172,9 +186,22 @@ async def run_scenario(scenario: Scenario, reporter: TextReporter, *, keep: bool
         return finish("failed" if failed else "passed")
     finally:
         await _stop_backgrounds(ctx)
+        if client is not None:
+            client.close_client()
         await cluster.stop()
+        client_net.close()
         if aborted:
             raise Aborted()
+
+
+def _scenario_text(scenario: Scenario) -> str:
+    """The scenario's file and its manifests' files: every kind its steps can read is named there."""
+    texts = []
+    for path in (scenario.path, *(s.path for s in scenario.manifests if getattr(s, "path", None))):
+        with contextlib.suppress(OSError, TypeError):
+            texts.append(Path(path).read_text(encoding="utf-8"))
+    texts += [s.text for s in scenario.manifests if getattr(s, "text", None)]
+    return "\n".join(texts)
 
 
 async def _stop_backgrounds(ctx: Context) -> None:
@@ -185,7 +212,10 @@ async def _stop_backgrounds(ctx: Context) -> None:
                 await bg.task
     ctx.backgrounds.clear()
     for capture in ctx.captures.values():
-        capture.stop()
+        with contextlib.suppress(NetemuError):  # the cluster may be going already
+            stopped = capture.stop()
+            if asyncio.iscoroutine(stopped):   # a capture running in a cluster reached by its API
+                await stopped
     ctx.captures.clear()
 
 
@@ -239,11 +269,14 @@ def run_loop(coro: Any) -> Any:
 
 
 def run_files(paths: list[str], out: TextIO, junit: str | None = None, keep: bool = False,
-              pattern: str | None = None, backend: str | None = None) -> int:
+              pattern: str | None = None, backend: str | None = None, proxy_mode: str | None = None) -> int:
     """``netemu run``: validate every file, run the selected scenarios, report; the exit status.
-    ``backend`` runs every scenario on that backend, whatever its file says."""
+    ``backend`` runs every scenario on that backend, whatever its file says; so does ``proxy_mode``
+    with that service proxy mode."""
     scenarios = select(load_scenarios([str(p) for p in paths]), pattern)
-    if backend is not None:
-        for scenario in scenarios:
+    for scenario in scenarios:
+        if backend is not None:
             scenario.backend = backend
+        if proxy_mode is not None:
+            scenario.overrides["proxy_mode"] = proxy_mode
     return run_loop(run_scenarios(scenarios, out, junit=junit, keep=keep))

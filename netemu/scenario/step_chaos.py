@@ -118,7 +118,9 @@ async def stop_capture(ctx: Context, name: str) -> list[str]:
     capture = ctx.captures.pop(name, None)
     if capture is None:
         ctx.fail(f'no capture named "{name}" is running (running: {", ".join(ctx.captures) or "none"})')
-    capture.stop()
+    stopped = capture.stop()
+    if inspect.isawaitable(stopped):   # a capture running in a cluster reached by its API
+        await stopped
     return [f"{capture.frames} packets captured to {capture.path}", *ctx.cluster.capture_summary(capture)]
 
 

@@ -231,14 +231,12 @@ class Context:
         if origin.kind != "pod":
             if self.pods_share_host_network():
                 return run_host
+            node = ""
             if self.from_node_namespace(origin, target):
                 node = origin.name if origin.kind == "node" else sorted(self.cluster.nodes)[0]
-                prefix = self.cluster.fabric.process_prefix(node)
-            else:
-                prefix = self.cluster.fabric.process_prefix("")
 
             async def in_namespace(argv: list[str], timeout: float) -> tuple[int, str, str]:
-                return await run_host(prefix + argv, timeout)
+                return await run_host(await self.process_prefix(node) + argv, timeout)
             return in_namespace
 
         async def in_pod(argv: list[str], timeout: float) -> tuple[int, str, str]:
@@ -246,6 +244,14 @@ class Context:
                                              timeout=timeout)
             return result.returncode, result.stdout, result.stderr
         return in_pod
+
+    async def process_prefix(self, node: str) -> list[str]:
+        """What runs a process in ``node``'s network namespace ("": where host traffic starts):
+        the cluster's API says (``ApiCluster.process_prefix``), or an in-process cluster's fabric."""
+        asked = getattr(self.cluster, "process_prefix", None)
+        if asked is not None:
+            return list(await asked(node))
+        return list(self.cluster.fabric.process_prefix(node))
 
     def from_node_namespace(self, origin: Origin, target: str | None) -> bool:
         """Whether traffic from ``origin`` (host or node) to ``target`` must start in a node's
