@@ -40,10 +40,9 @@ from netemu.api.objects import (
     KIND_BY_NAME, STORED_ONLY, INGRESS_KINDS, Namespace, stored_only, NamespaceStatus, ObjectMeta, PodStatus, Service, ServicePort,
     ServiceSpec, key_of,
 )
-from netemu.controllers.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
-from netemu.controllers.garbagecollector import GarbageCollector
-from netemu.controllers.podutil import request_deletion
-from netemu.controllers.serviceaccount import ensure_default
+from netemu.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
+from netemu.garbagecollector import GarbageCollector
+from netemu.poddeletion import request_deletion
 from netemu import serviceaccount_admission
 from netemu.errors import (
     AlreadyExistsError, ConflictError, FieldProblem, InvalidError, ManifestError, ManifestErrors, NetemuError, NotFoundError,
@@ -595,7 +594,7 @@ class ApiServer:
         def find(namespace: str, name: str) -> Any:
             sa = self.store.get("ServiceAccount", namespace, name)
             if sa is None and name == serviceaccount_admission.DEFAULT_SERVICE_ACCOUNT:
-                sa = ensure_default(self.store, namespace)
+                sa = serviceaccount_admission.ensure_default(self.store, namespace)
             return sa
         return serviceaccount_admission.admit_pod(pod, find, mount_token=self.mount_service_account_tokens)
 

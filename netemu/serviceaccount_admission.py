@@ -23,11 +23,11 @@ import dataclasses
 from typing import Any, Callable
 
 from netemu.api.objects import (
-    ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod, PodSpec,
-    ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, ObjectMeta, Pod,
+    PodSpec, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 )
-from netemu.controllers.names import random_suffix
-from netemu.errors import InvalidError
+from netemu.names import random_suffix
+from netemu.errors import AlreadyExistsError, InvalidError
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -38,6 +38,22 @@ TOKEN_EXPIRATION_SECONDS = 3607  # the kubelet refreshes it; kube-apiserver exte
 PROJECTED_DEFAULT_MODE = 0o644
 
 FindServiceAccount = Callable[[str, str], Any]  # (namespace, name) → ServiceAccount or None
+
+
+def ensure_default(store: Any, namespace: str) -> Any | None:
+    """The namespace's ``default`` account, made now when missing; None when the namespace is
+    gone or terminating."""
+    sa = store.get("ServiceAccount", namespace, DEFAULT_SERVICE_ACCOUNT)
+    if sa is not None:
+        return sa
+    ns = store.get("Namespace", "", namespace)
+    if ns is None or ns.metadata.deletion_timestamp is not None:
+        return None
+    try:
+        return store.create(ServiceAccount(metadata=ObjectMeta(name=DEFAULT_SERVICE_ACCOUNT, namespace=namespace)))
+    except AlreadyExistsError:
+        return store.get("ServiceAccount", namespace, DEFAULT_SERVICE_ACCOUNT)
+
 
 
 class ServiceAccountForbiddenError(InvalidError):

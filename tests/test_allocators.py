@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from netemu.controllers.allocators import (
+from netemu.allocators import (
     ClusterIPAllocator, NodePortAllocator, Transaction, ip_static_band_size, parse_port_range,
     port_static_band_size,
 )

@@ -21,7 +21,7 @@ from netemu.api.objects import DaemonSet, Taint
 from netemu.apiserver import ApiServer
 from netemu.controllers import DaemonSetController, Scheduler, podutil
 from netemu.controllers.daemonset import REVISION_HASH_LABEL, TEMPLATE_GENERATION_LABEL
-from netemu.controllers.names import ALPHANUMS
+from netemu.names import ALPHANUMS
 from netemu.errors import ManifestErrors
 from netemu.events import events_for
 from netemu.store import Store

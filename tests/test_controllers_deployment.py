@@ -10,7 +10,7 @@ import pytest
 from netemu.api.objects import DeploymentStrategy, RollingUpdateDeployment
 from netemu.controllers import DeploymentController, ReplicaSetController, Scheduler, podutil
 from netemu.controllers.deployment import HASH_LABEL, surge_and_unavailable, template_hash
-from netemu.controllers.names import ALPHANUMS
+from netemu.names import ALPHANUMS
 from netemu.store import Store
 
 from test_controllers_helpers import FakeKubelet, deployment, eventually, node, set_ready, settle

@@ -8,7 +8,7 @@ import pytest
 
 from netemu.api.objects import EndpointSlice, ObjectMeta
 from netemu.controllers import EndpointSliceController, podutil
-from netemu.controllers.names import ALPHANUMS
+from netemu.names import ALPHANUMS
 from netemu.store import Store
 
 from test_controllers_helpers import (FakeKubelet, endpoints_of, eventually, pod, service, set_ready,

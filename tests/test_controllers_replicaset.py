@@ -17,7 +17,7 @@ from netemu.apiserver import ApiServer
 from netemu.controllers import DeploymentController, ReplicaSetController, Scheduler, podutil
 from netemu.controllers.deployment import (CHANGE_CAUSE, HASH_LABEL, REVISION, replica_sets_of, revision_of,
                                            template_hash)
-from netemu.controllers.names import ALPHANUMS
+from netemu.names import ALPHANUMS
 from netemu.events import events_for
 from netemu.store import Store
 

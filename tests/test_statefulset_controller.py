@@ -11,7 +11,7 @@ import pytest
 from netemu.api.defaults import apply_defaults
 from netemu.api.objects import Pod, StatefulSet
 from netemu.controllers import Scheduler, StatefulSetController, podutil
-from netemu.controllers.names import ALPHANUMS
+from netemu.names import ALPHANUMS
 from netemu.controllers.statefulset import (POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL,
                                             parent_and_ordinal, revision_name)
 from netemu.store import Event, Store

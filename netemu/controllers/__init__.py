@@ -4,8 +4,10 @@
 scheduler, the EndpointSlice controller and the load-balancer controller, subscribes them to the store and lets
 each process the objects that exist already. Controllers react to store events by writing objects;
 they batch work per loop turn (``workqueue.WorkQueue``) and keep label indexes, so a change costs
-work in proportion to what it touches. The ClusterIP / NodePort allocators (``allocators.py``) are
-not controllers: the API server calls them while admitting a Service.
+work in proportion to what it touches. What the API server itself does lives beside it, not
+here (dependencies run one way, the API server below the controllers): the ClusterIP / NodePort
+allocators (``netemu.allocators``), graceful pod deletion (``netemu.poddeletion``), generated
+names (``netemu.names``) and the garbage collector's propagation policies (``netemu.garbagecollector``).
 The serviceaccounts controller (``serviceaccount``) gives every namespace its ``default``
 ServiceAccount; the root-ca-cert publisher (``rootcacert``) runs only with the Kubernetes API
 (``netemu.kubeapi.incluster`` starts it).

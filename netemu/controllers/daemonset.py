@@ -47,7 +47,7 @@ from . import nodeplacement as placement
 from . import podutil
 from .createretry import CreateRetry
 from .deployment import scaled_value, template_hash
-from .names import generated_name
+from netemu.names import generated_name
 from .replicaset import epoch, now, owner_reference
 from .workqueue import WorkQueue
 

@@ -51,7 +51,7 @@ from netemu.errors import AlreadyExistsError
 from netemu.store import ADDED, Event, Store, now_rfc3339
 
 from . import podutil
-from .names import fnv32a, safe_encode
+from netemu.names import fnv32a, safe_encode
 from .replicaset import owner_reference, replicas_of
 from .workqueue import WorkQueue
 

@@ -41,7 +41,7 @@ from netemu.errors import NotFoundError
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
-from .names import generated_name
+from netemu.names import generated_name
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from netemu.store import Store
 from . import podutil
 from .clocked import ClockedController
 from .createretry import CreateRetry
-from .names import generated_name
+from netemu.names import generated_name
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from netemu.store import ADDED, Event, Store
 
 from . import podutil
 from .createretry import CreateRetry
-from .names import generated_name
+from netemu.names import generated_name
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)

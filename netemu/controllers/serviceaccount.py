@@ -2,7 +2,7 @@
 
 As kube-controller-manager's: the account is made when a namespace appears (the system
 namespaces too) and made again when it is deleted, never in a namespace being terminated.
-``ensure_default`` makes it at once when asked: the ServiceAccount admission plugin asks while
+``ensure_default`` (the admission plugin's, ``netemu.serviceaccount_admission``) makes it at once when asked: the ServiceAccount admission plugin asks while
 admitting a pod in a namespace that appeared a moment ago (kube-apiserver waits for the
 controller there; netemu has no moment to wait, its writes are synchronous).
 
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from netemu.api.objects import ObjectMeta, ServiceAccount
-from netemu.errors import AlreadyExistsError
-from netemu.store import DELETED, Event, Store
+from netemu.serviceaccount_admission import DEFAULT_SERVICE_ACCOUNT as DEFAULT_NAME, ensure_default
+from netemu.store import DELETED, Event
 
 from .pernamespace import PerNamespaceController
 
 log = logging.getLogger(__name__)
-
-DEFAULT_NAME = "default"
 
 
 class ServiceAccountsController(PerNamespaceController):
@@ -33,21 +30,6 @@ class ServiceAccountsController(PerNamespaceController):
 
     def sync(self, namespace: str) -> None:
         ensure_default(self._store, namespace)
-
-
-def ensure_default(store: Store, namespace: str) -> ServiceAccount | None:
-    """The namespace's ``default`` account, made now when missing; None when the namespace is
-    gone or terminating."""
-    sa: ServiceAccount | None = store.get("ServiceAccount", namespace, DEFAULT_NAME)
-    if sa is not None:
-        return sa
-    ns = store.get("Namespace", "", namespace)
-    if ns is None or ns.metadata.deletion_timestamp is not None:
-        return None
-    try:
-        return store.create(ServiceAccount(metadata=ObjectMeta(name=DEFAULT_NAME, namespace=namespace)))  # type: ignore[no-any-return]
-    except AlreadyExistsError:
-        return store.get("ServiceAccount", namespace, DEFAULT_NAME)  # type: ignore[no-any-return]
 
 
 __all__ = ["DEFAULT_NAME", "ServiceAccountsController", "ensure_default"]

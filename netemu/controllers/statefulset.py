@@ -54,7 +54,7 @@ from netemu.errors import AlreadyExistsError, NetemuError
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
-from .names import safe_encode
+from netemu.names import safe_encode
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
