@@ -76,6 +76,11 @@ async def test_proxy_forwards_headers_and_streams_bodies() -> None:
         h = seen["headers"]
         assert h["Host"] == "app.test" and h["X-Forwarded-Host"] == "app.test" and h["X-Forwarded-Proto"] == "http"
         assert h["X-Forwarded-For"] == "10.9.9.9, 127.0.0.1" and h["X-Real-IP"] == "127.0.0.1"
+        # a field the Connection field names is hop-by-hop too (RFC 9110 §7.6.1): not forwarded
+        code, body = await _curl(port, "-H", "Host: app.test", "-H", "Connection: keep-alive, X-Secret",
+                                 "-H", "X-Secret: 1", "-H", "X-Kept: 2", "/named")
+        seen = json.loads(body)["headers"]
+        assert code == 200 and "X-Secret" not in seen and seen["X-Kept"] == "2" and "Connection" not in seen
         assert (await _curl(port, "-H", "Host: other.test", "/"))[0] == 404
         code, body = await _curl(port, "-H", "Host: app.test", "/empty")
         assert code == 503 and "Service Temporarily Unavailable" in body

@@ -41,35 +41,64 @@ class RequestHead:
         self.head, self.host, self.chunked, self.has_body, self.upgrade = head, host, chunked, has_body, upgrade
 
 
+# What a field name is to the proxy, by the name as received (a cache: one dict lookup per field
+# instead of lowering and comparing it each time; names are few, the cache is bounded).
+_PASS, _HOP, _XFF, _XDROP, _HOST, _LENGTH, _TE, _UPGRADE, _CONNECTION = range(9)
+_KINDS: dict[bytes, int] = {}
+_MAX_KINDS = 4096
+
+
+def _kind(name: bytes) -> int:
+    lower = name.lower()
+    kind = (_TE if lower == b"transfer-encoding" else _UPGRADE if lower == b"upgrade"
+            else _CONNECTION if lower == b"connection" else _HOP if lower in HOP_BY_HOP
+            else _XFF if lower == b"x-forwarded-for"
+            else _XDROP if lower.startswith(b"x-forwarded-") or lower == b"x-real-ip"
+            else _HOST if lower == b"host" else _LENGTH if lower == b"content-length" else _PASS)
+    if len(_KINDS) < _MAX_KINDS:
+        _KINDS[name] = kind
+    return kind
+
+
+def _names_more(value: bytes) -> bool:
+    """Whether a ``Connection`` value names fields beyond the hop-by-hop ones (``close``,
+    ``keep-alive``, ``upgrade`` are the usual), which must then be removed too."""
+    return not _tokens(value) <= _CONNECTION_USUAL
+
+
+_CONNECTION_USUAL = HOP_BY_HOP | {b"close", b""}
+
+
 def request_head(method: bytes, target: bytes, headers: Headers, peer: bytes, forwarded: bytes,
                  upgrading: bool) -> RequestHead:
     """The head sent to the endpoint, made in one pass over the fields. ``peer`` is the client's
     address, ``forwarded`` the connection's fixed lines (``forwarded_part``); ``upgrading`` keeps
     ``Upgrade`` for a WebSocket. Without a ``Host`` field the head has none (``with_host``)."""
-    named = connection_named(headers) if len(headers) > 1 else set()
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
     previous = host = b""
     upgrade: bytes | None = None
     chunked = has_body = False
+    kinds = _KINDS
     for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"transfer-encoding":
-                chunked = has_body = b"chunked" in value.lower()
-            elif lower == b"upgrade":
-                upgrade = value
-            continue
-        if lower in named:
-            continue
-        if lower.startswith(b"x-forwarded-") or lower == b"x-real-ip":
-            if lower == b"x-forwarded-for":
-                previous = previous + b", " + value if previous else value
-            continue
-        if lower == b"host":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind == _PASS:
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _HOST:
             host = value
-        elif lower == b"content-length":
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _LENGTH:
             has_body = has_body or value.strip() not in (b"", b"0")
-        lines += (name, b": ", value, b"\r\n")
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _XFF:
+            previous = previous + b", " + value if previous else value
+        elif kind == _TE:
+            chunked = has_body = b"chunked" in value.lower()
+        elif kind == _UPGRADE:
+            upgrade = value
+        elif kind == _CONNECTION and _names_more(value):
+            return _request_head_naming(method, target, headers, peer, forwarded, upgrading)
     lines += (b"X-Forwarded-For: ", previous + b", " + peer if previous else peer, b"\r\n",
               b"X-Forwarded-Host: ", host, b"\r\n", forwarded)
     if chunked:
@@ -81,6 +110,14 @@ def request_head(method: bytes, target: bytes, headers: Headers, peer: bytes, fo
         upgrade = None
     lines.append(b"\r\n")
     return RequestHead(b"".join(lines), host, chunked, has_body, upgrade)
+
+
+def _request_head_naming(method: bytes, target: bytes, headers: Headers, peer: bytes, forwarded: bytes,
+                         upgrading: bool) -> RequestHead:
+    """``request_head`` for a request whose ``Connection`` field names other fields to drop."""
+    named = connection_named(headers) | {b"connection"}
+    kept = [(name, value) for name, value in headers if name.lower() not in named]
+    return request_head(method, target, kept, peer, forwarded, upgrading)
 
 
 def with_host(head: bytes, host: bytes) -> bytes:
@@ -96,20 +133,24 @@ def forwarded_part(peer: str, scheme: str, port: int) -> bytes:
 def response_head(status: int, reason: bytes, headers: Headers) -> tuple[list[bytes], bool, bytes | None]:
     """The head for the client, still open for the proxy's framing lines: the endpoint's fields
     less hop-by-hop ones; whether it has a ``Content-Length``; its ``Upgrade`` value."""
-    named = connection_named(headers) if len(headers) > 1 else set()
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     has_length = False
     upgrade = None
+    kinds = _KINDS
     for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"upgrade":
-                upgrade = value
-            continue
-        if lower in named:
-            continue
-        if lower == b"content-length":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind == _LENGTH:
             has_length = True
+        elif kind == _UPGRADE:
+            upgrade = value
+            continue
+        elif kind == _CONNECTION and _names_more(value):
+            named = connection_named(headers) | {b"connection"}
+            return response_head(status, reason, [(n, v) for n, v in headers if n.lower() not in named])
+        elif kind in (_HOP, _TE, _CONNECTION):
+            continue
         lines += (name, b": ", value, b"\r\n")
     return lines, has_length, upgrade
 

@@ -86,8 +86,11 @@ class Exchange:
             if self.request_done:
                 self._answer_locally()
             return
-        pool = self.client.pool
-        upstream = None if self.upgrade is not None else pool.take(self.endpoint)  # type: ignore[arg-type]
+        client = self.client
+        upstream = None
+        if self.upgrade is None:
+            spare, client.spare = client.spare, None
+            upstream = client.pool.take(self.endpoint, spare)  # type: ignore[arg-type]
         if upstream is not None:
             self._attach(upstream)
         else:
@@ -154,11 +157,15 @@ class Exchange:
         else:
             self.client.write(data)
 
-    def done(self, keep_alive: bool) -> None:
+    def done(self, reusable: Upstream | None) -> None:
+        """The answer is complete; ``reusable``: its connection, kept alive by the endpoint."""
         self.upstream = None
+        client = self.client
         if self.chunked_out:
-            self.client.write(b"0\r\n\r\n")
-        self.client.finished(self, self.keep_alive and self.upgrade is None)
+            client.write(b"0\r\n\r\n")
+        if reusable is not None:
+            client.keep_spare(reusable)
+        client.finished(self, self.keep_alive and self.upgrade is None)
 
     def raw(self, data: bytes) -> None:
         self.client.tunnel_data(data)
@@ -218,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.paused_writing = False
         self.paused_reading = False                # too many pipelined requests wait
+        self.spare: Upstream | None = None         # the last endpoint connection, kept for the next request
         self.corked = False                        # writes wait in ``out`` for one send (``uncork``)
         self.out: list[bytes] = []
         self.tunnel: Exchange | None = None
@@ -265,9 +273,22 @@ class ClientConnection(asyncio.Protocol):
                 return True
         return False
 
+    def keep_spare(self, upstream: Upstream) -> None:
+        """Keep a reusable endpoint connection for this connection's next request (most go to the
+        same endpoint); the pool gets the one kept before, and this one when the client leaves."""
+        if self.closed:
+            self.pool.release(upstream)
+            return
+        if self.spare is not None and self.spare is not upstream:
+            self.pool.release(self.spare)
+        self.spare = upstream
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.proxy.connections.discard(self)
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.transport is not None and not spare.transport.is_closing():
+            self.pool.release(spare)
         for exchange in (self.current, self.tunnel):
             if exchange is not None and exchange.upstream is not None:
                 upstream, exchange.upstream = exchange.upstream, None

@@ -40,7 +40,7 @@ class Answer(Protocol):
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], upgraded: bool) -> None: ...
     def body(self, data: bytes) -> None: ...
-    def done(self, keep_alive: bool) -> None: ...
+    def done(self, reusable: "Upstream | None") -> None: ...
     def raw(self, data: bytes) -> None: ...
     def lost(self, reused: bool) -> None: ...
 
@@ -140,12 +140,12 @@ class Upstream(asyncio.Protocol):
         self._finish(self.parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
+        """The answer is complete: the exchange gets the connection back to keep (``done``) when
+        the endpoint keeps it alive; else it closes."""
         answer, self.answer = self.answer, None
-        if keep_alive:
-            self.pool.release(self)
-        else:
+        if not keep_alive:
             self.transport.close()  # type: ignore[union-attr]
-        answer.done(keep_alive)  # type: ignore[union-attr]
+        answer.done(self if keep_alive else None)  # type: ignore[union-attr]
 
 
 class Pool:
@@ -158,8 +158,15 @@ class Pool:
         self._sweep: asyncio.TimerHandle | None = None
         self.closed = False
 
-    def take(self, endpoint: Endpoint) -> Upstream | None:
-        """An idle connection to ``endpoint``, or None."""
+    def take(self, endpoint: Endpoint, spare: Upstream | None = None) -> Upstream | None:
+        """An idle connection to ``endpoint`` — ``spare`` (the client connection's last one) when
+        it goes there and is still open — or None."""
+        if spare is not None and spare.endpoint == endpoint and spare.transport is not None \
+                and not spare.transport.is_closing():
+            spare.reused = True
+            return spare
+        if spare is not None:
+            self.release(spare)
         idle = self._idle.get(endpoint)
         while idle:
             upstream = idle.pop()
