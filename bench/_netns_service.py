@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -60,31 +59,12 @@ LATENCY_GOAL_MS = 50.0     # an endpoint change in every node's kernel
 CHURN_CHANGES = 20
 CHANGE_TIMEOUT = 30.0      # per endpoint change, to show in the EndpointSlice
 
-NGINX_CONF = """daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log crit;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    keepalive_requests 10000000;
-    keepalive_timeout 60s;
-    server {{
-        listen {port} backlog=4096;
-        listen {served_port} backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
 
 
 def manifests(directory: Path) -> str:
     """The server pod, two client pods, their Service, and the churn Deployment behind its own."""
     conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=directory, port=HTTP_PORT, served_port=SERVED_HTTP_PORT))
+    conf.write_text(_tools.nginx_conf(directory, [str(HTTP_PORT), str(SERVED_HTTP_PORT)]))
     nginx = f"exec nginx -p {directory} -e {directory}/error.log -c {conf}"
     clients = "".join(f"""---
 apiVersion: v1
@@ -149,35 +129,17 @@ spec:
 
 # ---------------------------------------------------------------------------- load generators
 
-async def iperf3(enter: list[str], host: str, port: int, seconds: float) -> float:
-    """Gbit/s the server received in one ``iperf3 -c -P1`` run from the namespace ``enter`` enters."""
-    out = await _tools.run_tool([*enter, "iperf3", "-c", host, "-p", str(port), "-P1", "-t", f"{seconds:g}",
-                                 "-J"], seconds + 15)
-    try:
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    except (ValueError, KeyError) as exc:
-        raise SystemExit(f"iperf3 against {host}:{port} gave no result ({exc}): {out[-500:]}") from None
-
-
-async def wrk(enter: list[str], host: str, port: int, seconds: float, close: bool) -> float:
-    """Requests per second of one ``wrk -t2 -c50`` run; every request on a new connection if ``close``."""
-    argv = ["wrk", "-t2", "-c50", f"-d{max(1, round(seconds))}s", f"http://{host}:{port}/"]
-    if close:
-        argv[1:1] = ["-H", "Connection: close"]
-    out = await _tools.run_tool([*enter, *argv], seconds + 15)
-    rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    if rate is None:
-        raise SystemExit(f"wrk against {host}:{port} printed no rate: {out}")
-    problems = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
-    if problems:
-        print(f"  note: wrk against {host}:{port}: {' / '.join(problems)}", flush=True)
-    return float(rate.group(1))
+async def rate(measured) -> float:
+    """The rate of a ``_tools.iperf3``/``wrk`` run (without its amount of work)."""
+    return (await measured)[0]
 
 
 MEASUREMENTS = (  # label, goal name, how to run it from `enter` against (host, iperf port, http port)
-    ("bulk, Gbit/s", "bulk", lambda enter, host, ports, s: iperf3(enter, host, ports[0], s)),
-    ("keep-alive req/s", "keep-alive", lambda enter, host, ports, s: wrk(enter, host, ports[1], s, close=False)),
-    ("new connections/s", "new connections", lambda enter, host, ports, s: wrk(enter, host, ports[1], s, close=True)),
+    ("bulk, Gbit/s", "bulk", lambda enter, host, ports, s: rate(_tools.iperf3(host, ports[0], s, enter))),
+    ("keep-alive req/s", "keep-alive",
+     lambda enter, host, ports, s: rate(_tools.wrk(host, ports[1], s, False, enter))),
+    ("new connections/s", "new connections",
+     lambda enter, host, ports, s: rate(_tools.wrk(host, ports[1], s, True, enter))),
 )
 
 
@@ -209,7 +171,7 @@ async def measure(cluster, seconds: float, rounds: int) -> list[_tools.Series]:
         targets[target_name("direct", path)] = (enter(client), pod_ip, (IPERF_PORT, HTTP_PORT))
         targets[target_name("ClusterIP", path)] = (enter(client), cluster_ip, (SERVICE_IPERF_PORT, SERVICE_HTTP_PORT))
     for prefix, host, ports in targets.values():  # each answers, and warm-up
-        await wrk(prefix, host, ports[1], 1, close=False)
+        await _tools.wrk(host, ports[1], 1, False, prefix)
     print(f"  pod {pod_ip} on node-1 (iperf3 :{IPERF_PORT}, nginx :{HTTP_PORT}; behind ClusterIP {cluster_ip}: "
           f"iperf3 :{SERVED_IPERF_PORT}, nginx :{SERVED_HTTP_PORT})", flush=True)
     results = []

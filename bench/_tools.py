@@ -7,6 +7,8 @@ Not a benchmark itself: ``bench/proxy.py`` and ``bench/dns.py`` import it (``ben
 from __future__ import annotations
 
 import asyncio
+import re
+import json
 import os
 import shutil
 import signal
@@ -181,3 +183,58 @@ def goal_line(text: str, ratio: float | None, threshold: float, *, at_most: bool
     rounds = f"{min(spread):.2f}-{max(spread):.2f} over rounds; " if spread else ""
     return (f"{'✓' if met else '✗'} {text}: {ratio:.{digits}f} ({rounds}goal {'≤' if at_most else '≥'} "
             f"{threshold:g})")
+
+
+# ---------------------------------------------------------------------------- servers and load generators
+
+_NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    keepalive_requests 10000000;
+    keepalive_timeout 60s;
+    server {{
+{listens}        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def nginx_conf(directory: Path, listens: list[str]) -> str:
+    """nginx-light's configuration for the benches: one worker, a keep-alive "ok" on each of
+    ``listens`` (``8080``, ``@POD_IP@:8080``), its files in ``directory``."""
+    return _NGINX_CONF.format(dir=directory, listens="".join(f"        listen {where} backlog=4096;\n"
+                                                             for where in listens))
+
+
+async def iperf3(host: str, port: int, seconds: float, enter: list[str] = ()) -> tuple[float, float]:
+    """(Gbit/s received, GB received) of one ``iperf3 -c -P1`` run (from the namespace ``enter`` enters)."""
+    out = await run_tool([*enter, "iperf3", "-c", host, "-p", str(port), "-P1", "-t", f"{seconds:g}", "-J"],
+                         seconds + 15)
+    try:
+        received = json.loads(out)["end"]["sum_received"]
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"iperf3 against {host}:{port} gave no result ({exc}): {out[-500:]}") from None
+    return received["bits_per_second"] / 1e9, received["bytes"] / 1e9
+
+
+async def wrk(host: str, port: int, seconds: float, close: bool, enter: list[str] = ()) -> tuple[float, float]:
+    """(requests/s, thousands of requests) of one ``wrk -t2 -c50`` run (from the namespace ``enter``
+    enters); every request on a new connection if ``close``."""
+    argv = ["wrk", "-t2", "-c50", f"-d{max(1, round(seconds))}s", f"http://{host}:{port}/"]
+    if close:
+        argv[1:1] = ["-H", "Connection: close"]
+    out = await run_tool([*enter, *argv], seconds + 15)
+    rate, total = re.search(r"Requests/sec:\s*([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
+        raise SystemExit(f"wrk against {host}:{port} printed no rate: {out}")
+    problems = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    if problems:
+        print(f"  note: wrk against {host}:{port}: {' / '.join(problems)}", flush=True)
+    return float(rate.group(1)), int(total.group(1)) / 1000

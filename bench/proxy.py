@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -49,29 +48,11 @@ TITLES = {"direct": "direct", "proxy": "netemu ClusterIP", "haproxy": "HAProxy",
 POD_PROGRAMS = frozenset({"iperf3", "nginx", "sh"})     # the pod's processes: not the proxy's CPU
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
 
-NGINX_CONF = """daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log crit;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    keepalive_requests 10000000;
-    keepalive_timeout 60s;
-    server {{
-        listen @POD_IP@:{port} backlog=4096;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
 
 
 def manifests(directory: Path) -> str:
     template, conf = directory / "nginx.conf.in", directory / "nginx.conf"
-    template.write_text(NGINX_CONF.format(dir=directory, port=HTTP_PORT))
+    template.write_text(_tools.nginx_conf(directory, [f"@POD_IP@:{HTTP_PORT}"]))
     nginx = (f'sed "s/@POD_IP@/$POD_IP/" {template} > {conf} && '
              f'exec nginx -p {directory} -e {directory}/error.log -c {conf}')
     return f"""
@@ -114,39 +95,12 @@ def haproxy_config(directory: Path, pod_ip: str) -> Path:
 
 # ---------------------------------------------------------------------------- load generators
 
-async def iperf3(host: str, port: int, seconds: float) -> tuple[float, float]:
-    """(Gbit/s received, GB received) of one ``iperf3 -c -P1`` run."""
-    out = await _tools.run_tool(["iperf3", "-c", host, "-p", str(port), "-P1", "-t", f"{seconds:g}", "-J"],
-                                seconds + 15)
-    try:
-        received = json.loads(out)["end"]["sum_received"]
-    except (ValueError, KeyError) as exc:
-        raise SystemExit(f"iperf3 against {host}:{port} gave no result ({exc}): {out[-500:]}") from None
-    return received["bits_per_second"] / 1e9, received["bytes"] / 1e9
-
-
-async def wrk(host: str, port: int, seconds: float, close: bool) -> tuple[float, float]:
-    """(requests/s, thousands of requests) of one ``wrk -t2 -c50`` run; every request on a new
-    connection if ``close``."""
-    argv = ["wrk", "-t2", "-c50", f"-d{max(1, round(seconds))}s", f"http://{host}:{port}/"]
-    if close:
-        argv[1:1] = ["-H", "Connection: close"]
-    out = await _tools.run_tool(argv, seconds + 15)
-    rate, total = re.search(r"Requests/sec:\s*([\d.]+)", out), re.search(r"(\d+) requests in", out)
-    if rate is None or total is None:
-        raise SystemExit(f"wrk against {host}:{port} printed no rate: {out}")
-    problems = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
-    if problems:
-        print(f"  note: wrk against {host}:{port}: {' / '.join(problems)}", flush=True)
-    return float(rate.group(1)), int(total.group(1)) / 1000
-
-
 # ---------------------------------------------------------------------------- the run
 
 MEASUREMENTS = (  # label, unit of work for CPU, how to run it against (host, iperf port, http port)
-    ("bulk, Gbit/s", "GB", lambda t, s: iperf3(t[0], t[1], s)),
-    ("keep-alive req/s", "1k req", lambda t, s: wrk(t[0], t[2], s, close=False)),
-    ("new connections/s", "1k conn", lambda t, s: wrk(t[0], t[2], s, close=True)),
+    ("bulk, Gbit/s", "GB", lambda t, s: _tools.iperf3(t[0], t[1], s)),
+    ("keep-alive req/s", "1k req", lambda t, s: _tools.wrk(t[0], t[2], s, close=False)),
+    ("new connections/s", "1k conn", lambda t, s: _tools.wrk(t[0], t[2], s, close=True)),
 )
 
 
@@ -238,7 +192,7 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
                        "bare": (BARE_IP, IPERF_PORT, HTTP_PORT)}
             for host, _, port in targets.values():
                 await _tools.wait_listening(host, port)
-                await wrk(host, port, 1, close=False)  # each answers, and warm-up
+                await _tools.wrk(host, port, 1, close=False)  # each answers, and warm-up
             helpers = {haproxy.pid, bare.pid}
             cpu_of = {"direct": lambda: 0.0,
                       "proxy": lambda: _tools.cluster_cpu(helpers, POD_PROGRAMS | set(TOOLS)),

@@ -76,6 +76,13 @@ class UDPListener:
         for flow in [f for f in self.flows.values() if f.endpoint == address]:
             flow.close()
 
+    def ended(self, flow: Any) -> None:
+        """A flow has closed: it leaves the table and its connection record ends."""
+        if self.flows.get(flow.client) is flow:
+            del self.flows[flow.client]
+        self.ctx.live.discard(flow)
+        flow.record.finish(OK if flow.down else TIMEOUT, flow.up, flow.down)
+
     def reply(self, data: bytes, client: tuple[str, int]) -> None:
         try:
             self.sock.sendto(data, client)
@@ -199,10 +206,7 @@ class _Flow:
         listener.ctx.poller.forget(self.fd)
         self.fd = -1
         self.sock.close()
-        if listener.flows.get(self.client) is self:
-            del listener.flows[self.client]
-        listener.ctx.live.discard(self)
-        self.record.finish(OK if self.down else TIMEOUT, self.up, self.down)
+        listener.ended(self)
 
 
 class _ImpairedFlow(_Flow):
@@ -251,7 +255,7 @@ class _ImpairedFlow(_Flow):
 class _LocalFlow:
     """One client address's datagrams to an in-process server, and its answers."""
 
-    __slots__ = ("listener", "client", "endpoint", "record", "last", "up", "down", "open", "_sendto")
+    __slots__ = ("listener", "client", "endpoint", "record", "last", "up", "down", "open")
 
     def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route) -> None:
         self.listener = listener
@@ -262,7 +266,6 @@ class _LocalFlow:
         self.up = 0
         self.down = 0
         self.open = True
-        self._sendto = listener.sock.sendto
 
     @property
     def node(self) -> str:
@@ -272,33 +275,20 @@ class _LocalFlow:
         self.last = _monotonic()
         self.up += len(data)
         handler = local.lookup(self.endpoint)  # type: ignore[arg-type]
-        if handler is None:
-            return
-        answer = handler(data, self.client, self.answer)
-        if answer is not None:
-            self.down += len(answer)
-            try:
-                self._sendto(answer, self.client)
-            except OSError:
-                pass
+        if handler is not None:
+            answer = handler(data, self.client, self.answer)
+            if answer is not None:   # from the server's cache, at once
+                self.answer(answer, self.client)
 
     def answer(self, data: bytes, _client: tuple[str, int]) -> None:
-        """An answer the server gives through ``reply`` (one not from its cache, now or later):
-        to the client, from the service address."""
-        if not self.open:
-            return
-        self.down += len(data)
-        try:
-            self._sendto(data, self.client)
-        except OSError:
-            pass
+        """An answer of the server (at once, or later through ``reply``): to the client, from the
+        service address."""
+        if self.open:
+            self.down += len(data)
+            self.listener.reply(data, self.client)
 
     def close(self) -> None:
         if not self.open:
             return
         self.open = False
-        listener = self.listener
-        if listener.flows.get(self.client) is self:
-            del listener.flows[self.client]
-        listener.ctx.live.discard(self)
-        self.record.finish(OK if self.down else TIMEOUT, self.up, self.down)
+        self.listener.ended(self)
