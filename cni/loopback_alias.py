@@ -42,7 +42,26 @@ def network_config(name: str, subnet: str, data_dir: str, *, range_start: str = 
     }
 
 
+# Checked host-local configs by the text of what they are read from: the loopback backend calls
+# ADD with the same network config for every pod of a node, and parsing and checking it again
+# (range sets, subnets, requested IPs) was a good part of a pod's start. Failures are not kept.
+_CONFIGS: dict[str, host_local.HostLocalConfig] = {}
+_CONFIGS_KEPT = 256
+
+
 def _load(args: CmdArgs) -> host_local.HostLocalConfig:
+    netconf = args.netconf
+    key = repr((netconf.name, netconf.ipam, netconf.args, netconf.runtime_config, sorted(args.args.items())))
+    config = _CONFIGS.get(key)
+    if config is None:
+        config = _check(args)
+        if len(_CONFIGS) >= _CONFIGS_KEPT:
+            _CONFIGS.pop(next(iter(_CONFIGS)))
+        _CONFIGS[key] = config
+    return config
+
+
+def _check(args: CmdArgs) -> host_local.HostLocalConfig:
     ipam_type = args.netconf.ipam.get("type", "host-local") if args.netconf.ipam else "host-local"
     if ipam_type != "host-local":
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"unsupported ipam type {ipam_type!r}",

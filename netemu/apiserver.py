@@ -41,6 +41,7 @@ from netemu.api.objects import (
     ServiceSpec, key_of,
 )
 from netemu.allocators import ClusterIPAllocator, NodePortAllocator, Transaction
+from netemu.frozen import evolve
 from netemu.garbagecollector import GarbageCollector
 from netemu.poddeletion import request_deletion
 from netemu import serviceaccount_admission
@@ -182,27 +183,27 @@ def drop_type_dependent_fields(old: Service, new: Service) -> Service:
     spec = new.spec
     if _needs_cluster_ip(old) and not _needs_cluster_ip(new):
         if spec.cluster_ip == old.spec.cluster_ip and spec.cluster_ips in (old.spec.cluster_ips, ()):
-            spec = dataclasses.replace(spec, cluster_ip="", cluster_ips=())
+            spec = evolve(spec, cluster_ip="", cluster_ips=())
         if spec.ip_families in (old.spec.ip_families, ()):
-            spec = dataclasses.replace(spec, ip_families=())
+            spec = evolve(spec, ip_families=())
         if spec.ip_family_policy in (old.spec.ip_family_policy, ""):
-            spec = dataclasses.replace(spec, ip_family_policy="")
+            spec = evolve(spec, ip_family_policy="")
     if _needs_node_ports(old) and not _needs_node_ports(new):
         if all(not p.node_port or p.node_port in _node_ports(old) for p in spec.ports):
-            spec = dataclasses.replace(
-                spec, ports=tuple(dataclasses.replace(p, node_port=None) for p in spec.ports))
+            spec = evolve(
+                spec, ports=tuple(evolve(p, node_port=None) for p in spec.ports))
     if _needs_health_check(old) and not _needs_health_check(new) \
             and spec.health_check_node_port in (old.spec.health_check_node_port, None):
-        spec = dataclasses.replace(spec, health_check_node_port=None)
+        spec = evolve(spec, health_check_node_port=None)
     if old.spec.type == "LoadBalancer" and new.spec.type != "LoadBalancer":
         if spec.allocate_load_balancer_node_ports == old.spec.allocate_load_balancer_node_ports:
-            spec = dataclasses.replace(spec, allocate_load_balancer_node_ports=None)
+            spec = evolve(spec, allocate_load_balancer_node_ports=None)
         if spec.load_balancer_class == old.spec.load_balancer_class:
-            spec = dataclasses.replace(spec, load_balancer_class=None)
+            spec = evolve(spec, load_balancer_class=None)
     if spec.type not in NODE_PORT_TYPES and old.spec.type in NODE_PORT_TYPES \
             and spec.external_traffic_policy == old.spec.external_traffic_policy:
-        spec = dataclasses.replace(spec, external_traffic_policy="")
-    return dataclasses.replace(new, spec=spec) if spec is not new.spec else new
+        spec = evolve(spec, external_traffic_policy="")
+    return evolve(new, spec=spec) if spec is not new.spec else new
 
 
 # ------------------------------------------------------------------------ the batch
@@ -541,14 +542,14 @@ class ApiServer:
     @staticmethod
     def _with_namespace(obj: Any) -> Any:
         if obj.NAMESPACED and not obj.metadata.namespace:
-            return dataclasses.replace(obj, metadata=dataclasses.replace(obj.metadata, namespace="default"))
+            return evolve(obj, metadata=evolve(obj.metadata, namespace="default"))
         if not obj.NAMESPACED and obj.metadata.namespace:
-            return dataclasses.replace(obj, metadata=dataclasses.replace(obj.metadata, namespace=""))
+            return evolve(obj, metadata=evolve(obj.metadata, namespace=""))
         return obj
 
     @staticmethod
     def _complete_ref(ref: ObjectRef, obj: Any) -> ObjectRef:
-        return dataclasses.replace(
+        return evolve(
             ref, kind=ref.kind or obj.KIND, name=ref.name or obj.metadata.name,
             namespace=ref.namespace or (obj.metadata.namespace if obj.NAMESPACED else ""))
 
@@ -636,7 +637,7 @@ class ApiServer:
     @staticmethod
     def _prepare_for_create(obj: Any) -> Any:
         """Drop what only the server sets: identity, resourceVersion, deletion state and all status."""
-        meta = dataclasses.replace(
+        meta = evolve(
             obj.metadata, uid="", resource_version="", generation=0, creation_timestamp=None,
             deletion_timestamp=None, deletion_grace_period_seconds=None)
         changes: dict[str, Any] = {"metadata": meta}
@@ -647,7 +648,7 @@ class ApiServer:
             elif isinstance(status, NamespaceStatus):
                 status = NamespaceStatus(phase="Active")
             changes["status"] = status
-        return dataclasses.replace(obj, **changes)
+        return evolve(obj, **changes)
 
     def _plan_update(self, live: Any, obj: Any, txn: Transaction) -> _Planned:
         applied_keys = _meta_keys(obj)
@@ -679,7 +680,7 @@ class ApiServer:
         labels = {k: v for k, v in old.labels.items() if k not in prev_labels} | dict(obj.metadata.labels)
         annotations = ({k: v for k, v in old.annotations.items() if k not in prev_annotations}
                        | dict(obj.metadata.annotations))
-        meta = dataclasses.replace(
+        meta = evolve(
             obj.metadata, labels=labels, annotations=annotations, uid=old.uid,
             resource_version=old.resource_version, generation=old.generation,
             creation_timestamp=old.creation_timestamp, deletion_timestamp=old.deletion_timestamp,
@@ -687,11 +688,11 @@ class ApiServer:
             owner_references=obj.metadata.owner_references or old.owner_references,
             finalizers=obj.metadata.finalizers or old.finalizers)
         if "managedFields" not in meta.extra and "managedFields" in old.extra:  # a write that does not track them
-            meta = dataclasses.replace(meta, extra={**meta.extra, "managedFields": old.extra["managedFields"]})
+            meta = evolve(meta, extra={**meta.extra, "managedFields": old.extra["managedFields"]})
         changes: dict[str, Any] = {"metadata": meta}
         if hasattr(live, "status"):
             changes["status"] = live.status
-        return dataclasses.replace(obj, **changes)
+        return evolve(obj, **changes)
 
     # ------------------------------------------------------------------ service allocation
 
@@ -699,8 +700,8 @@ class ApiServer:
         owner = _owner(svc)
         spec = self._allocate_cluster_ip(svc.spec, owner, txn)
         if svc.spec.type in NODE_PORT_TYPES:
-            spec = dataclasses.replace(spec, ports=self._init_node_ports(svc, owner, txn))
-        svc = dataclasses.replace(svc, spec=spec)
+            spec = evolve(spec, ports=self._init_node_ports(svc, owner, txn))
+        svc = evolve(svc, spec=spec)
         if _needs_health_check(svc):
             svc = self._allocate_health_check(svc, owner, txn)
         return svc
@@ -709,7 +710,7 @@ class ApiServer:
         if spec.type == "ExternalName":
             return spec
         if spec.cluster_ip == "None" or spec.cluster_ips[:1] == ("None",):
-            return dataclasses.replace(
+            return evolve(
                 spec, cluster_ip="None", cluster_ips=("None",),
                 ip_families=spec.ip_families or (self.cluster_ips.family,),
                 ip_family_policy=spec.ip_family_policy or "SingleStack")
@@ -722,7 +723,7 @@ class ApiServer:
                     "spec.clusterIPs",
                     f"Invalid value: {_cluster_ips_value(spec)}: failed to allocate IP {wanted}: {exc}")]) from exc
             raise _Refused([f"Internal error occurred: failed to allocate a serviceIP: {exc}"]) from exc
-        return dataclasses.replace(
+        return evolve(
             spec, cluster_ip=ip, cluster_ips=(ip,) + tuple(spec.cluster_ips[1:]),
             ip_families=spec.ip_families or (self.cluster_ips.family,),
             ip_family_policy=spec.ip_family_policy or "SingleStack")
@@ -755,10 +756,10 @@ class ApiServer:
                 else:
                     node_port = self._next_node_port(owner, txn)
                 by_port_number[port.port] = node_port
-                ports[i] = dataclasses.replace(port, node_port=node_port)
+                ports[i] = evolve(port, node_port=node_port)
             elif port.node_port != shared:
                 if not port.node_port:
-                    ports[i] = dataclasses.replace(port, node_port=shared)
+                    ports[i] = evolve(port, node_port=shared)
                 else:
                     self._claim_node_port(owner, i, port.node_port, txn)
         return tuple(ports)
@@ -775,7 +776,7 @@ class ApiServer:
         except (InvalidError, ConflictError) as exc:
             what = f"requested HealthCheck NodePort {wanted}" if wanted else "a HealthCheck NodePort"
             raise _Refused([f"Internal error occurred: failed to allocate {what}: {exc}"]) from exc
-        return dataclasses.replace(svc, spec=dataclasses.replace(svc.spec, health_check_node_port=port))
+        return evolve(svc, spec=evolve(svc.spec, health_check_node_port=port))
 
     def _allocate_update(self, old: Service, new: Service, txn: Transaction) -> Service:
         owner = _owner(new)
@@ -791,8 +792,8 @@ class ApiServer:
                     "spec.clusterIPs[0]", f"Invalid value: {json.dumps(_requested_cluster_ip(spec))}: "
                                           "may not change once set")])
             elif not spec.cluster_ip:
-                spec = dataclasses.replace(spec, cluster_ip=old.spec.cluster_ip, cluster_ips=old.spec.cluster_ips)
-        new = dataclasses.replace(new, spec=spec)
+                spec = evolve(spec, cluster_ip=old.spec.cluster_ip, cluster_ips=old.spec.cluster_ips)
+        new = evolve(new, spec=spec)
         # Node ports: released when the type drops them, else kept, added and released per port.
         old_node_ports = _node_ports(old)
         if _needs_node_ports(old) and not _needs_node_ports(new):
@@ -808,8 +809,8 @@ class ApiServer:
                     if port.node_port not in old_node_ports:
                         self._claim_node_port(owner, i, port.node_port, txn)
                 else:
-                    ports[i] = dataclasses.replace(port, node_port=self._next_node_port(owner, txn))
-            new = dataclasses.replace(new, spec=dataclasses.replace(new.spec, ports=tuple(ports)))
+                    ports[i] = evolve(port, node_port=self._next_node_port(owner, txn))
+            new = evolve(new, spec=evolve(new.spec, ports=tuple(ports)))
             kept = set(_node_ports(new))
             for port in old_node_ports:
                 if port not in kept:
@@ -917,9 +918,9 @@ class ApiServer:
             raise InvalidError(_immortal(name))
         namespace = self.store.must_get("Namespace", "", name)
         if namespace.metadata.deletion_timestamp is None:
-            self.store.update(dataclasses.replace(
-                namespace, metadata=dataclasses.replace(namespace.metadata, deletion_timestamp=now_rfc3339()),
-                status=dataclasses.replace(namespace.status, phase="Terminating")))
+            self.store.update(evolve(
+                namespace, metadata=evolve(namespace.metadata, deletion_timestamp=now_rfc3339()),
+                status=evolve(namespace.status, phase="Terminating")))
         for kind in NAMESPACED_KINDS:
             for obj in self.store.list(kind, name):
                 if self.store.get(*key_of(obj)) is not None:
@@ -965,6 +966,6 @@ class ApiServer:
         if replicas > had and used - had + replicas > self.max_pods:
             raise InvalidError(_pod_cap_exceeded(kind, name, replicas, used - had, self.max_pods))
         if obj.spec.replicas != replicas:
-            scaled = dataclasses.replace(obj, spec=dataclasses.replace(obj.spec, replicas=replicas))
+            scaled = evolve(obj, spec=evolve(obj.spec, replicas=replicas))
             self.store.update(record(obj, scaled) if record is not None else scaled)
         return f"{SINGULAR[kind]}/{name} scaled"

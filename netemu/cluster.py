@@ -18,7 +18,6 @@ import gc
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -30,23 +29,17 @@ from netemu.config import DEFAULT_NAME, ClusterConfig
 from netemu.controllers import nodelifecycle
 from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
+from netemu.forkserver import ForkServer
 from netemu import system
 from netemu.kubelet import mountns, podfiles
+from netemu.kubelet.execrun import ExecResult, run_plan
 from netemu.kubelet.kubelet import ExecPlan, Kubelet, PodDNS
-from netemu.spawn import spawn
-from netemu.state import ClusterState
+from netemu.state import LEDGER, ClusterState
 from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
 BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for it to finish
 
-
-
-@dataclass
-class ExecResult:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 class Cluster:
@@ -66,6 +59,9 @@ class Cluster:
         self.clock = Clock()  # what Jobs and CronJobs go by; tests advance it (netemu.clock)
         self.state = ClusterState(config)
         self.fabric = make_fabric(config, self.state)
+        # Starts the containers' processes (on the first one's start): cheaper than forking this process.
+        self.forkserver = ForkServer(self.state.path(LEDGER), env={**os.environ, **self.state.process_env},
+                                     record=self.state.record_process, log_path=self.state.path("forkserver.log"))
         self.apiserver: Any = None
         self.kubelets: dict[str, Kubelet] = {}
         self.nodes: dict[str, NodeNetwork] = {}
@@ -280,6 +276,7 @@ class Cluster:
                                     "machineID": "", "systemUUID": "", "bootID": ""}}))
         self.store.create(node)
         if not self.kubelets:
+            self._stack.push_async_callback(self.forkserver.close)  # once the kubelets have stopped
             self._stack.push_async_callback(self._stop_kubelets)
         self._start_kubelet(net)
 
@@ -294,7 +291,8 @@ class Cluster:
             restart_backoff=self.config.restart_backoff, restart_backoff_max=self.config.restart_backoff_max,
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
-            extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images}, service_env=self.service_env)
+            extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images}, service_env=self.service_env,
+            forkserver=self.forkserver)
         if self.in_cluster is not None:
             self.in_cluster.equip(self.kubelets[net.name])
 
@@ -462,16 +460,13 @@ class Cluster:
 
     def not_ready(self) -> list[str]:
         """What keeps the cluster from being ready: pods not Ready, deployments short of replicas."""
-        from netemu.controllers.podutil import is_ready
-        out = []
-        for pod in self.store.list("Pod"):
-            if pod.status.phase in ("Succeeded",) or is_ready(pod):
-                continue
-            out.append(f"pod {pod.metadata.namespace}/{pod.metadata.name}")
+        from netemu.readiness import pod_ready, workload_ready
+        out = [f"pod {pod.metadata.namespace}/{pod.metadata.name}"
+               for pod in self.store.list("Pod") if not pod_ready(pod)]
         for kind in ("Deployment", "StatefulSet"):
             for d in self.store.list(kind):
-                want = d.spec.replicas if d.spec.replicas is not None else 1
-                if d.status.ready_replicas != want or d.status.replicas != want:
+                if not workload_ready(d):
+                    want = d.spec.replicas if d.spec.replicas is not None else 1
                     out.append(f"{kind.lower()} {d.metadata.namespace}/{d.metadata.name} "
                                f"({d.status.ready_replicas}/{want} ready)")
         return out
@@ -677,20 +672,7 @@ class Cluster:
                    input: bytes | None = None, timeout: float = 30) -> ExecResult:
         """Run ``argv`` in the pod's container (its environment, its network) and collect the output."""
         plan = self.exec_plan(pod, argv, container=container, namespace=namespace)
-        try:
-            proc = await spawn(
-                *plan.prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
-                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        except FileNotFoundError:
-            return ExecResult(127, "", f'exec: "{argv[0]}": executable file not found in $PATH\n')
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise WaitTimeoutError(f"exec {argv[0]} in {pod} timed out after {timeout:g}s") from None
-        return ExecResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        return await run_plan(plan.prefix, plan.argv, plan.env, plan.cwd, pod=pod, input=input, timeout=timeout)
 
     def log_path(self, pod: str, container: str | None = None, namespace: str = "default") -> Path:
         obj = self.store.must_get("Pod", namespace, pod)

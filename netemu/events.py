@@ -13,13 +13,13 @@ scale storm cannot grow memory without bound. Events of a deleted namespace go w
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 import weakref
 from typing import Any
 
 from netemu.api.objects import Event, EventSource, ObjectMeta, ObjectReference
 from netemu.errors import NetemuError
+from netemu.frozen import evolve
 from netemu.store import ADDED, DELETED, Event as StoreEvent, Store, now_rfc3339
 
 MAX_EVENTS = 10_000
@@ -81,7 +81,7 @@ class EventRecorder:
             existing = self._by_key.get(key)
             current = self.store.get("Event", *existing) if existing else None
             if current is not None:
-                stored = self.store.update(dataclasses.replace(
+                stored = self.store.update(evolve(
                     current, count=current.count + 1, last_timestamp=now, involved_object=ref))
             else:
                 stored = self.store.create(Event(

@@ -14,6 +14,8 @@ reported as such.
 
 ``spawn`` is ``asyncio.create_subprocess_exec`` with that step (and any ``setup`` of the caller's)
 run in the child; ``close_inherited_fds`` is the step itself, for a process about to ``exec``.
+That forks the whole cluster process, which costs milliseconds per start once it is large;
+containers are therefore started by a small fork server instead (netemu.forkserver).
 """
 from __future__ import annotations
 
@@ -44,13 +46,18 @@ def close_inherited_fds() -> None:
                 pass  # the descriptor listing the directory itself, closed by now
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
+    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
 def cluster_child_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
     """The ``setup`` of a process the cluster runs (a container's, a proxy worker): lead a new
     session, die with the cluster's process ``parent`` (or at once, should it be gone already),
     and record its pid in the cluster's ledger (``record``)."""
     def setup() -> None:
         os.setsid()
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
         record(os.getpid())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import dataclasses
 import datetime
 import logging
 import time
@@ -25,6 +24,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from netemu.api.kinds import plural, qualified
 from netemu.api.objects import INGRESS_KINDS, STORED_ONLY
 from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
+from netemu.frozen import evolve
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,17 @@ RESOURCE_NAMES = {
 }
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time as Kubernetes writes it (whole seconds); formatted once a second."""
+    global _last_stamp
+    second = int(time.time())
+    if _last_stamp[0] != second:
+        _last_stamp = (second, datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+                       .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _last_stamp[1]
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class Store:
         # when an object of the kind is created or deleted (an update keeps the keys).
         self._order: dict[str, list[tuple[str, str]]] = {}
         self._handlers: list[tuple[frozenset[str] | None, Handler]] = []
+        self._handlers_by_kind: dict[str, tuple[Handler, ...]] = {}  # per kind, in subscription order
         self._queues: list[tuple[frozenset[str] | None, asyncio.Queue[Event]]] = []
         self._pending: collections.deque[Event] = collections.deque()
         self._draining = False
@@ -165,10 +175,10 @@ class Store:
         admit = None if admitted else self.admission.get(obj.KIND)
         if admit is not None:
             obj = admit(obj)
-        meta = dataclasses.replace(
+        meta = evolve(
             obj.metadata, uid=obj.metadata.uid or str(uuid.uuid4()), resource_version=self._next_rv(),
             creation_timestamp=obj.metadata.creation_timestamp or now_rfc3339(), generation=1)
-        obj = dataclasses.replace(obj, metadata=meta)
+        obj = evolve(obj, metadata=meta)
         self._objects[obj.KIND][ns][name] = obj
         self._order.pop(obj.KIND, None)
         self._emit(Event(ADDED, None, obj))
@@ -187,10 +197,10 @@ class Store:
         generation = old.metadata.generation
         if getattr(old, "spec", None) != getattr(obj, "spec", None) or old.extra.get("spec") != obj.extra.get("spec"):
             generation += 1  # a kind kept as given has its spec in ``extra``
-        meta = dataclasses.replace(
+        meta = evolve(
             obj.metadata, uid=old.metadata.uid, creation_timestamp=old.metadata.creation_timestamp,
             resource_version=self._next_rv(), generation=generation)
-        obj = dataclasses.replace(obj, metadata=meta)
+        obj = evolve(obj, metadata=meta)
         self._objects[obj.KIND][ns][name] = obj
         self._emit(Event(MODIFIED, old, obj))
         return obj
@@ -224,7 +234,22 @@ class Store:
         """Call ``handler(event)`` for every later change of the given kinds; returns an unsubscribe."""
         entry = (frozenset(kinds) if kinds is not None else None, handler)
         self._handlers.append(entry)
-        return lambda: self._handlers.remove(entry) if entry in self._handlers else None
+        self._handlers_by_kind.clear()
+
+        def unsubscribe() -> None:
+            if entry in self._handlers:
+                self._handlers.remove(entry)
+                self._handlers_by_kind.clear()
+        return unsubscribe
+
+    def _handlers_of(self, kind: str) -> tuple[Handler, ...]:
+        """The handlers that take changes of ``kind`` (a snapshot: subscribing during a delivery
+        does not change who gets the event being delivered)."""
+        handlers = self._handlers_by_kind.get(kind)
+        if handlers is None:
+            handlers = self._handlers_by_kind[kind] = tuple(
+                handler for kinds, handler in self._handlers if kinds is None or kind in kinds)
+        return handlers
 
     async def watch(self, kinds: Iterable[str] | None = None) -> AsyncIterator[Event]:
         """Yield every later change of the given kinds, for as long as the caller iterates."""
@@ -280,12 +305,11 @@ class Store:
             while self._pending:
                 event = self._pending.popleft()
                 kind = event.kind
-                for kinds, handler in list(self._handlers):
-                    if kinds is None or kind in kinds:
-                        try:
-                            handler(event)
-                        except Exception:  # a broken subscriber must not stop the others
-                            log.exception("store subscriber %r failed on %s %s", handler, event.type, kind)
+                for handler in self._handlers_of(kind):
+                    try:
+                        handler(event)
+                    except Exception:  # a broken subscriber must not stop the others
+                        log.exception("store subscriber %r failed on %s %s", handler, event.type, kind)
                 for kinds, queue in self._queues:
                     if kinds is None or kind in kinds:
                         queue.put_nowait(event)

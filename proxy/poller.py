@@ -91,6 +91,13 @@ class Poller:
         watch.on_error = callback
         self._apply(fd, watch)
 
+    def watch(self, fd: int, reader: Callback, on_error: Callback) -> None:
+        """``add_reader`` and ``watch_errors`` at once (one system call: a relay's new socket)."""
+        watch = self._watch(fd)
+        watch.reader = reader
+        watch.on_error = on_error
+        self._apply(fd, watch)
+
     def forget(self, fd: int) -> None:
         """Drop every callback of ``fd`` (before closing it)."""
         watch = self._watches.pop(fd, None)

@@ -35,6 +35,24 @@ if TYPE_CHECKING:
     from .group import ProxyGroup
 
 
+Categorized = tuple[Verdict, tuple[EndpointInfo, ...]]
+_last_cluster_wide: tuple[tuple[EndpointInfo, ...], Categorized] | None = None  # (endpoints, answer)
+
+
+def _categorized(endpoints: tuple[EndpointInfo, ...], node: str, local: bool) -> Categorized:
+    """``categorize``, computed once per endpoint set for the Cluster policy: its answer does not
+    depend on the node, and a sync hands the same endpoints to every node's proxier in turn."""
+    global _last_cluster_wide
+    if local:
+        return categorize(endpoints, node, True)
+    last = _last_cluster_wide
+    if last is not None and last[0] is endpoints:
+        return last[1]
+    result = categorize(endpoints, node, False)
+    _last_cluster_wide = (endpoints, result)
+    return result
+
+
 class _Lane:
     """One kind of traffic of one service port on this node."""
 
@@ -116,18 +134,19 @@ class Proxier:
 
     def _update(self, state: _PortState, info: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> None:
         spn = info.name
-        gone = {e.address for e in state.endpoints} - {e.address for e in endpoints}
+        gone = ({e.address for e in state.endpoints} - {e.address for e in endpoints}
+                if info.protocol == "UDP" else None)
         state.info, state.endpoints = info, endpoints
         group = self.group
         wanted: dict[FrontendKey, tuple[str, Verdict, str | None]] = {}
-        verdict, usable = categorize(endpoints, self.name, info.internal_local)
+        verdict, usable = _categorized(endpoints, self.name, info.internal_local)
         state.internal.set(verdict, usable, info.affinity_timeout)
         if group.shared_stack:
             wanted[("", info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, None)
         else:
             wanted[(self.name, info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, self.name)
         if info.node_port is not None or info.load_balancer_ips:
-            verdict, usable = categorize(endpoints, self.name, info.external_local)
+            verdict, usable = _categorized(endpoints, self.name, info.external_local)
             state.external.set(verdict, usable, info.affinity_timeout)
             if info.node_port is not None and self.node.ip:
                 wanted[(self.name, info.protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, self.name)
@@ -144,7 +163,7 @@ class Proxier:
         for key, (kind, verdict, scope) in wanted.items():
             group.claim(key, kind, info, scope, self.name, verdict)
         state.frontends = set(wanted)
-        if gone and info.protocol == "UDP":
+        if gone:
             group.drop_udp_endpoints(state.frontends, gone)
 
     # ------------------------------------------------------------------ routing (per connection)

@@ -23,14 +23,19 @@ with a pending socket error counts as the reset it is, and both sockets stay wat
 while no direction reads them (after EOF, or while the other socket drains), so a peer that
 resets then is noticed at once rather than when the other side next speaks.
 Both sockets get a fixed receive buffer, so that what a relay holds for a client that does not
-read stays a few megabytes (the pipe, two socket buffers) rather than what autotuning allows.
+read stays a few megabytes (the pipe, two socket buffers) rather than what autotuning allows, and
+TCP_NODELAY (``tune_for_relay``): the listener is tuned once and its accepted sockets inherit the
+options, the upstream socket is tuned before it connects, so a relay makes no such call itself.
+Per connection the relay costs one epoll registration per socket (reader and error watch at
+once); when the second direction ends, the relay just closes both sockets (the close sends the
+FIN a ``shutdown`` would, and neither socket holds unread data then); its directions then let go
+of it, so an ended relay is freed at once rather than left, a reference cycle, to the collector.
 Byte counts are kept per direction (one addition per splice) and go to the connection record
 when the relay ends.
 """
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import socket
@@ -51,6 +56,15 @@ RECEIVE_BUFFER = 1 << 20  # SO_RCVBUF of both sockets (the kernel doubles it): b
 _KEEP_IDLE = 32       # pipes the pool keeps for the next burst
 
 _splice = os.splice
+
+
+def tune_for_relay(sock: socket.socket) -> None:
+    """TCP_NODELAY and the fixed receive buffer on a relayed socket, or on a listener (whose
+    accepted sockets inherit both)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Splicing a megabyte at a time makes receive autotuning grow a buffer up to tcp_rmem's
+    # maximum (often 32 MiB) while the other side is not reading.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 Pipe = tuple[int, int]  # (read end, write end)
 
@@ -123,15 +137,9 @@ class SpliceRelay:
         return self.record.node
 
     def start(self) -> None:
-        for sock in (self.client, self.upstream):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # Splicing a megabyte at a time makes receive autotuning grow a buffer up to
-            # tcp_rmem's maximum (often 32 MiB) while the other side is not reading.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        """Relay (both sockets tuned by ``tune_for_relay`` already)."""
         self.live.add(self)
         self.pool.join()
-        for sock in (self.client, self.upstream):
-            self.poller.watch_errors(sock.fileno(), functools.partial(self.check, sock))
         self.up.start()
         self.down.start()
 
@@ -182,7 +190,7 @@ class _Direction:
                  "reading", "writing", "ended")
 
     def __init__(self, relay: SpliceRelay, pool: PipePool, src: socket.socket, dst: socket.socket) -> None:
-        self.relay = relay
+        self.relay: SpliceRelay | None = relay  # None once the relay has ended (no reference cycle)
         self.poller = relay.poller
         self.pool = pool
         self.src = src
@@ -197,19 +205,25 @@ class _Direction:
         self.ended = False
 
     def start(self) -> None:
-        self.poller.add_reader(self.src_fd, self.readable)
+        self.poller.watch(self.src_fd, self.readable, self.source_failed)
         self.reading = True
+
+    def source_failed(self) -> None:
+        """An error or hang-up on the source while nothing reads it."""
+        if self.relay is not None:
+            self.relay.check(self.src)
 
     def readable(self) -> None:
         """The source has data or EOF (the pipe is empty: a direction reads only then)."""
-        if self.relay.done:  # a callback already due when the relay ended
+        relay = self.relay
+        if relay is None:  # a callback already due when the relay ended
             return
         pool = self.pool
         try:
             pipe = pool._idle.pop() if pool._idle else pool.take()
         except OSError as exc:
-            log.warning("%s: no pipe for the relay: %s", self.relay.record.service_port, exc)
-            self.relay.fail(exc)
+            log.warning("%s: no pipe for the relay: %s", relay.record.service_port, exc)
+            relay.fail(exc)
             return
         try:
             n = _splice(self.src_fd, pipe[1], PIPE_SIZE, flags=_FLAGS)
@@ -218,7 +232,7 @@ class _Direction:
             return
         except OSError as exc:
             pool.give(pipe)
-            self.relay.fail(exc)
+            relay.fail(exc)
             return
         if n == 0:
             pool.give(pipe)
@@ -231,25 +245,26 @@ class _Direction:
             sent = 0
         except OSError as exc:
             _close_pipe(pipe)
-            self.relay.fail(exc)
+            relay.fail(exc)
             return
         if sent == n:
             pool.give(pipe)
             return
         self.pipe, self.queued = pipe, n - sent
-        self._flush()
+        self._flush(relay)
 
     def writable(self) -> None:
-        if self.relay.done:
+        relay = self.relay
+        if relay is None:
             return
-        self._flush()
+        self._flush(relay)
         if not self.queued and self.writing:
             self.writing = False
             self.poller.remove_writer(self.dst_fd)
             self.poller.add_reader(self.src_fd, self.readable)
             self.reading = True
 
-    def _flush(self) -> None:
+    def _flush(self, relay: SpliceRelay) -> None:
         pipe = self.pipe
         assert pipe is not None
         while self.queued:
@@ -263,27 +278,33 @@ class _Direction:
                     self.poller.add_writer(self.dst_fd, self.writable)
                 return
             except OSError as exc:
-                self.relay.fail(exc)
+                relay.fail(exc)
                 return
             self.queued -= n
         self.pool.give(pipe)
         self.pipe = None
 
     def _eof(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        if relay.check(self.src):  # not a FIN: the source reset
+            return
+        self.ended = True
+        if relay.up.ended and relay.down.ended:  # the last direction: closing both sends the FIN
+            relay.ended()
+            return
         self.reading = False
         self.poller.remove_reader(self.src_fd)
-        if self.relay.check(self.src):  # not a FIN: the source reset
-            return
         try:
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:  # the peer is gone; its own direction will tell
             pass
-        self.ended = True
-        self.relay.ended()
 
     def stop(self) -> None:
-        """Drop any data still in the pipe (the relay then forgets both sockets' callbacks)."""
+        """Drop any data still in the pipe (the relay then forgets both sockets' callbacks) and
+        let go of the relay, so that it is freed as soon as it is dropped, not by the collector."""
         self.reading = self.writing = False
+        self.relay = None
         if self.pipe is not None:
             _close_pipe(self.pipe)
             self.pipe = None

@@ -16,7 +16,10 @@ accepts what is waiting and asks the dispatch function once per connection for a
 
 Accepting without an asyncio server keeps the client socket raw, as the zero-copy relay needs,
 and costs less per connection than making a transport for it; connects are callbacks, not
-tasks, and usually complete at once over loopback. Listener changes never touch relays: closing
+tasks, and usually complete at once over loopback (a second ``connect`` then says so, with no
+wait for writability). The listening socket carries the relay's socket options
+(``splice.tune_for_relay``), which accepted sockets inherit, so a connection costs no call for
+them on the client side. Listener changes never touch relays: closing
 a listener leaves established connections running, as the userspace proxy did.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .route import Dispatch, RelayContext, Route
 from .serviceport import Verdict
 from .shaped import relay_shaped
 from .sockopts import attach_filter, bind_source, reset_socket
-from .splice import SpliceRelay
+from .splice import SpliceRelay, tune_for_relay
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class TCPListener:
         self.sock = sock
         self.dispatch = dispatch
         sock.setblocking(False)
+        tune_for_relay(sock)  # inherited by every accepted socket: no call per connection
         self._fd = sock.fileno()
         ctx.poller.add_reader(self._fd, self._accept)
 
@@ -177,18 +181,23 @@ class _Dial:
                 log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
                 break
             try:
+                tune_for_relay(sock)  # before connecting: the window it offers follows the buffer
                 bind_source(sock, route.source_ip, stream=True)
                 # A plain non-blocking connect: loop.sock_connect would resolve the address and
                 # add a future per connection.
                 err = sock.connect_ex(self.address)
                 if err == errno.EINPROGRESS:
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    # Over loopback or veth the handshake is usually done by now: connecting
+                    # again says so (0), says it is still going on (EALREADY), or gives the error.
+                    err = sock.connect_ex(self.address)
+                    if err == errno.EISCONN:
+                        err = 0
             except OSError as exc:
                 err = exc.errno or errno.EIO
             if err == 0:
-                if _connected(sock):  # over loopback or veth it usually is by now
-                    self._link(sock)
-                    return
+                self._link(sock)
+                return
+            if err == errno.EALREADY:
                 self.sock = sock
                 ctx.live.add(self)
                 ctx.poller.add_writer(sock.fileno(), self._writable)
@@ -273,11 +282,3 @@ class _Dial:
         self.ctx.live.discard(self)
         self.route.record.finish(RESET)
         reset_socket(self.client)
-
-
-def _connected(sock: socket.socket) -> bool:
-    try:
-        sock.getpeername()
-    except OSError:
-        return False
-    return True

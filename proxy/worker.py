@@ -33,9 +33,7 @@ class SharedStackSockets:
     shared_stack = True
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
-        sock = socket.socket(family, type)
-        sock.setblocking(False)
-        return sock
+        return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call
 
 
 class RecordReporter(ConnectionLog):

@@ -162,12 +162,14 @@ def test_openapi_v2_through_kubectl_and_jq(kubectl):
     assert jq('[.paths[][] | .operationId] | length == (unique | length)') == "true"
 
 
-def test_openapi_v2_protobuf_only_is_not_acceptable(api):
-    status, _, _ = _get(api, "/openapi/v2", OPENAPI_V2_PROTOBUF)
-    assert status == 406
-    status, headers, body = _get(api, "/openapi/v2", f"{OPENAPI_V2_PROTOBUF},application/json")
+def test_openapi_v2_json_unless_protobuf_is_asked_for(api):
+    # protobuf itself: tests/test_kubeapi_openapiv2_proto.py
+    status, headers, _ = _get(api, "/openapi/v2", OPENAPI_V2_PROTOBUF)
+    assert status == 200 and headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    status, headers, body = _get(api, "/openapi/v2", f"{OPENAPI_V2_PROTOBUF};q=0.5,application/json")
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["swagger"] == "2.0"
+    assert _get(api, "/openapi/v2", "text/html")[0] == 406
 
 
 # ---------------------------------------------------------------------- events.k8s.io/v1

@@ -35,7 +35,6 @@ goes through the rolling bounds instead), progress deadlines, hash collisions (`
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
 import math
@@ -48,6 +47,7 @@ from netemu.api.labels import selector_matches
 from netemu.api.objects import (Deployment, DeploymentCondition, DeploymentStatus, LabelSelector, ObjectMeta,
                                 Pod, PodTemplateSpec, ReplicaSet, ReplicaSetSpec)
 from netemu.errors import AlreadyExistsError
+from netemu.frozen import evolve
 from netemu.store import ADDED, Event, Store, now_rfc3339
 
 from . import podutil
@@ -294,7 +294,7 @@ class DeploymentController:
         for info in list(sets.values()) if sets else ():
             rs = self._store.get("ReplicaSet", key[0], info.name)
             if rs is not None:
-                sets[info.name] = dataclasses.replace(
+                sets[info.name] = evolve(
                     info, matches=selector_matches(deployment.spec.selector, rs.metadata.labels))
 
     # ------------------------------------------------------------------ sync
@@ -426,9 +426,9 @@ class DeploymentController:
         name = f"{meta.name}-{h}"
         template = spec.template
         labels = {**template.metadata.labels, HASH_LABEL: h}
-        template = dataclasses.replace(template, metadata=dataclasses.replace(template.metadata, labels=labels))
+        template = evolve(template, metadata=evolve(template.metadata, labels=labels))
         selector = spec.selector or LabelSelector()
-        selector = dataclasses.replace(selector, match_labels={**selector.match_labels, HASH_LABEL: h})
+        selector = evolve(selector, match_labels={**selector.match_labels, HASH_LABEL: h})
         revision = max((o.revision for o in olds), default=0) + 1
         annotations = {**_user_annotations(deployment), REVISION: str(revision),
                        **self._replica_annotations(deployment, replicas)}
@@ -459,7 +459,7 @@ class DeploymentController:
                 not selector_matches(deployment.spec.selector, existing.metadata.labels):
             return 0
         owner = owner_reference(deployment)
-        self._store.modify("ReplicaSet", ns, name, lambda rs: dataclasses.replace(rs, metadata=dataclasses.replace(
+        self._store.modify("ReplicaSet", ns, name, lambda rs: evolve(rs, metadata=evolve(
             rs.metadata, owner_references=rs.metadata.owner_references + (owner,))))
         return 1
 
@@ -480,9 +480,9 @@ class DeploymentController:
         min_ready = deployment.spec.min_ready_seconds
         if annotations == rs.metadata.annotations and rs.spec.min_ready_seconds == min_ready:
             return 0
-        self._store.update(dataclasses.replace(
-            rs, metadata=dataclasses.replace(rs.metadata, annotations=annotations),
-            spec=dataclasses.replace(rs.spec, min_ready_seconds=min_ready)))
+        self._store.update(evolve(
+            rs, metadata=evolve(rs.metadata, annotations=annotations),
+            spec=evolve(rs.spec, min_ready_seconds=min_ready)))
         return 1
 
     def _scale(self, deployment: Deployment, info: SetInfo, size: int, replicas: int, *,
@@ -498,9 +498,9 @@ class DeploymentController:
         annotations = {**rs.metadata.annotations, **self._replica_annotations(deployment, replicas)}
         if before == size and annotations == rs.metadata.annotations:
             return 0
-        self._store.update(dataclasses.replace(
-            rs, metadata=dataclasses.replace(rs.metadata, annotations=annotations),
-            spec=dataclasses.replace(rs.spec, replicas=size)))
+        self._store.update(evolve(
+            rs, metadata=evolve(rs.metadata, annotations=annotations),
+            spec=evolve(rs.spec, replicas=size)))
         if before != size:
             self._scaled(deployment, info.name, before, size)
         return 1
@@ -529,7 +529,7 @@ class DeploymentController:
         def drop_owner(rs: ReplicaSet) -> ReplicaSet:
             ref = _deployment_ref(rs)
             refs = tuple(r for r in rs.metadata.owner_references if r is not ref)
-            return dataclasses.replace(rs, metadata=dataclasses.replace(rs.metadata, owner_references=refs))
+            return evolve(rs, metadata=evolve(rs.metadata, owner_references=refs))
         return 0 if self._store.modify("ReplicaSet", ns, name, drop_owner) is None else 1
 
     def _clean_up(self, deployment: Deployment, olds: list[SetInfo]) -> None:
@@ -576,14 +576,14 @@ class DeploymentController:
             elif progressing is None or _made_progress(old_status, status):
                 conditions = _set_condition(conditions, "Progressing", "True", "ReplicaSetUpdated",
                                             f'ReplicaSet "{rs_name}" is progressing.')
-        status = dataclasses.replace(status, conditions=conditions)
+        status = evolve(status, conditions=conditions)
         revision = str(new.revision) if new is not None else None
         if status != old_status or (revision and deployment.metadata.annotations.get(REVISION) != revision):
             def change(d: Deployment) -> Deployment:
                 meta = d.metadata
                 if revision and meta.annotations.get(REVISION) != revision:
-                    meta = dataclasses.replace(meta, annotations={**meta.annotations, REVISION: revision})
-                return dataclasses.replace(d, metadata=meta, status=status)
+                    meta = evolve(meta, annotations={**meta.annotations, REVISION: revision})
+                return evolve(d, metadata=meta, status=status)
             self._store.modify("Deployment", deployment.metadata.namespace, deployment.metadata.name, change)
         return status
 
@@ -614,7 +614,7 @@ def _set_condition(conditions: tuple[DeploymentCondition, ...], type: str, statu
             continue
         if cond.status == status and cond.reason == reason and cond.message == message:
             return conditions
-        changed = dataclasses.replace(
+        changed = evolve(
             cond, status=status, reason=reason, message=message, last_update_time=now,
             last_transition_time=cond.last_transition_time if cond.status == status else now)
         return conditions[:i] + (changed,) + conditions[i + 1:]

@@ -29,7 +29,6 @@ the endpoint withdrawn before the kubelet stops the pod.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -38,6 +37,7 @@ from netemu.api.labels import service_selector_matches
 from netemu.api.objects import (Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
                                 ObjectMeta, ObjectReference, OwnerReference, Pod, Service)
 from netemu.errors import NotFoundError
+from netemu.frozen import evolve
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
@@ -489,9 +489,9 @@ class EndpointSliceController:
                 and current.metadata.labels == labels and current.metadata.owner_references == owners
                 and current.address_type == "IPv4"):
             return
-        meta = dataclasses.replace(current.metadata, labels=labels, owner_references=owners)
+        meta = evolve(current.metadata, labels=labels, owner_references=owners)
         try:
-            record.written = self._store.update(dataclasses.replace(
+            record.written = self._store.update(evolve(
                 current, metadata=meta, address_type="IPv4", endpoints=endpoints, ports=record.ports))
         except NotFoundError:
             # Deleted under us (a namespace going away, or by hand) before its event reached us: the

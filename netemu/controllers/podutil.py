@@ -2,10 +2,10 @@
 graceful pod deletion, ``netemu.poddeletion``) is here too, for the controllers that delete pods."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 from netemu.api.objects import Pod, PodCondition
+from netemu.frozen import evolve
 from netemu.poddeletion import is_terminal, request_deletion
 from netemu.store import now_rfc3339
 
@@ -61,7 +61,7 @@ def set_condition(conditions: tuple[PodCondition, ...], type: str, status: str,
             continue
         if cond.status == status and cond.reason == reason and cond.message == message:
             return conditions
-        changed = dataclasses.replace(
+        changed = evolve(
             cond, status=status, reason=reason, message=message,
             last_transition_time=now_rfc3339() if cond.status != status else cond.last_transition_time)
         return conditions[:i] + (changed,) + conditions[i + 1:]

@@ -34,6 +34,7 @@ from netemu import events
 from netemu.api.labels import selector_matches
 from netemu.api.objects import ObjectMeta, OwnerReference, Pod, PodStatus, ReplicaSet
 from netemu.errors import AlreadyExistsError, NetemuError
+from netemu.frozen import evolve
 from netemu.store import ADDED, Event, Store
 
 from . import podutil
@@ -297,7 +298,7 @@ class ReplicaSetController:
             pod = self._store.get("Pod", key[0], info.name)
             if pod is not None:
                 labels = pod.metadata.labels
-                owned.put(dataclasses.replace(
+                owned.put(evolve(
                     info, matches=selector_matches(rs.spec.selector, labels),
                     fully_labeled=_labels_include(labels, rs.spec.template.metadata.labels)))
 
@@ -406,7 +407,7 @@ class ReplicaSetController:
                 continue
 
             def adopt(p: Pod) -> Pod:
-                return dataclasses.replace(p, metadata=dataclasses.replace(
+                return evolve(p, metadata=evolve(
                     p.metadata, owner_references=p.metadata.owner_references + (owner,)))
             if self._store.modify("Pod", ns, name, adopt) is not None:
                 writes += 1
@@ -458,17 +459,17 @@ class ReplicaSetController:
         def drop_owner(pod: Pod) -> Pod:
             ref = _controller_ref(pod, "ReplicaSet")
             refs = tuple(r for r in pod.metadata.owner_references if r is not ref)
-            return dataclasses.replace(pod, metadata=dataclasses.replace(pod.metadata, owner_references=refs))
+            return evolve(pod, metadata=evolve(pod.metadata, owner_references=refs))
         return 0 if self._store.modify("Pod", ns, name, drop_owner) is None else 1
 
     def _write_status(self, rs: ReplicaSet, counts: Counts) -> None:
-        status = dataclasses.replace(
+        status = evolve(
             rs.status, replicas=counts.active, fully_labeled_replicas=counts.fully_labeled,
             ready_replicas=counts.ready, available_replicas=counts.available,
             observed_generation=rs.metadata.generation)
         if status != rs.status:
             self._store.modify("ReplicaSet", rs.metadata.namespace, rs.metadata.name,
-                               lambda r: dataclasses.replace(r, status=status))
+                               lambda r: evolve(r, status=status))
 
 
 def _selects(rs: ReplicaSet, labels: Mapping[str, str]) -> bool:

@@ -15,12 +15,12 @@ retried whenever a node changes. Resources, preferred affinity and pod (anti-)af
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 from typing import Any
 
 from netemu import events
 from netemu.api.objects import Node, Pod, Taint
+from netemu.frozen import evolve
 from netemu.store import ADDED, DELETED, Event, Store
 
 from . import nodeplacement, podutil
@@ -166,10 +166,9 @@ class Scheduler:
         owner = _owner_key(pod)
         siblings = self._owner_on_node.get(owner, collections.Counter()) if owner else collections.Counter()
         chosen = min(fitting, key=lambda n: (siblings[n], self._pods_on_node[n], n))
-        status = dataclasses.replace(pod.status, conditions=podutil.set_condition(
+        status = evolve(pod.status, conditions=podutil.set_condition(
             pod.status.conditions, "PodScheduled", "True"))
-        bound = dataclasses.replace(pod, spec=dataclasses.replace(pod.spec, node_name=chosen),
-                                    status=status)
+        bound = evolve(pod, spec=evolve(pod.spec, node_name=chosen), status=status)
         self._pending.pop(key, None)
         self._account(key, bound)  # count it now so the rest of this batch spreads
         bound = self._store.update(bound)
@@ -189,9 +188,9 @@ class Scheduler:
         if conditions is pod.status.conditions:
             return
         if pod.status.phase == "":
-            status = dataclasses.replace(pod.status, conditions=conditions, phase="Pending")
+            status = evolve(pod.status, conditions=conditions, phase="Pending")
         else:
-            status = dataclasses.replace(pod.status, conditions=conditions)
-        pod = self._store.update(dataclasses.replace(pod, status=status))
+            status = evolve(pod.status, conditions=conditions)
+        pod = self._store.update(evolve(pod, status=status))
         events.recorder(self._store).warning(pod, "FailedScheduling", message, component=SCHEDULER_NAME)
         log.info("pod %s/%s is unschedulable: %s", pod.metadata.namespace, pod.metadata.name, message)

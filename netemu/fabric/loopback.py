@@ -74,9 +74,7 @@ class LoopbackFabric:
         return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
-        sock = socket.socket(family, type)
-        sock.setblocking(False)
-        return sock
+        return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call
 
     def process_prefix(self, where: str) -> list[str]:
         return []

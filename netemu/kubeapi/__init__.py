@@ -10,7 +10,8 @@ authentication, routing), ``rest`` (the verbs on a resource), ``discovery``, ``o
 ``spdy`` port-forward's SPDY framing), ``client`` (the
 CLI's blocking client),
 ``resources`` and ``typeinfo`` (what is served, and the shape of its types), ``aggregated``
-(aggregated discovery), ``openapiv2`` and ``descriptions`` (OpenAPI v2, the fields' descriptions),
+(aggregated discovery), ``openapiv2``, ``openapiv2_proto`` and ``descriptions`` (OpenAPI v2, as JSON
+and as gnostic's protobuf; the fields' descriptions),
 ``statusresource`` (the ``status`` subresource), ``tokens`` and ``tokenrequest`` (service account
 tokens and the ``serviceaccounts/token`` subresource), ``incluster`` (pods reach the API through
 the ``kubernetes`` Service), ``views`` and ``eventsv1`` (``events.k8s.io/v1``

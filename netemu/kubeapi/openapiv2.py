@@ -3,11 +3,12 @@ from the OpenAPI v3 documents (``openapi``), so both say the same about the same
 ``definitions`` (with ``x-kubernetes-group-version-kind`` and the descriptions) and ``paths``
 (operation ids as kube-apiserver names them: ``listAppsV1NamespacedDeployment``).
 
-JSON only. kube-apiserver also serves it as protobuf
-(``application/com.github.proto-openapi.spec.v2@v1.0+protobuf``), which is what client-go's
-``OpenAPISchema`` asks for; a client that accepts only that gets 406 Not Acceptable, as
-kube-apiserver answers a media type it does not serve. kubectl reads the v3 documents
-(``kubectl explain``, ``apply``, validation), and ``kubectl get --raw /openapi/v2`` gets JSON.
+Served as JSON (the default) and, for a client that asks for it on ``Accept``, as protobuf
+(``application/com.github.proto-openapi.spec.v2@v1.0+protobuf``, gnostic's ``openapi.v2.Document``,
+encoded by ``openapiv2_proto``): client-go's ``OpenAPISchema`` asks for that, and kubectl's
+client-side validation reads it (``kubectl apply -f`` of a ``kind: List``). Negotiated as
+kube-openapi does: the Accept clauses by quality then specificity, the first one served wins; both
+bodies carry the JSON body's ETag; a client that takes neither gets 406 Not Acceptable.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import openapi
+from . import openapi, openapiv2_proto
 from .discovery import KUBE_VERSION, all_group_versions
 
 JSON = "application/json"
@@ -113,21 +114,55 @@ def document() -> bytes:
     return json.dumps(doc, sort_keys=True).encode()
 
 
-def acceptable(accept: str) -> bool:
-    """Whether ``accept`` takes JSON (an empty header takes anything)."""
-    if not accept.strip():
-        return True
-    for clause in accept.split(","):
-        media = clause.split(";")[0].strip().lower()
-        if media in (JSON, "application/*", "*/*"):
-            return True
-    return False
+@functools.cache
+def protobuf_document() -> bytes:
+    """The same document as gnostic's ``openapi.v2.Document`` message."""
+    return openapiv2_proto.encode(json.loads(document()))
+
+
+# media type asked for -> (Content-Type answered, body), in the order kube-openapi tries them for
+# an equally good clause. The ``@`` spelling is answered with the dotted one: Go's mime package
+# (client-go reads the Content-Type with it) refuses the ``@``.
+_SERVED = {JSON: (JSON, document),
+           openapiv2_proto.MEDIA_TYPE: (openapiv2_proto.MEDIA_TYPE_DOTTED, protobuf_document),
+           openapiv2_proto.MEDIA_TYPE_DOTTED: (openapiv2_proto.MEDIA_TYPE_DOTTED, protobuf_document)}
+
+
+def _clauses(accept: str) -> list[str]:
+    """The media ranges of ``accept`` (empty: ``*/*``), best first: by quality, then the specific
+    before the wildcard; those of quality 0 left out."""
+    ranked = []
+    for index, clause in enumerate((accept.strip() or "*/*").split(",")):
+        media, *params = [part.strip() for part in clause.split(";")]
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media and quality > 0:
+            ranked.append((-quality, media.count("*"), index, media.lower()))
+    return [media for *_, media in sorted(ranked)]
+
+
+def negotiate(accept: str) -> str | None:
+    """The media type to answer ``accept`` with, or None when it takes none served."""
+    for media in _clauses(accept):
+        kind, _, subtype = media.partition("/")
+        for served in _SERVED:
+            served_kind, _, served_subtype = served.partition("/")
+            if kind in (served_kind, "*") and subtype in (served_subtype, "*"):
+                return served
+    return None
 
 
 def response(accept: str) -> web.Response:
-    """The answer to ``GET /openapi/v2``: the document, or 406 for a client that takes no JSON."""
-    if not acceptable(accept):
+    """The answer to ``GET /openapi/v2``: the document as ``accept`` wants it, or 406."""
+    media = negotiate(accept)
+    if media is None:
         return web.Response(status=406, text="")
-    body = document()
-    etag = '"' + hashlib.sha512(body).hexdigest()[:32].upper() + '"'
-    return web.Response(body=body, content_type=JSON, headers={"ETag": etag, "Vary": "Accept"})
+    etag = '"' + hashlib.sha512(document()).hexdigest()[:32].upper() + '"'
+    content_type, body = _SERVED[media]
+    return web.Response(body=body(), headers={"Content-Type": content_type, "ETag": etag, "Vary": "Accept"})

@@ -100,6 +100,7 @@ class Rest:
         self.changes = changes
         self.stopping = stopping
         self.encoded = EncodedObjects(store)
+        self.rows = tables.TableRows(store)
 
     # ------------------------------------------------------------------ helpers
 
@@ -200,10 +201,12 @@ class Rest:
 
     def list_json(self, r: Resource, namespace: str, query: Query) -> bytes:
         """``list`` as the JSON a response carries, each item's text made once per object version
-        (``wire.EncodedObjects``): what keeps a LIST of 1,000 pods in a few milliseconds."""
-        if query.table:
-            return json.dumps(self.list(r, namespace, query)).encode()
+        (``wire.EncodedObjects``), or each Table row (``tables.TableRows``): what keeps a LIST of
+        1,000 pods in a few milliseconds."""
         objs, token = self._selected(r, namespace, query)
+        if query.table:
+            return tables.table_json(r.cls, objs, self.rows, resource_version=str(self.store.resource_version),
+                                     continue_token=token)
         metadata: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
         if token:
             metadata["continue"] = token

@@ -10,6 +10,7 @@ from typing import Any
 
 from netemu.api import to_dict
 
+from .livecache import LiveCache
 from .typeinfo import ALWAYS_WRITTEN, attributes_of, fields_of
 
 
@@ -55,41 +56,26 @@ _NONE = object()
 
 
 class EncodedObjects:
-    """The wire form of each live object, made once: stored objects are immutable (a write
-    stores a new one), so an object's dict and JSON text are kept for as long as it is the live
-    one under its kind, namespace and name (a LIST of 1,000 pods then costs no encoding, and a
-    watch event is encoded once for all its watchers). What ``shared`` answers is shared: read it,
-    never change it."""
+    """The wire form of each live object, made once (``livecache``): a LIST of 1,000 pods then
+    costs no encoding, and a watch event is encoded once for all its watchers. What ``shared``
+    answers is shared: read it, never change it."""
 
     def __init__(self, store: Any) -> None:
-        self._store = store
-        self._cache: dict[tuple[str, str, str], list[Any]] = {}  # key → [object, dict, JSON text or None]
-        store.subscribe(self._forget, kinds=None)  # lives as long as the store (the cluster)
-
-    def _forget(self, event: Any) -> None:
-        if event.new is None:
-            old = event.old
-            self._cache.pop((old.KIND, old.metadata.namespace, old.metadata.name), None)
+        self._live: LiveCache[list[Any]] = LiveCache(store)  # object → [dict, JSON text or None]
 
     def _entry(self, obj: Any) -> list[Any]:
-        key = (obj.KIND, obj.metadata.namespace, obj.metadata.name)
-        entry = self._cache.get(key)
-        if entry is None or entry[0] is not obj:
-            entry = [obj, encode(obj), None]
-            if self._store.get(*key) is obj:  # only the live object is kept (not a deleted one's last state)
-                self._cache[key] = entry
-        return entry
+        return self._live.get(obj, lambda o: [encode(o), None])
 
     def shared(self, obj: Any) -> dict[str, Any]:
-        return self._entry(obj)[1]  # type: ignore[no-any-return]
+        return self._entry(obj)[0]  # type: ignore[no-any-return]
 
     def text(self, obj: Any) -> str:
         entry = self._entry(obj)
-        if entry[2] is None:
-            entry[2] = json.dumps(entry[1])
-        return entry[2]  # type: ignore[no-any-return]
+        if entry[1] is None:
+            entry[1] = json.dumps(entry[0])
+        return entry[1]  # type: ignore[no-any-return]
 
 
-def list_json(head: dict[str, Any], item_texts: list[str]) -> bytes:
-    """``{**head, "items": [...]}`` as JSON, the items given as JSON texts already."""
-    return (json.dumps(head)[:-1] + ', "items": [' + ", ".join(item_texts) + "]}").encode()
+def list_json(head: dict[str, Any], item_texts: list[str], key: str = "items") -> bytes:
+    """``{**head, key: [...]}`` as JSON, the items given as JSON texts already."""
+    return (json.dumps(head)[:-1] + f', "{key}": [' + ", ".join(item_texts) + "]}").encode()

@@ -28,6 +28,7 @@ from netemu import events
 from netemu.api import objects as k8s
 from netemu.errors import InvalidError, NetemuError, NotFoundError
 from netemu.fabric.base import Fabric, NodeNetwork
+from netemu.forkserver import ForkServer
 from netemu.images.golang import go_duration
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
@@ -164,7 +165,7 @@ class ContainerWorker:
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
                                     log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
-                                    record=kl.record_process, **stdin)
+                                    record=kl.record_process, forkserver=kl.forkserver, **stdin)
         from netemu import images
         emulation = kl.extra_images.get(self.spec.image) or images.resolve(self.spec.image)
         if emulation is None:
@@ -176,7 +177,7 @@ class ContainerWorker:
         if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
             return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
                                     log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
-                                    record=kl.record_process, **stdin)
+                                    record=kl.record_process, forkserver=kl.forkserver, **stdin)
         writer = kl.log_writer(pod, self.spec.name)
         ctx = images.ContainerContext(
             pod_name=pod.metadata.name, namespace=pod.metadata.namespace, pod_ip=self.pw.ip,
@@ -711,12 +712,14 @@ class Kubelet:
                  record_process: Callable[[int], None], process_env: Mapping[str, str] | None = None,
                  restart_backoff: float = 10.0,
                  restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
-                 extra_images: Mapping[str, Any] | None = None, service_env: ServiceEnvIndex | None = None):
+                 extra_images: Mapping[str, Any] | None = None, service_env: ServiceEnvIndex | None = None,
+                 forkserver: ForkServer | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
         self.log_dir = log_dir
         self.record_process = record_process  # called in each container's child, with its own pid
+        self.forkserver = forkserver  # starts the containers' processes (netemu.forkserver), when given
         self.process_env = dict(process_env or {})  # added to every process of a pod
         self.restart_backoff = restart_backoff
         self.restart_backoff_max = restart_backoff_max

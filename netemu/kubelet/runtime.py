@@ -3,11 +3,13 @@
 Both offer the same small surface to the pod worker: ``start()``, ``wait()`` for the exit code,
 ``stop(grace)`` (SIGTERM, then SIGKILL after the grace period, for processes), and ``pids``.
 Processes are started as session (and process-group) leaders, holding none of netemu's
-descriptors (netemu.spawn). Each records itself in the cluster's ledger from the child, after the
-fork and before it runs the program, so nothing it starts can outlive an unrecorded parent; it
-dies with the cluster process (PR_SET_PDEATHSIG) as a second line of defence; ``netemu gc`` is
-the third (it finds what a container left by its session and by the cluster's token in its
-environment).
+descriptors (netemu.spawn), by the cluster's fork server when there is one (netemu.forkserver:
+starting them from the large cluster process itself costs a fork of all of it each). Each
+records itself in the cluster's ledger from the child, after the fork and before it runs the
+program, so nothing it starts can outlive an unrecorded parent; it dies with the cluster process
+(PR_SET_PDEATHSIG; through the fork server, which dies with the cluster) as a second line of
+defence; ``netemu gc`` is the third (it finds what a container left by its session and by the
+cluster's token in its environment).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from netemu.errors import NetemuError
+from netemu.forkserver import ForkServer, ServedProcess
 from netemu.spawn import cluster_child_setup, spawn
 
 
@@ -65,14 +68,16 @@ class ProcessContainer:
     container's stdin open; with ``stdin_once`` the pipe closes when the first attach ends."""
 
     def __init__(self, argv: list[str], env: Mapping[str, str], *, cwd: str | None, log_path: Path,
-                 prefix: list[str], record: Callable[[int], None], stdin: bool = False, stdin_once: bool = False):
+                 prefix: list[str], record: Callable[[int], None], stdin: bool = False, stdin_once: bool = False,
+                 forkserver: ForkServer | None = None):
         self.argv = argv
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
         self.prefix = prefix
         self._record = record
-        self.proc: asyncio.subprocess.Process | None = None
+        self.forkserver = forkserver  # starts the process when given (it records it in the ledger itself)
+        self.proc: asyncio.subprocess.Process | ServedProcess | None = None
         self.keeps_stdin = stdin
         self.stdin_once = stdin_once
         self._stdin_fd: int | None = None   # the pipe's write end, while the container's stdin is open
@@ -93,10 +98,7 @@ class ProcessContainer:
             read_end, self._stdin_fd = os.pipe()   # both close-on-exec here; the child gets read_end as 0
         with open(self.log_path, "ab") as logf:
             try:
-                self.proc = await spawn(
-                    *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
-                    stdin=read_end if read_end is not None else asyncio.subprocess.DEVNULL, stdout=logf,
-                    stderr=asyncio.subprocess.STDOUT, setup=cluster_child_setup(os.getpid(), self._record))
+                self.proc = await self._spawn(read_end, logf.fileno())
             except FileNotFoundError as exc:
                 raise ContainerStartError(
                     "StartError", f'exec: "{self.argv[0]}": executable file not found in $PATH') from exc
@@ -109,6 +111,19 @@ class ProcessContainer:
                     os.close(read_end)
                     if self.proc is None:
                         self.close_stdin()
+
+    async def _spawn(self, stdin: int | None, log: int) -> asyncio.subprocess.Process | ServedProcess:
+        if self.forkserver is not None:
+            if stdin is not None:
+                return await self.forkserver.spawn([*self.prefix, *self.argv], env=self.env, cwd=self.cwd or None,
+                                                   stdin=stdin, stdout=log, stderr=log)
+            with open(os.devnull, "rb") as devnull:
+                return await self.forkserver.spawn([*self.prefix, *self.argv], env=self.env, cwd=self.cwd or None,
+                                                   stdin=devnull.fileno(), stdout=log, stderr=log)
+        return await spawn(
+            *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
+            stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL, stdout=log,
+            stderr=asyncio.subprocess.STDOUT, setup=cluster_child_setup(os.getpid(), self._record))
 
     @property
     def stdin_open(self) -> bool:

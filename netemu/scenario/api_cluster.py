@@ -40,6 +40,7 @@ from netemu.api.kinds import resolve_kind
 from netemu.api.objects import KIND_BY_NAME
 from netemu.errors import BackendUnavailableError, ClusterError, NotFoundError, WaitTimeoutError
 from netemu.kubeapi.operations import PATH as OPERATIONS
+from netemu.kubelet.execrun import run_plan
 from netemu.scenario.remote import RemoteCluster, RemoteConfig
 from netemu.scenario.remote_api import KubeTarget
 from netemu.scenario.selectors import parse_selector
@@ -304,24 +305,9 @@ class ApiCluster(RemoteCluster):
     async def exec(self, pod: str, argv: list[str], *, container: str | None = None, namespace: str = "default",
                    input: bytes | None = None, timeout: float = 30) -> Any:
         """The server's exec plan, run here, as ``netemu exec`` runs it."""
-        from netemu.cluster import ExecResult
-        from netemu.spawn import spawn
         plan = SimpleNamespace(**await self.operation("POST", "exec", {
             "pod": pod, "argv": [str(a) for a in argv], "container": container, "namespace": namespace}))
-        try:
-            proc = await spawn(
-                *plan.prefix, *plan.argv, env=plan.env, cwd=plan.cwd, start_new_session=True,
-                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        except FileNotFoundError:
-            return ExecResult(127, "", f'exec: "{argv[0]}": executable file not found in $PATH\n')
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise WaitTimeoutError(f"exec {argv[0]} in {pod} timed out after {timeout:g}s") from None
-        return ExecResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        return await run_plan(plan.prefix, plan.argv, plan.env, plan.cwd, pod=pod, input=input, timeout=timeout)
 
     async def logs(self, pod: str, container: str | None = None, namespace: str = "default") -> str:
         return await self.call(self.target.logs, self.ns(namespace), pod, container)

@@ -1,0 +1,254 @@
+"""The zero-copy relay's per-connection path: options set once on the listener and inherited,
+the connect completed by a second connect instead of a readiness wait, one epoll registration
+per socket, and the last direction's end closing both sockets without a shutdown of its own.
+
+Each test runs a ``TCPListener`` of its own (no cluster) in front of a backend served by the same
+event loop, on real loopback sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import os
+import socket
+from typing import Any, Awaitable, Callable
+
+import pytest
+import uvloop
+
+from netemu.proxy.connlog import OK, REFUSED, ConnectionRecord
+from netemu.proxy.route import RelayContext, Route
+from netemu.proxy.serviceport import Verdict
+from netemu.proxy.splice import SpliceRelay, tune_for_relay
+from netemu.proxy.tcp import TCPListener
+from netemu.proxy.worker import SharedStackSockets
+
+LOOPS = pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, None], ids=["uvloop", "asyncio"])
+DEADLINE = 15.0  # seconds for anything that should happen at once
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def run(loop_factory: Any, main: Callable[[], Any]) -> Any:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(asyncio.wait_for(main(), DEADLINE * 2))
+
+
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while not predicate():
+        assert loop.time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.005)
+
+
+class Relay:
+    """A listener on 127.0.0.1 relaying to ``addresses`` in turn (the first, then each retry)."""
+
+    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+        self.ctx = RelayContext(asyncio.get_running_loop(), SharedStackSockets(), dial_timeouts=(0.5, 0.5, 0.5))
+        self.addresses = addresses
+        self.records: list[ConnectionRecord] = []
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        self.address = sock.getsockname()
+        self.listener = TCPListener(self.ctx, sock, self.dispatch)
+
+    def dispatch(self, client: tuple[str, int]) -> Route:
+        record = ConnectionRecord(client=client, service_port="default/test:80/TCP", frontend="cluster-ip",
+                                  node="node-1")
+        self.records.append(record)
+        candidates = list(self.addresses)
+
+        def retry(tried: list[tuple[str, int]]) -> tuple[str, int] | None:
+            return next((a for a in candidates if a not in tried), None)
+        return Route(Verdict.SERVE, record, address=candidates[0], source_ip="127.0.0.1", where="node-1",
+                     retry=retry)
+
+    def relays(self) -> list[SpliceRelay]:
+        return [item for item in self.ctx.live if isinstance(item, SpliceRelay)]
+
+    def close(self) -> None:
+        self.ctx.close_all()
+        self.listener.close()
+        self.ctx.close()
+
+
+async def backend(handler: Handler) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[:2]
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    """Everything until a FIN; a reset fails the test (``read`` raises it)."""
+    chunks = []
+    while chunk := await reader.read(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def closed_port() -> tuple[str, int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()
+
+
+# ---------------------------------------------------------------------------- options
+
+
+@LOOPS
+def test_the_listener_is_tuned_once_and_accepted_and_upstream_sockets_carry_the_options(loop_factory):
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            await writer.drain()
+            await reader.read()
+            writer.close()
+        server, address = await backend(echo)
+        relay = Relay([address])
+        with socket.socket() as probe:
+            tune_for_relay(probe)
+            tuned_buffer = probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        with socket.socket() as plain:
+            default_buffer = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert tuned_buffer != default_buffer
+        try:
+            listening = relay.listener.sock
+            assert listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert listening.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == tuned_buffer
+            reader, writer = await asyncio.open_connection(*relay.address)
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            (spliced,) = relay.relays()
+            for sock in (spliced.client, spliced.upstream):  # the client's inherited from the listener
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == tuned_buffer
+            writer.close()
+            await until(lambda: relay.records[0].outcome == OK, "the connection recorded as ok")
+        finally:
+            relay.close()
+            server.close()
+    run(loop_factory, main)
+
+
+# ---------------------------------------------------------------------------- connecting
+
+
+@LOOPS
+def test_a_refused_endpoint_moves_on_at_once_and_none_left_resets_the_client(loop_factory):
+    async def main() -> None:
+        async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"hello")
+            writer.close()
+        server, address = await backend(hello)
+        dead = closed_port()
+        relay, hopeless = Relay([dead, address]), Relay([dead])
+        try:
+            reader, writer = await asyncio.open_connection(*relay.address)
+            assert await read_to_eof(reader) == b"hello"
+            writer.close()
+            await until(lambda: relay.records[0].outcome == OK, "the retried connection recorded as ok")
+            assert relay.records[0].bytes_down == 5
+
+            with pytest.raises(ConnectionResetError):  # while connecting or at the first read
+                reader, writer = await asyncio.open_connection(*hopeless.address)
+                await read_to_eof(reader)
+            assert hopeless.records[0].outcome == REFUSED
+            assert not hopeless.ctx.live
+        finally:
+            relay.close()
+            hopeless.close()
+            server.close()
+    run(loop_factory, main)
+
+
+# ---------------------------------------------------------------------------- ends
+
+
+@LOOPS
+def test_a_short_connection_ends_with_fins_and_leaves_nothing_watched(loop_factory):
+    """The common case of a ``Connection: close`` request: the backend answers and closes, the
+    client reads to EOF and closes; the relay's last direction then closes both sockets. An
+    ended relay is freed at once (no reference cycle is left for the collector)."""
+    async def main() -> None:
+        backend_saw: list[bytes] = []
+
+        async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            backend_saw.append(await reader.readexactly(7))
+            writer.write(b"answer")
+            await writer.drain()
+            writer.close()
+        server, address = await backend(answer_and_close)
+        relay = Relay([address])
+        try:
+            for n in range(20):
+                reader, writer = await asyncio.open_connection(*relay.address)
+                writer.write(b"request")
+                assert await read_to_eof(reader) == b"answer"
+                writer.close()
+                await until(lambda: relay.records[n].outcome is not None, "the relay ended")
+                assert (relay.records[n].outcome, relay.records[n].bytes_up, relay.records[n].bytes_down) == \
+                    (OK, 7, 6)
+            assert backend_saw == [b"request"] * 20
+            assert not relay.ctx.live
+            assert len(relay.ctx.poller) == 1  # the listener only
+            assert not [o for o in gc.get_objects() if isinstance(o, SpliceRelay)]
+        finally:
+            relay.close()
+            server.close()
+    gc.collect()
+    gc.disable()
+    try:
+        run(loop_factory, main)
+    finally:
+        gc.enable()
+
+
+@LOOPS
+@pytest.mark.parametrize("first", ["client", "backend"])
+def test_half_close_either_way_first_is_byte_exact(loop_factory, first):
+    """Megabytes each way, one side ending its direction first while the other keeps sending:
+    the relay's first EOF becomes a shutdown, the second closes both, and nothing is reset."""
+    up, down = os.urandom(3 << 20), os.urandom(2 << 20)
+    backend_got: list[bytes] = []
+
+    async def main() -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if first == "client":          # read the whole request, then answer and close
+                backend_got.append(await read_to_eof(reader))
+                writer.write(down)
+                await writer.drain()
+                writer.close()
+            else:                          # speak first and half-close, then read to the end
+                writer.write(down)
+                writer.write_eof()
+                backend_got.append(await read_to_eof(reader))
+                writer.close()
+        server, address = await backend(serve)
+        relay = Relay([address])
+        try:
+            reader, writer = await asyncio.open_connection(*relay.address)
+            if first == "client":
+                writer.write(up)
+                writer.write_eof()
+                got = await read_to_eof(reader)
+            else:
+                got = await read_to_eof(reader)
+                writer.write(up)
+                writer.write_eof()
+                await writer.drain()
+                assert await reader.read() == b""
+            writer.close()
+            await until(lambda: relay.records[0].outcome is not None, "the relay ended")
+            record = relay.records[0]
+            assert (record.outcome, record.bytes_up, record.bytes_down) == (OK, len(up), len(down))
+            assert hashlib.sha256(got).digest() == hashlib.sha256(down).digest()
+            await until(lambda: bool(backend_got), "the backend read to its EOF")
+            assert hashlib.sha256(backend_got[0]).digest() == hashlib.sha256(up).digest()
+            assert not relay.ctx.live and len(relay.ctx.poller) == 1
+        finally:
+            relay.close()
+            server.close()
+    run(loop_factory, main)

@@ -1,0 +1,148 @@
+"""What the scale work (issue 15) changed on the per-object hot paths keeps its behaviour:
+``evolve`` builds what ``dataclasses.replace`` builds, the store hands each change only to the
+subscribers of its kind (in subscription order, with the subscribers of the moment it is
+delivered), loopback-alias reads a node's network config once and still sees a changed one, and
+a Cluster-policy endpoint set is categorised once for all nodes."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+from pathlib import Path
+
+import pytest
+
+from netemu.api import objects as k8s
+from netemu.cni import host_local, loopback_alias
+from netemu.cni.skel import invoke
+from netemu.frozen import evolve
+from netemu.proxy import proxier
+from netemu.proxy.serviceport import EndpointInfo, Verdict, categorize
+from netemu.store import Store, now_rfc3339
+
+
+def test_evolve_builds_what_replace_builds() -> None:
+    meta = k8s.ObjectMeta(name="web", namespace="default", labels={"app": "web"})
+    pod = k8s.Pod(metadata=meta)
+    for changes in ({"uid": "u-1", "generation": 2}, {}, {"labels": {"app": "other"}}):
+        made, expected = evolve(meta, **changes), dataclasses.replace(meta, **changes)
+        assert made == expected and made.__dict__ == expected.__dict__ and made is not meta
+    bound = evolve(pod, spec=evolve(pod.spec, node_name="node-1"))
+    assert bound == dataclasses.replace(pod, spec=dataclasses.replace(pod.spec, node_name="node-1"))
+    assert pod.spec.node_name == ""  # the original is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bound.spec.node_name = "node-2"  # type: ignore[misc]
+
+
+def test_evolve_refuses_unknown_fields_and_keeps_post_init() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        evolve(k8s.ObjectMeta(), nope=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        value: int
+        double: int = 0
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "double", self.value * 2)
+
+    assert evolve(Checked(1), value=5).double == 10  # through dataclasses.replace, __post_init__ runs
+
+    @dataclasses.dataclass(frozen=True)
+    class Cached:
+        value: int = 1
+
+        @functools.cached_property
+        def double(self) -> int:
+            return self.value * 2
+
+    cached = Cached()
+    assert cached.double == 2
+    assert evolve(cached, value=5).double == 10  # the cached 2 is not carried over
+
+
+def test_evolve_copies_api_objects_without_calling_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of ``evolve``: no second ``__init__`` for an API object (``replace`` makes one)."""
+    meta = evolve(k8s.ObjectMeta(name="web"), uid="u-0")  # the class is looked at once, unpatched
+    calls = []
+    real_init = k8s.ObjectMeta.__init__
+    monkeypatch.setattr(k8s.ObjectMeta, "__init__", lambda self, **kw: calls.append(kw) or real_init(self, **kw))
+    assert evolve(meta, uid="u-1").uid == "u-1"
+    assert calls == []
+
+
+def test_store_delivers_each_change_to_its_kinds_subscribers_in_order() -> None:
+    store = Store()
+    seen: list[tuple[str, str]] = []
+    store.subscribe(lambda e: seen.append(("any", e.kind)))
+    unsubscribe_services = store.subscribe(lambda e: seen.append(("services", e.kind)), kinds=["Service"])
+    store.subscribe(lambda e: seen.append(("pods", e.kind)), kinds=["Pod"])
+    store.create(k8s.Pod(metadata=k8s.ObjectMeta(name="p", namespace="default")))
+    store.create(k8s.Service(metadata=k8s.ObjectMeta(name="s", namespace="default")))
+    store.drain()
+    assert seen == [("any", "Pod"), ("pods", "Pod"), ("any", "Service"), ("services", "Service")]
+    seen.clear()
+    unsubscribe_services()
+    store.create(k8s.Service(metadata=k8s.ObjectMeta(name="t", namespace="default")))
+    store.drain()
+    assert seen == [("any", "Service")]
+
+
+def test_store_subscribers_of_the_moment_get_the_change() -> None:
+    """One subscribed while a change is delivered gets the next change, not that one; one
+    unsubscribed meanwhile still gets that change (the old list-copy semantics)."""
+    store = Store()
+    seen: list[str] = []
+    late: list[str] = []
+    unsubscribe_second = None
+
+    def first(event) -> None:
+        seen.append(f"first {event.obj.metadata.name}")
+        if event.obj.metadata.name == "a":
+            store.subscribe(lambda e: late.append(e.obj.metadata.name), kinds=["Pod"])
+            unsubscribe_second()
+
+    store.subscribe(first, kinds=["Pod"])
+    unsubscribe_second = store.subscribe(lambda e: seen.append(f"second {e.obj.metadata.name}"), kinds=["Pod"])
+    store.create(k8s.Pod(metadata=k8s.ObjectMeta(name="a", namespace="default")))
+    store.create(k8s.Pod(metadata=k8s.ObjectMeta(name="b", namespace="default")))
+    store.drain()
+    assert seen == ["first a", "second a", "first b"]
+    assert late == ["b"]
+
+
+def _parsed(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def test_store_timestamps_are_the_current_second() -> None:
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    stamp = now_rfc3339()
+    created = Store().create(k8s.Pod(metadata=k8s.ObjectMeta(name="p", namespace="default")))
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert before <= _parsed(stamp) <= _parsed(created.metadata.creation_timestamp) <= after
+
+
+def test_loopback_alias_reads_a_network_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+    real_load = host_local.load_config
+    monkeypatch.setattr(host_local, "load_config", lambda *a: loads.append(a) or real_load(*a))
+    config = loopback_alias.network_config("node-cache", "127.244.7.0/24", str(tmp_path))
+    ips = [str(invoke(loopback_alias.PLUGIN, "ADD", config, f"pod-{i}", "", "eth0").ips[0].address) for i in range(3)]
+    assert ips == ["127.244.7.2/24", "127.244.7.3/24", "127.244.7.4/24"]
+    assert len(loads) == 1  # one parse for the node's three pods (was one per ADD)
+    changed = loopback_alias.network_config("node-cache", "127.244.7.0/24", str(tmp_path), range_start="127.244.7.50")
+    result = invoke(loopback_alias.PLUGIN, "ADD", changed, "pod-9", "", "eth0")
+    assert str(result.ips[0].address) == "127.244.7.50/24"  # a changed config is read again
+    assert len(loads) == 2
+
+
+def test_cluster_policy_endpoints_are_categorised_once_for_every_node() -> None:
+    endpoints = (EndpointInfo("127.244.1.2", 8080, node="node-1", ready=True),
+                 EndpointInfo("127.244.2.2", 8080, node="node-2", ready=False, serving=True, terminating=True))
+    first = proxier._categorized(endpoints, "node-1", False)
+    assert first == categorize(endpoints, "node-1", False) == (Verdict.SERVE, endpoints[:1])
+    assert proxier._categorized(endpoints, "node-2", False) is first  # the same answer object
+    assert proxier._categorized(endpoints, "node-2", True) == (Verdict.SERVE, endpoints[1:])  # Local: per node
+    assert proxier._categorized(endpoints, "node-3", True) == (Verdict.DROP, ())
+    assert proxier._categorized(endpoints, "node-1", True) == (Verdict.SERVE, endpoints[:1])
