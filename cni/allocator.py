@@ -189,4 +189,5 @@ class IPAllocator:
 
     @staticmethod
     def _config(owner: Range, ip: IPAddress) -> IPConfig:
-        return IPConfig(ipaddress.ip_interface(f"{ip}/{owner.subnet.prefixlen}"), owner.gateway)
+        interface = ipaddress.IPv4Interface if ip.version == 4 else ipaddress.IPv6Interface
+        return IPConfig(interface((int(ip), owner.subnet.prefixlen)), owner.gateway)  # no text to parse

@@ -59,6 +59,11 @@ class _Scan:
             self.by_owner.setdefault(allocation.container_id, {})[name] = allocation
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
 def _io_error(what: str, exc: OSError) -> CNIError:
     return CNIError(ErrorCode.IO_FAILURE, f"host-local: {what}: {exc}")
 
@@ -68,9 +73,16 @@ class DiskStore:
 
     def __init__(self, network: str, data_dir: str = "") -> None:
         self.dir = Path(data_dir or DEFAULT_DATA_DIR) / network
+        # Plain string paths and os calls below: a store is opened for every ADD and DEL, and
+        # pathlib's objects and buffered files cost more than the few syscalls they wrap.
+        self._prefix = os.path.join(self.dir, "")
+        lock = self._prefix + LOCK_FILE
         try:
-            self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the first use of this network: make its directory
+                os.makedirs(self.dir, mode=0o755, exist_ok=True)
+                self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise _io_error(f"cannot open data dir {self.dir}", exc) from exc
 
@@ -86,7 +98,7 @@ class DiskStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def reserve(self, container_id: str, ifname: str, ip: IPAddress, range_id: str) -> bool:
-        path = self.dir / str(ip)
+        path = self._prefix + str(ip)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
@@ -94,11 +106,19 @@ class DiskStore:
         except OSError as exc:
             raise _io_error(f"cannot reserve {ip}", exc) from exc
         try:
-            with os.fdopen(fd, "w") as file:
-                file.write(container_id.strip() + LINE_BREAK + ifname)
-            (self.dir / f"{LAST_IP_PREFIX}{range_id}").write_text(str(ip))
+            try:
+                _write_all(fd, (container_id.strip() + LINE_BREAK + ifname).encode())
+            finally:
+                os.close(fd)
+            last = os.open(self._prefix + LAST_IP_PREFIX + range_id,
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(last, str(ip).encode())
+            finally:
+                os.close(last)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             raise _io_error(f"cannot reserve {ip}", exc) from exc
         self._note(str(ip), Allocation(ip, container_id.strip(), ifname))
         return True
@@ -116,14 +136,20 @@ class DiskStore:
 
     def last_reserved_ip(self, range_id: str) -> IPAddress | None:
         try:
-            text = (self.dir / f"{LAST_IP_PREFIX}{range_id}").read_text().strip()
+            fd = os.open(self._prefix + LAST_IP_PREFIX + range_id, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise _io_error("cannot read the last reserved IP", exc) from exc
         try:
-            return ipaddress.ip_address(text)
-        except ValueError:
+            data = b"".join(iter(lambda: os.read(fd, 4096), b""))
+        except OSError as exc:
+            raise _io_error("cannot read the last reserved IP", exc) from exc
+        finally:
+            os.close(fd)
+        try:
+            return ipaddress.ip_address(data.decode().strip())
+        except (ValueError, UnicodeDecodeError):
             return None  # a damaged hint only costs round-robin once, as in the reference
 
     def allocations(self) -> list[Allocation]:
@@ -166,7 +192,9 @@ class DiskStore:
 
     def release(self, ip: IPAddress) -> None:
         try:
-            (self.dir / str(ip)).unlink(missing_ok=True)
+            os.unlink(self._prefix + str(ip))
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             raise _io_error(f"cannot release {ip}", exc) from exc
         self._note(str(ip), None)

@@ -370,7 +370,7 @@ class ApiServer:
         Raises ManifestErrors naming every refused object; then neither the store nor the
         allocators have changed.
         """
-        return self._apply([(m.obj, m.ref) for m in manifests])
+        return self._apply([(m.obj, m.ref) for m in manifests], from_manifests=True)
 
     async def apply_async(self, manifests: Sequence[Manifest], *, slice_seconds: float = PLAN_SLICE) -> list[str]:
         """``apply`` that leaves the event loop free while it plans: planning (defaults,
@@ -380,7 +380,7 @@ class ApiServer:
         (and, should that keep happening, at once)."""
         items = [(m.obj, m.ref) for m in manifests]
         for _ in range(3):
-            steps = self._plan_batch(items, slice_seconds)
+            steps = self._plan_batch(items, slice_seconds, from_manifests=True)
             try:
                 while True:
                     try:
@@ -394,7 +394,7 @@ class ApiServer:
             if overlay.unchanged():
                 return self._commit(batch, planned)
             batch.rollback()
-        return self._apply(items)
+        return self._apply(items, from_manifests=True)
 
     # ------------------------------------------------------------------ one object (the Kubernetes API)
 
@@ -422,7 +422,7 @@ class ApiServer:
         if live is not None:
             self._applied_keys[key] = _meta_keys(live)  # every live key may go: labels are replaced
         try:
-            steps = self._plan_batch([(obj, ObjectRef(source="<api>"))])
+            steps = self._plan_batch([(obj, ObjectRef(source="<api>"))], defaulted=True)
             try:
                 while True:
                     next(steps)
@@ -467,8 +467,8 @@ class ApiServer:
             raise _Refused([_object_cap_exceeded(obj.KIND, obj.metadata.name, self.max_objects)])
         return asked - had
 
-    def _apply(self, items: Sequence[tuple[Any, ObjectRef]]) -> list[str]:
-        steps = self._plan_batch(items)
+    def _apply(self, items: Sequence[tuple[Any, ObjectRef]], *, from_manifests: bool = False) -> list[str]:
+        steps = self._plan_batch(items, from_manifests=from_manifests)
         try:
             while True:
                 next(steps)  # without a slice it never yields
@@ -476,11 +476,18 @@ class ApiServer:
             batch, planned, _overlay = done.value
         return self._commit(batch, planned)
 
-    def _plan_batch(self, items: Sequence[tuple[Any, ObjectRef]], slice_seconds: float | None = None
+    def _plan_batch(self, items: Sequence[tuple[Any, ObjectRef]], slice_seconds: float | None = None, *,
+                    defaulted: bool = False, from_manifests: bool = False
                     ) -> Generator[None, None, tuple[Transaction, list[_Planned], _Overlay]]:
         """Plan every item against an overlay of the store, allocations in one transaction; yields
         after every ``slice_seconds`` of work when given. Returns (transaction, plans, overlay);
-        raises ManifestErrors, allocations rolled back, when any object is refused."""
+        raises ManifestErrors, allocations rolled back, when any object is refused.
+
+        Items are defaulted here unless ``defaulted`` says they already are. ``from_manifests``:
+        they are ``Manifest`` objects (yamlload has set their namespace, defaulted and validated
+        them), so neither is done again; a create whose object the server's own steps change
+        (admission, the Job and DaemonSet strategies) is still validated."""
+        defaulted = defaulted or from_manifests
         overlay = _Overlay(self.store)
         overlay.accounts = {(sa.metadata.namespace, sa.metadata.name): sa for sa in (
             self._with_namespace(obj) for obj, _ in items if obj.KIND == "ServiceAccount")}
@@ -494,12 +501,13 @@ class ApiServer:
                 if deadline is not None and time.monotonic() > deadline:
                     yield
                     deadline = time.monotonic() + slice_seconds  # type: ignore[operator]
-                obj = apply_defaults(self._with_namespace(obj))  # idempotent; objects built in Python need it
+                if not defaulted:  # objects built in Python need it
+                    obj = apply_defaults(self._with_namespace(obj))
                 ref = self._complete_ref(ref, obj)
                 step = batch.child()
                 try:
                     live = overlay.get(*key_of(obj))
-                    plan = self._plan(obj, overlay, step)
+                    plan = self._plan(obj, overlay, step, validated=from_manifests)
                     pods_used += self._check_caps(plan, live, pods_used, objects_held)
                 except _Refused as refused:
                     step.rollback()
@@ -553,7 +561,9 @@ class ApiServer:
             ref, kind=ref.kind or obj.KIND, name=ref.name or obj.metadata.name,
             namespace=ref.namespace or (obj.metadata.namespace if obj.NAMESPACED else ""))
 
-    def _plan(self, obj: Any, overlay: _Overlay, txn: Transaction) -> _Planned:
+    def _plan(self, obj: Any, overlay: _Overlay, txn: Transaction, *, validated: bool = False) -> _Planned:
+        """``validated``: ``obj`` passed ``validate`` as given (a ``Manifest``'s object)."""
+        given = obj
         kind = obj.KIND
         if kind not in KIND_BY_NAME:
             raise _Refused([f"kind {kind} is not served by netemu"])
@@ -567,7 +577,7 @@ class ApiServer:
                 obj = self._admit_service_account(obj, overlay)
             elif kind == "Ingress":
                 obj = admit_default_class(obj, overlay.list("IngressClass"))
-            return self._plan_create(obj, txn)
+            return self._plan_create(obj, txn, validated=validated and obj is given)
         if kind == "Pod":
             obj = serviceaccount_admission.keep_admitted(live, obj)
         return self._plan_update(live, obj, txn)
@@ -619,15 +629,21 @@ class ApiServer:
         """The service allocator's refusals, before validation as in the API server."""
         return service_ip_family_problems(obj, (self.cluster_ips.family,)) if isinstance(obj, Service) else []
 
-    def _plan_create(self, obj: Any, txn: Transaction) -> _Planned:
+    def _plan_create(self, obj: Any, txn: Transaction, *, validated: bool = False) -> _Planned:
+        """``validated``: ``obj`` as given passed ``validate``; what ``_prepare_for_create`` changes
+        (server-set metadata, status) cannot make it invalid, so only the strategies' changes
+        call for validating again."""
         obj = self._prepare_for_create(obj)
         if obj.KIND == "Job":  # the Job strategy: a uid at once, and the selector generated from it
             from netemu.api.batchrules import prepare_job_for_create
             obj = prepare_job_for_create(obj)
+            validated = False
         if obj.KIND == "DaemonSet":  # the DaemonSet strategy: template generation 1
             from netemu.api.daemonsetrules import prepare_daemon_set_for_create
             obj = prepare_daemon_set_for_create(obj)
-        problems = self._ip_family_problems(obj) or validate(obj) or self._admission_problems(obj)
+            validated = False
+        problems = (self._ip_family_problems(obj) or ([] if validated else validate(obj))
+                    or self._admission_problems(obj))
         if problems:
             raise _Refused(problems)
         if isinstance(obj, Service):

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
+from netemu.podsetup import PodSetup
 from netemu.spawn import cluster_child_setup, spawn
 
 MAX_MESSAGE = 1 << 20
@@ -80,16 +81,18 @@ class ForkServer:
         return self._server.pid if self._server is not None and self._server.returncode is None else None
 
     async def spawn(self, argv: list[str], *, env: Mapping[str, str], cwd: str | None, stdin: int, stdout: int,
-                    stderr: int) -> ServedProcess:
-        """Run ``argv`` with these descriptors as 0, 1 and 2; OSError (FileNotFoundError, ...) when
-        the program cannot be run."""
+                    stderr: int, setup: PodSetup | None = None) -> ServedProcess:
+        """Run ``argv`` with these descriptors as 0, 1 and 2, after ``setup`` (a pod's namespaces,
+        files and mounts, made in the child: netemu.podsetup); OSError (FileNotFoundError, ...)
+        when the program cannot be run."""
         sock = await self._connection()
         loop = asyncio.get_running_loop()
         self._next_id += 1
         request_id = self._next_id
         answer: asyncio.Future[ServedProcess | dict] = loop.create_future()
         self._pending[request_id] = answer
-        message = json.dumps({"id": request_id, "argv": list(argv), "env": dict(env), "cwd": cwd}).encode()
+        message = json.dumps({"id": request_id, "argv": list(argv), "env": dict(env), "cwd": cwd,
+                              "setup": setup.to_json() if setup is not None else None}).encode()
         try:
             await self._send(sock, message, [stdin, stdout, stderr])
             reply = await answer

@@ -5,11 +5,13 @@ a SOCK_SEQPACKET socket to the cluster process. It is started like any process o
 (netemu.spawn.cluster_child_setup: own session, dies with the cluster, recorded in the ledger),
 while the cluster process is still small, and it stays small: it imports no more than this.
 
-Each request is one JSON message ``{"id", "argv", "env", "cwd"}`` carrying three descriptors
-(SCM_RIGHTS) that become the child's 0, 1 and 2. The child leads a new session, dies with this
-server (PR_SET_PDEATHSIG SIGKILL, or at once should the server be gone already), appends its
-``process PID STARTTIME SID`` line to the cluster's ledger, holds nothing but 0, 1 and 2
-(netemu.spawn.close_inherited_fds), changes to ``cwd`` and runs ``argv`` with ``env`` (the
+Each request is one JSON message ``{"id", "argv", "env", "cwd", "setup"}`` carrying three
+descriptors (SCM_RIGHTS) that become the child's 0, 1 and 2. The child leads a new session, dies
+with this server (PR_SET_PDEATHSIG SIGKILL, or at once should the server be gone already), appends
+its ``process PID STARTTIME SID`` line to the cluster's ledger, holds nothing but 0, 1 and 2
+(netemu.spawn.close_inherited_fds), changes to ``cwd``, carries out ``setup`` when there is one
+(a pod's namespaces, files and mounts: netemu.podsetup; a failed step exits 127 with the reason
+on its standard error, as the shell prefix it replaces does) and runs ``argv`` with ``env`` (the
 program looked up in ``env``'s PATH). The answer is ``{"id", "pid"}``, or ``{"id", "errno",
 "error"}`` when the program could not be run (reported through a close-on-exec pipe, as
 subprocess does); it comes once that child has run its program, and other requests are served
@@ -27,6 +29,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
+from netemu import podsetup
 from netemu.spawn import close_inherited_fds, set_parent_death_signal
 
 MAX_MESSAGE = 1 << 20
@@ -38,6 +41,16 @@ def ledger_line(pid: int) -> bytes:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()
     return f"process {pid} {int(fields[19])} {int(fields[3])}\n".encode()
+
+
+def _set_up(setup: dict) -> None:
+    """The pod's namespaces, files, hostname and mounts (netemu.podsetup); a failed step ends the
+    child with status 127 and its reason on the child's standard error, as the shell prefix does."""
+    try:
+        podsetup.apply(podsetup.PodSetup.from_json(setup))
+    except BaseException as exc:  # noqa: BLE001 - the program must not run without its setup
+        os.write(2, f"netemu-pod: {exc}\n".encode(errors="replace"))
+        os._exit(127)
 
 
 def _child(request: dict, fds: list[int], ledger: int, server: int, report: int) -> None:
@@ -55,6 +68,8 @@ def _child(request: dict, fds: list[int], ledger: int, server: int, report: int)
         signal.set_wakeup_fd(-1)
         if request.get("cwd"):
             os.chdir(request["cwd"])
+        if request.get("setup"):
+            _set_up(request["setup"])
         close_inherited_fds()
         os.execvpe(request["argv"][0], request["argv"], request["env"])
     except OSError as exc:

@@ -5,11 +5,13 @@ and restarted whenever the set of endpoints changes (an unchanged set keeps its 
 position); ``random`` picks uniformly, as iptables mode does. ClientIP session affinity pins a
 client address to its endpoint until the affinity has been unused for its timeout; affinities
 to endpoints that left are dropped (``removeStaleAffinity``). Time is passed in (``now``, in
-seconds of any monotonic clock).
+seconds of any monotonic clock) or read from ``time.monotonic`` when affinity needs it: plain
+round robin, what most connections get, reads no clock.
 """
 from __future__ import annotations
 
 import random
+import time
 from typing import Collection
 
 from netemu.errors import InvalidError
@@ -31,7 +33,7 @@ class Balancer:
                  rng: random.Random | None = None) -> None:
         if mode not in MODES:
             raise InvalidError(f"balancing mode {mode!r}: expected one of {', '.join(MODES)}")
-        self.mode = mode
+        self.mode = ROUND_ROBIN if mode == ROUND_ROBIN else RANDOM  # the constants: compared by identity
         self.affinity_timeout = affinity_timeout
         self.endpoints: list[EndpointInfo] = []
         self._index = 0
@@ -52,15 +54,23 @@ class Balancer:
             present = {e.address for e in self.endpoints}
             self._affinity = {c: v for c, v in self._affinity.items() if v[0].address in present}
 
-    def pick(self, client_ip: str, now: float, exclude: Collection[tuple[str, int]] = ()) -> EndpointInfo | None:
+    def pick(self, client_ip: str, now: float | None = None,
+             exclude: Collection[tuple[str, int]] = ()) -> EndpointInfo | None:
         """The endpoint for a new connection or flow from ``client_ip``; None if there is none.
 
-        ``exclude`` lists endpoints that just failed to connect: the client's affinity is reset
-        and another endpoint is chosen (the userspace proxy's ``tryConnect``)."""
+        ``now`` (default: ``time.monotonic()``) matters only with affinity. ``exclude`` lists
+        endpoints that just failed to connect: the client's affinity is reset and another
+        endpoint is chosen (the userspace proxy's ``tryConnect``)."""
         endpoints = self.endpoints
         if not endpoints:
             return None
         sticky = self.affinity_timeout > 0
+        if not sticky and not exclude and self.mode is ROUND_ROBIN:  # per connection: the short way
+            index = self._index
+            self._index = index + 1 if index + 1 < len(endpoints) else 0
+            return endpoints[index]
+        if now is None:
+            now = time.monotonic()
         if sticky:
             held = self._affinity.get(client_ip)
             if held is not None:

@@ -89,6 +89,7 @@ class ProxyGroup:
         self.proxiers: dict[str, Proxier] = {}
         self.nodes: dict[str, NodeNetwork] = {}
         self.ranges = NodeRanges()
+        self.default_node: str | None = None  # handles ClusterIP traffic from sources outside every node
         self._frontends: dict[FrontendKey, Frontend] = {}
         self._dirty: set[FrontendKey] = set()
         self._errors: dict[ServiceKey, dict[FrontendKey, str]] = {}
@@ -129,15 +130,11 @@ class ProxyGroup:
         await self.settle()
 
     def _nodes_changed(self) -> None:
+        self.default_node = next(iter(self.nodes), None)
         self.ranges.set_nodes(self.nodes.values())
         for key, fe in self._frontends.items():
             if is_shared_cluster_ip(fe):
                 self._mark(key)
-
-    @property
-    def default_node(self) -> str | None:
-        """The node that handles ClusterIP traffic from sources outside every node."""
-        return next(iter(self.nodes), None)
 
     # ------------------------------------------------------------------ handler interface
 
@@ -383,15 +380,16 @@ class ProxyGroup:
 
     def _dispatch(self, fe: Frontend, client: tuple[str, int]) -> Route:
         kind = fe.kind
-        if kind == LOAD_BALANCER:
-            return self._balance(fe, client)
-        if kind == NODE_PORT:
+        if kind == CLUSTER_IP:
+            node, traffic = fe.node or self.ranges.node_of(client[0]) or self.default_node, Traffic.INTERNAL
+        elif kind == NODE_PORT:
             node, traffic = fe.node, Traffic.EXTERNAL
         else:
-            node, traffic = fe.node or self.ranges.node_of(client[0]) or self.default_node, Traffic.INTERNAL
-        if node not in fe.claims:  # a node that has not caught up yet: any claimant answers
-            node = next(iter(fe.claims), None)
-        proxier = self.proxiers.get(node) if node is not None else None
+            return self._balance(fe, client)
+        claims = fe.claims
+        if node not in claims:  # a node that has not caught up yet: any claimant answers
+            node = next(iter(claims), None)
+        proxier = self.proxiers.get(node)  # type: ignore[arg-type]
         if proxier is None:
             return self._unrouted(fe, client, kind)
         return proxier.route(fe.owner, traffic, client, kind)

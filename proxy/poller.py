@@ -93,7 +93,16 @@ class Poller:
 
     def watch(self, fd: int, reader: Callback, on_error: Callback) -> None:
         """``add_reader`` and ``watch_errors`` at once (one system call: a relay's new socket)."""
-        watch = self._watch(fd)
+        watch = self._watches.get(fd)
+        if watch is None:  # the usual case, twice per connection: a new socket, registered here
+            watch = self._watches[fd] = _Watch(self._dispatches)
+            watch.reader, watch.on_error = reader, on_error
+            try:
+                self._epoll.register(fd, _IN)
+            except FileExistsError:  # registered under a socket closed without ``forget``
+                self._epoll.modify(fd, _IN)
+            watch.mask = _IN
+            return
         watch.reader = reader
         watch.on_error = on_error
         self._apply(fd, watch)

@@ -83,6 +83,8 @@ class Proxier:
         self.group = group
         self.node = node
         self.name = node.name
+        self.shared_stack = group.shared_stack
+        self.impairments = group.impairments
         self._services: dict[ServiceKey, dict[ServicePortName, _PortState]] = {}
         self._ports: dict[ServicePortName, _PortState] = {}
 
@@ -169,38 +171,46 @@ class Proxier:
     # ------------------------------------------------------------------ routing (per connection)
 
     def route(self, spn: ServicePortName, traffic: Traffic, client: tuple[str, int], frontend: str) -> Route:
-        """Decide one new connection or flow from ``client`` to service port ``spn``."""
+        """Decide one new connection or flow from ``client`` to service port ``spn``.
+
+        Called once per connection: what does not depend on the client (the usable endpoints,
+        the service's label and key, an endpoint's address and text) was made when the service
+        port or its endpoints changed."""
         state = self._ports.get(spn)
-        label = state.info.label if state is not None else str(spn)
-        record = ConnectionRecord(client=client, service_port=label, frontend=frontend, node=self.name)
-        self.group.log.add(spn.service, record)
         if state is None:
+            record = ConnectionRecord(client, str(spn), frontend, self.name)
+            self.group.log.add(spn.service, record)
             return Route(Verdict.REJECT, record)
+        record = ConnectionRecord(client, state.info.label, frontend, self.name)
+        self.group.log.add(spn.service, record)
         lane = state.internal if traffic is Traffic.INTERNAL else state.external
         if lane.verdict is not Verdict.SERVE:
             return Route(lane.verdict, record)
         client_ip = client[0]
-        endpoint = lane.balancer.pick(client_ip, time.monotonic())
+        balancer = lane.balancer
+        endpoint = balancer.pick(client_ip)
         if endpoint is None:
             return Route(Verdict.REJECT, record)
-        record.endpoint = str(endpoint)
-        info = state.info
-        source = client_ip if traffic is Traffic.INTERNAL or info.external_local else self.node.ip
+        record.endpoint = endpoint.text
+        source = client_ip if traffic is Traffic.INTERNAL or state.info.external_local else self.node.ip
         where = self.name
-        if not self.group.shared_stack and endpoint.ip.startswith("127."):
-            # Separate stacks: a 127.x endpoint is in the host's network (the cluster's own API
-            # server behind ``kubernetes``, netemu.kubeapi.incluster): connect from there.
-            source, where = None, ""
-        elif not self.group.shared_stack and (source == endpoint.ip or self.group.ranges.node_of(source) is None):
-            # Separate stacks (netns): the backend's reply must come back here. It does for a
-            # pod's or a node's address (the node routes it to this relay's transparent socket),
-            # but not for a pod reaching itself through its Service, nor for a ClusterIP (which
-            # every node holds) or a host client's 127.x (which means nothing inside the cluster):
-            # those speak from the node, as kube-proxy masquerades them.
-            source = self.node.ip
-        return Route(Verdict.SERVE, record, address=endpoint.address, source_ip=source, where=where,
-                     impairment=self.group.impairments.lookup(spn.service, (self.name, endpoint.node)),
-                     retry=functools.partial(self._retry, lane.balancer, client_ip, record))
+        if not self.shared_stack:
+            if endpoint.ip.startswith("127."):
+                # Separate stacks: a 127.x endpoint is in the host's network (the cluster's own API
+                # server behind ``kubernetes``, netemu.kubeapi.incluster): connect from there.
+                source, where = None, ""
+            elif source == endpoint.ip or self.group.ranges.node_of(source) is None:
+                # Separate stacks (netns): the backend's reply must come back here. It does for a
+                # pod's or a node's address (the node routes it to this relay's transparent socket),
+                # but not for a pod reaching itself through its Service, nor for a ClusterIP (which
+                # every node holds) or a host client's 127.x (which means nothing inside the
+                # cluster): those speak from the node, as kube-proxy masquerades them.
+                source = self.node.ip
+        impairments = self.impairments
+        impairment = (impairments.lookup(spn.service, (self.name, endpoint.node))
+                      if impairments.by_service or impairments.by_node else None)
+        return Route(Verdict.SERVE, record, endpoint.address, source, where, impairment,
+                     functools.partial(self._retry, balancer, client_ip, record))
 
     @staticmethod
     def _retry(balancer: Balancer, client_ip: str, record: ConnectionRecord,
@@ -208,6 +218,6 @@ class Proxier:
         endpoint = balancer.pick(client_ip, time.monotonic(), exclude=set(tried))
         if endpoint is None:
             return None
-        record.endpoint = str(endpoint)
+        record.endpoint = endpoint.text
         return endpoint.address
 

@@ -13,7 +13,7 @@ all. The answer for one node and one kind of traffic is a ``Verdict``:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from netemu.api.objects import EndpointSlice, Service
@@ -39,16 +39,27 @@ class Traffic(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ServicePortName:
-    """Identity of one service port: namespace, service name, port name ("" if unnamed), protocol."""
+    """Identity of one service port: namespace, service name, port name ("" if unnamed), protocol.
+
+    Looked up once per proxied connection: its hash and service key are computed once, when made
+    (a new process, as unpickling makes, computes them again: string hashes differ per process)."""
 
     namespace: str
     name: str
     port: str
     protocol: str
+    service: ServiceKey = field(init=False, repr=False, compare=False)  # (namespace, name)
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def service(self) -> ServiceKey:
-        return (self.namespace, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "service", (self.namespace, self.name))
+        object.__setattr__(self, "_hash", hash((self.namespace, self.name, self.port, self.protocol)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        return (ServicePortName, (self.namespace, self.name, self.port, self.protocol))
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port else ""
@@ -67,15 +78,16 @@ class ServicePortInfo:
     affinity_timeout: float = 0.0   # seconds of ClientIP affinity; 0 = none
     internal_local: bool = False    # internalTrafficPolicy: Local
     external_local: bool = False    # externalTrafficPolicy: Local
+    # ``ns/name:port/PROTO`` with the port number, for logs and connection records (made once)
+    label: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = self.name
+        object.__setattr__(self, "label", f"{name.namespace}/{name.name}:{self.port}/{name.protocol}")
 
     @property
     def protocol(self) -> str:
         return self.name.protocol
-
-    @property
-    def label(self) -> str:
-        """``ns/name:port/PROTO`` with the port number, for logs and connection records."""
-        return f"{self.name.namespace}/{self.name.name}:{self.port}/{self.name.protocol}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +98,16 @@ class EndpointInfo:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    # made once, not per connection: where to connect, and ``ip:port`` for connection records
+    address: tuple[str, int] = field(init=False, repr=False, compare=False)
+    text: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.ip, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", (self.ip, self.port))
+        object.__setattr__(self, "text", f"{self.ip}:{self.port}")
 
     def __str__(self) -> str:
-        return f"{self.ip}:{self.port}"
+        return self.text
 
 
 def service_ports(service: Service | None) -> dict[ServicePortName, ServicePortInfo]:

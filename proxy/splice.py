@@ -171,16 +171,17 @@ class SpliceRelay:
             return
         self.done = True
         self.live.discard(self)
-        self.up.stop()
-        self.down.stop()
+        up, down, poller = self.up, self.down, self.poller
+        up.stop()
+        down.stop()
         self.pool.leave()
-        for sock in (self.client, self.upstream):
-            self.poller.forget(sock.fileno())
+        for sock, fd in ((self.client, up.src_fd), (self.upstream, down.src_fd)):
+            poller.forget(fd)
             if reset:
                 reset_socket(sock)
             else:
                 sock.close()
-        self.record.finish(outcome, self.up.nbytes, self.down.nbytes)
+        self.record.finish(outcome, up.nbytes, down.nbytes)
 
 
 class _Direction:
@@ -247,8 +248,12 @@ class _Direction:
             _close_pipe(pipe)
             relay.fail(exc)
             return
-        if sent == n:
-            pool.give(pipe)
+        if sent == n:  # empty again: back to the pool (``give``, inline: once per message)
+            idle = pool._idle
+            if len(idle) < pool.keep:
+                idle.append(pipe)
+            else:
+                pool.give(pipe)
             return
         self.pipe, self.queued = pipe, n - sent
         self._flush(relay)

@@ -87,7 +87,7 @@ class TCPListener:
                     return
                 continue  # ECONNABORTED and the like: that client is gone already
             client.setblocking(False)
-            _serve(ctx, client, dispatch((peer[0], peer[1])))
+            _serve(ctx, client, dispatch(peer))  # AF_INET: (ip, port)
 
     def _resume(self) -> None:
         if self._fd >= 0:

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from netemu.errors import FieldProblem, ManifestError, ManifestErrors, ObjectRef
+from netemu.frozen import evolve
 
 from . import objects
 from .codec import from_dict
@@ -68,6 +69,13 @@ _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
+_STR, _NULL, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
+_MAP, _SEQ, _MERGE = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
+
+
+_RESOLVED: dict[tuple[str, Any], str] = {}  # scalar (text, implicit) → tag, for _Loader.resolve
+_RESOLVED_TEXT_LIMIT = 64
+_RESOLVED_LIMIT = 20_000
 
 
 class _Loader(_Base):  # type: ignore[misc, valid-type]
@@ -77,10 +85,30 @@ class _Loader(_Base):  # type: ignore[misc, valid-type]
         super().__init__(stream)
         self.duplicates: list[tuple[str, yaml.Mark]] = []
 
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        """The tag of a node: remembered per (kind, text, implicit) for short texts, as manifests
+        repeat the same keys and values many times (the resolvers depend on nothing else here:
+        there are no path resolvers)."""
+        if kind is not yaml.ScalarNode or len(value) > _RESOLVED_TEXT_LIMIT:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            if len(_RESOLVED) >= _RESOLVED_LIMIT:
+                _RESOLVED.clear()
+            tag = _RESOLVED[key] = super().resolve(kind, value, implicit)
+        return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # only path resolvers use the path; there are none
+
+    def ascend_resolver(self) -> None:
+        pass
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[str, Any]:
         seen: set[str] = set()
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
                 if key_node.value in seen:
                     self.duplicates.append((key_node.value, key_node.start_mark))
                 seen.add(key_node.value)
@@ -110,6 +138,80 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(
     r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."))
+
+
+class _NotPlain(Exception):
+    """A document the fast construction leaves to PyYAML's constructor (see ``_PlainBuilder``)."""
+
+
+class _PlainBuilder:
+    """What ``loader.construct_document(node)`` returns, built directly from the node tree.
+
+    PyYAML's constructor spends most of a manifest's reading in its general machinery (per-node
+    dispatch, generators for recursive structures, merge keys). Manifests are almost always plain
+    mappings, lists and str/int/float/bool/null scalars: those are built here in one walk.
+    Anything else — another tag, a merge key, a non-scalar key, a node that contains itself
+    (an alias), a key given twice (so the error is found and worded by the one route that
+    reports it), nesting too deep for this walk — raises ``_NotPlain`` and the document goes
+    through ``construct_document`` as before. (A class rather than a recursive closure: a
+    closure refers to itself, and such cycles wait for the collector, which a big apply pauses.)"""
+
+    __slots__ = ("loader", "built")
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.built: dict[int, Any] = {}  # collection node → what it became: an alias shares it, as in PyYAML
+
+    def document(self, node: yaml.Node) -> Any:
+        try:
+            return self.build(node)
+        except RecursionError:
+            raise _NotPlain from None
+
+    def build(self, node: yaml.Node) -> Any:
+        kind, tag = type(node), node.tag
+        if kind is yaml.ScalarNode:
+            if tag == _STR:
+                return node.value
+            if tag == _NULL:
+                return None
+            if tag == _BOOL:
+                return self.loader.bool_values[node.value.lower()]
+            if tag == _INT:
+                return self.loader.construct_yaml_int(node)
+            if tag == _FLOAT:
+                return self.loader.construct_yaml_float(node)
+            raise _NotPlain
+        key = id(node)
+        built = self.built
+        if key in built:
+            if built[key] is None:
+                raise _NotPlain  # a node inside itself, through an alias
+            return built[key]
+        built[key] = None
+        out: Any
+        if kind is yaml.MappingNode and tag == _MAP:
+            out = {}
+            for key_node, value_node in node.value:
+                if type(key_node) is not yaml.ScalarNode or key_node.tag == _MERGE:
+                    raise _NotPlain
+                name = _json_key(self.build(key_node))
+                if name in out:
+                    raise _NotPlain
+                out[name] = self.build(value_node)
+        elif kind is yaml.SequenceNode and tag == _SEQ:
+            out = [self.build(item) for item in node.value]
+        else:
+            raise _NotPlain
+        built[key] = out
+        return out
+
+
+def _document_data(loader: _Loader, node: yaml.Node) -> Any:
+    try:
+        return _PlainBuilder(loader).document(node)
+    except _NotPlain:
+        return loader.construct_document(node)
 
 
 def _where(mark: Any) -> str:
@@ -144,8 +246,8 @@ def _split_documents(text: str, source: str,
     docs: list[tuple[int, Any, list[FieldProblem]]] = []
     loader = _Loader(text)
     try:
-        while loader.check_data():
-            data = loader.get_data()
+        while loader.check_node():
+            data = _document_data(loader, loader.get_node())
             dups = [FieldProblem("", f'{_where(mark)}: duplicate field "{key}"') for key, mark in loader.duplicates]
             loader.duplicates = []
             docs.append((len(docs) + 1, data, dups))
@@ -298,7 +400,7 @@ class _Reader:
         if problem:
             self.errors.append(ManifestError(ref, [problem]))
             return
-        obj = apply_defaults(replace(obj, metadata=replace(obj.metadata, namespace=namespace)))
+        obj = apply_defaults(evolve(obj, metadata=evolve(obj.metadata, namespace=namespace)))
         invalid = validate(obj)
         if invalid:
             self.errors.append(ManifestError(ref, invalid))

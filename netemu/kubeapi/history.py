@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from netemu.frozen import evolve
 from netemu.store import DELETED, Event, Store
 
 DEFAULT_CAPACITY = 10_000
@@ -62,8 +62,8 @@ class ChangeLog:
     def _on_event(self, event: Event) -> None:
         if event.type == DELETED:
             rv = self._last_rv + 1
-            meta = dataclasses.replace(event.old.metadata, resource_version=str(rv))
-            change = Change(DELETED, dataclasses.replace(event.old, metadata=meta), rv)
+            meta = evolve(event.old.metadata, resource_version=str(rv))
+            change = Change(DELETED, evolve(event.old, metadata=meta), rv)
         else:
             rv = int(event.new.metadata.resource_version)
             change = Change(event.type, event.new, rv)

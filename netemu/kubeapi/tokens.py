@@ -118,6 +118,7 @@ class TokenIssuer:
         self._store = store
         der = self._public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         self.key_id = _b64(hashlib.sha256(der).digest())  # kube-apiserver's keyIDFromPublicKey
+        self._header = _b64(_json({"alg": ALGORITHM, "kid": self.key_id}))  # the same in every token
 
     # ------------------------------------------------------------------ minting
 
@@ -139,8 +140,7 @@ class TokenIssuer:
         claims = {"iss": ISSUER, "sub": f"{USER_PREFIX}{namespace}:{service_account.metadata.name}",
                   "aud": list(audiences), "iat": issued_at, "nbf": issued_at, "exp": issued_at + lifetime,
                   "jti": str(uuid.uuid4()), "kubernetes.io": private}
-        header = {"alg": ALGORITHM, "kid": self.key_id}
-        signing_input = f"{_b64(_json(header))}.{_b64(_json(claims))}"
+        signing_input = f"{self._header}.{_b64(_json(claims))}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
         signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")  # JWS: r || s
         return IssuedToken(f"{signing_input}.{_b64(signature)}", issued_at + lifetime, audiences, asked)

@@ -18,7 +18,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Mapping
 
 from netemu.errors import NetemuError
@@ -49,23 +49,35 @@ def _check_path(path: str) -> None:
         raise PayloadError(f"invalid path: must not start with '..': {path}")
 
 
-def _timestamped_name(directory: Path) -> Path:
-    """A new, unused ``..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN`` directory (os.MkdirTemp's pattern)."""
+def _timestamped_name(directory: str) -> str:
+    """A new, unused ``..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN`` directory (os.MkdirTemp's pattern), mode 0755."""
     stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())
     while True:
-        candidate = directory / f"{stamp}{random.randrange(10**9):09d}"
+        candidate = f"{directory}/{stamp}{random.randrange(10**9):09d}"
         try:
-            candidate.mkdir()
-            return candidate
+            os.mkdir(candidate)
         except FileExistsError:
             continue
+        os.chmod(candidate, 0o755)
+        return candidate
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    """A new file with ``data`` and exactly ``mode`` (fchmod: the umask does not apply)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def current_version(directory: Path) -> Path | None:
     """The timestamped directory ``..data`` points at, or None before the first write."""
     try:
-        return directory / os.readlink(directory / DATA_DIR)
-    except (FileNotFoundError, OSError):
+        return directory / os.readlink(f"{os.fspath(directory)}/{DATA_DIR}")
+    except OSError:  # FileNotFoundError most often: the first write
         return None
 
 
@@ -82,7 +94,7 @@ def _same(version: Path, payload: Mapping[str, FileProjection]) -> bool:
 
 
 def _top_level(paths: Mapping[str, FileProjection] | set[str]) -> set[str]:
-    return {PurePosixPath(p).parts[0] for p in paths}
+    return {os.path.normpath(p).split("/", 1)[0] for p in paths}
 
 
 def write(directory: Path, payload: Mapping[str, FileProjection]) -> bool:
@@ -91,32 +103,41 @@ def write(directory: Path, payload: Mapping[str, FileProjection]) -> bool:
     for path in payload:
         _check_path(path)
     old = current_version(directory)
-    if old is not None and old.is_dir() and _same(old, payload):
+    old_dir = old if old is not None and old.is_dir() else None
+    if old_dir is not None and _same(old_dir, payload):
         return False
-    old_paths = {str(p.relative_to(old)) for p in old.rglob("*") if p.is_file()} if old and old.is_dir() else set()
-    version = _timestamped_name(directory)
-    os.chmod(version, 0o755)
+    old_paths = {str(p.relative_to(old_dir)) for p in old_dir.rglob("*") if p.is_file()} if old_dir else set()
+    # Plain string paths and os calls from here: every pod's service account volume is written
+    # this way, and pathlib's objects cost more than the syscalls they wrap.
+    base = os.fspath(directory)
+    version = _timestamped_name(base)
+    made = {version}
     for path, fp in sorted(payload.items()):
-        file = version / path
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(fp.data)
-        os.chmod(file, fp.mode)
-    tmp = directory / DATA_DIR_TMP
+        file = f"{version}/{path}"
+        parent = os.path.dirname(file)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        _write_file(file, fp.data, fp.mode)
+    tmp = f"{base}/{DATA_DIR_TMP}"
     try:
-        tmp.unlink()
+        os.unlink(tmp)
     except FileNotFoundError:
         pass
-    os.symlink(version.name, tmp)
-    os.rename(tmp, directory / DATA_DIR)
+    os.symlink(os.path.basename(version), tmp)
+    os.rename(tmp, f"{base}/{DATA_DIR}")
     for name in sorted(_top_level(payload)):
-        link = directory / name
-        if not link.is_symlink():
+        link = f"{base}/{name}"
+        try:
             os.symlink(f"{DATA_DIR}/{name}", link)
+        except FileExistsError:
+            if not os.path.islink(link):
+                raise
     for name in sorted(_top_level(old_paths) - _top_level(payload)):
         try:
-            (directory / name).unlink()
+            os.unlink(f"{base}/{name}")
         except FileNotFoundError:
             pass
-    if old is not None and old != version:
+    if old is not None and os.fspath(old) != version:
         shutil.rmtree(old, ignore_errors=True)
     return True

@@ -164,7 +164,7 @@ class ContainerWorker:
         stdin = {"stdin": bool(self.spec.stdin), "stdin_once": bool(self.spec.stdin_once)}
         if command:
             return ProcessContainer(command + args, self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
+                                    log_path=log_path, **self.pw.process_start(self),
                                     record=kl.record_process, forkserver=kl.forkserver, **stdin)
         from netemu import images
         emulation = kl.extra_images.get(self.spec.image) or images.resolve(self.spec.image)
@@ -176,7 +176,7 @@ class ContainerWorker:
         program = emulation.real_program(tuple(args))
         if program:  # e.g. busybox with args [sleep, 3600]: the image's entrypoint runs them
             return ProcessContainer(list(program), self.env, cwd=self.spec.working_dir or None,
-                                    log_path=log_path, prefix=self.pw.process_prefix(self, start=True),
+                                    log_path=log_path, **self.pw.process_start(self),
                                     record=kl.record_process, forkserver=kl.forkserver, **stdin)
         writer = kl.log_writer(pod, self.spec.name)
         ctx = images.ContainerContext(
@@ -629,17 +629,24 @@ class PodWorker:
         return podfiles.write(kl.pod_dir / self.uid, resolv_conf=text, pod_ip=self.ip,
                               hostname=self.hostname, fqdn=fqdn)
 
-    def process_prefix(self, container: ContainerWorker | None = None, *, start: bool = False) -> list[str]:
+    def process_prefix(self, container: ContainerWorker | None = None) -> list[str]:
         """argv before any process of this pod: into its network, then its files and hostname,
-        and ``container``'s volumes at their mountPaths (``start``: for the container itself)."""
+        and ``container``'s volumes at their mountPaths."""
+        start = self.process_start(container, renew=False)
+        return start["prefix"] + podfiles.shell_prefix(start["setup"])
+
+    def process_start(self, container: ContainerWorker | None, *, renew: bool = True) -> dict[str, Any]:
+        """How a process of this pod starts (ProcessContainer's ``prefix`` and ``setup``): argv into
+        its network, then its files, hostname and ``container``'s volumes as data (podfiles;
+        ``renew``: for the container itself)."""
         mounts = []
         try:
             if container is not None and self.volumes is not None and self.volumes.mounted:
-                mounts = self.volumes.mounts_for(container.spec, container.env, renew=start)
-            files = podfiles.enter_prefix(self.files, mounts)
+                mounts = self.volumes.mounts_for(container.spec, container.env, renew=renew)
+            setup = podfiles.enter_setup(self.files, mounts)
         except (VolumeError, MountPointError) as exc:
             raise ContainerStartError("CreateContainerError", str(exc)) from exc
-        return self.kubelet.fabric.process_prefix(self.uid) + files
+        return {"prefix": self.kubelet.fabric.process_prefix(self.uid), "setup": setup}
 
     def volume_env(self) -> dict[str, str]:
         """``$NETEMU_POD_VOLUMES``: where the pod's volumes are, for processes that cannot see

@@ -19,9 +19,12 @@ first, so a mount inside another volume's mountPath lands in that volume, as in 
   discarded when it exits, like a container's writable layer, while what it writes anywhere else
   reaches the host's files as any process of a pod does. It starts in its working directory.
 
-The shell snippets read ``/proc/self/mountinfo`` where they run (the netns backend's
-``ip netns exec`` has made its own mounts by then) and are all the work done per process: no
-Python runs in the prefix.
+``enter_setup`` decides all of this once, as data (netemu.podsetup.PodSetup); it is carried out
+either by the shell prefix ``shell_argv`` renders (exec, probes, the netns backend) or by the fork
+server's child itself (netemu.podsetup.apply: the same steps as system calls). Both read
+``/proc/self/mountinfo`` where they run (the netns backend's ``ip netns exec`` has made its own
+mounts by then): the shell prefix with an awk program, podsetup.root_mounts in Python, the same
+mounts in the same order (a test compares them).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from netemu.errors import NetemuError
+from netemu.podsetup import Bind, NewRoot, PodSetup
 
 from .volumes import Mount
 
@@ -157,19 +161,19 @@ def _write_through(tops: set[str]) -> list[str]:
             and os.path.isdir("/" + n) and not os.path.islink("/" + n)]
 
 
-def enter_argv(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
-               mounts: Sequence[Mount]) -> list[str]:
-    """The ``unshare ... sh -c`` prefix that gives a command the pod's files and hostname and
-    ``mounts`` at their mountPaths (see the module's docstring). MountPointError when a
-    mountPath cannot be presented."""
+def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
+                mounts: Sequence[Mount]) -> PodSetup:
+    """What gives a process the pod's files and hostname and ``mounts`` at their mountPaths (see
+    the module's docstring), as data (netemu.podsetup). MountPointError when a mountPath cannot be
+    presented."""
     host = host_mounts()
-    triples: list[str] = []
+    binds: list[Bind] = []
     overlays: set[str] = set()
     chain: set[str] = set()
     for m in sorted(mounts, key=lambda m: posixpath.normpath("/" + m.target).count("/")):
         target = os.path.realpath(posixpath.normpath("/" + m.target.lstrip("/")))
         is_dir = m.source.is_dir()
-        flag = "-"
+        make = ""
         if os.path.lexists(target):
             if is_dir and not os.path.isdir(target):
                 raise MountPointError(f'mount point "{m.target}" for volume "{m.volume}" is not a directory')
@@ -177,14 +181,14 @@ def enter_argv(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
                 raise MountPointError(f'cannot mount the file "{m.source.name}" of volume "{m.volume}" over the '
                                       f'directory "{m.target}"')
         else:
-            flag = "d" if is_dir else "f"
+            make = "d" if is_dir else "f"
             existing = _deepest_existing(posixpath.dirname(target))
             where = _containing(existing, host)
             if where.fstype in PSEUDO_FILESYSTEMS:
                 raise MountPointError(f'cannot make mount point "{m.target}" for volume "{m.volume}": it lies in '
                                       f"the host's {where.point} ({where.fstype})")
             chain.update(_chain(existing))
-        triples += [str(m.source), target, ("r" if m.read_only else "w") + flag]
+        binds.append(Bind(str(m.source), target, m.read_only, make))
     for directory in chain:
         where = _containing(directory, host)
         overlays.update(_ancestors(where.point, host))
@@ -192,6 +196,16 @@ def enter_argv(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
         raise MountPointError(f"cannot make mount points for volumes: {overlay_problem()}")
     ordered = sorted(overlays, key=lambda p: (p != "/", p.count("/"), p))
     tops = {d.split("/")[1] for d in chain if d != "/"}
+    root = NewRoot(str(scratch), tuple(ordered), tuple(sorted(tops)), tuple(_write_through(tops))) if chain else None
+    return PodSetup(str(resolv_conf), str(hosts), hostname, root, tuple(binds))
+
+
+def shell_argv(setup: PodSetup) -> list[str]:
+    """``setup`` as the ``unshare ... sh -c`` prefix that carries it out before a command."""
+    root = setup.root
+    triples = [field for b in setup.binds
+               for field in (b.source, b.target, ("r" if b.read_only else "w") + (b.make or "-"))]
     return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER, "netemu-pod",
-            str(resolv_conf), str(hosts), hostname, str(scratch) if chain else "", " ".join(ordered),
-            " ".join(sorted(tops)), " ".join(_write_through(tops)) if chain else "", *triples, "--"]
+            setup.resolv_conf, setup.hosts, setup.hostname, root.scratch if root else "",
+            " ".join(root.overlays) if root else "", " ".join(root.tops) if root else "",
+            " ".join(root.write_through) if root else "", *triples, "--"]

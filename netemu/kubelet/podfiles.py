@@ -7,9 +7,10 @@ probe) is started through ``unshare --mount --uts``: in a private mount namespac
 are bind-mounted over /etc/resolv.conf and /etc/hosts, and the UTS namespace gets the pod's
 hostname, so ``nslookup my-nginx`` and ``curl my-nginx`` resolve through cluster DNS with the
 pod's search path, as in a real pod. A container's volumeMounts are presented in the same
-namespace (``mountns``). That needs root (CAP_SYS_ADMIN); without it processes see the host's
-files and no volume at its mountPath (their files are in the directory ``$NETEMU_POD_VOLUMES``
-names), and ``prefix_problem`` says so plainly.
+namespace (``mountns``). The fork server's child does the same itself, without the prefix
+(netemu.podsetup), when nothing else has to run before the command. That needs root
+(CAP_SYS_ADMIN); without it processes see the host's files and no volume at its mountPath (their
+files are in the directory ``$NETEMU_POD_VOLUMES`` names), and ``prefix_problem`` says so plainly.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from netemu.podsetup import PodSetup
 
 from . import mountns
 from .volumes import VOLUMES_ENV, Mount
@@ -83,14 +86,30 @@ def prefix_problem() -> str:
     return ""
 
 
+def enter_setup(files: PodFiles | None, mounts: Sequence[Mount] = ()) -> PodSetup | None:
+    """What gives a process the pod's files and hostname, and ``mounts`` (a container's volumes)
+    at their mountPaths (None when it cannot be done here, see ``prefix_problem``);
+    mountns.MountPointError when a mountPath cannot be presented."""
+    if files is None or prefix_problem():
+        return None
+    if mounts:
+        files.scratch.mkdir(exist_ok=True)
+        return mountns.enter_setup(files.resolv_conf, files.hosts, files.hostname, files.scratch, mounts)
+    return PodSetup(str(files.resolv_conf), str(files.hosts), files.hostname)
+
+
+def shell_prefix(setup: PodSetup | None) -> list[str]:
+    """argv to put before a command so that ``setup`` is carried out before it runs."""
+    if setup is None:
+        return []
+    if setup.binds:
+        return mountns.shell_argv(setup)
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER,
+            setup.resolv_conf, setup.hosts, setup.hostname]
+
+
 def enter_prefix(files: PodFiles | None, mounts: Sequence[Mount] = ()) -> list[str]:
     """argv to put before a command so that it runs with the pod's files and hostname, and
     ``mounts`` (a container's volumes) at their mountPaths; mountns.MountPointError when one
     cannot be presented."""
-    if files is None or prefix_problem():
-        return []
-    if mounts:
-        files.scratch.mkdir(exist_ok=True)
-        return mountns.enter_argv(files.resolv_conf, files.hosts, files.hostname, files.scratch, mounts)
-    return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER,
-            str(files.resolv_conf), str(files.hosts), files.hostname]
+    return shell_prefix(enter_setup(files, mounts))

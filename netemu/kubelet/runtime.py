@@ -4,7 +4,8 @@ Both offer the same small surface to the pod worker: ``start()``, ``wait()`` for
 ``stop(grace)`` (SIGTERM, then SIGKILL after the grace period, for processes), and ``pids``.
 Processes are started as session (and process-group) leaders, holding none of netemu's
 descriptors (netemu.spawn), by the cluster's fork server when there is one (netemu.forkserver:
-starting them from the large cluster process itself costs a fork of all of it each). Each
+starting them from the large cluster process itself costs a fork of all of it each; its child
+also makes the pod's namespaces, files and mounts itself: netemu.podsetup). Each
 records itself in the cluster's ledger from the child, after the fork and before it runs the
 program, so nothing it starts can outlive an unrecorded parent; it dies with the cluster process
 (PR_SET_PDEATHSIG; through the fork server, which dies with the cluster) as a second line of
@@ -24,7 +25,14 @@ from typing import Any, Callable, Mapping
 
 from netemu.errors import NetemuError
 from netemu.forkserver import ForkServer, ServedProcess
+from netemu.podsetup import PodSetup
 from netemu.spawn import cluster_child_setup, spawn
+
+from . import podfiles
+
+# Whether the fork server's child sets a container's process up itself (netemu.podsetup) rather
+# than running the shell prefix that does (netemu.kubelet.podfiles.shell_prefix).
+DIRECT_SETUP = True
 
 
 def start_refusal(program: str, env: Mapping[str, str], cwd: str | None) -> str:
@@ -69,12 +77,13 @@ class ProcessContainer:
 
     def __init__(self, argv: list[str], env: Mapping[str, str], *, cwd: str | None, log_path: Path,
                  prefix: list[str], record: Callable[[int], None], stdin: bool = False, stdin_once: bool = False,
-                 forkserver: ForkServer | None = None):
+                 forkserver: ForkServer | None = None, setup: PodSetup | None = None):
         self.argv = argv
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
-        self.prefix = prefix
+        self.prefix = prefix  # before the command (the pod's network namespace), then ``setup``
+        self.setup = setup    # the pod's files, hostname and volumes (netemu.podsetup)
         self._record = record
         self.forkserver = forkserver  # starts the process when given (it records it in the ledger itself)
         self.proc: asyncio.subprocess.Process | ServedProcess | None = None
@@ -114,14 +123,18 @@ class ProcessContainer:
 
     async def _spawn(self, stdin: int | None, log: int) -> asyncio.subprocess.Process | ServedProcess:
         if self.forkserver is not None:
+            # The fork server's child carries the setup out itself when nothing runs before the
+            # command (no network prefix): no shell, no mount programs per start.
+            direct = self.setup if DIRECT_SETUP and not self.prefix else None
+            argv = [*self.prefix, *(podfiles.shell_prefix(self.setup) if direct is None else ()), *self.argv]
             if stdin is not None:
-                return await self.forkserver.spawn([*self.prefix, *self.argv], env=self.env, cwd=self.cwd or None,
-                                                   stdin=stdin, stdout=log, stderr=log)
+                return await self.forkserver.spawn(argv, env=self.env, cwd=self.cwd or None,
+                                                   stdin=stdin, stdout=log, stderr=log, setup=direct)
             with open(os.devnull, "rb") as devnull:
-                return await self.forkserver.spawn([*self.prefix, *self.argv], env=self.env, cwd=self.cwd or None,
-                                                   stdin=devnull.fileno(), stdout=log, stderr=log)
+                return await self.forkserver.spawn(argv, env=self.env, cwd=self.cwd or None,
+                                                   stdin=devnull.fileno(), stdout=log, stderr=log, setup=direct)
         return await spawn(
-            *self.prefix, *self.argv, env=self.env, cwd=self.cwd or None,
+            *self.prefix, *podfiles.shell_prefix(self.setup), *self.argv, env=self.env, cwd=self.cwd or None,
             stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL, stdout=log,
             stderr=asyncio.subprocess.STDOUT, setup=cluster_child_setup(os.getpid(), self._record))
 

@@ -217,6 +217,19 @@ def _default(mode: int | None) -> int:
 # --------------------------------------------------------------------------- the pod's volumes
 
 
+def _make_volume_dir(target: Path, mode: int) -> None:
+    """``target`` as a directory with ``mode`` when it is new; one that is there is left as it is."""
+    try:
+        os.mkdir(target)
+    except FileExistsError:
+        if not target.is_dir():
+            raise
+        return
+    except FileNotFoundError:  # the pod's volumes directory is not there yet either
+        target.mkdir(parents=True, exist_ok=True)
+    os.chmod(target, mode)
+
+
 class PodVolumes:
     """The volumes of one pod on this node (see the module's docstring)."""
 
@@ -301,9 +314,7 @@ class PodVolumes:
         """Make ``volume``'s directory and (re)write its files; VolumeError when it cannot."""
         target = self.path(volume.name)
         payload = self.payload(volume)  # first: a failure leaves what is there untouched
-        if not target.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            os.chmod(target, SECRET_DIR_MODE if volume.secret is not None else VOLUME_DIR_MODE)
+        _make_volume_dir(target, SECRET_DIR_MODE if volume.secret is not None else VOLUME_DIR_MODE)
         if payload is not None:
             try:
                 atomicwriter.write(target, payload)
