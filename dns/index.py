@@ -12,6 +12,7 @@ IP addresses are kept in canonical form (``ipaddress``'s ``str``), as Go's ``net
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import defaultdict
@@ -88,8 +89,10 @@ class Subset:
     addresses: tuple[SlimAddress, ...]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def canonical_ip(text: str) -> str:
-    """``ipaddress`` canonical form, or the text unchanged when it is not an IP."""
+    """``ipaddress`` canonical form, or the text unchanged when it is not an IP (remembered: a
+    pod's and an endpoint's address come back in every update of the pod, slice and service)."""
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -248,8 +251,11 @@ class DNSIndex:
         namespace_changed = existed != self.namespace_exists(key[0])
         if not self.watch_pods:
             return self._changed() if namespace_changed else False
-        slim = slim_pod(new) if new is not None else None
         current = self._pods.get(key)
+        if current is not None and old is not None and new is not None and not namespace_changed \
+                and _same_dns_facts(old, new):
+            return False  # most pod updates (conditions, container statuses) change nothing here
+        slim = slim_pod(new) if new is not None else None
         if slim == current and not namespace_changed:
             return False
         if current is not None:
@@ -319,6 +325,14 @@ class DNSIndex:
         """Every address with a PTR record: service IPs and published endpoint addresses."""
         return [ip for ip in self._svc_by_ip] + [ip for ip in self._slice_by_ip
                                                  if ip not in self._svc_by_ip and self.endpoints_by_ip(ip)]
+
+
+def _same_dns_facts(old: Pod, new: Pod) -> bool:
+    """Whether ``slim_pod`` reads the same from both versions of a pod."""
+    o, n = old.status, new.status
+    return (o.pod_ips == n.pod_ips and o.pod_ip == n.pod_ip and o.phase == n.phase
+            and (old.metadata.deletion_timestamp is None) == (new.metadata.deletion_timestamp is None)
+            and old.metadata.namespace == new.metadata.namespace and old.metadata.name == new.metadata.name)
 
 
 def _same_version(old: object | None, new: object | None) -> bool:

@@ -104,6 +104,17 @@ async def test_node_becoming_schedulable_retries_pending_pods(store: Store) -> N
     await eventually(lambda: bound(store, "p") == "n1")
 
 
+async def test_a_node_that_turns_ready_takes_the_pod_its_taint_kept_off(store: Store) -> None:
+    """The scheduler keeps each node's taints per version of the node: a new version is read anew."""
+    not_ready = store.create(node("n1", ready=False))
+    store.create(pod("p", {}))
+    await eventually(lambda: scheduled_condition(store, "p"))
+    assert "untolerated taint {node.kubernetes.io/not-ready: }" in scheduled_condition(store, "p").message
+    ready = node("n1")
+    store.update(dataclasses.replace(ready, metadata=not_ready.metadata))
+    await eventually(lambda: bound(store, "p") == "n1")
+
+
 async def test_other_schedulers_and_prebound_pods_are_left_alone(store: Store) -> None:
     store.create(node("n1"))
     store.create(pod("mine", {}))

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 from dnslib import RCODE, DNSRecord
 
-from netemu.api.objects import LoadBalancerIngress, LoadBalancerStatus, PodStatus, ServiceStatus
+from netemu.api.objects import (LoadBalancerIngress, LoadBalancerStatus, PodCondition, PodIP, PodStatus,
+                                ServiceStatus)
 from netemu.dns import DNSConfig, DNSIndex, Resolver
 from netemu.dns.config import parse_hostport, reverse_zones_of
 from netemu.dns.index import SlimAddress
@@ -156,6 +157,28 @@ def test_pods_change_answers_only_through_namespaces_unless_verified() -> None:
     verified = DNSIndex(watch_pods=True)
     verified.on_pod(None, p)
     assert verified.on_pod(p, moved) and [x.name for x in verified.pods_by_ip("10.244.0.8")] == ["p"]
+
+
+def _version(p, rv: str, **status):
+    return dataclasses.replace(p, status=dataclasses.replace(p.status, **status),
+                               metadata=dataclasses.replace(p.metadata, resource_version=rv))
+
+
+def test_a_verified_index_follows_a_pods_addresses_and_deletion_but_not_its_conditions() -> None:
+    index = DNSIndex(watch_pods=True)
+    p = pod("default", "p", "10.244.0.7")
+    index.on_pod(None, p)
+    serial = index.serial
+    ready = _version(p, "2", conditions=(PodCondition(type="Ready", status="True"),))
+    assert not index.on_pod(p, ready) and index.serial == serial
+    moved = _version(ready, "3", pod_ips=(PodIP(ip="10.244.0.9"),))
+    assert index.on_pod(ready, moved)
+    assert [x.name for x in index.pods_by_ip("10.244.0.9")] == ["p"] and index.pods_by_ip("10.244.0.7") == []
+    failed = _version(moved, "4", phase="Failed")
+    assert index.on_pod(moved, failed) and index.pods_by_ip("10.244.0.9")[0].phase == "Failed"
+    deleting = dataclasses.replace(failed, metadata=dataclasses.replace(
+        failed.metadata, resource_version="5", deletion_timestamp="2026-01-01T00:00:00Z"))
+    assert index.on_pod(failed, deleting) and index.pods_by_ip("10.244.0.9")[0].deleting
 
 
 def test_namespaces_exist_by_event_or_by_content() -> None:

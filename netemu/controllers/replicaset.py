@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ ReplicaSetKey = tuple[str, str]
 _PHASE_RANK = {"Pending": 0, "": 0, "Unknown": 1, "Running": 2}
 
 
+@functools.lru_cache(maxsize=4096)
 def epoch(timestamp: str | None) -> float | None:
-    """An RFC 3339 timestamp (seconds) as a Unix time; None when absent or unreadable."""
+    """An RFC 3339 timestamp (seconds) as a Unix time; None when absent or unreadable (remembered:
+    strptime is slow, and thousands of pods turn Ready within the same few seconds)."""
     if not timestamp:
         return None
     try:

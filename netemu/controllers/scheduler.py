@@ -61,6 +61,7 @@ class Scheduler:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._nodes: dict[str, Node] = {}
+        self._taints: dict[str, tuple[Node, tuple[Taint, ...]]] = {}  # node → (that version, its taints)
         self._pods_on_node: collections.Counter[str] = collections.Counter()
         self._owner_on_node: dict[tuple[str, str], collections.Counter[str]] = {}
         self._placed: dict[PodKey, tuple[str, tuple[str, str] | None]] = {}
@@ -95,6 +96,7 @@ class Scheduler:
         name = event.obj.metadata.name
         if event.type == DELETED:
             self._nodes.pop(name, None)
+            self._taints.pop(name, None)
             return
         self._nodes[name] = event.new
         if event.old is None or _schedulable_facts(event.old) != _schedulable_facts(event.new):
@@ -147,16 +149,15 @@ class Scheduler:
         fitting: list[str] = []
         rejected: collections.Counter[str] = collections.Counter()
         tolerations = pod.spec.tolerations
+        constrained = bool(pod.spec.node_selector) or nodeplacement.required_node_terms(pod.spec) is not None
         for name, node in self._nodes.items():
-            taint = nodeplacement.untolerated(
-                (t for t in nodeplacement.effective_taints(node) if t.key != nodeplacement.UNSCHEDULABLE),
-                tolerations)
+            taint = nodeplacement.untolerated(self._scheduling_taints(name, node), tolerations)
             if node.spec.unschedulable and not nodeplacement.tolerates(
                     tolerations, Taint(key=nodeplacement.UNSCHEDULABLE, effect=nodeplacement.NO_SCHEDULE)):
                 rejected[REASON_UNSCHEDULABLE] += 1
             elif taint is not None:
                 rejected[f"node(s) had untolerated taint {nodeplacement.taint_text(taint)}"] += 1
-            elif not nodeplacement.matches_node(pod.spec, node):
+            elif constrained and not nodeplacement.matches_node(pod.spec, node):
                 rejected[REASON_SELECTOR] += 1
             else:
                 fitting.append(name)
@@ -175,6 +176,15 @@ class Scheduler:
         events.recorder(self._store).normal(
             bound, "Scheduled", f"Successfully assigned {key[0]}/{key[1]} to {chosen}", component=SCHEDULER_NAME)
         log.debug("bound pod %s/%s to %s", *key, chosen)
+
+    def _scheduling_taints(self, name: str, node: Node) -> tuple[Taint, ...]:
+        """The node's effective taints but the cordon's (checked on its own above), worked out
+        once per version of the node rather than once per pod and node."""
+        cached = self._taints.get(name)
+        if cached is None or cached[0] is not node:
+            cached = self._taints[name] = (node, tuple(
+                t for t in nodeplacement.effective_taints(node) if t.key != nodeplacement.UNSCHEDULABLE))
+        return cached[1]
 
     def _failure_message(self, rejected: collections.Counter[str]) -> str:
         if not self._nodes:

@@ -226,7 +226,7 @@ def _make_volume_dir(target: Path, mode: int) -> None:
             raise
         return
     except FileNotFoundError:  # the pod's volumes directory is not there yet either
-        target.mkdir(parents=True, exist_ok=True)
+        os.makedirs(target, exist_ok=True)
     os.chmod(target, mode)
 
 
