@@ -29,18 +29,10 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from netemu import podsetup
+from netemu import podsetup, reaper
 from netemu.spawn import close_inherited_fds, set_parent_death_signal
 
 MAX_MESSAGE = 1 << 20
-
-
-def ledger_line(pid: int) -> bytes:
-    """``process PID STARTTIME SID`` of ``pid`` (the form netemu.state.record_process writes)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2:].split()
-    return f"process {pid} {int(fields[19])} {int(fields[3])}\n".encode()
 
 
 def _set_up(setup: dict) -> None:
@@ -60,7 +52,7 @@ def _child(request: dict, fds: list[int], ledger: int, server: int, report: int)
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != server:
             os._exit(1)
-        os.write(ledger, ledger_line(os.getpid()))
+        os.write(ledger, (reaper.process_line(os.getpid()) or "").encode())
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):

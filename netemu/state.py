@@ -159,15 +159,18 @@ class ClusterState:
     def record(self, kind: str, *values: object) -> None:
         """Append one OS object to the ledger before it exists: one ``write`` of one line to a
         file opened for appending, so lines never interleave, even from a forked child."""
+        self._append(" ".join([kind, *map(str, values)]) + "\n")
+
+    def _append(self, line: str) -> None:
         if self._ledger is not None and not self._ledger.closed:
-            os.write(self._ledger.fileno(), (" ".join([kind, *map(str, values)]) + "\n").encode())
+            os.write(self._ledger.fileno(), line.encode())
 
     def record_process(self, pid: int) -> None:
         """``process PID STARTTIME SID``. Containers call it from the child itself, between fork
         and exec (ProcessContainer), so the line is there before the program can start anything."""
-        st = reaper.read_stat(pid)
-        if st is not None:
-            self.record("process", pid, st.start_time, st.session)
+        line = reaper.process_line(pid)
+        if line is not None:
+            self._append(line)
 
     def remove(self) -> None:
         if self._ledger is not None:

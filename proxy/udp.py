@@ -149,26 +149,36 @@ class UDPListener:
             self._schedule_sweep()
 
 
-class _Flow:
-    """One client address's datagrams to one endpoint, and the replies."""
+class _FlowState:
+    """What every flow keeps: its listener, client, endpoint and connection record, when it last
+    carried a datagram, and the bytes each way."""
 
-    __slots__ = ("listener", "sock", "fd", "client", "endpoint", "record", "last", "up", "down")
+    __slots__ = ("listener", "client", "endpoint", "record", "last", "up", "down")
 
-    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
+    def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route) -> None:
         self.listener = listener
-        self.sock = sock
         self.client = client
         self.endpoint = route.address
         self.record = route.record
         self.last = _monotonic()
         self.up = 0
         self.down = 0
-        self.fd = sock.fileno()
-        listener.ctx.poller.add_reader(self.fd, self.readable)
 
     @property
     def node(self) -> str:
         return self.record.node
+
+
+class _Flow(_FlowState):
+    """One client address's datagrams to one endpoint, and the replies."""
+
+    __slots__ = ("sock", "fd")
+
+    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
+        super().__init__(listener, client, route)
+        self.sock = sock
+        self.fd = sock.fileno()
+        listener.ctx.poller.add_reader(self.fd, self.readable)
 
     def forward(self, data: bytes) -> None:
         self.last = _monotonic()
@@ -252,24 +262,14 @@ class _ImpairedFlow(_Flow):
         self.loop.call_at(shaper.departure(len(data), now), out, data)
 
 
-class _LocalFlow:
+class _LocalFlow(_FlowState):
     """One client address's datagrams to an in-process server, and its answers."""
 
-    __slots__ = ("listener", "client", "endpoint", "record", "last", "up", "down", "open")
+    __slots__ = ("open",)
 
     def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route) -> None:
-        self.listener = listener
-        self.client = client
-        self.endpoint = route.address
-        self.record = route.record
-        self.last = _monotonic()
-        self.up = 0
-        self.down = 0
+        super().__init__(listener, client, route)
         self.open = True
-
-    @property
-    def node(self) -> str:
-        return self.record.node
 
     def forward(self, data: bytes) -> None:
         self.last = _monotonic()

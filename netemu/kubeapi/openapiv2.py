@@ -20,10 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import openapi, openapiv2_proto
+from . import openapi
 from .discovery import KUBE_VERSION, all_group_versions
 
 JSON = "application/json"
+PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+# the same with a dot for the ``@``: the Content-Type kube-openapi answers both with
+PROTOBUF_DOTTED = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 _V3_REFS, _V2_REFS = "#/components/schemas/", "#/definitions/"
 _VERB = re.compile(r"^(list|read|create|replace|patch|delete)(.*)$")
 
@@ -116,7 +119,9 @@ def document() -> bytes:
 
 @functools.cache
 def protobuf_document() -> bytes:
-    """The same document as gnostic's ``openapi.v2.Document`` message."""
+    """The same document as gnostic's ``openapi.v2.Document`` message (the protobuf classes are
+    built on the first request for it, not at start-up)."""
+    from . import openapiv2_proto
     return openapiv2_proto.encode(json.loads(document()))
 
 
@@ -124,8 +129,8 @@ def protobuf_document() -> bytes:
 # an equally good clause. The ``@`` spelling is answered with the dotted one: Go's mime package
 # (client-go reads the Content-Type with it) refuses the ``@``.
 _SERVED = {JSON: (JSON, document),
-           openapiv2_proto.MEDIA_TYPE: (openapiv2_proto.MEDIA_TYPE_DOTTED, protobuf_document),
-           openapiv2_proto.MEDIA_TYPE_DOTTED: (openapiv2_proto.MEDIA_TYPE_DOTTED, protobuf_document)}
+           PROTOBUF: (PROTOBUF_DOTTED, protobuf_document),
+           PROTOBUF_DOTTED: (PROTOBUF_DOTTED, protobuf_document)}
 
 
 def _clauses(accept: str) -> list[str]:

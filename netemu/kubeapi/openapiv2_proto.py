@@ -22,9 +22,6 @@ from google.protobuf.message import Message
 
 from ..errors import NetemuError
 
-MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-# the same with a dot for the ``@``: the Content-Type kube-openapi answers both with
-MEDIA_TYPE_DOTTED = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 _PACKAGE = "openapi.v2"
 
 # The parameter fields common to the query, path and header sub-schemas, numbered from ``first``.

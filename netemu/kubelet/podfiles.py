@@ -107,9 +107,3 @@ def shell_prefix(setup: PodSetup | None) -> list[str]:
     return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", _ENTER,
             setup.resolv_conf, setup.hosts, setup.hostname]
 
-
-def enter_prefix(files: PodFiles | None, mounts: Sequence[Mount] = ()) -> list[str]:
-    """argv to put before a command so that it runs with the pod's files and hostname, and
-    ``mounts`` (a container's volumes) at their mountPaths; mountns.MountPointError when one
-    cannot be presented."""
-    return shell_prefix(enter_setup(files, mounts))

@@ -28,7 +28,6 @@ import concurrent.futures
 import functools
 import os
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -38,14 +37,13 @@ import yaml
 from netemu import api
 from netemu.api.kinds import resolve_kind
 from netemu.api.objects import KIND_BY_NAME
-from netemu.errors import BackendUnavailableError, ClusterError, NotFoundError, WaitTimeoutError
+from netemu.errors import BackendUnavailableError, ClusterError, NotFoundError
 from netemu.kubeapi.operations import PATH as OPERATIONS
 from netemu.kubelet.execrun import run_plan
 from netemu.scenario.remote import RemoteCluster, RemoteConfig
 from netemu.scenario.remote_api import KubeTarget
 from netemu.scenario.selectors import parse_selector
 
-POLL_INTERVAL = 0.05
 PREFETCHED = ("Pod", "Service", "EndpointSlice", "Deployment", "ReplicaSet", "StatefulSet", "Node", "Namespace")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
@@ -118,6 +116,8 @@ class ApiCapture:
 
 class ApiCluster(RemoteCluster):
     """The steps' cluster on ``netemu run``: every read and change goes through the API."""
+
+    poll_interval = 0.05  # the cluster is local: reading it often is cheap
 
     def __init__(self, target: KubeTarget, client: Any, threads: ClientThreads, directory: Path,
                  info: dict[str, Any], dns_ip: str = "") -> None:
@@ -246,16 +246,6 @@ class ApiCluster(RemoteCluster):
     async def settle(self) -> None:
         await self.operation("POST", "settle", {})
         await self.refresh()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            await self.refresh()
-            if predicate():
-                return
-            if time.monotonic() >= deadline:
-                raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-            await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Every pod ready (``readiness.require_ready`` in the server: its errors, its words)."""

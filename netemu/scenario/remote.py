@@ -107,6 +107,8 @@ def _strip_server_fields(data: dict[str, Any]) -> dict[str, Any]:
 class RemoteCluster:
     """One scenario's view of a cluster reached by its API (see the module's docstring)."""
 
+    poll_interval = POLL_INTERVAL  # seconds between the reads of ``wait_for``
+
     def __init__(self, target: KubeTarget, namespace: str, slug: str, *, capabilities: frozenset[str] = frozenset(),
                  client_image: str = DEFAULT_CLIENT_IMAGE, wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
                  dns_ip: str = ""):
@@ -316,7 +318,7 @@ class RemoteCluster:
             raise PodsStuckError("\n".join(["pods that will not become ready:", *(f"  {s}" for s in stuck)]))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-        """Refresh and check ``predicate`` every ``POLL_INTERVAL`` until true or ``timeout``."""
+        """Refresh and check ``predicate`` every ``poll_interval`` seconds until true or ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             await self.refresh()
@@ -324,7 +326,7 @@ class RemoteCluster:
                 return
             if time.monotonic() >= deadline:
                 raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-            await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
 
     # ------------------------------------------------------------------ changes
 
