@@ -12,10 +12,12 @@ Sockets are never made by address alone: ``start`` takes the ``start_server`` an
 where)``) or, by default, asyncio's own; upstream sockets come from ``make_socket``.
 
 The UDP socket's address is registered with the service proxy as an in-process endpoint
-(``netemu.proxy.local``): on the loopback backend a query sent to the kube-dns ClusterIP is handed
-to ``_UDPProtocol.serve_local`` by the proxy's flow, and the answer leaves the ClusterIP's socket,
-instead of crossing a relay socket and this one. It is answered exactly as a datagram that
-arrives here is; the registration ends with the socket.
+(``netemu.proxy.local``): on the loopback backend a query sent to the kube-dns ClusterIP is answered
+by the proxy's flow from this server's UDP cache (the same dict ``datagram_received`` reads), or
+handed to ``_UDPProtocol.serve_local``, and the answer leaves the ClusterIP's socket, instead of
+crossing a relay socket and this one. It is answered exactly as a datagram that arrives here is;
+the flow stops using the server once its socket is closing, and the registration ends with the
+socket.
 
 No packet can stop the server: a packet too short for a header is dropped, a malformed one
 gets FORMERR, an unexpected error while answering SERVFAIL, and the error is logged.
@@ -175,7 +177,8 @@ class _UDPProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._sendto = transport.sendto  # type: ignore[attr-defined]
-        self._unregister = local.register(transport.get_extra_info("sockname")[:2], self.serve_local)
+        self._unregister = local.register(transport.get_extra_info("sockname")[:2], local.Server(
+            self.serve_local, ready=self._cached, closing=transport.is_closing))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unregister()

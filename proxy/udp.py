@@ -10,19 +10,23 @@ when its endpoint is withdrawn (as kube-proxy clears conntrack entries of remove
 endpoints), or when the listener closes (closing breaks UDP flows, as in the userspace proxy).
 At ``udp_max_flows`` flows the idlest one makes room.
 
-Sockets are plain non-blocking sockets read on readiness callbacks of the proxy's
-``poller.Poller`` (no transports; the poller, unlike uvloop's ``add_reader``, keeps calling a
-flow's reader after an ICMP error on its connected socket, so a flow whose endpoint refused a
-datagram still gets the replies once it answers again): a flow is set up synchronously, and a datagram costs one ``recv`` and one ``send``. A datagram that does
-not fit in a socket buffer is dropped, as a full link would drop it. Impaired flows lose and
-delay datagrams per direction; jitter may reorder them, as on a real link.
+Sockets are plain non-blocking sockets read on readiness callbacks, no transports. A flow's
+connected socket is watched by the proxy's ``poller.Poller``, which, unlike uvloop's
+``add_reader``, keeps calling its reader after an ICMP error (so a flow whose endpoint refused a
+datagram still gets the replies once it answers again). The listener's socket is not connected, so
+the kernel reports no ICMP errors on it: it is watched by the event loop itself, which saves a
+second epoll call per wakeup. A flow is set up synchronously, and a datagram costs one ``recv``
+and one ``send``. A datagram that does not fit in a socket buffer is dropped, as a full link would
+drop it. Impaired flows lose and delay datagrams per direction; jitter may reorder them, as on a
+real link.
 
 On a shared-stack backend an unimpaired flow whose endpoint is an in-process server (``local``:
-the cluster DNS) has no upstream socket: each datagram goes to the server's handler and its
-answers leave the listener's socket, as relayed ones do, so the client sees the same exchange
-and the connection log the same flow; the two hops through the kernel it saves halve the cost of
-a cached DNS answer. If that server stops, the flow's datagrams are lost, as they would be
-refused.
+the cluster DNS) has no upstream socket: an answer the server has at hand (its cache) is looked up
+by the flow itself, any other datagram goes to the server's handler, and the answers leave the
+listener's socket, as relayed ones do, so the client sees the same exchange and the connection log
+the same flow; the two hops through the kernel it saves halve the cost of a cached DNS answer. If
+that server stops, the flow's datagrams are lost, as they would be refused, until a server listens
+at the address again.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ class UDPListener:
         self.flows: dict[tuple[str, int], _Flow | _LocalFlow] = {}
         self._sweeper: Any = None
         self._fd = sock.fileno()
-        ctx.poller.add_reader(self._fd, self._readable)
+        ctx.loop.add_reader(self._fd, self._readable)  # not the poller: see the module's docstring
 
     def set_filter(self, program: bytes | None) -> None:
         attach_filter(self.sock, program)
@@ -62,7 +66,7 @@ class UDPListener:
     def close(self) -> None:
         if self._fd < 0:
             return
-        self.ctx.poller.forget(self._fd)
+        self.ctx.loop.remove_reader(self._fd)
         self._fd = -1
         for flow in list(self.flows.values()):
             flow.close()
@@ -91,9 +95,11 @@ class UDPListener:
 
     def _readable(self) -> None:
         sock, flows = self.sock, self.flows
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        now = _monotonic()  # one reading per batch: when each flow last carried a datagram
         for _ in range(_BATCH):
             try:
-                data, client = sock.recvfrom(_MAX_DATAGRAM)
+                data, client = recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -102,6 +108,18 @@ class UDPListener:
             if flow is None:
                 flow = self._open_flow(client)
                 if flow is None:
+                    continue
+            flow.last = now
+            ready = flow.ready
+            if ready is not None and not flow.closing():
+                hit = ready(data[2:])
+                if hit is not None:  # an in-process server's answer at hand (the cluster DNS's cache)
+                    flow.up += len(data)
+                    flow.down += len(hit) + 2
+                    try:
+                        sendto(data[:2] + hit, client)
+                    except OSError:
+                        pass
                     continue
             flow.forward(data)
 
@@ -114,8 +132,9 @@ class UDPListener:
             self._sweep(make_room=True)
         imp = route.impairment
         impaired = imp is not None and (imp.udp_loss or imp.shapes)
-        if not impaired and self.ctx.in_process_udp and local.lookup(route.address) is not None:
-            return self._add(client, _LocalFlow(self, client, route))
+        server = local.lookup(route.address) if not impaired and self.ctx.in_process_udp else None
+        if server is not None:
+            return self._add(client, _LocalFlow(self, client, route, server))
         sock = self.ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_DGRAM)
         try:
             bind_source(sock, route.source_ip, stream=False)
@@ -173,6 +192,7 @@ class _Flow(_FlowState):
     """One client address's datagrams to one endpoint, and the replies."""
 
     __slots__ = ("sock", "fd")
+    ready = None  # relayed: no answers at hand (see _LocalFlow)
 
     def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
         super().__init__(listener, client, route)
@@ -181,7 +201,6 @@ class _Flow(_FlowState):
         listener.ctx.poller.add_reader(self.fd, self.readable)
 
     def forward(self, data: bytes) -> None:
-        self.last = _monotonic()
         self.up += len(data)
         self.send(data)
 
@@ -235,7 +254,6 @@ class _ImpairedFlow(_Flow):
         self.shaper_down = Shaper(imp, ordered=False, rng=ctx.rng) if shapes else None
 
     def forward(self, data: bytes) -> None:
-        self.last = _monotonic()
         self.up += len(data)
         self._pass(data, self.shaper_up, self.send)
 
@@ -263,27 +281,48 @@ class _ImpairedFlow(_Flow):
 
 
 class _LocalFlow(_FlowState):
-    """One client address's datagrams to an in-process server, and its answers."""
+    """One client address's datagrams to an in-process server, and its answers.
 
-    __slots__ = ("open",)
+    The flow keeps the server it found: an answer at hand (``Server.ready``) costs it no Python
+    call; any other datagram one call of the handler. Once that server is closing, the flow looks
+    the address up again and, if another server has registered it since (a restarted DNS pod at
+    the same address), hands its datagrams to that one, as a relayed flow's would reach whatever
+    now listens at the endpoint; otherwise they are lost, as they would be refused."""
 
-    def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route) -> None:
+    __slots__ = ("open", "server", "ready", "closing", "answer_to", "sendto")
+
+    def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route, server: local.Server) -> None:
         super().__init__(listener, client, route)
         self.open = True
+        self.answer_to = self.answer          # bound once, not per datagram
+        self.sendto = listener.sock.sendto
+        self._use(server)
+
+    def _use(self, server: local.Server) -> None:
+        self.server = server
+        self.ready = server.ready
+        self.closing = server.closing
 
     def forward(self, data: bytes) -> None:
-        self.last = _monotonic()
         self.up += len(data)
-        handler = local.lookup(self.endpoint)  # type: ignore[arg-type]
-        if handler is None:
-            return
-        answer = handler(data, self.client, self.answer)
-        if answer is not None and self.open:   # from the server's cache, at once (the hot path: no more calls)
-            self.down += len(answer)
-            try:
-                self.listener.sock.sendto(answer, self.client)
-            except OSError:
-                pass
+        if self.closing():
+            server = local.lookup(self.endpoint)  # type: ignore[arg-type]
+            if server is None or server is self.server:
+                return
+            self._use(server)
+        ready = self.ready
+        if ready is not None:
+            hit = ready(data[2:])
+            if hit is not None:              # the hot path: a cached answer, from the service address
+                self.down += len(hit) + 2
+                try:
+                    self.sendto(data[:2] + hit, self.client)
+                except OSError:
+                    pass
+                return
+        answer = self.server.handler(data, self.client, self.answer_to)
+        if answer is not None:
+            self.answer(answer, self.client)
 
     def answer(self, data: bytes, _client: tuple[str, int]) -> None:
         """An answer of the server (at once, or later through ``reply``): to the client, from the

@@ -14,9 +14,15 @@ from collections.abc import Iterator
 import pytest
 from dnslib import DNSRecord
 
+from netemu.dns.server import ClusterDNS
 from netemu.proxy import local
+from netemu.proxy.connlog import ConnectionRecord
+from netemu.proxy.route import RelayContext, Route
+from netemu.proxy.serviceport import Verdict
+from netemu.proxy.udp import UDPListener
+from netemu.proxy.worker import SharedStackSockets
 
-from test_dns_helpers import free_loopback, question, running, udp_exchange
+from test_dns_helpers import config, fill, free_loopback, question, running, udp_exchange
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="port 53 and packet capture need root")
 
@@ -116,8 +122,9 @@ async def test_an_impairment_on_kube_dns_still_delays_its_answers(make_cluster):
 async def test_the_server_is_an_in_process_endpoint_while_its_socket_is_open():
     async with running() as server:
         address = (server.host, server.port)
-        handler = local.lookup(address)
-        assert handler is not None
+        registered = local.lookup(address)
+        assert registered is not None
+        handler = registered.handler
         later: list[tuple[bytes, tuple[str, int]]] = []
         reply = lambda data, addr: later.append((data, addr))  # noqa: E731
         query = bytes(question("my-service.default.svc.cluster.local").pack())
@@ -125,10 +132,13 @@ async def test_the_server_is_an_in_process_endpoint_while_its_socket_is_open():
         direct = await udp_exchange(*address, query)
         assert later == [(direct, ("127.0.0.9", 4444))]
         assert handler(query, ("127.0.0.9", 4444), reply) == direct  # from the cache
+        assert registered.ready is not None and query[:2] + registered.ready(query[2:]) == direct
+        assert not registered.closing()
 
         server.udp_transport.close()  # as the container's stop closes it: no more answers at once
         later.clear()
         assert handler(query, ("127.0.0.9", 4444), reply) is None and later == []
+        assert registered.closing()
         for _ in range(100):
             if local.lookup(address) is None:
                 break
@@ -137,6 +147,54 @@ async def test_the_server_is_an_in_process_endpoint_while_its_socket_is_open():
 
 
 def test_only_loopback_addresses_are_registered():
-    unregister = local.register(("10.244.0.5", 53), lambda *a: None)
+    unregister = local.register(("10.244.0.5", 53), local.Server(lambda *a: None))
     assert local.lookup(("10.244.0.5", 53)) is None
     unregister()
+
+
+async def test_a_flow_follows_a_server_restarted_at_the_same_address():
+    """A flow keeps the server it found while that server answers; once it closes, the flow's
+    datagrams go to a server started since at the same address (as relayed datagrams would reach
+    whatever listens at the endpoint), and are lost while there is none."""
+    async with running() as first:
+        endpoint = (first.host, first.port)
+        ctx = RelayContext(asyncio.get_running_loop(), SharedStackSockets(), in_process_udp=True)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((free_loopback(), 0))
+        sock.setblocking(False)
+        record = lambda client: ConnectionRecord(client=client, service_port="kube-system/kube-dns:53/UDP",  # noqa: E731
+                                                 frontend="cluster-ip", node="node-1")
+        listener = UDPListener(ctx, sock, lambda client: Route(Verdict.SERVE, record(client), address=endpoint))
+        service = sock.getsockname()
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind((free_loopback(), 0))
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        query = question("my-service.default.svc.cluster.local").pack()
+
+        async def ask(wait: float = 30.0) -> bytes | None:
+            client.sendto(query, service)
+            try:
+                return await asyncio.wait_for(loop.sock_recv(client, 65535), wait)
+            except TimeoutError:
+                return None
+        try:
+            answer = await ask()   # a miss: through the handler
+            assert answer is not None and DNSRecord.parse(answer).rr
+            assert await ask() == answer  # at hand, from the cache
+            (flow,) = listener.flows.values()
+            await first.close()
+            assert await ask(wait=0.3) is None  # no server: lost
+            second = ClusterDNS(config())
+            fill(second)
+            await second.start(host=endpoint[0], port=endpoint[1])
+            try:
+                assert await ask() == answer
+                assert list(listener.flows.values()) == [flow]  # the same flow, now to the new server
+            finally:
+                await second.close()
+        finally:
+            client.close()
+            ctx.close_all()
+            listener.close()
+            ctx.close()
