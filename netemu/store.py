@@ -17,7 +17,6 @@ import collections
 import datetime
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 
@@ -25,6 +24,7 @@ from netemu.api.kinds import plural, qualified
 from netemu.api.objects import INGRESS_KINDS, STORED_ONLY
 from netemu.errors import AlreadyExistsError, ConflictError, NotFoundError
 from netemu.frozen import evolve
+from netemu.names import new_uid
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Store:
         if admit is not None:
             obj = admit(obj)
         meta = evolve(
-            obj.metadata, uid=obj.metadata.uid or str(uuid.uuid4()), resource_version=self._next_rv(),
+            obj.metadata, uid=obj.metadata.uid or new_uid(), resource_version=self._next_rv(),
             creation_timestamp=obj.metadata.creation_timestamp or now_rfc3339(), generation=1)
         obj = evolve(obj, metadata=meta)
         self._objects[obj.KIND][ns][name] = obj

@@ -1,5 +1,6 @@
 """What the scale work (issue 15) changed on the per-object hot paths keeps its behaviour:
-``evolve`` builds what ``dataclasses.replace`` builds, the store hands each change only to the
+``evolve`` builds what ``dataclasses.replace`` builds, the API classes' direct ``__init__`` builds
+what dataclasses' own does, the store hands each change only to the
 subscribers of its kind (in subscription order, with the subscribers of the moment it is
 delivered), loopback-alias reads a node's network config once and still sees a changed one, and
 a Cluster-policy endpoint set is categorised once for all nodes."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from netemu.api import objects as k8s
 from netemu.cni import host_local, loopback_alias
 from netemu.cni.skel import invoke
-from netemu.frozen import evolve
+from netemu.frozen import evolve, frozen_dataclass
+from netemu.names import new_uid
 from netemu.proxy import proxier
 from netemu.proxy.serviceport import EndpointInfo, Verdict, categorize
 from netemu.store import Store, now_rfc3339
@@ -32,6 +35,46 @@ def test_evolve_builds_what_replace_builds() -> None:
     assert pod.spec.node_name == ""  # the original is untouched
     with pytest.raises(dataclasses.FrozenInstanceError):
         bound.spec.node_name = "node-2"  # type: ignore[misc]
+
+
+def test_the_direct_init_builds_what_the_dataclass_init_builds() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Stock:
+        name: str
+        count: int = 3
+        tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @frozen_dataclass
+    class Direct:
+        name: str
+        count: int = 3
+        tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    assert "__setattr__" not in Direct.__init__.__code__.co_names  # its own: no object.__setattr__ per field
+    for kwargs in ({"name": "a"}, {"name": "b", "count": 0, "tags": {"x": "y"}}):
+        stock, direct = Stock(**kwargs), Direct(**kwargs)
+        assert stock.__dict__ == direct.__dict__ and list(stock.__dict__) == list(direct.__dict__)
+    assert Direct(name="a").tags is not Direct(name="a").tags  # a fresh default each time
+    assert repr(Direct(name="a")) == "test_the_direct_init_builds_what_the_dataclass_init_builds.<locals>.Direct(name='a', count=3, tags={})"
+    for bad in ({}, {"name": "a", "nope": 1}):
+        with pytest.raises(TypeError):
+            Direct(**bad)
+    with pytest.raises(TypeError):
+        Direct("a")  # type: ignore[misc]  # keyword-only, as the stock one
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Direct(name="a").count = 4  # type: ignore[misc]
+    assert k8s.ObjectMeta(name="web") == dataclasses.replace(k8s.ObjectMeta(), name="web")
+    assert "__setattr__" not in k8s.ObjectMeta.__init__.__code__.co_names
+    assert "__setattr__" not in k8s.STORED_ONLY_TYPES[0].__init__.__code__.co_names
+
+
+def test_new_uids_are_random_version_4_uuids() -> None:
+    made = {new_uid() for _ in range(5000)}
+    assert len(made) == 5000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert {text[19] for text in made} == set("89ab")  # every variant nibble turns up
 
 
 def test_evolve_refuses_unknown_fields_and_keeps_post_init() -> None:
@@ -146,3 +189,22 @@ def test_cluster_policy_endpoints_are_categorised_once_for_every_node() -> None:
     assert proxier._categorized(endpoints, "node-2", True) == (Verdict.SERVE, endpoints[1:])  # Local: per node
     assert proxier._categorized(endpoints, "node-3", True) == (Verdict.DROP, ())
     assert proxier._categorized(endpoints, "node-1", True) == (Verdict.SERVE, endpoints[:1])
+
+
+def test_a_watched_deletion_carries_the_deletions_resource_version() -> None:
+    """The change log copies a deleted object with the deletion's version only when a watcher
+    looks at it; what the watcher gets is what it got when the copy was made at once."""
+    from netemu.kubeapi.history import ChangeLog
+    store = Store()
+    changes = ChangeLog(store)
+    store.create(k8s.ConfigMap(metadata=k8s.ObjectMeta(name="a", namespace="default")))
+    store.drain()
+    created = store.resource_version
+    gone = store.delete("ConfigMap", "default", "a")
+    store.drain()
+    watcher = changes.watch("ConfigMap", lambda obj: True, created)
+    change = watcher.queue.get_nowait()
+    assert change.type == "DELETED" and change.rv == created + 1
+    assert change.obj.metadata.resource_version == str(created + 1) and change.obj.metadata.name == "a"
+    assert change.obj is change.obj  # made once
+    assert gone.metadata.resource_version == str(created)  # the store's last state is untouched

@@ -17,12 +17,12 @@ validation, in Kubernetes' words.
 from __future__ import annotations
 
 import re
-import uuid
 import zoneinfo
 from dataclasses import replace
 from typing import Any
 
 from netemu.errors import FieldProblem
+from netemu.names import new_uid
 
 from . import batch as b
 from . import cron
@@ -278,5 +278,5 @@ def validate_cron_job_update(old: b.CronJob, new: b.CronJob) -> list[FieldProble
 
 def prepare_job_for_create(job: b.Job) -> b.Job:
     """The Job strategy at create: the uid the store will keep, then the generated selector."""
-    uid = str(uuid.uuid4())
+    uid = new_uid()
     return generate_selector(replace(job, metadata=replace(job.metadata, uid=uid)), uid)

@@ -12,8 +12,10 @@ Objects never change in place: controllers make new ones with ``dataclasses.repl
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Mapping, Union
+
+from netemu.frozen import frozen_dataclass, with_direct_init
 
 IntOrString = Union[int, str]
 
@@ -37,7 +39,7 @@ def _extra() -> Any:
     return field(default_factory=dict, repr=False, compare=False)
 
 
-frozen = dataclass(frozen=True, kw_only=True)
+frozen = frozen_dataclass
 
 # --------------------------------------------------------------------------- metadata
 
@@ -1409,13 +1411,13 @@ STORED_ONLY: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
 
 def _stored_only(api_version: str, kind: str, namespaced: bool) -> type:
     """A frozen type with ``metadata`` and, verbatim in ``extra``, whatever else the object has."""
-    return dataclasses.make_dataclass(
+    return with_direct_init(dataclasses.make_dataclass(
         kind, [("api_version", str, field(default=api_version)), ("kind", str, field(default=kind)),
                ("metadata", ObjectMeta, field(default_factory=ObjectMeta)), ("extra", Mapping[str, Any], _extra())],
         frozen=True, kw_only=True,
         namespace={"API_VERSION": api_version, "KIND": kind, "NAMESPACED": namespaced, "IGNORED": _EveryField(),
                    "STORED_ONLY": True, "__module__": __name__,
-                   "__doc__": f"{api_version} {kind}: stored and served as given; netemu does not emulate it."})
+                   "__doc__": f"{api_version} {kind}: stored and served as given; netemu does not emulate it."}))
 
 
 STORED_ONLY_TYPES: tuple[type, ...] = tuple(_stored_only(v, k, ns) for v, k, ns, _ in STORED_ONLY)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from dataclasses import replace
 
 from netemu import events
@@ -30,6 +29,7 @@ from netemu.api.batchrules import default_job, generate_selector
 from netemu.api.objects import ObjectMeta, ObjectReference
 from netemu.clock import parse_rfc3339, rfc3339
 from netemu.errors import AlreadyExistsError
+from netemu.names import new_uid
 
 from . import podutil
 from .clocked import ClockedController
@@ -158,7 +158,7 @@ class CronJobController(ClockedController):
             metadata=ObjectMeta(name=name, namespace=cj.metadata.namespace, labels=dict(template.metadata.labels),
                                 annotations=annotations, owner_references=(owner_reference(cj),)),
             spec=template.spec))
-        uid = str(uuid.uuid4())
+        uid = new_uid()
         job = generate_selector(replace(job, metadata=replace(job.metadata, uid=uid)), uid)
         try:
             created = self._store.create(job)

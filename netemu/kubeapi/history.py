@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from netemu.frozen import evolve
@@ -21,11 +20,25 @@ from netemu.store import DELETED, Event, Store
 DEFAULT_CAPACITY = 10_000
 
 
-@dataclass(frozen=True)
 class Change:
-    type: str  # ADDED, MODIFIED or DELETED
-    obj: Any   # for DELETED the last state, its resourceVersion the deletion's
-    rv: int
+    """One change: ``type`` ADDED, MODIFIED or DELETED, ``obj`` (for DELETED the last state with
+    the deletion's resourceVersion) and ``rv``. A deletion's copy of the object is made when a
+    watcher first looks at it: most deletions (old events making room) are never watched."""
+
+    __slots__ = ("type", "rv", "_obj", "_deleted")
+
+    def __init__(self, type: str, obj: Any, rv: int, *, deleted: bool = False) -> None:
+        self.type = type
+        self.rv = rv
+        self._obj = obj
+        self._deleted = deleted  # obj is still the stored last state, with its older version
+
+    @property
+    def obj(self) -> Any:
+        if self._deleted:
+            self._obj = evolve(self._obj, metadata=evolve(self._obj.metadata, resource_version=str(self.rv)))
+            self._deleted = False
+        return self._obj
 
 
 class TooOld(Exception):
@@ -62,8 +75,7 @@ class ChangeLog:
     def _on_event(self, event: Event) -> None:
         if event.type == DELETED:
             rv = self._last_rv + 1
-            meta = evolve(event.old.metadata, resource_version=str(rv))
-            change = Change(DELETED, evolve(event.old, metadata=meta), rv)
+            change = Change(DELETED, event.old, rv, deleted=True)
         else:
             rv = int(event.new.metadata.resource_version)
             change = Change(event.type, event.new, rv)

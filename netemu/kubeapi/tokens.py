@@ -23,7 +23,6 @@ import binascii
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from netemu import statedir
 from netemu.errors import NetemuError
+from netemu.names import new_uid
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (ISSUER,)  # kube-apiserver's --api-audiences default: the issuer
@@ -139,7 +139,7 @@ class TokenIssuer:
                 private["warnafter"] = issued_at + asked
         claims = {"iss": ISSUER, "sub": f"{USER_PREFIX}{namespace}:{service_account.metadata.name}",
                   "aud": list(audiences), "iat": issued_at, "nbf": issued_at, "exp": issued_at + lifetime,
-                  "jti": str(uuid.uuid4()), "kubernetes.io": private}
+                  "jti": new_uid(), "kubernetes.io": private}
         signing_input = f"{self._header}.{_b64(_json(claims))}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
         signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")  # JWS: r || s

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import time
+import weakref
 from collections import ChainMap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -714,6 +715,45 @@ class PodWorker:
         self.done.set()
 
 
+class _NodePods:
+    """One store subscription for every kubelet of a store: a Pod event goes only to the kubelet
+    of the pod's node (``spec.nodeName``: unbound pods go nowhere, and a bound pod's node never
+    changes), not to each of 20 kubelets to be filtered out by 19."""
+
+    _by_store: "weakref.WeakKeyDictionary[Store, _NodePods]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, store: Store) -> "_NodePods":
+        router = cls._by_store.get(store)
+        if router is None:
+            router = cls._by_store[store] = cls(store)
+        return router
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._handlers: dict[str, Callable[[Event], None]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def add(self, node: str, handler: Callable[[Event], None]) -> Callable[[], None]:
+        """Send the events of ``node``'s pods to ``handler``; returns the function that stops it."""
+        self._handlers[node] = handler
+        if self._unsubscribe is None:
+            self._unsubscribe = self._store.subscribe(self._route, kinds=["Pod"])
+
+        def remove() -> None:
+            if self._handlers.get(node) is handler:
+                del self._handlers[node]
+            if not self._handlers and self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+        return remove
+
+    def _route(self, event: Event) -> None:
+        handler = self._handlers.get(event.obj.spec.node_name)
+        if handler is not None:
+            handler(event)
+
+
 class Kubelet:
     def __init__(self, node: NodeNetwork, store: Store, fabric: Fabric, *, log_dir: Path,
                  record_process: Callable[[int], None], process_env: Mapping[str, str] | None = None,
@@ -742,7 +782,7 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self._logs = LogFiles()  # built-in images' logs, through a bounded number of open files
         self._config_changed = asyncio.Event()
-        self._unsubscribe = store.subscribe(self._on_pod, kinds=["Pod"])
+        self._unsubscribe = _NodePods.of(store).add(self.node.name, self._on_pod)
         self._unsubscribe_config = store.subscribe(self._on_config, kinds=["ConfigMap", "Secret"])
         for pod in store.list("Pod"):
             self._on_pod(Event("ADDED", None, pod))
