@@ -30,6 +30,7 @@ from netemu.controllers import nodelifecycle
 from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
 from netemu.forkserver import ForkServer
+from netemu.sandbox import SandboxHelper
 from netemu import system
 from netemu.kubelet import mountns, podfiles
 from netemu.kubelet.execrun import ExecResult, run_plan
@@ -39,6 +40,7 @@ from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
 BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for it to finish
+SANDBOX_START_AFTER = 150  # pieces of pod set-up (about three a pod) before the sandbox helper starts
 
 
 
@@ -58,7 +60,11 @@ class Cluster:
         self.store = Store()
         self.clock = Clock()  # what Jobs and CronJobs go by; tests advance it (netemu.clock)
         self.state = ClusterState(config)
-        self.fabric = make_fabric(config, self.state)
+        # Writes pods' files (CNI, resolv.conf and hosts, volumes) in a process of its own once a
+        # cluster has many pods to set up; the cluster does it itself until then.
+        self.sandbox = SandboxHelper(record=self.state.record_process, log_path=self.state.path("sandbox.log"),
+                                     start_after=SANDBOX_START_AFTER)
+        self.fabric = make_fabric(config, self.state, self.sandbox)
         # Starts the containers' processes (on the first one's start): cheaper than forking this process.
         self.forkserver = ForkServer(self.state.path(LEDGER), env={**os.environ, **self.state.process_env},
                                      record=self.state.record_process, log_path=self.state.path("forkserver.log"))
@@ -277,6 +283,7 @@ class Cluster:
         self.store.create(node)
         if not self.kubelets:
             self._stack.push_async_callback(self.forkserver.close)  # once the kubelets have stopped
+            self._stack.push_async_callback(self.sandbox.close)
             self._stack.push_async_callback(self._stop_kubelets)
         self._start_kubelet(net)
 
@@ -292,7 +299,7 @@ class Cluster:
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
             extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images}, service_env=self.service_env,
-            forkserver=self.forkserver)
+            forkserver=self.forkserver, sandbox=self.sandbox)
         if self.in_cluster is not None:
             self.in_cluster.equip(self.kubelets[net.name])
 

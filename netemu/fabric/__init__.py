@@ -20,11 +20,14 @@ def routes_outside_loopback() -> list[str]:
     return found
 
 
-def make_fabric(config, state) -> Fabric:  # noqa: ANN001 - config.ClusterConfig, state.ClusterState
+def make_fabric(config, state, sandbox=None) -> Fabric:  # noqa: ANN001 - ClusterConfig, ClusterState, SandboxHelper
+    """The backend's fabric; ``sandbox`` (netemu.sandbox) runs the loopback backend's CNI plugin."""
     from netemu.errors import ClusterError
     if config.backend == "loopback":
         from .loopback import LoopbackFabric
-        return LoopbackFabric(config, state)
+        fabric = LoopbackFabric(config, state)
+        fabric.sandbox = sandbox
+        return fabric
     if config.backend == "netns":
         from .netns import NetnsFabric
         return NetnsFabric(config, state)

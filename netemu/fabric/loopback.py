@@ -3,7 +3,8 @@
 Linux treats the whole of 127/8 as local on ``lo``, so no interface or route is ever created
 and no privilege is needed (except for ports below 1024). Pods still get their addresses the way
 a container runtime gets them: from netemu's CNI plugin (``loopback-alias`` over host-local IPAM),
-called in-process with the spec's request and result types. Every pod shares the host's network
+called with the spec's request and result types, in the sandbox helper's process when it runs
+(netemu.sandbox), in-process otherwise. Every pod shares the host's network
 stack: sockets are made by address, and processes run as they are.
 """
 from __future__ import annotations
@@ -12,8 +13,10 @@ import asyncio
 import socket
 from typing import Any, Awaitable, Callable
 
+from netemu import sandbox
 from netemu.config import ClusterConfig
 from netemu.errors import CNIError, FabricError
+from netemu.sandbox import SandboxHelper
 from netemu.state import ClusterState
 
 from .base import NodeNetwork, PodNetwork
@@ -27,6 +30,7 @@ class LoopbackFabric:
         self.state = state
         self.nodes: dict[str, NodeNetwork] = {}
         self._cni_dir = state.path("cni")
+        self.sandbox: SandboxHelper | None = None  # runs the plugin in a process of its own (netemu.sandbox)
 
     async def start(self) -> None:
         self._cni_dir.mkdir(exist_ok=True)
@@ -46,24 +50,24 @@ class LoopbackFabric:
         from netemu.cni import loopback_alias
         return loopback_alias.network_config(f"netemu-{node}", self.nodes[node].pod_cidr, str(self._cni_dir))
 
-    def _invoke(self, command: str, node: str, container_id: str) -> Any:
-        from netemu.cni import loopback_alias, skel
+    async def _invoke(self, command: str, node: str, container_id: str) -> tuple[str, str] | None:
+        """The ADD result's address and gateway, or None; run by the sandbox helper when it is ready."""
         try:
-            return skel.invoke(loopback_alias.PLUGIN, command, self._netconf(node),
-                               container_id=container_id, netns="", ifname="eth0")
+            return await sandbox.run(self.sandbox, "loopback_cni", command, self._netconf(node), container_id, "eth0")
         except CNIError as exc:
             raise FabricError(f"CNI {command} for pod sandbox {container_id[:8]} on {node}: {exc.msg}") from exc
 
     async def add_pod(self, node: str, container_id: str, namespace: str, pod: str) -> PodNetwork:
         if node not in self.nodes:
             raise FabricError(f'node "{node}" is not part of this cluster')
-        result = self._invoke("ADD", node, container_id)
-        ip = result.ips[0]
-        return PodNetwork(ip=str(ip.address.ip), gateway=str(ip.gateway or ""), sandbox="")
+        added = await self._invoke("ADD", node, container_id)
+        assert added is not None
+        ip, gateway = added
+        return PodNetwork(ip=ip, gateway=gateway, sandbox="")
 
     async def remove_pod(self, node: str, container_id: str) -> None:
         if node in self.nodes:
-            self._invoke("DEL", node, container_id)
+            await self._invoke("DEL", node, container_id)
 
     async def start_server(self, where: str, client_connected_cb: Callable[..., Awaitable[None]],
                            host: str, port: int, **kw: Any) -> asyncio.AbstractServer:

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from netemu import events
+from netemu import events, sandbox
 from netemu.api import objects as k8s
 from netemu.errors import InvalidError, NetemuError, NotFoundError
 from netemu.fabric.base import Fabric, NodeNetwork
 from netemu.forkserver import ForkServer
 from netemu.images.golang import go_duration
+from netemu.sandbox import SandboxHelper
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
 from . import envvars, podfiles, probes
@@ -574,11 +575,12 @@ class PodWorker:
             self.publish()
             return
         self.ip = net.ip
-        self.files = self._write_files()
+        self.files = await self._write_files()
         if self.files is not None and self.pod.spec.volumes:  # mounted before anything starts
             self.volumes = PodVolumes(self.files.volumes, self.pod, lookup=kl.config_lookup(self.pod),
                                       token_source=lambda: kl.service_account_token,
-                                      event=lambda reason, message: self.event(events.WARNING, reason, message))
+                                      event=lambda reason, message: self.event(events.WARNING, reason, message),
+                                      helper=kl.sandbox)
             self.publish()  # ContainerCreating while the volumes are not there
             await self.volumes.set_up(kl.config_changed_event)
         self.sandbox_ready = True
@@ -616,7 +618,7 @@ class PodWorker:
             await asyncio.gather(w.stop(max(deadline - time.monotonic(), 0.0)), return_exceptions=True)
         self.publish()
 
-    def _write_files(self) -> podfiles.PodFiles | None:
+    async def _write_files(self) -> podfiles.PodFiles | None:
         kl = self.kubelet
         if kl.pod_dir is None:
             return None
@@ -627,8 +629,9 @@ class PodWorker:
         if kl.dns is not None:
             from netemu.dns import resolv_conf
             text = resolv_conf(self.pod, kl.dns.dns_ip, zone, kl.dns.node_resolv_conf)
-        return podfiles.write(kl.pod_dir / self.uid, resolv_conf=text, pod_ip=self.ip,
-                              hostname=self.hostname, fqdn=fqdn)
+        directory = kl.pod_dir / self.uid
+        await sandbox.run(kl.sandbox, "pod_files", str(directory), text, self.ip, self.hostname, fqdn)
+        return podfiles.PodFiles(directory, self.hostname)
 
     def process_prefix(self, container: ContainerWorker | None = None) -> list[str]:
         """argv before any process of this pod: into its network, then its files and hostname,
@@ -760,13 +763,14 @@ class Kubelet:
                  restart_backoff: float = 10.0,
                  restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
                  extra_images: Mapping[str, Any] | None = None, service_env: ServiceEnvIndex | None = None,
-                 forkserver: ForkServer | None = None):
+                 forkserver: ForkServer | None = None, sandbox: SandboxHelper | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
         self.log_dir = log_dir
         self.record_process = record_process  # called in each container's child, with its own pid
         self.forkserver = forkserver  # starts the containers' processes (netemu.forkserver), when given
+        self.sandbox = sandbox  # writes pods' files in a process of its own (netemu.sandbox), when given
         self.process_env = dict(process_env or {})  # added to every process of a pod
         self.restart_backoff = restart_backoff
         self.restart_backoff_max = restart_backoff_max

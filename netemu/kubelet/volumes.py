@@ -37,7 +37,10 @@ from typing import Any, Callable, Mapping
 from netemu.api import objects as k8s
 from netemu.api.validation import decoded
 from netemu.api.volumes import unemulated_source
+from netemu import sandbox
 from netemu.errors import NetemuError
+from netemu.sandbox import SandboxHelper
+from netemu.sandboxd import Payload, volume_files
 
 from . import atomicwriter, envvars
 from .atomicwriter import FileProjection
@@ -217,25 +220,14 @@ def _default(mode: int | None) -> int:
 # --------------------------------------------------------------------------- the pod's volumes
 
 
-def _make_volume_dir(target: Path, mode: int) -> None:
-    """``target`` as a directory with ``mode`` when it is new; one that is there is left as it is."""
-    try:
-        os.mkdir(target)
-    except FileExistsError:
-        if not target.is_dir():
-            raise
-        return
-    except FileNotFoundError:  # the pod's volumes directory is not there yet either
-        os.makedirs(target, exist_ok=True)
-    os.chmod(target, mode)
-
-
 class PodVolumes:
     """The volumes of one pod on this node (see the module's docstring)."""
 
     def __init__(self, directory: Path, pod: k8s.Pod, *, lookup: Lookup,
-                 token_source: Callable[[], TokenSource | None], event: Callable[[str, str], None]):
+                 token_source: Callable[[], TokenSource | None], event: Callable[[str, str], None],
+                 helper: SandboxHelper | None = None):
         self.directory = directory
+        self._helper = helper  # writes the files at set-up when it is ready (netemu.sandbox)
         self.pod = pod
         self._lookup = lookup
         self._token_source = token_source
@@ -310,16 +302,26 @@ class PodVolumes:
         self._tokens[key] = jwt.encode()
         return self._tokens[key]
 
+    def _request(self, volume: k8s.Volume) -> tuple[str, int, Payload | None]:
+        """What writing ``volume`` takes (netemu.sandboxd.volume_files' arguments); VolumeError
+        when its payload cannot be made (yet)."""
+        payload = self.payload(volume)  # first: a failure leaves what is there untouched
+        return (str(self.path(volume.name)), SECRET_DIR_MODE if volume.secret is not None else VOLUME_DIR_MODE,
+                {path: (fp.data, fp.mode) for path, fp in payload.items()} if payload is not None else None)
+
     def write(self, volume: k8s.Volume) -> None:
         """Make ``volume``'s directory and (re)write its files; VolumeError when it cannot."""
-        target = self.path(volume.name)
-        payload = self.payload(volume)  # first: a failure leaves what is there untouched
-        _make_volume_dir(target, SECRET_DIR_MODE if volume.secret is not None else VOLUME_DIR_MODE)
-        if payload is not None:
-            try:
-                atomicwriter.write(target, payload)
-            except atomicwriter.PayloadError as exc:
-                raise VolumeError(str(exc)) from exc
+        try:
+            volume_files(*self._request(volume))
+        except atomicwriter.PayloadError as exc:
+            raise VolumeError(str(exc)) from exc
+
+    async def _write_through_helper(self, volume: k8s.Volume) -> None:
+        """``write``, the files written by the sandbox helper when it is ready."""
+        try:
+            await sandbox.run(self._helper, "volume_files", *self._request(volume))
+        except atomicwriter.PayloadError as exc:
+            raise VolumeError(str(exc)) from exc
 
     def _write_each(self, volumes: tuple[k8s.Volume, ...]) -> tuple[k8s.Volume, ...]:
         """Write ``volumes``; those that failed, each reported by the kubelet's FailedMount warning."""
@@ -328,9 +330,22 @@ class PodVolumes:
             try:
                 self.write(volume)
             except VolumeError as exc:
-                failed.append(volume)
-                self._event("FailedMount", f'MountVolume.SetUp failed for volume "{volume.name}" : {exc}')
+                failed.append(self._failed(volume, exc))
         return tuple(failed)
+
+    async def _set_up_each(self, volumes: tuple[k8s.Volume, ...]) -> tuple[k8s.Volume, ...]:
+        """``_write_each`` at set-up: through the sandbox helper."""
+        failed = []
+        for volume in volumes:
+            try:
+                await self._write_through_helper(volume)
+            except VolumeError as exc:
+                failed.append(self._failed(volume, exc))
+        return tuple(failed)
+
+    def _failed(self, volume: k8s.Volume, exc: VolumeError) -> k8s.Volume:
+        self._event("FailedMount", f'MountVolume.SetUp failed for volume "{volume.name}" : {exc}')
+        return volume
 
     async def set_up(self, changed: Callable[[], asyncio.Event]) -> None:
         """Write every volume, retrying the failed ones at each change of a ConfigMap or Secret
@@ -343,7 +358,7 @@ class PodVolumes:
                             self.pod.metadata.namespace, self.pod.metadata.name, volume.name, source)
         while True:
             next_change = changed()
-            pending = self._write_each(pending)
+            pending = await self._set_up_each(pending)
             if not pending:
                 break
             try:

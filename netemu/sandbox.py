@@ -1,0 +1,206 @@
+"""The sandbox helper: a second process for the file work of setting up pods.
+
+Bringing up a pod writes files: the CNI plugin's IP reservation (host-local's files and lock),
+the pod's resolv.conf and hosts, and each volume's files (the service account token's among
+them), about a third of what a built-in-image pod costs the cluster's process, all of it on its
+one core. A container runtime does this work in processes of its own (the CNI plugin is a
+program it runs); here one helper process does it (netemu.sandboxd, the same functions the
+cluster would call), on the machine's other core, while the cluster's loop goes on with the
+controllers, the kubelets' bookkeeping, the proxy and DNS.
+
+The helper is started in the background when the cluster starts (``start``) and used once it has
+answered a first request (``ready``). ``run(helper, operation, *args)`` is the one way to do a
+piece of this work: through the helper when it is ready, otherwise (not started yet, gone, or a
+request too big for one message, such as a volume of a large ConfigMap) by calling the same
+function here. Requests are served in order, so a pod's CNI DEL comes after its ADD. The helper
+dies with the cluster (netemu.spawn.cluster_child_setup) and exits when ``close`` closes its
+socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import pickle
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from netemu.sandboxd import OPERATIONS, decode_error
+from netemu.spawn import cluster_child_setup, spawn
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 64 * 1024  # bytes; well inside a socket buffer, so one message always fits
+CLOSE_WAIT = 5.0         # seconds for the helper to exit once its socket is closed
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from netemu.sandboxd import main; main()"
+
+
+class Unavailable(Exception):
+    """The helper cannot do this request: it is not running, went away before answering, or the
+    request is too big for one message. The caller does the work itself."""
+
+
+class SandboxHelper:
+    """``start`` (in the background), ``ready``, ``call(operation, *args)``, ``close``."""
+
+    def __init__(self, *, record: Callable[[int], None], log_path: Path | None = None, start_after: int = 0) -> None:
+        self.record = record              # records the helper in the cluster's ledger (from its child)
+        self.log_path = log_path
+        self.start_after = start_after    # requests done here before the helper is started
+        self.ready = False
+        self.answered = 0                 # requests the helper has answered
+        self._uses = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._writing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.returncode is None else None
+
+    def start(self) -> None:
+        """Start the helper in the background; it becomes ``ready`` once it has answered."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+
+    def note_use(self) -> None:
+        """One more piece of work to do: the helper starts with the ``start_after``-th, so a small
+        cluster (a test's, a walkthrough's) runs no process for it."""
+        self._uses += 1
+        if self._starting is None and self._uses >= self.start_after:
+            self.start()
+
+    async def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with open(self.log_path or os.devnull, "ab") as log_file:
+                self._process = await spawn(
+                    sys.executable, "-I", "-c", _MAIN, stdin=theirs.fileno(), stdout=asyncio.subprocess.DEVNULL,
+                    stderr=log_file, setup=cluster_child_setup(os.getpid(), self.record))
+        except Exception as exc:  # noqa: BLE001 - without the helper the cluster does the work itself
+            log.warning("sandbox helper: cannot start: %s", exc)
+            ours.close()
+            return
+        except BaseException:  # cancelled by ``close``
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+        try:
+            await self.call("ping")
+        except Unavailable:
+            return
+        self.ready = self._sock is not None
+
+    async def call(self, operation: str, *args: Any) -> Any:
+        """What ``netemu.sandboxd.OPERATIONS[operation](*args)`` returns, done by the helper, its
+        exception (CNIError, OSError, atomicwriter.PayloadError) raised here; ``Unavailable``
+        when the helper cannot do it."""
+        if self._sock is None:
+            raise Unavailable("the sandbox helper is not running")
+        self._next_id += 1
+        request_id = self._next_id
+        message = pickle.dumps((request_id, operation, args), pickle.HIGHEST_PROTOCOL)
+        if len(message) > MAX_REQUEST:
+            raise Unavailable(f"a {operation} request of {len(message)} bytes")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._outbox.append(message)
+        self._flush()
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _flush(self) -> None:
+        sock = self._sock
+        while self._outbox and sock is not None:
+            try:
+                sock.send(self._outbox[0])
+            except BlockingIOError:
+                if not self._writing:
+                    self._writing = True
+                    asyncio.get_running_loop().add_writer(sock.fileno(), self._flush)
+                return
+            except OSError as exc:
+                self._disconnect(Unavailable(f"the sandbox helper is gone: {exc}"))
+                return
+            self._outbox.popleft()
+        if self._writing and sock is not None:
+            self._writing = False
+            asyncio.get_running_loop().remove_writer(sock.fileno())
+
+    def _on_readable(self) -> None:
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._disconnect(Unavailable("the sandbox helper exited"))
+                return
+            request_id, ok, value = pickle.loads(data)
+            self.answered += 1
+            future = self._pending.pop(request_id, None)
+            if future is None or future.done():  # its caller was cancelled
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(decode_error(value))
+
+    def _disconnect(self, reason: Exception) -> None:
+        """The helper is gone (or going): callers do the work themselves from now on."""
+        self.ready = False
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(sock.fileno())
+            if self._writing:
+                loop.remove_writer(sock.fileno())
+                self._writing = False
+            sock.close()
+        self._outbox.clear()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(reason)
+
+    async def close(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        self._disconnect(Unavailable("the sandbox helper was closed"))
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), CLOSE_WAIT)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def run(helper: SandboxHelper | None, operation: str, *args: Any) -> Any:
+    """``netemu.sandboxd.OPERATIONS[operation](*args)``: by ``helper`` when it is ready, by this
+    process otherwise (the same function, the same files, the same answer or exception)."""
+    if helper is not None:
+        helper.note_use()
+    if helper is not None and helper.ready:
+        try:
+            return await helper.call(operation, *args)
+        except Unavailable:
+            pass
+    return OPERATIONS[operation](*args)
