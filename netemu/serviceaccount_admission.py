@@ -19,15 +19,15 @@ the batch being planned, the cluster's components in the store).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 from netemu.api.objects import (
     ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, ObjectMeta, Pod,
     PodSpec, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 )
-from netemu.names import random_suffix
 from netemu.errors import AlreadyExistsError, InvalidError
+from netemu.frozen import evolve
+from netemu.names import random_suffix
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -97,7 +97,7 @@ def _with_mount(containers: tuple[Any, ...], volume: str) -> tuple[Any, ...]:
     out = []
     for c in containers:
         if not any(m.mount_path == TOKEN_MOUNT_PATH for m in c.volume_mounts):
-            c = dataclasses.replace(c, volume_mounts=c.volume_mounts + (
+            c = evolve(c, volume_mounts=c.volume_mounts + (
                 VolumeMount(name=volume, mount_path=TOKEN_MOUNT_PATH, read_only=True),))
         out.append(c)
     return tuple(out)
@@ -110,7 +110,7 @@ def _mount_token(spec: PodSpec) -> PodSpec:
     name = TOKEN_VOLUME_PREFIX + random_suffix()
     while name in taken:
         name = TOKEN_VOLUME_PREFIX + random_suffix()
-    return dataclasses.replace(spec, volumes=spec.volumes + (token_volume(name),),
+    return evolve(spec, volumes=spec.volumes + (token_volume(name),),
                                containers=_with_mount(spec.containers, name),
                                init_containers=_with_mount(spec.init_containers, name))
 
@@ -127,10 +127,10 @@ def admit_pod(pod: Pod, find: FindServiceAccount, *, mount_token: bool = True) -
     extra = {**spec.extra, "serviceAccount": name}
     if not extra.get("imagePullSecrets") and sa.image_pull_secrets:
         extra["imagePullSecrets"] = [{"name": ref.name} for ref in sa.image_pull_secrets]
-    spec = dataclasses.replace(spec, service_account_name=name, extra=extra)
+    spec = evolve(spec, service_account_name=name, extra=extra)
     if mount_token and _automount(pod, sa):
         spec = _mount_token(spec)
-    return dataclasses.replace(pod, spec=spec)
+    return evolve(pod, spec=spec)
 
 
 def keep_admitted(live: Pod, new: Pod) -> Pod:
@@ -144,19 +144,19 @@ def keep_admitted(live: Pod, new: Pod) -> Pod:
     for key in ("serviceAccount", "imagePullSecrets"):
         if key not in extra and key in live.spec.extra:
             extra[key] = live.spec.extra[key]
-    spec = dataclasses.replace(spec, service_account_name=live.spec.service_account_name, extra=extra)
+    spec = evolve(spec, service_account_name=live.spec.service_account_name, extra=extra)
     injected = next((v for v in live.spec.volumes if is_token_volume(v)), None)
     if injected is not None and not any(v.name == injected.name for v in spec.volumes):
         def keep_mounts(old: tuple[Any, ...], containers: tuple[Any, ...]) -> tuple[Any, ...]:
             mounted = {c.name for c in old if any(m.name == injected.name for m in c.volume_mounts)}
-            return tuple(dataclasses.replace(c, volume_mounts=c.volume_mounts + (
+            return tuple(evolve(c, volume_mounts=c.volume_mounts + (
                 VolumeMount(name=injected.name, mount_path=TOKEN_MOUNT_PATH, read_only=True),))
                 if c.name in mounted and not any(m.name == injected.name for m in c.volume_mounts) else c
                 for c in containers)
-        spec = dataclasses.replace(spec, volumes=spec.volumes + (injected,),
+        spec = evolve(spec, volumes=spec.volumes + (injected,),
                                    containers=keep_mounts(live.spec.containers, spec.containers),
                                    init_containers=keep_mounts(live.spec.init_containers, spec.init_containers))
-    return dataclasses.replace(new, spec=spec)
+    return evolve(new, spec=spec)
 
 
 __all__ = ["DEFAULT_SERVICE_ACCOUNT", "ROOT_CA_CONFIGMAP", "ROOT_CA_KEY", "ServiceAccountForbiddenError",

@@ -145,7 +145,9 @@ async def test_ten_percent_loss_over_2000_udp_probes(net: Net) -> None:
         transport.close()
     lost = 2000 - (received - 1)
     assert 0.07 <= lost / 2000 <= 0.13, lost
-    assert lost == stats_lost(net)
+    # The wire counts every frame it drops on the link: the probes, and on a busy machine now and
+    # then a neighbour (ARP) probe of the nodes' own, which the same 10% may drop.
+    assert lost <= stats_lost(net) <= lost + 2
 
 
 def stats_lost(net: Net) -> int:

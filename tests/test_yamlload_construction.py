@@ -75,9 +75,12 @@ def test_an_alias_shares_one_object_so_nested_aliases_stay_cheap() -> None:
     assert data["l1"][0] is data["l0"]
 
 
-def test_a_node_inside_itself_is_left_to_pyyaml() -> None:
+def test_a_node_inside_itself_is_left_to_pyyaml_and_refused_as_endlessly_deep() -> None:
     (index, data, problems), = yamlload._split_documents("a: &a [1, *a]\n", "t.yaml", [])
-    assert data["a"][1] is data["a"]
+    assert data is yamlload._TOO_DEEP  # PyYAML builds a list inside itself: deeper than any limit
+    with pytest.raises(ManifestErrors) as err:
+        yamlload.load_text("a: &a [1, *a]\n", source="t.yaml")
+    assert "exceeded maximum nesting depth of 100" in str(err.value)
 
 
 def test_a_repeated_key_is_still_named_with_its_place() -> None:

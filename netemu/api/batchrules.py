@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from dataclasses import replace
 from typing import Any
 
 from netemu.errors import FieldProblem
+from netemu.frozen import evolve
 from netemu.names import new_uid
 
 from . import batch as b
@@ -52,30 +52,30 @@ def _default_job_spec(spec: b.JobSpec) -> b.JobSpec:
     backoff = spec.backoff_limit
     if backoff is None:
         backoff = 2**31 - 1 if spec.extra.get("backoffLimitPerIndex") is not None else 6
-    return replace(spec, completions=completions, parallelism=1 if parallelism is None else parallelism,
+    return evolve(spec, completions=completions, parallelism=1 if parallelism is None else parallelism,
                    backoff_limit=backoff, completion_mode=spec.completion_mode or "NonIndexed",
                    suspend=False if spec.suspend is None else spec.suspend, pod_replacement_policy=replacement,
-                   template=replace(spec.template, spec=_pod_spec(spec.template.spec)))
+                   template=evolve(spec.template, spec=_pod_spec(spec.template.spec)))
 
 
 def default_job(job: b.Job) -> b.Job:
     meta = job.metadata
     if not meta.labels and job.spec.template.metadata.labels:
-        meta = replace(meta, labels=dict(job.spec.template.metadata.labels))
-    return replace(job, metadata=meta, spec=_default_job_spec(job.spec))
+        meta = evolve(meta, labels=dict(job.spec.template.metadata.labels))
+    return evolve(job, metadata=meta, spec=_default_job_spec(job.spec))
 
 
 def default_cron_job(cj: b.CronJob) -> b.CronJob:
     spec = cj.spec
     job_spec = spec.job_template.spec
-    job_spec = replace(job_spec, template=replace(job_spec.template, spec=_pod_spec(job_spec.template.spec)))
-    return replace(cj, spec=replace(
+    job_spec = evolve(job_spec, template=evolve(job_spec.template, spec=_pod_spec(job_spec.template.spec)))
+    return evolve(cj, spec=evolve(
         spec, concurrency_policy=spec.concurrency_policy or "Allow",
         suspend=False if spec.suspend is None else spec.suspend,
         successful_jobs_history_limit=3 if spec.successful_jobs_history_limit is None
         else spec.successful_jobs_history_limit,
         failed_jobs_history_limit=1 if spec.failed_jobs_history_limit is None else spec.failed_jobs_history_limit,
-        job_template=replace(spec.job_template, spec=job_spec)))
+        job_template=evolve(spec.job_template, spec=job_spec)))
 
 
 def generate_selector(job: b.Job, uid: str) -> b.Job:
@@ -90,12 +90,12 @@ def generate_selector(job: b.Job, uid: str) -> b.Job:
         labels.setdefault(key, uid)
     selector = spec.selector or o.LabelSelector()
     if b.CONTROLLER_UID_LABEL not in selector.match_labels:
-        selector = replace(selector, match_labels={**selector.match_labels, b.CONTROLLER_UID_LABEL: uid})
-    template = replace(spec.template, metadata=replace(spec.template.metadata, labels=labels))
+        selector = evolve(selector, match_labels={**selector.match_labels, b.CONTROLLER_UID_LABEL: uid})
+    template = evolve(spec.template, metadata=evolve(spec.template.metadata, labels=labels))
     meta = job.metadata
     if not meta.labels:  # defaulting again on the way back from storage copies the generated labels
-        meta = replace(meta, labels=dict(labels))
-    return replace(job, metadata=meta, spec=replace(spec, selector=selector, template=template, manual_selector=False))
+        meta = evolve(meta, labels=dict(labels))
+    return evolve(job, metadata=meta, spec=evolve(spec, selector=selector, template=template, manual_selector=False))
 
 
 def keep_generated_selector(old: b.Job, new: b.Job) -> b.Job:
@@ -170,7 +170,7 @@ def validate_job(job: b.Job) -> list[FieldProblem]:
     """ValidateJob. A Job not created yet (no uid) is checked as the API server will see it,
     with its selector generated for a stand-in uid."""
     if not job.metadata.uid and not job.spec.manual_selector:
-        job = generate_selector(replace(job, metadata=replace(job.metadata, uid=STAND_IN_UID)), STAND_IN_UID)
+        job = generate_selector(evolve(job, metadata=evolve(job.metadata, uid=STAND_IN_UID)), STAND_IN_UID)
     spec = job.spec
     errs = validate_object_meta(job.metadata, True, name_is_dns_subdomain)
     errs += _generated_selector(job)
@@ -279,4 +279,4 @@ def validate_cron_job_update(old: b.CronJob, new: b.CronJob) -> list[FieldProble
 def prepare_job_for_create(job: b.Job) -> b.Job:
     """The Job strategy at create: the uid the store will keep, then the generated selector."""
     uid = new_uid()
-    return generate_selector(replace(job, metadata=replace(job.metadata, uid=uid)), uid)
+    return generate_selector(evolve(job, metadata=evolve(job.metadata, uid=uid)), uid)

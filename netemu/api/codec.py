@@ -84,10 +84,27 @@ def _zero(hint: Any) -> Any:
     return {str: "", int: 0, bool: False}.get(hint)
 
 
-def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> Any:
+@functools.cache
+def _known(cls: type) -> dict[str, tuple[str, Any]]:
+    """json name → (attribute, type hint) for each manifest field of cls."""
+    return {j: (a, h) for a, j, h, _ in _fields(cls)}
+
+
+@functools.cache
+def _shape(hint: Any) -> tuple[Any, tuple[Any, ...]]:
+    """typing.get_origin and get_args of a hint (a Union's without None), worked out once."""
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        args = tuple(a for a in args if a is not type(None))
+    return origin, args
+
+
+def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> Any:
+    if hint is str and type(value) is str:  # the most common field by far: at once
+        return value
+    origin, args = _shape(hint)
+    if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
         if set(args) == {int, str}:  # IntOrString
@@ -118,7 +135,7 @@ def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> 
         problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected integer, got {_got(value)}"))
         return None
     if origin is tuple:
-        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        (item,) = [a for a in args if a is not Ellipsis]
         if not isinstance(value, list):
             problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected array, got {_got(value)}"))
             return ()
@@ -128,7 +145,7 @@ def _convert(hint: Any, value: Any, path: str, problems: list[FieldProblem]) -> 
         if not isinstance(value, dict):
             problems.append(FieldProblem(path, f"Invalid value: {_shown(value)}: expected object, got {_got(value)}"))
             return {}
-        _, vtype = typing.get_args(hint)
+        _, vtype = args
         out = {}
         for k, v in value.items():
             if vtype is str and v is None:
@@ -147,7 +164,7 @@ def _decode(cls: type, data: Any, path: str, problems: list[FieldProblem]) -> An
     if not isinstance(data, dict):
         problems.append(FieldProblem(path, f"Invalid value: {_shown(data)}: expected object, got {_got(data)}"))
         return cls()
-    known = {j: (a, h) for a, j, h, _ in _fields(cls)}
+    known = _known(cls)
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():

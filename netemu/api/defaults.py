@@ -25,8 +25,9 @@ import base64
 import binascii
 import ipaddress
 import re
-from dataclasses import replace
 from typing import Any, TypeVar
+
+from netemu.frozen import evolve
 
 from . import objects as o
 
@@ -100,8 +101,8 @@ def _service(svc: o.Service) -> o.Service:
     svc_type = spec.type or "ClusterIP"
     changes["type"] = svc_type
     changes["ports"] = tuple(_service_port(p) for p in spec.ports)
-    spec = replace(spec, **changes)
-    svc = replace(svc, spec=spec)
+    spec = evolve(spec, **changes)
+    svc = evolve(svc, spec=spec)
     changes = {}
 
     if externally_accessible(svc) and not spec.external_traffic_policy:
@@ -134,11 +135,11 @@ def _service(svc: o.Service) -> o.Service:
             families.append("IPv6" if families[0] == "IPv4" else "IPv4")
         changes["ip_families"] = tuple(families)
 
-    svc = replace(svc, spec=replace(spec, **changes))
+    svc = evolve(svc, spec=evolve(spec, **changes))
     if svc_type == "LoadBalancer":
-        ingress = tuple(replace(i, ip_mode="VIP") if i.ip and i.ip_mode is None else i
+        ingress = tuple(evolve(i, ip_mode="VIP") if i.ip and i.ip_mode is None else i
                         for i in svc.status.load_balancer.ingress)
-        svc = replace(svc, status=replace(svc.status, load_balancer=replace(
+        svc = evolve(svc, status=evolve(svc.status, load_balancer=evolve(
             svc.status.load_balancer, ingress=ingress)))
     return svc
 
@@ -148,7 +149,7 @@ def _service_port(p: o.ServicePort) -> o.ServicePort:
     target = p.target_port
     if target is None or target == 0 or target == "":
         target = p.port
-    return replace(p, protocol=protocol, target_port=target)
+    return evolve(p, protocol=protocol, target_port=target)
 
 
 # --------------------------------------------------------------------------- pods
@@ -162,18 +163,18 @@ def _pod(pod: o.Pod) -> o.Pod:
     if spec.host_network:
         extra["containers"] = _host_network_ports(spec.containers)
         extra["init_containers"] = _host_network_ports(spec.init_containers)
-    return replace(pod, spec=replace(spec, **extra) if extra else spec)
+    return evolve(pod, spec=evolve(spec, **extra) if extra else spec)
 
 
 def _host_network_ports(containers: tuple[o.Container, ...]) -> tuple[o.Container, ...]:
     """With hostNetwork every container port is also a host port (Pod only, not templates)."""
-    return tuple(replace(c, ports=tuple(replace(p, host_port=p.container_port) if not p.host_port else p
+    return tuple(evolve(c, ports=tuple(evolve(p, host_port=p.container_port) if not p.host_port else p
                                         for p in c.ports))
                  for c in containers)
 
 
 def _pod_spec(spec: o.PodSpec) -> o.PodSpec:
-    return replace(
+    return evolve(
         spec,
         dns_policy=spec.dns_policy or "ClusterFirst",
         restart_policy=spec.restart_policy or "Always",
@@ -196,52 +197,52 @@ def _volume(v: o.Volume) -> o.Volume:
     0644, a token's expirationSeconds 3600, a fieldRef's apiVersion v1, a hostPath's type ""."""
     if v.config_map is None and v.secret is None and v.empty_dir is None and v.downward_api is None \
             and v.projected is None and not any(k in v.extra for k in o.UNEMULATED_VOLUME_SOURCES):
-        return replace(v, empty_dir=o.EmptyDirVolumeSource())
+        return evolve(v, empty_dir=o.EmptyDirVolumeSource())
     changes: dict[str, Any] = {}
     if v.config_map is not None and v.config_map.default_mode is None:
-        changes["config_map"] = replace(v.config_map, default_mode=VOLUME_DEFAULT_MODE)
+        changes["config_map"] = evolve(v.config_map, default_mode=VOLUME_DEFAULT_MODE)
     if v.secret is not None and v.secret.default_mode is None:
-        changes["secret"] = replace(v.secret, default_mode=VOLUME_DEFAULT_MODE)
+        changes["secret"] = evolve(v.secret, default_mode=VOLUME_DEFAULT_MODE)
     if v.downward_api is not None:
-        changes["downward_api"] = replace(
+        changes["downward_api"] = evolve(
             v.downward_api, items=tuple(_downward_file(f) for f in v.downward_api.items),
             default_mode=VOLUME_DEFAULT_MODE if v.downward_api.default_mode is None else v.downward_api.default_mode)
     if v.projected is not None:
-        changes["projected"] = replace(
+        changes["projected"] = evolve(
             v.projected, sources=tuple(_projection(s) for s in v.projected.sources),
             default_mode=VOLUME_DEFAULT_MODE if v.projected.default_mode is None else v.projected.default_mode)
     host_path = v.extra.get("hostPath")
     if isinstance(host_path, dict) and host_path.get("type") is None:
         changes["extra"] = {**v.extra, "hostPath": {**host_path, "type": ""}}
-    return replace(v, **changes) if changes else v
+    return evolve(v, **changes) if changes else v
 
 
 def _downward_file(f: o.DownwardAPIVolumeFile) -> o.DownwardAPIVolumeFile:
     ref = f.resource_field_ref
     if ref is not None and ref.divisor is None:  # a Quantity: its zero value is written as "0"
-        f = replace(f, resource_field_ref=replace(ref, divisor="0"))
+        f = evolve(f, resource_field_ref=evolve(ref, divisor="0"))
     if f.field_ref is not None and not f.field_ref.api_version:
-        f = replace(f, field_ref=replace(f.field_ref, api_version="v1"))
+        f = evolve(f, field_ref=evolve(f.field_ref, api_version="v1"))
     return f
 
 
 def _projection(p: o.VolumeProjection) -> o.VolumeProjection:
     if p.downward_api is not None:
-        p = replace(p, downward_api=replace(p.downward_api,
+        p = evolve(p, downward_api=evolve(p.downward_api,
                                             items=tuple(_downward_file(f) for f in p.downward_api.items)))
     token = p.service_account_token
     if token is not None and token.expiration_seconds is None:
-        p = replace(p, service_account_token=replace(token, expiration_seconds=SERVICE_ACCOUNT_TOKEN_EXPIRATION))
+        p = evolve(p, service_account_token=evolve(token, expiration_seconds=SERVICE_ACCOUNT_TOKEN_EXPIRATION))
     return p
 
 
 def _container(c: o.Container) -> o.Container:
-    return replace(
+    return evolve(
         c,
         image_pull_policy=c.image_pull_policy or default_pull_policy(c.image),
         termination_message_path=c.termination_message_path or "/dev/termination-log",
         termination_message_policy=c.termination_message_policy or "File",
-        ports=tuple(replace(p, protocol=p.protocol or "TCP") for p in c.ports),
+        ports=tuple(evolve(p, protocol=p.protocol or "TCP") for p in c.ports),
         env=tuple(_env_var(e) for e in c.env),
         readiness_probe=_probe(c.readiness_probe),
         liveness_probe=_probe(c.liveness_probe),
@@ -253,7 +254,7 @@ def _env_var(e: o.EnvVar) -> o.EnvVar:
     src = e.value_from
     if src is None or src.field_ref is None or src.field_ref.api_version:
         return e
-    return replace(e, value_from=replace(src, field_ref=replace(src.field_ref, api_version="v1")))
+    return evolve(e, value_from=evolve(src, field_ref=evolve(src.field_ref, api_version="v1")))
 
 
 def _probe(p: o.Probe | None) -> o.Probe | None:
@@ -261,8 +262,8 @@ def _probe(p: o.Probe | None) -> o.Probe | None:
         return None
     http = p.http_get
     if http is not None:
-        http = replace(http, path=http.path or "/", scheme=http.scheme or "HTTP")
-    return replace(
+        http = evolve(http, path=http.path or "/", scheme=http.scheme or "HTTP")
+    return evolve(
         p,
         http_get=http,
         timeout_seconds=p.timeout_seconds or 1,
@@ -301,15 +302,15 @@ def _deployment(d: o.Deployment) -> o.Deployment:
     spec = d.spec
     strategy = spec.strategy or o.DeploymentStrategy()
     if not strategy.type:
-        strategy = replace(strategy, type="RollingUpdate")
+        strategy = evolve(strategy, type="RollingUpdate")
     if strategy.type == "RollingUpdate":
         ru = strategy.rolling_update or o.RollingUpdateDeployment()
-        ru = replace(ru,
+        ru = evolve(ru,
                      max_unavailable="25%" if ru.max_unavailable is None else ru.max_unavailable,
                      max_surge="25%" if ru.max_surge is None else ru.max_surge)
-        strategy = replace(strategy, rolling_update=ru)
-    template = replace(spec.template, spec=_pod_spec(spec.template.spec))
-    return replace(d, spec=replace(
+        strategy = evolve(strategy, rolling_update=ru)
+    template = evolve(spec.template, spec=_pod_spec(spec.template.spec))
+    return evolve(d, spec=evolve(
         spec,
         replicas=1 if spec.replicas is None else spec.replicas,
         strategy=strategy,
@@ -323,9 +324,9 @@ def _deployment(d: o.Deployment) -> o.Deployment:
 def _replica_set(rs: o.ReplicaSet) -> o.ReplicaSet:
     """SetDefaults_ReplicaSet: one replica; the pod template as a pod's spec is defaulted."""
     spec = rs.spec
-    return replace(rs, spec=replace(
+    return evolve(rs, spec=evolve(
         spec, replicas=1 if spec.replicas is None else spec.replicas,
-        template=replace(spec.template, spec=_pod_spec(spec.template.spec))))
+        template=evolve(spec.template, spec=_pod_spec(spec.template.spec))))
 
 
 # --------------------------------------------------------------------------- stateful sets
@@ -339,22 +340,22 @@ def _stateful_set(sts: o.StatefulSet) -> o.StatefulSet:
     spec = sts.spec
     strategy = spec.update_strategy
     if not strategy.type:
-        strategy = replace(strategy, type="RollingUpdate",
+        strategy = evolve(strategy, type="RollingUpdate",
                            rolling_update=strategy.rolling_update or o.RollingUpdateStatefulSetStrategy())
     if strategy.type == "RollingUpdate" and strategy.rolling_update is not None \
             and strategy.rolling_update.partition is None:
-        strategy = replace(strategy, rolling_update=replace(strategy.rolling_update, partition=0))
+        strategy = evolve(strategy, rolling_update=evolve(strategy.rolling_update, partition=0))
     retention = spec.persistent_volume_claim_retention_policy or o.StatefulSetPersistentVolumeClaimRetentionPolicy()
-    retention = replace(retention, when_deleted=retention.when_deleted or PVC_RETAIN,
+    retention = evolve(retention, when_deleted=retention.when_deleted or PVC_RETAIN,
                         when_scaled=retention.when_scaled or PVC_RETAIN)
-    return replace(sts, spec=replace(
+    return evolve(sts, spec=evolve(
         spec,
         pod_management_policy=spec.pod_management_policy or "OrderedReady",
         update_strategy=strategy,
         persistent_volume_claim_retention_policy=retention,
         replicas=1 if spec.replicas is None else spec.replicas,
         revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
-        template=replace(spec.template, spec=_pod_spec(spec.template.spec)),
+        template=evolve(spec.template, spec=_pod_spec(spec.template.spec)),
     ))
 
 
@@ -367,34 +368,34 @@ def _daemon_set(ds: o.DaemonSet) -> o.DaemonSet:
     spec = ds.spec
     strategy = spec.update_strategy
     if not strategy.type:
-        strategy = replace(strategy, type="RollingUpdate")
+        strategy = evolve(strategy, type="RollingUpdate")
     if strategy.type == "RollingUpdate":
         rolling = strategy.rolling_update or o.RollingUpdateDaemonSet()
-        rolling = replace(rolling, max_unavailable=1 if rolling.max_unavailable is None else rolling.max_unavailable,
+        rolling = evolve(rolling, max_unavailable=1 if rolling.max_unavailable is None else rolling.max_unavailable,
                           max_surge=0 if rolling.max_surge is None else rolling.max_surge)
-        strategy = replace(strategy, rolling_update=rolling)
-    return replace(ds, spec=replace(
+        strategy = evolve(strategy, rolling_update=rolling)
+    return evolve(ds, spec=evolve(
         spec, update_strategy=strategy,
         revision_history_limit=10 if spec.revision_history_limit is None else spec.revision_history_limit,
-        template=replace(spec.template, spec=_pod_spec(spec.template.spec))))
+        template=evolve(spec.template, spec=_pod_spec(spec.template.spec))))
 
 
 # --------------------------------------------------------------------------- endpoint slices, namespaces
 
 
 def _endpoint_slice(es: o.EndpointSlice) -> o.EndpointSlice:
-    ports = tuple(replace(p, name="" if p.name is None else p.name,
+    ports = tuple(evolve(p, name="" if p.name is None else p.name,
                           protocol="TCP" if p.protocol is None else p.protocol)
                   for p in es.ports)
-    return replace(es, ports=ports)
+    return evolve(es, ports=ports)
 
 
 def _namespace(ns: o.Namespace) -> o.Namespace:
     meta = ns.metadata
     if meta.name:
-        meta = replace(meta, labels={**meta.labels, DEFAULT_NAMESPACE_LABEL: meta.name})
-    status = ns.status if ns.status.phase else replace(ns.status, phase="Active")
-    return replace(ns, metadata=meta, status=status)
+        meta = evolve(meta, labels={**meta.labels, DEFAULT_NAMESPACE_LABEL: meta.name})
+    status = ns.status if ns.status.phase else evolve(ns.status, phase="Active")
+    return evolve(ns, metadata=meta, status=status)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -423,4 +424,4 @@ def _secret(secret: o.Secret) -> o.Secret:
     data = {k: canonical_base64(v) or v for k, v in secret.data.items()}
     for key, value in secret.string_data.items():
         data[key] = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
-    return replace(secret, type=secret.type or "Opaque", data=data, string_data={})
+    return evolve(secret, type=secret.type or "Opaque", data=data, string_data={})

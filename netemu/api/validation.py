@@ -38,10 +38,12 @@ import dataclasses
 import difflib
 import ipaddress
 import json
-from dataclasses import replace
+import types
+import typing
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from netemu.errors import FieldProblem
+from netemu.frozen import evolve
 
 from . import objects as o
 from .codec import to_dict
@@ -692,12 +694,12 @@ def merge_service_allocations(old: o.Service, new: o.Service) -> o.Service:
         for p in spec.ports:
             old_np = by_name.get(p.name)
             if not p.node_port and old_np and old_np not in used:
-                p = replace(p, node_port=old_np)
+                p = evolve(p, node_port=old_np)
             ports.append(p)
         changes["ports"] = tuple(ports)
     if _needs_health_check(old) and _needs_health_check(new) and not spec.health_check_node_port:
         changes["health_check_node_port"] = old.spec.health_check_node_port
-    return replace(new, spec=replace(spec, **changes)) if changes else new
+    return evolve(new, spec=evolve(spec, **changes)) if changes else new
 
 
 # --------------------------------------------------------------------------- pods
@@ -1162,10 +1164,10 @@ def _pod_update(old: o.Pod, new: o.Pod) -> list[FieldProblem]:
             return errs
     elif old_ads is not None:
         errs.append(invalid("spec.activeDeadlineSeconds", None, "must not update from a positive integer to nil value"))
-    munged = replace(
+    munged = evolve(
         new.spec,
-        containers=tuple(replace(c, image=oc.image) for c, oc in zip(new.spec.containers, old.spec.containers, strict=False)),
-        init_containers=tuple(replace(c, image=oc.image)
+        containers=tuple(evolve(c, image=oc.image) for c, oc in zip(new.spec.containers, old.spec.containers, strict=False)),
+        init_containers=tuple(evolve(c, image=oc.image)
                               for c, oc in zip(new.spec.init_containers, old.spec.init_containers, strict=False)),
         active_deadline_seconds=old_ads,
         tolerations=old.spec.tolerations,
@@ -1464,7 +1466,7 @@ def validate_stateful_set(sts: o.StatefulSet) -> list[FieldProblem]:
                                 "`selector` does not match template `labels`"))
         from .volumes import with_claim_volumes  # volumes.py imports this module
         claims = with_claim_volumes(template.spec, spec.extra.get("volumeClaimTemplates"), sts.metadata.name, None)
-        errs += validate_pod_template(replace(template, spec=claims), "spec.template")  # mounts may name claims
+        errs += validate_pod_template(evolve(template, spec=claims), "spec.template")  # mounts may name claims
     if template.spec.restart_policy != "Always":
         errs.append(not_supported("spec.template.spec.restartPolicy", template.spec.restart_policy, ("Always",)))
     if template.spec.active_deadline_seconds is not None:
@@ -1476,7 +1478,7 @@ def validate_stateful_set(sts: o.StatefulSet) -> list[FieldProblem]:
 def _stateful_set_update(old: o.StatefulSet, new: o.StatefulSet) -> list[FieldProblem]:
     """ValidateStatefulSetUpdate: only the fields in STATEFUL_SET_UPDATABLE may change."""
     errs = validate_stateful_set(new)
-    kept = replace(new.spec, replicas=old.spec.replicas, template=old.spec.template,
+    kept = evolve(new.spec, replicas=old.spec.replicas, template=old.spec.template,
                    update_strategy=old.spec.update_strategy, min_ready_seconds=old.spec.min_ready_seconds,
                    ordinals=old.spec.ordinals,
                    persistent_volume_claim_retention_policy=old.spec.persistent_volume_claim_retention_policy)
@@ -1893,14 +1895,32 @@ _WIDTH_PLANS: dict[type, tuple[tuple[str, str, int, int, str], ...]] = {}
 
 
 def _width_plan(cls: type) -> tuple[tuple[str, str, int, int, str], ...]:
+    """The fields of ``cls`` that may hold an integer, or an object that may: the others (strings,
+    booleans, string maps) are never looked at."""
     plan = _WIDTH_PLANS.get(cls)
     if plan is None:
+        try:
+            hints: dict[str, Any] | None = typing.get_type_hints(cls, vars(o))
+        except Exception:  # noqa: BLE001 - a type it cannot resolve: look at every field
+            hints = None
         plan = tuple((f.name, f.metadata.get("json", o.json_name(f.name)),
                       *((MIN_INT64, MAX_INT64, "int64") if (cls.__name__, f.name) in _INT64_FIELDS
                         else (MIN_INT32, MAX_INT32, "int32")))
-                     for f in dataclasses.fields(cls) if f.name != "extra")
+                     for f in dataclasses.fields(cls)
+                     if f.name != "extra" and (hints is None or _may_hold_integers(hints[f.name])))
         _WIDTH_PLANS[cls] = plan
     return plan
+
+
+def _may_hold_integers(hint: Any) -> bool:
+    """Whether a field of this type can be (or contain, as an item or an object's field) an int
+    that ``_width_problems`` checks: a mapping's values and a string never are."""
+    if hint is int or hint is Any or dataclasses.is_dataclass(hint):
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType, tuple):
+        return any(_may_hold_integers(a) for a in typing.get_args(hint) if a is not Ellipsis)
+    return False
 
 
 def _width_problems(value: Any, path: str, found: list[str]) -> None:
@@ -2000,10 +2020,10 @@ def merge_server_fields(old: Any, new: Any) -> Any:
     if isinstance(new, o.Pod) and isinstance(old, o.Pod):
         spec = new.spec
         if not spec.node_name and old.spec.node_name:
-            spec = replace(spec, node_name=old.spec.node_name)
-        spec = replace(spec, containers=_keep_pull_policies(old.spec.containers, spec.containers),
+            spec = evolve(spec, node_name=old.spec.node_name)
+        spec = evolve(spec, containers=_keep_pull_policies(old.spec.containers, spec.containers),
                        init_containers=_keep_pull_policies(old.spec.init_containers, spec.init_containers))
-        return replace(new, spec=spec)
+        return evolve(new, spec=spec)
     return new
 
 
@@ -2013,7 +2033,7 @@ def _keep_pull_policies(old: Sequence[o.Container], new: Sequence[o.Container]) 
         before = next((oc for oc in old if oc.name == c.name), None)
         if (before is not None and before.image != c.image
                 and c.image_pull_policy == default_pull_policy(c.image)):
-            c = replace(c, image_pull_policy=before.image_pull_policy)
+            c = evolve(c, image_pull_policy=before.image_pull_policy)
         out.append(c)
     return tuple(out)
 

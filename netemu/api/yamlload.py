@@ -156,15 +156,20 @@ class _PlainBuilder:
     through ``construct_document`` as before. (A class rather than a recursive closure: a
     closure refers to itself, and such cycles wait for the collector, which a big apply pauses.)"""
 
-    __slots__ = ("loader", "built")
+    __slots__ = ("loader", "built", "depth")
 
     def __init__(self, loader: _Loader) -> None:
         self.loader = loader
         self.built: dict[int, Any] = {}  # collection node → what it became: an alias shares it, as in PyYAML
+        self.depth = 0  # collections entered and not left
 
     def document(self, node: yaml.Node) -> Any:
+        """The document's data, or ``_TOO_DEEP`` when lists and mappings nest deeper than
+        ``MAX_NESTING_DEPTH`` (counted during the walk, so a plain document needs no second one)."""
         try:
             return self.build(node)
+        except _TooDeep:
+            return _TOO_DEEP
         except RecursionError:
             raise _NotPlain from None
 
@@ -189,6 +194,9 @@ class _PlainBuilder:
                 raise _NotPlain  # a node inside itself, through an alias
             return built[key]
         built[key] = None
+        self.depth += 1
+        if self.depth > MAX_NESTING_DEPTH:
+            raise _TooDeep
         out: Any
         if kind is yaml.MappingNode and tag == _MAP:
             out = {}
@@ -203,15 +211,22 @@ class _PlainBuilder:
             out = [self.build(item) for item in node.value]
         else:
             raise _NotPlain
+        self.depth -= 1
         built[key] = out
         return out
 
 
+class _TooDeep(Exception):
+    """Lists and mappings nest deeper than ``MAX_NESTING_DEPTH``."""
+
+
 def _document_data(loader: _Loader, node: yaml.Node) -> Any:
+    """A document's data, or ``_TOO_DEEP``."""
     try:
         return _PlainBuilder(loader).document(node)
     except _NotPlain:
-        return loader.construct_document(node)
+        data = loader.construct_document(node)
+        return _TOO_DEEP if _too_deep(data) else data
 
 
 def _where(mark: Any) -> str:
@@ -231,7 +246,8 @@ def _yaml_error_text(exc: yaml.YAMLError) -> str:
 
 def _split_documents(text: str, source: str,
                      errors: list[ManifestError]) -> list[tuple[int, Any, list[FieldProblem]]]:
-    """(1-based document index, data, problems found while reading it) for each document.
+    """(1-based document index, data, problems found while reading it) for each document; the
+    data of one nested deeper than ``MAX_NESTING_DEPTH`` is ``_TOO_DEEP``.
 
     A syntax error ends the stream (nothing after it can be trusted); documents before it are
     still returned so their own problems are reported too.
@@ -241,7 +257,7 @@ def _split_documents(text: str, source: str,
         docs = _split_json(text, source, json_errors)
         if docs or not json_errors:
             errors += json_errors
-            return docs
+            return [(index, _TOO_DEEP if _too_deep(data) else data, problems) for index, data, problems in docs]
         # Not JSON after all: a YAML flow mapping such as ``{apiVersion: v1, ...}``.
     docs: list[tuple[int, Any, list[FieldProblem]]] = []
     loader = _Loader(text)
@@ -358,7 +374,7 @@ class _Reader:
         for index, data, problems in _split_documents(text, source, syntax_errors):
             if data is None and not problems:
                 continue  # an empty document
-            if _too_deep(data):
+            if data is _TOO_DEEP:
                 self.errors.append(ManifestError(ObjectRef(source, index), [
                     f"exceeded maximum nesting depth of {MAX_NESTING_DEPTH} (lists and mappings inside each other)"]))
                 continue

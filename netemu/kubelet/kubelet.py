@@ -13,7 +13,6 @@ after the grace period; then CNI DEL, and the pod object is removed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from netemu.api import objects as k8s
 from netemu.errors import InvalidError, NetemuError, NotFoundError
 from netemu.fabric.base import Fabric, NodeNetwork
 from netemu.forkserver import ForkServer
+from netemu.frozen import evolve
 from netemu.images.golang import go_duration
 from netemu.sandbox import SandboxHelper
 from netemu.store import DELETED, Event, Store, now_rfc3339
@@ -542,7 +542,7 @@ class PodWorker:
                 conds.append(_cond(type_, ok, reason, message))
         ips = (k8s.PodIP(ip=self.ip),) if self.ip else ()
         node_ip = self.kubelet.node.ip
-        return dataclasses.replace(
+        return evolve(
             self.pod.status, phase=phase, conditions=tuple(conds), host_ip=node_ip,
             host_ips=(k8s.PodIP(ip=node_ip),), pod_ip=self.ip, pod_ips=ips, start_time=self.start_time,
             container_statuses=tuple(w.status() for w in self.workers),
@@ -558,7 +558,7 @@ class PodWorker:
         self.pod = current
         status = self.build_status()
         if status != current.status:
-            self.pod = store.update(dataclasses.replace(current, status=status))
+            self.pod = store.update(evolve(current, status=status))
 
     # ------------------------------------------------------------------ lifecycle
 
