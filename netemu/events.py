@@ -22,7 +22,7 @@ from netemu.errors import NetemuError
 from netemu.frozen import evolve
 from netemu.store import ADDED, DELETED, Event as StoreEvent, Store, now_rfc3339
 
-MAX_EVENTS = 10_000
+MAX_EVENTS = 100_000  # about 1.5 KiB each: bring-up of 10,000 pods writes 55,000 (kube-apiserver keeps all for an hour)
 EVENT_TTL = 3600.0  # seconds
 
 NORMAL, WARNING = "Normal", "Warning"

@@ -283,7 +283,9 @@ class ContainerWorker:
         if self.started:
             self.started_event.set()
         self.pw.publish()
-        helpers = [asyncio.ensure_future(self._probe_loop())]
+        spec = self.spec
+        probed = (spec.startup_probe or spec.liveness_probe or spec.readiness_probe) and (not self.init or self.sidecar)
+        helpers = [asyncio.ensure_future(self._probe_loop())] if probed else []
         if isinstance(self.runtime, ProcessContainer) and self.pw.kubelet.fabric.name == "loopback":
             helpers.append(asyncio.ensure_future(self._watch_wildcard()))
         try:
