@@ -195,8 +195,9 @@ class Store:
                 f'Operation cannot be fulfilled on {RESOURCE_NAMES.get(obj.KIND, obj.KIND)} "{name}": '
                 "the object has been modified; please apply your changes to the latest version and try again")
         generation = old.metadata.generation
-        if getattr(old, "spec", None) != getattr(obj, "spec", None) or old.extra.get("spec") != obj.extra.get("spec"):
-            generation += 1  # a kind kept as given has its spec in ``extra``
+        old_spec, new_spec = getattr(old, "spec", None), getattr(obj, "spec", None)
+        if (old_spec is not new_spec and old_spec != new_spec) or old.extra.get("spec") != obj.extra.get("spec"):
+            generation += 1  # a kind kept as given has its spec in ``extra``; a status write keeps the spec object
         meta = evolve(
             obj.metadata, uid=old.metadata.uid, creation_timestamp=old.metadata.creation_timestamp,
             resource_version=self._next_rv(), generation=generation)

@@ -3,8 +3,9 @@
 It is the proxy's whole interface to the rest of netemu, in the style of kube-proxy's
 ``ServiceHandler`` / ``EndpointSliceHandler``: ``on_service(old, new)``,
 ``on_endpointslice(old, new)`` (None for add or delete) and ``on_synced()``. Events only record
-changes; one ``sync()``, scheduled with ``loop.call_soon``, applies them all to every node's
-proxier, and nothing is applied before ``on_synced()``. The proxiers claim frontends; the group
+changes; one ``sync()``, on the next turn of the loop (or, within ``MIN_SYNC_INTERVAL`` of the
+last one, once that has passed), applies them all to every node's proxier, and nothing is
+applied before ``on_synced()``. The proxiers claim frontends; the group
 then opens, filters and closes listeners to match, in one task (``settle()`` waits for it).
 
 The group owns what is shared: the listeners (a ClusterIP listener exists once per cluster on a
@@ -53,6 +54,7 @@ from .udp import UDPListener
 log = logging.getLogger(__name__)
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 WORK_SLICE = 0.02  # seconds of sync or listener work before the loop gets a turn (big applies)
+MIN_SYNC_INTERVAL = 0.05  # seconds between syncs while changes keep coming (kube-proxy's minSyncPeriod: 1 s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +98,7 @@ class ProxyGroup:
         self._synced = False
         self._closed = False
         self._sync_handle: asyncio.Handle | None = None
+        self._last_sync = float("-inf")  # loop time of the last sync
         self._unapplied: dict[ServiceKey, Any] = {}  # changes a sync slice left for the next turn
         self._reconcile_task: asyncio.Task | None = None
         self.workers: Any = None  # proxy.workers.ProxyWorkers: processes fed the same calls
@@ -157,9 +160,14 @@ class ProxyGroup:
         if self.workers is not None:
             self.workers.on_synced()
 
-    def _schedule_sync(self) -> None:
+    def _schedule_sync(self, *, at_once: bool = False) -> None:
+        """Sync on the next turn, or, within ``MIN_SYNC_INTERVAL`` of the last sync, once that has
+        passed: under churn (10,000 pods becoming ready) a service's changes are applied together,
+        as kube-proxy's minSyncPeriod batches them. ``at_once``: the rest of a sliced sync."""
         if self._sync_handle is None and not self._closed:
-            self._sync_handle = self.loop.call_soon(self.sync)
+            wait = 0.0 if at_once else self._last_sync + MIN_SYNC_INTERVAL - self.loop.time()
+            self._sync_handle = (self.loop.call_later(wait, self.sync) if wait > 0
+                                 else self.loop.call_soon(self.sync))
 
     def sync(self) -> None:
         """Apply every change recorded since the last sync to every node."""
@@ -168,6 +176,7 @@ class ProxyGroup:
             self._sync_handle = None
         if not self._synced or self._closed:
             return
+        self._last_sync = self.loop.time()
         deadline = time.monotonic() + WORK_SLICE  # thousands of services: the rest next turn
         changes, self._unapplied = self._unapplied, {}
         changes.update(self.tracker.take_changes(deadline))  # a newer view of a waiting service replaces it
@@ -178,8 +187,8 @@ class ProxyGroup:
             if time.monotonic() > deadline:
                 self._unapplied = dict(items)
                 break
-        if self._unapplied or self.tracker.pending:
-            self._schedule_sync()
+        if self._unapplied or self.tracker.pending:  # the slice ran out: the rest on the next turn
+            self._schedule_sync(at_once=True)
 
     async def settle(self) -> None:
         """Apply pending changes now and wait until every listener matches them (the worker

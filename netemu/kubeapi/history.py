@@ -27,7 +27,7 @@ class Change:
 
     __slots__ = ("type", "rv", "_obj", "_deleted")
 
-    def __init__(self, type: str, obj: Any, rv: int, *, deleted: bool = False) -> None:
+    def __init__(self, type: str, obj: Any, rv: int, deleted: bool = False) -> None:
         self.type = type
         self.rv = rv
         self._obj = obj
@@ -75,14 +75,16 @@ class ChangeLog:
     def _on_event(self, event: Event) -> None:
         if event.type == DELETED:
             rv = self._last_rv + 1
-            change = Change(DELETED, event.old, rv, deleted=True)
+            change = Change(DELETED, event.old, rv, True)
         else:
             rv = int(event.new.metadata.resource_version)
-            change = Change(event.type, event.new, rv)
-        self._last_rv = max(self._last_rv, rv)
+            change = Change(event.type, event.new, rv, False)
+        if rv > self._last_rv:
+            self._last_rv = rv
         self._changes.append(change)
-        for watcher in list(self._watchers):
-            watcher.offer(change)
+        if self._watchers:
+            for watcher in list(self._watchers):
+                watcher.offer(change)
 
     def watch(self, kind: str, accept: Callable[[Any], bool], since: int | None) -> Watcher:
         """A watcher for changes after ``since`` (None: after the store's current version);

@@ -583,8 +583,9 @@ class PodWorker:
                                       token_source=lambda: kl.service_account_token,
                                       event=lambda reason, message: self.event(events.WARNING, reason, message),
                                       helper=kl.sandbox)
-            self.publish()  # ContainerCreating while the volumes are not there
-            await self.volumes.set_up(kl.config_changed_event)
+            # ContainerCreating (with the address) while a volume cannot be written yet; written
+            # at once, they show with the sandbox, in one status write
+            await self.volumes.set_up(kl.config_changed_event, waiting=self.publish)
         self.sandbox_ready = True
         self.publish()
         for w in self.init_workers:

@@ -347,9 +347,10 @@ class PodVolumes:
         self._event("FailedMount", f'MountVolume.SetUp failed for volume "{volume.name}" : {exc}')
         return volume
 
-    async def set_up(self, changed: Callable[[], asyncio.Event]) -> None:
+    async def set_up(self, changed: Callable[[], asyncio.Event], waiting: Callable[[], None] = lambda: None) -> None:
         """Write every volume, retrying the failed ones at each change of a ConfigMap or Secret
-        (``changed()``: an event set at the next one) and every RESYNC seconds."""
+        (``changed()``: an event set at the next one) and every RESYNC seconds; ``waiting()``
+        after each pass that left some unwritten."""
         pending = self.volumes
         for volume in pending:
             source = unemulated_source(volume)
@@ -361,6 +362,7 @@ class PodVolumes:
             pending = await self._set_up_each(pending)
             if not pending:
                 break
+            waiting()
             try:
                 await asyncio.wait_for(next_change.wait(), RESYNC)
             except asyncio.TimeoutError:
