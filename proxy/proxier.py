@@ -74,7 +74,7 @@ class _PortState:
         self.info = info
         self.endpoints: tuple[EndpointInfo, ...] = ()
         self.internal = _Lane(mode)
-        self.external = _Lane(mode)
+        self.external: _Lane | None = None  # made once the port has a NodePort or a load-balancer IP
         self.frontends: set[FrontendKey] = set()
 
 
@@ -149,6 +149,8 @@ class Proxier:
             wanted[(self.name, info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, self.name)
         if info.node_port is not None or info.load_balancer_ips:
             verdict, usable = _categorized(endpoints, self.name, info.external_local)
+            if state.external is None:
+                state.external = _Lane(group.options.balance)
             state.external.set(verdict, usable, info.affinity_timeout)
             if info.node_port is not None and self.node.ip:
                 wanted[(self.name, info.protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, self.name)
@@ -184,6 +186,8 @@ class Proxier:
         record = ConnectionRecord(client, state.info.label, frontend, self.name)
         self.group.log.add(spn.service, record)
         lane = state.internal if traffic is Traffic.INTERNAL else state.external
+        if lane is None:  # external traffic to a port that no longer has an external frontend
+            return Route(Verdict.REJECT, record)
         if lane.verdict is not Verdict.SERVE:
             return Route(lane.verdict, record)
         client_ip = client[0]

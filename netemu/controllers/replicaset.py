@@ -29,7 +29,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from netemu import events
 from netemu.api.labels import selector_matches
@@ -91,9 +91,9 @@ def _labels_include(labels: Mapping[str, str], wanted: Mapping[str, str]) -> boo
 # --------------------------------------------------------------------------- pod bookkeeping
 
 
-@dataclass(frozen=True)
-class PodInfo:
-    """What the controller needs to know about one owned pod (taken at event time)."""
+class PodInfo(NamedTuple):
+    """What the controller needs to know about one owned pod (taken at event time; a tuple: made
+    and compared for every event of every owned pod)."""
 
     name: str
     owner_uid: str
@@ -301,8 +301,8 @@ class ReplicaSetController:
             pod = self._store.get("Pod", key[0], info.name)
             if pod is not None:
                 labels = pod.metadata.labels
-                owned.put(evolve(
-                    info, matches=selector_matches(rs.spec.selector, labels),
+                owned.put(info._replace(
+                    matches=selector_matches(rs.spec.selector, labels),
                     fully_labeled=_labels_include(labels, rs.spec.template.metadata.labels)))
 
     # ------------------------------------------------------------------ sync

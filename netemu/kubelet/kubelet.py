@@ -542,11 +542,15 @@ class PodWorker:
                 conds.append(prev)
             else:
                 conds.append(_cond(type_, ok, reason, message))
-        ips = (k8s.PodIP(ip=self.ip),) if self.ip else ()
+        current = self.pod.status
+        # The same tuples as the last status when they hold the same: every reader that compares
+        # two versions of the pod (endpoints, DNS, the store) then sees them equal at once.
+        ips = current.pod_ips if _only_ip(current.pod_ips, self.ip) else ((k8s.PodIP(ip=self.ip),) if self.ip else ())
         node_ip = self.kubelet.node.ip
+        host_ips = current.host_ips if _only_ip(current.host_ips, node_ip) else (k8s.PodIP(ip=node_ip),)
         return evolve(
-            self.pod.status, phase=phase, conditions=tuple(conds), host_ip=node_ip,
-            host_ips=(k8s.PodIP(ip=node_ip),), pod_ip=self.ip, pod_ips=ips, start_time=self.start_time,
+            current, phase=phase, conditions=tuple(conds), host_ip=node_ip,
+            host_ips=host_ips, pod_ip=self.ip, pod_ips=ips, start_time=self.start_time,
             container_statuses=tuple(w.status() for w in self.workers),
             init_container_statuses=tuple(w.status() for w in self.init_workers),
             qos_class=self.pod.status.qos_class or "BestEffort")
@@ -927,6 +931,11 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _only_ip(ips: tuple[k8s.PodIP, ...], ip: str) -> bool:
+    """Whether ``ips`` is exactly ``ip`` (none for no address)."""
+    return (len(ips) == 1 and ips[0].ip == ip) if ip else not ips
 
 
 def k8s_is_finished(pod: k8s.Pod) -> bool:
