@@ -256,6 +256,8 @@ class DNSIndex:
                 and _same_dns_facts(old, new):
             return False  # most pod updates (conditions, container statuses) change nothing here
         slim = slim_pod(new) if new is not None else None
+        if slim is not None and not slim.ips:
+            slim = None  # no address yet: nothing to look up by (most new pods, until the kubelet's IP)
         if slim == current and not namespace_changed:
             return False
         if current is not None:

@@ -28,13 +28,6 @@ def safe_encode(text: str) -> str:
     return "".join(ALPHANUMS[ord(c) % len(ALPHANUMS)] for c in text)
 
 
-def fnv32a(data: bytes) -> int:
-    h = 0x811C9DC5
-    for byte in data:
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
 def random_suffix(length: int = RANDOM_LENGTH) -> str:
     return "".join(random.choices(ALPHANUMS, k=length))
 

@@ -2,8 +2,9 @@
 
 As Kubernetes' deployment controller, a Deployment owns one ReplicaSet per pod template it has
 had, named ``<deployment>-<pod-template-hash>``; the ReplicaSet controller (``replicaset.py``)
-makes the pods. The hash is fnv32a over the pod template (canonical JSON) encoded with Kubernetes'
-``rand.SafeEncodeString`` alphabet, so it looks like a real one (``7c5ddbdf54``). A ReplicaSet
+makes the pods. The hash is a 32-bit hash of the pod template (CRC-32 of its canonical JSON;
+Kubernetes takes FNV-32a of a dump of its Go struct, which no other program reproduces) in
+Kubernetes' ``rand.SafeEncodeString`` alphabet, so it looks like a real one (``7c5ddbdf54``). A ReplicaSet
 carries the template's labels plus ``pod-template-hash`` (in its labels, selector and template),
 an ownerReference to the Deployment (``controller: true``), the Deployment's annotations (but
 kubectl's and the controller's own) and ``deployment.kubernetes.io/revision``,
@@ -38,6 +39,7 @@ import collections
 import json
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +53,7 @@ from netemu.frozen import evolve
 from netemu.store import ADDED, Event, Store, now_rfc3339
 
 from . import podutil
-from netemu.names import fnv32a, safe_encode
+from netemu.names import safe_encode
 from .replicaset import owner_reference, replicas_of
 from .workqueue import WorkQueue
 
@@ -73,12 +75,12 @@ ReplicaSetKey = tuple[str, str]
 
 
 def template_hash(template: PodTemplateSpec) -> str:
-    """The pod-template-hash of a template: fnv32a of its canonical JSON, SafeEncodeString'd decimal.
+    """The pod-template-hash of a template: CRC-32 of its canonical JSON, SafeEncodeString'd decimal.
 
     Empty values are left out first, as the Go structs Kubernetes hashes do not tell ``resources:
     {}`` (what ``kubectl rollout undo`` sends back) from no ``resources`` at all."""
     canonical = json.dumps(_without_empty(codec.to_dict(template)), sort_keys=True, separators=(",", ":"))
-    return safe_encode(str(fnv32a(canonical.encode())))
+    return safe_encode(str(zlib.crc32(canonical.encode())))
 
 
 def _without_empty(value: Any) -> Any:
