@@ -39,7 +39,7 @@ from netemu.state import LEDGER, ClusterState
 from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
-BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for it to finish
+BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for the cluster to be quiet
 SANDBOX_START_AFTER = 150  # pieces of pod set-up (about three a pod) before the sandbox helper starts
 
 
@@ -78,6 +78,7 @@ class Cluster:
         self.controllers: Any = None
         self.ingress_images: dict[str, Any] = {}  # the ingress controller's image (netemu.ingress)
         self._apply_lock = asyncio.Lock()
+        self._cycles = _CyclePause(self.store)  # no cycle collection while a big apply is being built
         self.dns_port = 53
         self.network_policy: Any = None  # netemu.networkpolicy's enforcer (netns backend)
         self.kernel_proxy: Any = None  # proxyMode nftables: netemu.proxy.nftables_proxier.NftablesProxier
@@ -371,7 +372,10 @@ class Cluster:
         """Tear everything down in reverse order; safe to call twice."""
         self._started = False
         stack, self._stack = self._stack, contextlib.AsyncExitStack()
-        await stack.aclose()
+        try:
+            await stack.aclose()
+        finally:
+            self._cycles.close()
 
     # ------------------------------------------------------------------ changes
 
@@ -401,11 +405,15 @@ class Cluster:
         in a worker thread, planned in slices (``ApiServer.apply_async``), and the resulting events
         reach controllers, DNS and the proxy in slices too; applies run one at a time."""
         async with self._apply_lock:
-            with _CyclesPaused() as paused:
+            self._cycles.hold()
+            big = False
+            try:
                 manifests = await asyncio.to_thread(self._manifests, sources, namespace)
-                paused.freeze_after = len(manifests) >= BIG_APPLY
+                big = len(manifests) >= BIG_APPLY
                 lines = await self.apiserver.apply_async(manifests)
                 await self.settle()
+            finally:
+                self._cycles.release(big=big)
         return lines
 
     async def delete(self, kind: str, name: str, namespace: str = "default", *, wait: bool = False,
@@ -711,27 +719,66 @@ def _collect_cluster_garbage(directory: Path) -> list[str]:
     return collect_cluster_garbage(directory)
 
 
-class _CyclesPaused:
-    """No cyclic garbage collection during an apply, and, after a big one (``freeze_after``),
-    what it built frozen (``gc.freeze``). A full collection walks every live object: with the
-    millions a big apply makes that is a second or more with the loop, DNS and the proxy
-    stopped. An apply makes no cyclic garbage, and a cluster's objects live as long as it does,
-    so from then on a collection walks only what is newer."""
+class _CyclePause:
+    """The cluster's hold on the cycle collector while it builds many objects.
 
-    def __init__(self) -> None:
-        self.freeze_after = False
-        self._paused = False
+    A full collection walks every live object: with the millions a big apply and what it brings
+    about make (ReplicaSets, pods, statuses, events), that is a second or more with the loop, DNS
+    and the proxy stopped, again and again while they keep coming. An apply makes no cyclic
+    garbage, and a cluster's objects live as long as it does. So no collection runs during an
+    apply (``hold``); after a small one the collector resumes at once, after a big one
+    (``release(big=True)``) once the cluster has been quiet for ``QUIET`` seconds (no store change:
+    the pods it started are up) or ``LONGEST`` seconds have passed, and what was built is then
+    frozen (``gc.freeze``), so from then on a collection walks only what is newer. ``close`` (the
+    cluster stops) gives the collector back at once. Only a collector this hold disabled is
+    enabled again."""
 
-    def __enter__(self) -> _CyclesPaused:
-        self._paused = gc.isenabled()
-        gc.disable()
-        return self
+    QUIET = 0.5
+    LONGEST = 60.0
 
-    def __exit__(self, *exc: object) -> None:
-        if self.freeze_after:
-            gc.freeze()
-        if self._paused:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._held = False
+        self._resume: asyncio.Task[None] | None = None
+
+    def hold(self) -> None:
+        if not self._held and gc.isenabled():
+            gc.disable()
+            self._held = True
+
+    def release(self, *, big: bool) -> None:
+        if not self._held:
+            return
+        if big and self._resume is None:
+            self._resume = asyncio.ensure_future(self._resume_when_quiet())
+        elif not big and self._resume is None:  # a big apply's wait goes on through small ones
+            self._give_back(freeze=False)
+
+    async def _resume_when_quiet(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.LONGEST
+        seen = self._store.resource_version
+        while loop.time() < deadline:
+            await asyncio.sleep(self.QUIET)
+            if self._store.resource_version == seen:
+                break
+            seen = self._store.resource_version
+        self._resume = None
+        self._give_back(freeze=True)
+
+    def _give_back(self, *, freeze: bool) -> None:
+        if self._held:
+            if freeze:
+                gc.freeze()
             gc.enable()
+            self._held = False
+
+    def close(self) -> None:
+        if self._resume is not None:  # a big apply's objects: frozen, or the first young
+            self._resume.cancel()     # collection would walk them all
+            self._resume = None
+            self._give_back(freeze=True)
+        self._give_back(freeze=False)
 
 
 def _cluster_ips(svc: Any) -> set[str]:

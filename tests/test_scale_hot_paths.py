@@ -208,3 +208,48 @@ def test_a_watched_deletion_carries_the_deletions_resource_version() -> None:
     assert change.obj.metadata.resource_version == str(created + 1) and change.obj.metadata.name == "a"
     assert change.obj is change.obj  # made once
     assert gone.metadata.resource_version == str(created)  # the store's last state is untouched
+
+
+async def test_the_collector_waits_for_a_big_apply_to_settle_and_comes_back() -> None:
+    """After a big apply the cycle collector stays off while the store keeps changing, then comes
+    back with what was built frozen; after a small one at once; a stopped cluster gives it back."""
+    import asyncio
+    import gc
+
+    from netemu.cluster import _CyclePause
+
+    assert gc.isenabled()
+    store = Store()
+    pause = _CyclePause(store)
+    pause.QUIET = 0.05
+    try:
+        pause.hold()
+        assert not gc.isenabled()
+        pause.release(big=False)
+        assert gc.isenabled()
+
+        pause.hold()
+        pause.release(big=True)
+        frozen = gc.get_freeze_count()
+        made = [k8s.ConfigMap(metadata=k8s.ObjectMeta(name=f"c{i}", namespace="default")) for i in range(100)]
+        for obj in made:  # the store keeps changing: still off
+            store.create(obj)
+            await asyncio.sleep(0.01)
+            assert not gc.isenabled()
+        pause.hold()
+        pause.release(big=False)  # a small apply meanwhile does not cut the wait short
+        assert not gc.isenabled()
+        for _ in range(200):
+            if gc.isenabled():
+                break
+            await asyncio.sleep(0.01)
+        assert gc.isenabled() and gc.get_freeze_count() > frozen
+
+        pause.hold()
+        pause.release(big=True)
+        pause.close()  # the cluster stops before it is quiet
+        assert gc.isenabled()
+    finally:
+        pause.close()
+        gc.enable()
+        gc.unfreeze()

@@ -188,10 +188,16 @@ def from_dict(cls: type, data: Any, path: str = "") -> tuple[Any, list[FieldProb
     return obj, problems
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    cls = type(value)
+    if cls in _SCALARS:  # most values: at once
+        return value
+    if hasattr(cls, "__dataclass_fields__"):
         out: dict[str, Any] = {}
-        for attr, name, _hint, _ in _fields(type(value)):
+        for attr, name, _hint, _ in _fields(cls):
             raw = getattr(value, attr)
             v = _encode(raw)
             if v == {} and getattr(raw, "KEEP_EMPTY", False):  # a set pointer to an empty struct
