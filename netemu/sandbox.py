@@ -53,6 +53,8 @@ class SandboxHelper:
         self.start_after = start_after    # requests done here before the helper is started
         self.ready = False
         self.answered = 0                 # requests the helper has answered
+        self.signing_key: bytes | None = None  # the cluster's token key (PEM), once given to the helper
+        self.can_sign = False             # the helper has the key: it signs pods' tokens
         self._uses = 0
         self._process: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
@@ -99,9 +101,31 @@ class SandboxHelper:
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
         try:
             await self.call("ping")
+            sent = None
+            while self.signing_key is not sent:  # one given meanwhile is sent too
+                sent = self.signing_key
+                await self.call("set_signing_key", sent)
         except Unavailable:
             return
+        self.can_sign = self.signing_key is not None
         self.ready = self._sock is not None
+
+    def use_signing_key(self, pem: bytes) -> None:
+        """The cluster's service account signing key: the helper signs pods' tokens with it
+        (given before the helper is ready, or, if it runs already, at once: requests are served in
+        order, so every later one finds it)."""
+        if pem == self.signing_key:
+            return
+        self.signing_key = pem
+        self.can_sign = False
+        if self.ready:
+            task = asyncio.ensure_future(self.call("set_signing_key", pem))
+            task.add_done_callback(self._key_given)
+            self.can_sign = True  # requests after this one find the key
+
+    def _key_given(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.can_sign = False
 
     async def call(self, operation: str, *args: Any) -> Any:
         """What ``netemu.sandboxd.OPERATIONS[operation](*args)`` returns, done by the helper, its
@@ -165,6 +189,7 @@ class SandboxHelper:
     def _disconnect(self, reason: Exception) -> None:
         """The helper is gone (or going): callers do the work themselves from now on."""
         self.ready = False
+        self.can_sign = False
         sock, self._sock = self._sock, None
         if sock is not None:
             loop = asyncio.get_running_loop()

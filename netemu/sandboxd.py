@@ -27,7 +27,7 @@ from netemu.kubelet.atomicwriter import FileProjection
 
 MAX_MESSAGE = 1 << 20
 
-Payload = dict[str, tuple[bytes, int]]
+Payload = dict[str, tuple[Any, int]]  # path -> (bytes, or a token to sign: (UNSIGNED, input)), mode
 
 
 def loopback_cni(command: str, conf: dict[str, Any], container_id: str, ifname: str) -> tuple[str, str] | None:
@@ -47,13 +47,41 @@ def pod_files(directory: str, resolv_conf: str, pod_ip: str, hostname: str, fqdn
     podfiles.write(Path(directory), resolv_conf=resolv_conf, pod_ip=pod_ip, hostname=hostname, fqdn=fqdn)
 
 
-def volume_files(target: str, mode: int, payload: Payload | None) -> None:
+def volume_files(target: str, mode: int, payload: Payload | None) -> dict[str, bytes]:
     """A volume's directory (made with ``mode`` when new) and, when given, its files written
-    atomically (netemu.kubelet.atomicwriter); atomicwriter.PayloadError for a path it refuses."""
+    atomically (netemu.kubelet.atomicwriter); atomicwriter.PayloadError for a path it refuses.
+
+    A file whose data is ``(UNSIGNED, signing_input)`` is a service account token to sign first,
+    with the key ``set_signing_key`` gave (the helper's alone): the tokens made are returned, by
+    path."""
+    signed: dict[str, bytes] = {}
     make_volume_dir(Path(target), mode)
     if payload is not None:
-        atomicwriter.write(Path(target), {path: FileProjection(data, file_mode)
-                                          for path, (data, file_mode) in payload.items()})
+        files = {}
+        for path, (data, file_mode) in payload.items():
+            if isinstance(data, tuple):
+                data = signed[path] = _sign(data)
+            files[path] = FileProjection(data, file_mode)
+        atomicwriter.write(Path(target), files)
+    return signed
+
+
+UNSIGNED = "unsigned token"
+_signing_key: Any = None  # the cluster's token signing key, in the helper's process only
+
+
+def set_signing_key(pem: bytes) -> None:
+    """Keep the cluster's service account signing key (PKCS#8 PEM) for ``volume_files``."""
+    global _signing_key
+    from cryptography.hazmat.primitives import serialization
+    _signing_key = serialization.load_pem_private_key(pem, password=None)
+
+
+def _sign(data: tuple[str, str]) -> bytes:
+    from netemu.kubeapi.tokens import sign
+    if data[0] != UNSIGNED or _signing_key is None:
+        raise RuntimeError("a token to sign without a signing key")
+    return sign(_signing_key, data[1]).encode()
 
 
 def make_volume_dir(target: Path, mode: int) -> None:
@@ -74,7 +102,8 @@ def ping() -> None:
 
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
-    "loopback_cni": loopback_cni, "pod_files": pod_files, "volume_files": volume_files, "ping": ping}
+    "loopback_cni": loopback_cni, "pod_files": pod_files, "volume_files": volume_files, "ping": ping,
+    "set_signing_key": set_signing_key}
 
 
 def encode_error(exc: BaseException) -> tuple[Any, ...]:

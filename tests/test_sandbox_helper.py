@@ -58,9 +58,13 @@ def ipam_files(cluster) -> dict[str, str]:
     return found
 
 
-async def test_pods_set_up_by_the_helper_have_addresses_files_and_volumes(make_cluster):
+async def test_pods_set_up_by_the_helper_have_addresses_files_and_volumes(make_cluster, monkeypatch):
     cluster = await helped(make_cluster)
     before = cluster.sandbox.answered
+
+    def signed_here(*args, **kwargs):
+        raise AssertionError("a pod's token signed in the cluster's process, not by the helper")
+    monkeypatch.setattr(cluster.kube_api.tokens, "issue", signed_here)
     await cluster.apply(DEPLOYMENT)
     await cluster.wait_ready(timeout=30)
     pods = cluster.pods()
@@ -77,8 +81,11 @@ async def test_pods_set_up_by_the_helper_have_addresses_files_and_volumes(make_c
         assert (site / "index.html").read_text() == "hello from the helper\n"
         assert os.stat(site / "..data" / "index.html").st_mode & 0o777 == 0o640
         (token,) = (directory / "volumes").glob("kube-api-access-*")
-        assert (token / "token").read_text().count(".") == 2 and (token / "namespace").read_text() == "default"
+        assert (token / "namespace").read_text() == "default"
+        claims = cluster.kube_api.tokens.claims((token / "token").read_text())  # signed by the helper, with the cluster's key
+        assert claims["kubernetes.io"]["pod"] == {"name": pod.metadata.name, "uid": uid}
     assert len({p.status.pod_ip for p in pods}) == 3
+    assert cluster.sandbox.can_sign
 
 
 async def test_a_deleted_pod_gives_its_address_back_through_the_helper(make_cluster):

@@ -56,8 +56,11 @@ class InClusterAccess:
             self.equip(kubelet)
 
     def equip(self, kubelet: Any) -> None:
-        """Give a kubelet the API server's token minting."""
+        """Give a kubelet the API server's token minting (and its sandbox helper the key to sign
+        with)."""
         kubelet.service_account_token = self.pod_token
+        if getattr(kubelet, "sandbox", None) is not None:
+            kubelet.sandbox.use_signing_key(self.kube_api.tokens.key_pem())
 
     def stop(self) -> None:
         self._publisher.stop()
@@ -67,9 +70,11 @@ class InClusterAccess:
                 kubelet.service_account_token = None
 
     def pod_token(self, namespace: str, service_account: str, pod_name: str, pod_uid: str, audience: str,
-                  expiration_seconds: int | None) -> str:
+                  expiration_seconds: int | None, *, signed: bool = True) -> str:
         """The kubelet's hook: a token for the pod's service account, bound to the pod
-        (a TokenRequest with ``boundObjectRef``). NotFoundError when either is gone."""
+        (a TokenRequest with ``boundObjectRef``); with ``signed`` False its draft's signing input,
+        for the sandbox helper to sign (netemu.kubeapi.tokens.sign). NotFoundError when either is
+        gone."""
         store = self.cluster.store
         sa = store.get("ServiceAccount", namespace, service_account)
         if sa is None:
@@ -77,8 +82,15 @@ class InClusterAccess:
         pod = store.get("Pod", namespace, pod_name)
         if pod is None or (pod_uid and pod.metadata.uid != pod_uid):
             raise NotFoundError(f'pods "{pod_name}" not found')
-        return str(self.kube_api.tokens.issue(namespace, sa, audiences=(audience,) if audience else (),
-                                              expiration_seconds=expiration_seconds, pod=pod).token)
+        tokens = self.kube_api.tokens
+        audiences = (audience,) if audience else ()
+        if not signed:
+            return tokens.draft(namespace, sa, audiences=audiences, expiration_seconds=expiration_seconds,
+                                pod=pod).signing_input
+        return str(tokens.issue(namespace, sa, audiences=audiences, expiration_seconds=expiration_seconds,
+                                pod=pod).token)
+
+    pod_token.drafts = True  # type: ignore[attr-defined]  # signed=False gives a draft (netemu.kubelet.volumes)
 
 
 __all__ = ["InClusterAccess", "endpoint_slice"]

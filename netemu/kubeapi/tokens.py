@@ -77,6 +77,22 @@ class IssuedToken:
     expiration_seconds: int
 
 
+@dataclass(frozen=True)
+class TokenDraft:
+    """A token's header and claims (``header.claims``, base64url) before its signature."""
+
+    signing_input: str
+    expiration: int
+    audiences: tuple[str, ...]
+    expiration_seconds: int
+
+
+def sign(key: ec.EllipticCurvePrivateKey, signing_input: str) -> str:
+    """The JWT ``signing_input.signature`` (ES256: r || s, base64url)."""
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{_b64(r.to_bytes(_COORDINATE, 'big') + s.to_bytes(_COORDINATE, 'big'))}"
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -122,9 +138,22 @@ class TokenIssuer:
 
     # ------------------------------------------------------------------ minting
 
+    def key_pem(self) -> bytes:
+        """The signing key, PKCS#8 PEM: for the cluster's sandbox helper, which signs pods' tokens."""
+        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+
     def issue(self, namespace: str, service_account: Any, *, audiences: Sequence[str] = (),
               expiration_seconds: int | None = None, pod: Any = None, now: float | None = None) -> IssuedToken:
         """A token for ``service_account`` (a stored ServiceAccount), bound to ``pod`` if given."""
+        draft = self.draft(namespace, service_account, audiences=audiences, expiration_seconds=expiration_seconds,
+                           pod=pod, now=now)
+        return IssuedToken(sign(self._key, draft.signing_input), draft.expiration, draft.audiences,
+                           draft.expiration_seconds)
+
+    def draft(self, namespace: str, service_account: Any, *, audiences: Sequence[str] = (),
+              expiration_seconds: int | None = None, pod: Any = None, now: float | None = None) -> TokenDraft:
+        """``issue`` but for the signature: what ``sign`` (with this issuer's key) makes a token of."""
         issued_at = int(now if now is not None else time.time())
         asked = expiration_seconds or DEFAULT_EXPIRATION
         audiences = tuple(audiences) or API_AUDIENCES
@@ -140,10 +169,7 @@ class TokenIssuer:
         claims = {"iss": ISSUER, "sub": f"{USER_PREFIX}{namespace}:{service_account.metadata.name}",
                   "aud": list(audiences), "iat": issued_at, "nbf": issued_at, "exp": issued_at + lifetime,
                   "jti": new_uid(), "kubernetes.io": private}
-        signing_input = f"{self._header}.{_b64(_json(claims))}"
-        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-        signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")  # JWS: r || s
-        return IssuedToken(f"{signing_input}.{_b64(signature)}", issued_at + lifetime, audiences, asked)
+        return TokenDraft(f"{self._header}.{_b64(_json(claims))}", issued_at + lifetime, audiences, asked)
 
     # ------------------------------------------------------------------ verifying
 

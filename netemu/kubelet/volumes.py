@@ -40,7 +40,7 @@ from netemu.api.volumes import unemulated_source
 from netemu import sandbox
 from netemu.errors import NetemuError
 from netemu.sandbox import SandboxHelper
-from netemu.sandboxd import Payload, volume_files
+from netemu.sandboxd import UNSIGNED, Payload, volume_files
 
 from . import atomicwriter, envvars
 from .atomicwriter import FileProjection
@@ -245,8 +245,10 @@ class PodVolumes:
 
     # ------------------------------------------------------------------ set-up
 
-    def payload(self, volume: k8s.Volume) -> dict[str, FileProjection] | None:
-        """The files of ``volume`` (None: a plain directory); VolumeError when not possible yet."""
+    def payload(self, volume: k8s.Volume, *, unsigned: bool = False) -> dict[str, FileProjection] | None:
+        """The files of ``volume`` (None: a plain directory); VolumeError when not possible yet.
+        ``unsigned``: a token not minted yet is left for the sandbox helper to sign
+        (``(sandboxd.UNSIGNED, signing input)`` as its data)."""
         pod = self.pod
         if volume.config_map is not None:
             src = volume.config_map
@@ -259,10 +261,11 @@ class PodVolumes:
         if volume.downward_api is not None:
             return _downward_payload(pod, volume.downward_api.items, _default(volume.downward_api.default_mode))
         if volume.projected is not None:
-            return self._projected_payload(volume.projected)
+            return self._projected_payload(volume.projected, unsigned)
         return None
 
-    def _projected_payload(self, projected: k8s.ProjectedVolumeSource) -> dict[str, FileProjection]:
+    def _projected_payload(self, projected: k8s.ProjectedVolumeSource,
+                           unsigned: bool = False) -> dict[str, FileProjection]:
         mode = _default(projected.default_mode)
         out: dict[str, FileProjection] = {}
         errors = []
@@ -277,16 +280,19 @@ class PodVolumes:
                 elif src.downward_api is not None:
                     out.update(_downward_payload(self.pod, src.downward_api.items, mode))
                 elif src.service_account_token is not None:
-                    out[src.service_account_token.path] = FileProjection(self._token(src.service_account_token), mode)
+                    out[src.service_account_token.path] = FileProjection(
+                        self._token(src.service_account_token, unsigned), mode)
             except VolumeError as exc:
                 errors.append(str(exc))
         if errors:
             raise VolumeError(errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]")
         return out
 
-    def _token(self, token: k8s.ServiceAccountTokenProjection) -> bytes:
+    def _token(self, token: k8s.ServiceAccountTokenProjection, unsigned: bool = False) -> Any:
         """The pod's token for ``token``'s audience: the one minted last until it is due for a
-        refresh (the kubelet's token manager caches them too)."""
+        refresh (the kubelet's token manager caches them too); ``unsigned``, when the issuer
+        drafts tokens (``drafts``: the API server's), a new one is ``(UNSIGNED, signing input)``
+        for the sandbox helper to sign (``_keep_signed`` caches what it made)."""
         key = (token.audience, token.expiration_seconds or 3600)
         if key in self._tokens:
             return self._tokens[key]
@@ -295,6 +301,9 @@ class PodVolumes:
             raise VolumeError("failed to fetch token: netemu has no service account token issuer")
         meta = self.pod.metadata
         try:
+            if unsigned and getattr(issue, "drafts", False):
+                return (UNSIGNED, issue(meta.namespace, self.pod.spec.service_account_name or "default", meta.name,
+                                        meta.uid, token.audience, token.expiration_seconds or 3600, signed=False))
             jwt = issue(meta.namespace, self.pod.spec.service_account_name or "default", meta.name, meta.uid,
                         token.audience, token.expiration_seconds or 3600)
         except NetemuError as exc:
@@ -302,10 +311,10 @@ class PodVolumes:
         self._tokens[key] = jwt.encode()
         return self._tokens[key]
 
-    def _request(self, volume: k8s.Volume) -> tuple[str, int, Payload | None]:
+    def _request(self, volume: k8s.Volume, unsigned: bool = False) -> tuple[str, int, Payload | None]:
         """What writing ``volume`` takes (netemu.sandboxd.volume_files' arguments); VolumeError
         when its payload cannot be made (yet)."""
-        payload = self.payload(volume)  # first: a failure leaves what is there untouched
+        payload = self.payload(volume, unsigned=unsigned)  # first: a failure leaves what is there untouched
         return (str(self.path(volume.name)), SECRET_DIR_MODE if volume.secret is not None else VOLUME_DIR_MODE,
                 {path: (fp.data, fp.mode) for path, fp in payload.items()} if payload is not None else None)
 
@@ -317,11 +326,28 @@ class PodVolumes:
             raise VolumeError(str(exc)) from exc
 
     async def _write_through_helper(self, volume: k8s.Volume) -> None:
-        """``write``, the files written by the sandbox helper when it is ready."""
+        """``write``, the files written (and new tokens signed) by the sandbox helper when it is
+        ready."""
+        helper = self._helper
         try:
-            await sandbox.run(self._helper, "volume_files", *self._request(volume))
+            if helper is not None and helper.can_sign:
+                try:
+                    self._keep_signed(volume, await helper.call("volume_files", *self._request(volume, True)))
+                    return
+                except sandbox.Unavailable:
+                    pass  # gone, or too big: here, with tokens minted here
+            await sandbox.run(helper, "volume_files", *self._request(volume))
         except atomicwriter.PayloadError as exc:
             raise VolumeError(str(exc)) from exc
+
+    def _keep_signed(self, volume: k8s.Volume, signed: dict[str, bytes]) -> None:
+        """Cache the tokens the helper signed for ``volume``, as ``_token`` caches its own."""
+        if not signed or volume.projected is None:
+            return
+        for src in volume.projected.sources:
+            token = src.service_account_token
+            if token is not None and token.path in signed:
+                self._tokens[(token.audience, token.expiration_seconds or 3600)] = signed[token.path]
 
     def _write_each(self, volumes: tuple[k8s.Volume, ...]) -> tuple[k8s.Volume, ...]:
         """Write ``volumes``; those that failed, each reported by the kubelet's FailedMount warning."""
