@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import logging
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -30,7 +31,7 @@ from netemu.controllers import nodelifecycle
 from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
 from netemu.forkserver import ForkServer
-from netemu.sandbox import SandboxHelper
+from netemu.sandbox import SandboxHelper, Unavailable
 from netemu import system
 from netemu.kubelet import mountns, podfiles
 from netemu.kubelet.execrun import ExecResult, run_plan
@@ -40,6 +41,7 @@ from netemu.store import Store, now_rfc3339
 
 log = logging.getLogger(__name__)
 BIG_APPLY = 1000  # objects in one apply from which the cycle collector waits for the cluster to be quiet
+PARALLEL_READ = 1 << 20  # bytes of YAML from which an apply reads it in two processes
 SANDBOX_START_AFTER = 150  # pieces of pod set-up (about three a pod) before the sandbox helper starts
 
 
@@ -79,6 +81,7 @@ class Cluster:
         self.ingress_images: dict[str, Any] = {}  # the ingress controller's image (netemu.ingress)
         self._apply_lock = asyncio.Lock()
         self._cycles = _CyclePause(self.store)  # no cycle collection while a big apply is being built
+        self._reads = 0  # texts read in two parts (netemu.sandbox), for their files' names
         self.dns_port = 53
         self.network_policy: Any = None  # netemu.networkpolicy's enforcer (netns backend)
         self.kernel_proxy: Any = None  # proxyMode nftables: netemu.proxy.nftables_proxier.NftablesProxier
@@ -398,6 +401,49 @@ class Cluster:
                 raise TypeError(f"cannot apply {type(src).__name__}")
         return out
 
+    async def _read(self, sources: tuple[Any, ...], namespace: str | None) -> list[Any]:
+        """``_manifests`` in a worker thread; a big YAML text (``PARALLEL_READ`` bytes) is read in
+        two parts side by side, the second by the sandbox helper (on the machine's other core),
+        when it can be cut at a document marker and the helper is ready before the first part is
+        read. A part with any problem makes it read the whole text here, for the usual errors."""
+        text = sources[0] if len(sources) == 1 and isinstance(sources[0], str) else None
+        parts = api.split_stream(text) if text is not None and len(text) >= PARALLEL_READ else None
+        if parts is None:
+            return await asyncio.to_thread(self._manifests, sources, namespace)
+        self.apiserver.check_request_size(text, "<text>")
+        head = asyncio.ensure_future(asyncio.to_thread(api.load_part, parts[0], "<text>", namespace))
+        try:
+            tail = await self._read_in_helper(parts[1], namespace, head)
+            if tail is None:
+                tail = await asyncio.to_thread(api.load_part, parts[1], "<text>", namespace)
+            first = await head
+        finally:
+            head.cancel()
+        if first is None or tail is None:
+            return await asyncio.to_thread(self._manifests, sources, namespace)
+        return api.join_parts(first, tail)
+
+    async def _read_in_helper(self, text: str, namespace: str | None, head: asyncio.Future[Any]) -> Any:
+        """The second part read by the sandbox helper, if it is ready before the first part is
+        read (None otherwise, or when it had a problem)."""
+        ready = asyncio.ensure_future(self.sandbox.wait_ready())
+        await asyncio.wait([ready, head], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done() or not ready.result():
+            ready.cancel()
+            return None
+        self._reads += 1
+        text_path, out_path = self.state.path(f"read-{self._reads}.yaml"), self.state.path(f"read-{self._reads}.pickle")
+        try:
+            await asyncio.to_thread(text_path.write_text, text)
+            if not await self.sandbox.call("read_manifests", str(text_path), "<text>", namespace, str(out_path)):
+                return None
+            return await asyncio.to_thread(_load_pickle, out_path)
+        except Unavailable:
+            return None
+        finally:
+            text_path.unlink(missing_ok=True)
+            out_path.unlink(missing_ok=True)
+
     async def apply(self, *sources: Any, namespace: str | None = None) -> list[str]:
         """Create or update objects from paths, YAML text, dicts or decoded manifests (all or nothing).
 
@@ -408,7 +454,7 @@ class Cluster:
             self._cycles.hold()
             big = False
             try:
-                manifests = await asyncio.to_thread(self._manifests, sources, namespace)
+                manifests = await self._read(sources, namespace)
                 big = len(manifests) >= BIG_APPLY
                 lines = await self.apiserver.apply_async(manifests)
                 await self.settle()
@@ -779,6 +825,12 @@ class _CyclePause:
             self._resume = None
             self._give_back(freeze=True)
         self._give_back(freeze=False)
+
+
+def _load_pickle(path: Path) -> Any:
+    """What the cluster's own sandbox helper pickled into a file of the cluster's state directory."""
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _cluster_ips(svc: Any) -> set[str]:

@@ -110,6 +110,13 @@ class SandboxHelper:
         self.can_sign = self.signing_key is not None
         self.ready = self._sock is not None
 
+    async def wait_ready(self) -> bool:
+        """Once the helper is ready: True (False if it could not start, or went)."""
+        self.start()
+        assert self._starting is not None
+        await asyncio.shield(self._starting)
+        return self.ready
+
     def use_signing_key(self, pem: bytes) -> None:
         """The cluster's service account signing key: the helper signs pods' tokens with it
         (given before the helper is ready, or, if it runs already, at once: requests are served in

@@ -97,13 +97,26 @@ def make_volume_dir(target: Path, mode: int) -> None:
     os.chmod(target, mode)
 
 
+def read_manifests(text_path: str, source: str, namespace: str | None, out_path: str) -> bool:
+    """Read the manifests in the file ``text_path`` (part of a stream, netemu.api.load_part) and
+    pickle what it gives into ``out_path`` (both in the cluster's state directory); False, and
+    nothing written, when that part has a problem."""
+    from netemu.api import load_part
+    part = load_part(Path(text_path).read_text(), source, namespace)
+    if part is None:
+        return False
+    with open(out_path, "wb") as out:
+        pickle.dump(part, out, pickle.HIGHEST_PROTOCOL)
+    return True
+
+
 def ping() -> None:
     """Nothing: the first request, whose answer shows that the helper serves."""
 
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
     "loopback_cni": loopback_cni, "pod_files": pod_files, "volume_files": volume_files, "ping": ping,
-    "set_signing_key": set_signing_key}
+    "set_signing_key": set_signing_key, "read_manifests": read_manifests}
 
 
 def encode_error(exc: BaseException) -> tuple[Any, ...]:

@@ -74,6 +74,18 @@ class ProxyOptions:
                                                # (``shareable``); the cluster's own group opens all
 
 
+def _withdraws(old: Any, new: Any) -> bool:
+    """Whether a slice update takes back an endpoint that could be served (gone, or no longer
+    ready): the proxy applies that at once, before the pod behind it stops."""
+    if old is None:
+        return False
+    if new is None:
+        return bool(old.endpoints)
+    ready = {address for e in new.endpoints if e.conditions.ready is not False for address in e.addresses}
+    return any(address not in ready for e in old.endpoints if e.conditions.ready is not False
+               for address in e.addresses)
+
+
 class ProxyGroup:
     def __init__(self, fabric: Fabric, options: ProxyOptions | None = None) -> None:
         self.fabric = fabric
@@ -99,6 +111,7 @@ class ProxyGroup:
         self._closed = False
         self._sync_handle: asyncio.Handle | None = None
         self._last_sync = float("-inf")  # loop time of the last sync
+        self._sync_later = False  # the planned sync waits for MIN_SYNC_INTERVAL
         self._unapplied: dict[ServiceKey, Any] = {}  # changes a sync slice left for the next turn
         self._reconcile_task: asyncio.Task | None = None
         self.workers: Any = None  # proxy.workers.ProxyWorkers: processes fed the same calls
@@ -149,7 +162,7 @@ class ProxyGroup:
 
     def on_endpointslice(self, old: Any, new: Any) -> None:
         if self.tracker.slice_update(old, new):
-            self._schedule_sync()
+            self._schedule_sync(at_once=_withdraws(old, new))
             if self.workers is not None:
                 self.workers.on_endpointslice(old, new)
 
@@ -163,9 +176,16 @@ class ProxyGroup:
     def _schedule_sync(self, *, at_once: bool = False) -> None:
         """Sync on the next turn, or, within ``MIN_SYNC_INTERVAL`` of the last sync, once that has
         passed: under churn (10,000 pods becoming ready) a service's changes are applied together,
-        as kube-proxy's minSyncPeriod batches them. ``at_once``: the rest of a sliced sync."""
-        if self._sync_handle is None and not self._closed:
+        as kube-proxy's minSyncPeriod batches them. ``at_once``: the rest of a sliced sync, or an
+        endpoint withdrawn (a pod about to stop must get no new connection meanwhile)."""
+        if self._closed:
+            return
+        if at_once and self._sync_handle is not None and self._sync_later:
+            self._sync_handle.cancel()  # a later sync was planned: this one cannot wait
+            self._sync_handle = None
+        if self._sync_handle is None:
             wait = 0.0 if at_once else self._last_sync + MIN_SYNC_INTERVAL - self.loop.time()
+            self._sync_later = wait > 0
             self._sync_handle = (self.loop.call_later(wait, self.sync) if wait > 0
                                  else self.loop.call_soon(self.sync))
 

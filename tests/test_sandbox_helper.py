@@ -151,3 +151,35 @@ async def test_a_request_too_big_for_one_message_is_done_here(tmp_path):
         assert helper.answered == answered + 2 and not (tmp_path / "x").exists()
     finally:
         await helper.close()
+
+
+def big_stream(count: int, bad: int | None = None) -> str:
+    """Enough ConfigMaps for more than ``PARALLEL_READ`` bytes of YAML; ``bad`` gets a bad name."""
+    filler = "x" * 400
+    return "---\n".join(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {'Bad_Name' if i == bad else f'c{i}'}}}\n"
+        f"data: {{filler: {filler}}}\n" for i in range(count))
+
+
+async def test_a_big_text_is_read_in_two_processes_as_it_is_read_in_one(make_cluster):
+    from netemu import api
+    from netemu.cluster import PARALLEL_READ
+    from netemu.errors import ManifestErrors
+
+    cluster = await make_cluster(nodes=1)
+    assert await cluster.sandbox.wait_ready()  # up before the first part is read, however fast that is
+    text = big_stream(2500)
+    assert len(text) > PARALLEL_READ
+    await cluster.apply(text)
+    assert cluster._reads == 1  # its second half by the helper
+    assert sorted(c.metadata.name for c in cluster.list("ConfigMap", "default") if c.metadata.name.startswith("c")) \
+        == sorted(f"c{i}" for i in range(2500))
+
+    bad = big_stream(2500, bad=2400)  # in the second half
+    with pytest.raises(ManifestErrors) as read_whole:
+        api.load_text(bad, source="<text>")
+    with pytest.raises(ManifestErrors) as applied:
+        await cluster.apply(bad)
+    assert str(applied.value) == str(read_whole.value) and "[doc 2401]" in str(applied.value)
+    assert cluster._reads == 2
+    assert not list(cluster.state.path("").glob("read-*"))  # the parts' files are gone

@@ -97,3 +97,18 @@ def test_what_pyyaml_refuses_is_refused_in_its_words(text: str) -> None:
     with pytest.raises(yaml.YAMLError) as refused:
         pyyaml_documents(text)
     assert [str(e) for e in errors] == [f"t.yaml: {yamlload._yaml_error_text(refused.value)}"]
+
+
+def test_a_stream_read_in_two_parts_is_what_it_is_read_whole() -> None:
+    docs = [f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\ndata: {{k: v{i}}}\n" for i in range(40)]
+    text = "---\n".join(docs[:20]) + "---\n---\n" + "---\n".join(docs[20:])  # an empty document in between
+    head, tail = yamlload.split_stream(text)
+    assert head + tail == text and tail.startswith("---") and len(head) >= len(text) // 2
+    whole = yamlload.load_text(text, source="t.yaml")
+    joined = yamlload.join_parts(yamlload.load_part(head, "t.yaml"), yamlload.load_part(tail, "t.yaml"))
+    assert joined == whole
+    assert [m.ref.doc for m in joined][-1] == 41  # 40 objects and an empty document, numbered across the cut
+    bad = text.replace("name: c35", "name: C35")
+    assert yamlload.load_part(yamlload.split_stream(bad)[1], "t.yaml") is None  # the caller reads it whole
+    for unsplittable in ('{"apiVersion": "v1"}', "%YAML 1.1\n---\na: 1\n", "a: 1\n"):
+        assert yamlload.split_stream(unsplittable) is None

@@ -28,7 +28,7 @@ from .objects import (
     SessionAffinityConfig, TCPSocketAction, ident, key_of,
 )
 from .validation import merge_server_fields, merge_service_allocations, validate, validate_update
-from .yamlload import Manifest, load_data, load_paths, load_text
+from .yamlload import Manifest, join_parts, load_data, load_part, load_paths, load_text, split_stream
 
 __all__ = [
     # objects
@@ -47,5 +47,5 @@ __all__ = [
     # codec, defaults, validation, loading
     "from_dict", "to_dict", "apply_defaults", "validate", "validate_update", "merge_service_allocations",
     "merge_server_fields", "selector_matches", "service_selector_matches", "Manifest", "load_data",
-    "load_paths", "load_text",
+    "load_paths", "load_text", "load_part", "join_parts", "split_stream",
 ]

@@ -25,6 +25,7 @@ The only I/O here is reading the named files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -368,10 +369,13 @@ class _Reader:
         self.namespace = namespace
         self.manifests: list[Manifest] = []
         self.errors: list[ManifestError] = []
+        self.documents = 0  # read so far, empty ones included
 
     def read_text(self, text: str, source: str) -> None:
         syntax_errors: list[ManifestError] = []
-        for index, data, problems in _split_documents(text, source, syntax_errors):
+        documents = _split_documents(text, source, syntax_errors)
+        self.documents += len(documents)
+        for index, data, problems in documents:
             if data is None and not problems:
                 continue  # an empty document
             if data is _TOO_DEEP:
@@ -460,6 +464,41 @@ def load_text(text: str, source: str = "<stdin>", namespace: str | None = None) 
     reader = _Reader(namespace)
     reader.read_text(text, source)
     return reader.result()
+
+
+def split_stream(text: str) -> tuple[str, str] | None:
+    """A YAML stream cut in two at a document marker (a ``---`` line) past its middle, so that
+    each part is a stream of whole documents (for reading them side by side, ``load_part``);
+    None when there is no such line, or the text is JSON or uses directives (``%``)."""
+    if text.lstrip().startswith("{") or text.startswith("%") or "\n%" in text:
+        return None
+    at = text.find("\n---", len(text) // 2)
+    while at != -1:
+        if text[at + 4:at + 5] in ("", "\n", "\r", " ", "\t"):
+            return text[:at + 1], text[at + 1:]
+        at = text.find("\n---", at + 4)
+    return None
+
+
+def load_part(text: str, source: str = "<stdin>", namespace: str | None = None) -> tuple[list[Manifest], int] | None:
+    """``load_text`` for one part of a stream (``split_stream``): its manifests and how many
+    documents it held (``join_parts`` numbers the next part's after them), or None when anything
+    in it is wrong: the caller then reads the whole stream with ``load_text``, whose errors are
+    worded and placed as always."""
+    reader = _Reader(namespace)
+    reader.read_text(text, source)
+    return None if reader.errors else (reader.manifests, reader.documents)
+
+
+def join_parts(*parts: tuple[list[Manifest], int]) -> list[Manifest]:
+    """The manifests of consecutive parts of one stream, documents numbered across them."""
+    out: list[Manifest] = []
+    before = 0
+    for manifests, documents in parts:
+        out += manifests if not before else [
+            Manifest(obj=m.obj, ref=dataclasses.replace(m.ref, doc=m.ref.doc + before)) for m in manifests]
+        before += documents
+    return out
 
 
 def load_data(data: Any, source: str = "<dict>", namespace: str | None = None) -> list[Manifest]:
