@@ -27,17 +27,14 @@ import json
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
 from netemu.podsetup import PodSetup
-from netemu.spawn import cluster_child_setup, spawn
+from netemu.spawn import spawn_helper
 
 MAX_MESSAGE = 1 << 20
 CLOSE_WAIT = 5.0  # seconds for the server to exit once its socket is closed
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from netemu.forkserverd import main; main()"
 
 
 class ServedProcess:
@@ -125,21 +122,9 @@ class ForkServer:
             return self._sock
 
     async def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            with open(self.log_path or os.devnull, "ab") as log:
-                self._server = await spawn(
-                    sys.executable, "-I", "-c", _MAIN, str(self.ledger), stdin=theirs.fileno(),
-                    stdout=asyncio.subprocess.DEVNULL, stderr=log, env=self.env,
-                    setup=cluster_child_setup(os.getpid(), self.record))
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+        self._server, self._sock = await spawn_helper("netemu.forkserverd", str(self.ledger), record=self.record,
+                                                      log_path=self.log_path, env=self.env)
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
 
     async def _send(self, sock: socket.socket, message: bytes, fds: list[int]) -> None:
         # One sender at a time: the socket queues few messages, and a descriptor has one writer callback.

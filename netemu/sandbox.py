@@ -21,22 +21,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import pickle
 import socket
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from netemu.sandboxd import OPERATIONS, decode_error
-from netemu.spawn import cluster_child_setup, spawn
+from netemu.spawn import spawn_helper
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024  # bytes; well inside a socket buffer, so one message always fits
 CLOSE_WAIT = 5.0         # seconds for the helper to exit once its socket is closed
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_MAIN = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from netemu.sandboxd import main; main()"
 
 
 class Unavailable(Exception):
@@ -81,22 +77,11 @@ class SandboxHelper:
             self.start()
 
     async def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            with open(self.log_path or os.devnull, "ab") as log_file:
-                self._process = await spawn(
-                    sys.executable, "-I", "-c", _MAIN, stdin=theirs.fileno(), stdout=asyncio.subprocess.DEVNULL,
-                    stderr=log_file, setup=cluster_child_setup(os.getpid(), self.record))
+            self._process, ours = await spawn_helper("netemu.sandboxd", record=self.record, log_path=self.log_path)
         except Exception as exc:  # noqa: BLE001 - without the helper the cluster does the work itself
             log.warning("sandbox helper: cannot start: %s", exc)
-            ours.close()
             return
-        except BaseException:  # cancelled by ``close``
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
         self._sock = ours
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
         try:

@@ -24,7 +24,10 @@ import ctypes
 import fcntl
 import os
 import signal
-from typing import Any, Callable
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_CLOSE_RANGE = 436  # x86-64, arm64 and every other architecture of the unified table
@@ -79,3 +82,30 @@ def child_setup(setup: Callable[[], None] | None = None) -> Callable[[], None]:
 async def spawn(*argv: str, setup: Callable[[], None] | None = None, **kwargs: Any) -> asyncio.subprocess.Process:
     """``asyncio.create_subprocess_exec(*argv, **kwargs)``, the child holding only 0, 1 and 2."""
     return await asyncio.create_subprocess_exec(*argv, close_fds=True, preexec_fn=child_setup(setup), **kwargs)
+
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+async def spawn_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
+                       env: Mapping[str, str] | None = None) -> tuple[asyncio.subprocess.Process, socket.socket]:
+    """One of the cluster's helper processes (the fork server, the sandbox helper): ``main()`` of
+    ``module`` in a fresh interpreter (``-I``) with ``args``, its standard input a SOCK_SEQPACKET
+    socket to this process (returned, non-blocking), its standard error appended to ``log_path``,
+    started as a process of the cluster (``cluster_child_setup``: its own session, dead with the
+    cluster, in the ledger through ``record``)."""
+    code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        with open(log_path or os.devnull, "ab") as log:
+            process = await spawn(sys.executable, "-I", "-c", code, *args, stdin=theirs.fileno(),
+                                  stdout=asyncio.subprocess.DEVNULL, stderr=log,
+                                  **({"env": dict(env)} if env is not None else {}),
+                                  setup=cluster_child_setup(os.getpid(), record))
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return process, ours

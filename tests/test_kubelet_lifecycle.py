@@ -232,12 +232,14 @@ async def test_crash_loop_counts_like_the_kubelet(cluster):
     finally:
         unsubscribe()
     backoffs = [(count, message) for reason, count, message in seen if reason == "CrashLoopBackOff"]
-    assert backoffs[:2] == [(1, "back-off 200ms"), (2, "back-off 400ms")]
-    # Each back-off follows the death of the instance whose attempt number it shows.
+    assert backoffs[:2] == [(1, "back-off 200ms"), (2, "back-off 400ms")]  # the restarts done, not the next
+    # Each back-off follows the death of an instance that ran, never of one still to come. (An
+    # instance that dies in the loop turn it started in is never shown running: the kubelet writes
+    # one status per turn.)
     last_running = None
     for reason, count, _ in seen:
         if reason == "CrashLoopBackOff":
-            assert count == last_running, seen
+            assert last_running is not None and last_running <= count, seen
         elif reason == "" and count is not None:  # running (no reason)
             last_running = count
 

@@ -263,18 +263,30 @@ async def listen_tcp(ctx: ContainerContext, running: RunningEmulation, port: int
             writer.close()
 
     try:
-        server = await ctx.start_server(on_connect, ctx.pod_ip, port)
+        server = await _opened(ctx.start_server(on_connect, ctx.pod_ip, port), lambda server: server.close())
     except OSError as exc:
         raise bind_error(what, "TCP", ctx.pod_ip, port, exc) from exc
     running.add_server(server)
+
+
+async def _opened(opening: Awaitable[Any], close: Callable[[Any], None]) -> Any:
+    """What ``opening`` opens (a listener); if the container's start is cancelled meanwhile (the
+    pod deleted, the cluster stopping), the opening goes on and what it opens is closed at once
+    rather than left for the garbage collector."""
+    task = asyncio.ensure_future(opening)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: close(t.result()) if not t.cancelled() and t.exception() is None else None)
+        raise
 
 
 async def listen_udp(ctx: ContainerContext, running: RunningEmulation, port: int,
                      protocol_factory: Callable[[], asyncio.DatagramProtocol], what: str) -> None:
     """Open a UDP socket on ``ctx.pod_ip:port`` owned by ``running``."""
     try:
-        transport, _protocol = await ctx.create_datagram_endpoint(
-            protocol_factory, local_addr=(ctx.pod_ip, port))
+        transport, _protocol = await _opened(ctx.create_datagram_endpoint(
+            protocol_factory, local_addr=(ctx.pod_ip, port)), lambda opened: opened[0].close())
     except OSError as exc:
         raise bind_error(what, "UDP", ctx.pod_ip, port, exc) from exc
     running.add_datagram(transport)
