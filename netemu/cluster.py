@@ -804,13 +804,15 @@ class _CyclePause:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.LONGEST
         seen = self._store.resource_version
-        while loop.time() < deadline:
-            await asyncio.sleep(self.QUIET)
-            if self._store.resource_version == seen:
-                break
-            seen = self._store.resource_version
-        self._resume = None
-        self._give_back(freeze=True)
+        try:
+            while loop.time() < deadline:
+                await asyncio.sleep(self.QUIET)
+                if self._store.resource_version == seen:
+                    break
+                seen = self._store.resource_version
+        finally:  # quiet, or cancelled (the loop ending with the cluster never stopped): back either way
+            self._resume = None
+            self._give_back(freeze=True)
 
     def _give_back(self, *, freeze: bool) -> None:
         if self._held:

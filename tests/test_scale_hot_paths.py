@@ -253,3 +253,21 @@ async def test_the_collector_waits_for_a_big_apply_to_settle_and_comes_back() ->
         pause.close()
         gc.enable()
         gc.unfreeze()
+
+
+def test_the_collector_comes_back_when_the_loop_ends_without_the_cluster_stopping() -> None:
+    import asyncio
+    import gc
+
+    from netemu.cluster import _CyclePause
+
+    async def big_apply_then_return() -> None:
+        pause = _CyclePause(Store())
+        pause.hold()
+        pause.release(big=True)  # waiting for quiet when asyncio.run cancels what is left
+    try:
+        asyncio.run(big_apply_then_return())
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
