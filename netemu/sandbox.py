@@ -40,6 +40,10 @@ class Unavailable(Exception):
     request is too big for one message. The caller does the work itself."""
 
 
+class Lost(Unavailable):
+    """The helper went away with the request sent: it may have been done, or partly."""
+
+
 class SandboxHelper:
     """``start`` (in the background), ``ready``, ``call(operation, *args)``, ``close``."""
 
@@ -194,7 +198,7 @@ class SandboxHelper:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(reason)
+                future.set_exception(Lost(str(reason)))
 
     async def close(self) -> None:
         if self._starting is not None and not self._starting.done():
@@ -210,14 +214,20 @@ class SandboxHelper:
                 await process.wait()
 
 
-async def run(helper: SandboxHelper | None, operation: str, *args: Any) -> Any:
+async def run(helper: SandboxHelper | None, operation: str, *args: Any,
+              undo: Callable[[], Any] | None = None) -> Any:
     """``netemu.sandboxd.OPERATIONS[operation](*args)``: by ``helper`` when it is ready, by this
-    process otherwise (the same function, the same files, the same answer or exception)."""
+    process otherwise (the same function, the same files, the same answer or exception). Every
+    operation but a CNI ADD may simply be done again; for one the helper may have done before it
+    went (``Lost``), ``undo`` is called first (a CNI DEL, so the ADD finds no reservation of its own)."""
     if helper is not None:
         helper.note_use()
     if helper is not None and helper.ready:
         try:
             return await helper.call(operation, *args)
+        except Lost:
+            if undo is not None:
+                undo()
         except Unavailable:
             pass
     return OPERATIONS[operation](*args)

@@ -183,3 +183,29 @@ async def test_a_big_text_is_read_in_two_processes_as_it_is_read_in_one(make_clu
     assert str(applied.value) == str(read_whole.value) and "[doc 2401]" in str(applied.value)
     assert cluster._reads == 2
     assert not list(cluster.state.path("").glob("read-*"))  # the parts' files are gone
+
+
+async def test_an_add_the_helper_did_before_it_went_is_undone_and_done_again(make_cluster):
+    """The helper reserved the pod's address, then died before answering: the cluster releases
+    that reservation (CNI DEL) before its own ADD, instead of failing the sandbox with host-local's
+    duplicate allocation."""
+    from netemu.sandbox import Lost
+    from netemu.sandboxd import OPERATIONS
+
+    class DoneThenGone:
+        ready = True
+
+        def note_use(self) -> None:
+            pass
+
+        async def call(self, operation, *args):
+            OPERATIONS[operation](*args)  # done in the helper's stead, as a helper would
+            raise Lost("the sandbox helper exited")
+
+    cluster = await make_cluster(nodes=1)
+    cluster.fabric.sandbox = DoneThenGone()
+    await cluster.apply(DEPLOYMENT.replace("replicas: 3", "replicas: 1"))
+    await cluster.wait_ready(timeout=30)
+    (pod,) = cluster.pods()
+    reserved = ipam_files(cluster)
+    assert reserved[pod.status.pod_ip] == pod.metadata.uid and list(reserved.values()).count(pod.metadata.uid) == 1

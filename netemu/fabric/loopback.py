@@ -17,6 +17,7 @@ from netemu import sandbox
 from netemu.config import ClusterConfig
 from netemu.errors import CNIError, FabricError
 from netemu.sandbox import SandboxHelper
+from netemu.sandboxd import loopback_cni
 from netemu.state import ClusterState
 
 from .base import NodeNetwork, PodNetwork
@@ -52,8 +53,10 @@ class LoopbackFabric:
 
     async def _invoke(self, command: str, node: str, container_id: str) -> tuple[str, str] | None:
         """The ADD result's address and gateway, or None; run by the sandbox helper when it is ready."""
+        conf = self._netconf(node)
+        undo = (lambda: loopback_cni("DEL", conf, container_id, "eth0")) if command == "ADD" else None
         try:
-            return await sandbox.run(self.sandbox, "loopback_cni", command, self._netconf(node), container_id, "eth0")
+            return await sandbox.run(self.sandbox, "loopback_cni", command, conf, container_id, "eth0", undo=undo)
         except CNIError as exc:
             raise FabricError(f"CNI {command} for pod sandbox {container_id[:8]} on {node}: {exc.msg}") from exc
 
