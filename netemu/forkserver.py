@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from netemu.podsetup import PodSetup
-from netemu.spawn import spawn_helper
+from netemu.spawn import end_helper, spawn_helper
 
 MAX_MESSAGE = 1 << 20
-CLOSE_WAIT = 5.0  # seconds for the server to exit once its socket is closed
 
 
 class ServedProcess:
@@ -106,11 +105,7 @@ class ForkServer:
         if sock is not None:
             sock.close()
         if server is not None:
-            try:
-                await asyncio.wait_for(server.wait(), CLOSE_WAIT)
-            except asyncio.TimeoutError:
-                server.kill()
-                await server.wait()
+            await end_helper(server)
 
     async def _connection(self) -> socket.socket:
         if self._lock is None:

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from netemu.sandboxd import OPERATIONS, decode_error
-from netemu.spawn import spawn_helper
+from netemu.spawn import end_helper, spawn_helper
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024  # bytes; well inside a socket buffer, so one message always fits
-CLOSE_WAIT = 5.0         # seconds for the helper to exit once its socket is closed
 
 
 class Unavailable(Exception):
@@ -207,11 +206,7 @@ class SandboxHelper:
         self._disconnect(Unavailable("the sandbox helper was closed"))
         process, self._process = self._process, None
         if process is not None:
-            try:
-                await asyncio.wait_for(process.wait(), CLOSE_WAIT)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
+            await end_helper(process)
 
 
 async def run(helper: SandboxHelper | None, operation: str, *args: Any,

@@ -85,6 +85,7 @@ async def spawn(*argv: str, setup: Callable[[], None] | None = None, **kwargs: A
 
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+HELPER_EXIT_WAIT = 5.0  # seconds for a helper to exit once its socket is closed
 
 
 async def spawn_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
@@ -109,3 +110,13 @@ async def spawn_helper(module: str, *args: str, record: Callable[[int], None], l
         theirs.close()
     ours.setblocking(False)
     return process, ours
+
+
+async def end_helper(process: asyncio.subprocess.Process) -> None:
+    """Wait for a helper whose socket has been closed to exit (it reads the end of its input),
+    killing it after ``HELPER_EXIT_WAIT`` seconds."""
+    try:
+        await asyncio.wait_for(process.wait(), HELPER_EXIT_WAIT)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()

@@ -283,19 +283,19 @@ class _ImpairedFlow(_Flow):
 class _LocalFlow(_FlowState):
     """One client address's datagrams to an in-process server, and its answers.
 
-    The flow keeps the server it found: an answer at hand (``Server.ready``) costs it no Python
-    call; any other datagram one call of the handler. Once that server is closing, the flow looks
-    the address up again and, if another server has registered it since (a restarted DNS pod at
-    the same address), hands its datagrams to that one, as a relayed flow's would reach whatever
-    now listens at the endpoint; otherwise they are lost, as they would be refused."""
+    The flow keeps the server it found: the listener answers from ``Server.ready`` itself (no
+    Python call); any other datagram is one call of the handler here. Once that server is
+    closing, the flow looks the address up again and, if another server has registered it since
+    (a restarted DNS pod at the same address), hands its datagrams to that one, as a relayed
+    flow's would reach whatever now listens at the endpoint; otherwise they are lost, as they
+    would be refused."""
 
-    __slots__ = ("open", "server", "ready", "closing", "answer_to", "sendto")
+    __slots__ = ("open", "server", "ready", "closing", "answer_to")
 
     def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route, server: local.Server) -> None:
         super().__init__(listener, client, route)
         self.open = True
         self.answer_to = self.answer          # bound once, not per datagram
-        self.sendto = listener.sock.sendto
         self._use(server)
 
     def _use(self, server: local.Server) -> None:
@@ -310,17 +310,7 @@ class _LocalFlow(_FlowState):
             if server is None or server is self.server:
                 return
             self._use(server)
-        ready = self.ready
-        if ready is not None:
-            hit = ready(data[2:])
-            if hit is not None:              # the hot path: a cached answer, from the service address
-                self.down += len(hit) + 2
-                try:
-                    self.sendto(data[:2] + hit, self.client)
-                except OSError:
-                    pass
-                return
-        answer = self.server.handler(data, self.client, self.answer_to)
+        answer = self.server.handler(data, self.client, self.answer_to)  # a cached answer too
         if answer is not None:
             self.answer(answer, self.client)
 

@@ -3,10 +3,14 @@ the test's tmp dir so that nothing touches the user's ``~/.kube`` or state root.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -100,3 +104,22 @@ def api_fixtures(name: str, **options: Any) -> tuple[Any, Any, Any]:
         return namespace_for(kubectl, request)
 
     return api, kubectl, namespace
+
+
+def api_request(api: Any, path: str, accept: str = "application/json", *, method: str = "GET",
+                body: dict[str, Any] | None = None, content_type: str = "application/json",
+                ) -> tuple[int, dict[str, str], bytes]:
+    """``method`` ``path`` of the module's API server with ``accept`` (and ``body``), authenticated
+    by the cluster's bearer token: status, headers and body, an error status included."""
+    directory = api.cluster.state.directory
+    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+    headers = {"Accept": accept, "Authorization": f"Bearer {(directory / 'token').read_text()}",
+               "Content-Type": content_type}
+    request = urllib.request.Request(api.cluster.kube_api.url + path, headers=headers, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()

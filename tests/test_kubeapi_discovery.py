@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubeapi_support import KUBECTL, api_fixtures, poll
+from kubeapi_support import KUBECTL, api_fixtures, api_request, poll
 from netemu.kubeapi import KUBECONFIG
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
@@ -37,19 +37,7 @@ def api_client(api):
 
 def _get(api, path: str, accept: str, *, method: str = "GET", body: dict | None = None,
          content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
-    """``method`` ``path`` with ``accept`` (and ``body``), authenticated by the cluster's bearer token."""
-    directory = api.cluster.state.directory
-    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
-    headers = {"Accept": accept, "Authorization": f"Bearer {(directory / 'token').read_text()}",
-               "Content-Type": content_type}
-    request = urllib.request.Request(api.cluster.kube_api.url + path, headers=headers, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()
+    return api_request(api, path, accept, method=method, body=body, content_type=content_type)
 
 
 # ---------------------------------------------------------------------- aggregated discovery

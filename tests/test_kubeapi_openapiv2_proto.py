@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
-from kubeapi_support import KUBECTL, api_fixtures
+from kubeapi_support import KUBECTL, api_fixtures, api_request
 from netemu.errors import NetemuError
 from netemu.kubeapi import openapiv2, openapiv2_proto
 
@@ -74,17 +71,7 @@ items:
 
 
 def _get(api, accept: str) -> tuple[int, dict[str, str], bytes]:
-    """``GET /openapi/v2`` with ``accept``, authenticated by the cluster's bearer token."""
-    directory = api.cluster.state.directory
-    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
-    request = urllib.request.Request(api.cluster.kube_api.url + "/openapi/v2", headers={
-        "Accept": accept, "Authorization": f"Bearer {(directory / 'token').read_text()}"})
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()
+    return api_request(api, "/openapi/v2", accept)
 
 
 def _names(kubectl, namespace: str) -> str:

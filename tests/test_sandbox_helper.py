@@ -6,7 +6,6 @@ errors as without it, the helper recorded and gone with the cluster, and the clu
 work itself once the helper is gone or for a request too big to hand over."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
@@ -136,10 +135,8 @@ async def test_once_the_helper_is_gone_the_cluster_does_the_work_itself(make_clu
 
 async def test_a_request_too_big_for_one_message_is_done_here(tmp_path):
     helper = SandboxHelper(record=lambda pid: None, start_after=0)
-    helper.start()
     try:
-        while not helper.ready:
-            await asyncio.sleep(0.01)
+        assert await helper.wait_ready()
         big = os.urandom(sandbox.MAX_REQUEST)
         answered = helper.answered
         await sandbox.run(helper, "volume_files", str(tmp_path / "big"), 0o755, {"blob": (big, 0o644)})
