@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from netemu.config import DEFAULT_NAME, state_root
+from netemu.config import AUTO, DEFAULT_NAME, state_root
 from netemu.errors import ClusterError, NetemuError
 
 log = logging.getLogger("netemu")
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="loopback", choices=["loopback", "netns"])
     p.add_argument("--proxy-mode", default=None, choices=["userspace", "nftables"],
                    help="how Services are proxied: userspace (default) or nftables (netns: DNAT in each node's kernel)")
-    p.add_argument("--proxy-workers", type=int, default=None, metavar="N",
-                   help="loopback: processes that accept TCP service connections (default 1; more share "
-                        "each listener with SO_REUSEPORT)")
+    p.add_argument("--proxy-workers", type=_workers_flag, default=None, metavar="N|auto",
+                   help="loopback: processes that accept TCP service connections (default auto: one, and "
+                        "more while the proxy is busy; they share each listener with SO_REUSEPORT)")
     p.add_argument("--detach", "-d", action="store_true", help="return once everything is ready")
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for readiness")
     p.add_argument("--service-cidr", default=None)
@@ -250,6 +250,16 @@ def _emit(text: str) -> None:
 
 def _cluster_name(args: argparse.Namespace) -> str:
     return args.name or os.environ.get("NETEMU_CLUSTER") or DEFAULT_NAME
+
+
+def _workers_flag(text: str) -> int | str:
+    """``--proxy-workers``: a number, or "auto" (the configuration checks the range)."""
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: a number of processes or "auto"') from None
 
 
 def _range_flag(key: str) -> str:

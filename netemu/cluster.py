@@ -26,7 +26,7 @@ from netemu import api
 from netemu.api import objects as k8s
 from netemu.api.kinds import resolve_kind
 from netemu.clock import Clock
-from netemu.config import DEFAULT_NAME, ClusterConfig
+from netemu.config import AUTO, DEFAULT_NAME, ClusterConfig
 from netemu.controllers import nodelifecycle
 from netemu.errors import BackendUnavailableError, ClusterError, InvalidError, NetemuError, NotFoundError, WaitTimeoutError
 from netemu.fabric import NodeNetwork, make_fabric
@@ -77,6 +77,7 @@ class Cluster:
         self._started = False
         self.started_at = 0.0
         self.proxy: Any = None
+        self.proxy_autoscaler: Any = None  # proxy_workers "auto": starts worker processes under load
         self.controllers: Any = None
         self.ingress_images: dict[str, Any] = {}  # the ingress controller's image (netemu.ingress)
         self._apply_lock = asyncio.Lock()
@@ -166,13 +167,22 @@ class Cluster:
         from netemu.proxy import ProxyGroup, ProxyOptions
         kernel = self.config.proxy_mode == "nftables"
         workers = self.config.proxy_workers
-        self.proxy = ProxyGroup(self.fabric, ProxyOptions(kernel_data_path=kernel, reuse_port=workers > 1))
+        auto = workers == AUTO and self.config.backend == "loopback"
+        shared = auto or (workers != AUTO and workers > 1)  # TCP listeners open to worker processes
+        self.proxy = ProxyGroup(self.fabric, ProxyOptions(kernel_data_path=kernel, reuse_port=shared))
         self._stack.push_async_callback(self.proxy.close)
-        if workers > 1:  # processes of their own sharing the TCP listeners (netemu.proxy.workers)
+        if shared:  # processes of their own sharing the TCP listeners (netemu.proxy.workers)
             from netemu.proxy.workers import ProxyWorkers
-            self.proxy.workers = await ProxyWorkers.start(self.proxy, workers - 1, env=self.state.process_env,
-                                                          record=self.state.record_process,
-                                                          log_path=self.state.path("proxy-workers.log"))
+            self.proxy.workers = ProxyWorkers(self.proxy, env=self.state.process_env,
+                                              record=self.state.record_process,
+                                              log_path=self.state.path("proxy-workers.log"))
+            if auto:  # more processes while the proxy is busy (netemu.proxy.autoscale)
+                from netemu.proxy.autoscale import Autoscaler
+                self.proxy_autoscaler = Autoscaler(self.proxy, self.proxy.workers)
+                self._stack.push_async_callback(self.proxy_autoscaler.close)
+            else:
+                for _ in range(workers - 1):
+                    await self.proxy.workers.add()
         proxies = [self.proxy]
         if kernel:  # Services as nftables DNAT in every node namespace (netemu.proxy.nftables_proxier)
             from netemu.fabric.netns.fabric import pod_range

@@ -22,6 +22,7 @@ DEFAULT_MAX_REQUEST_BYTES = 3 * 1024 * 1024
 NAME_MAX = 32
 PROXY_MODES = ("userspace", "nftables")
 MAX_PROXY_WORKERS = 16  # processes accepting service connections on the loopback backend
+AUTO = "auto"          # proxy_workers: one process, more while the proxy is busy (netemu.proxy.autoscale)
 
 
 def check_cluster_name(name: str, what: str = "cluster name") -> str:
@@ -76,8 +77,8 @@ class ClusterConfig:
     nodes: tuple[str, ...] = ("node-1",)
     backend: str = "loopback"
     proxy_mode: str = "userspace"             # or "nftables" (netns only): Services as DNAT in node kernels
-    proxy_workers: int = 1                    # loopback: processes accepting TCP service connections
-                                              # (SO_REUSEPORT); more than 1 starts worker processes
+    proxy_workers: int | str = AUTO           # loopback: processes accepting TCP service connections
+                                              # (SO_REUSEPORT): N, or "auto" (1, more under load)
     node_cidr: str = "127.10.0.0/16"          # node N gets .N
     pod_cidr: str = "127.244.0.0/16"          # node N gets the /24 number N
     node_cidr_mask_size: int = 24             # each node's share of pod_cidr (kube-controller-manager's
@@ -132,10 +133,11 @@ class ClusterConfig:
         if self.proxy_mode == "nftables" and self.backend != "netns":
             raise ClusterError(f"proxyMode nftables: needs the netns backend (the {self.backend} backend's "
                                "service proxy runs in userspace only)")
-        if not isinstance(self.proxy_workers, int) or isinstance(self.proxy_workers, bool) \
-                or not 1 <= self.proxy_workers <= MAX_PROXY_WORKERS:
-            raise ClusterError(f"proxyWorkers {self.proxy_workers!r}: must be 1-{MAX_PROXY_WORKERS}")
-        if self.proxy_workers > 1 and self.backend != "loopback":
+        workers = self.proxy_workers
+        if workers != AUTO and (not isinstance(workers, int) or isinstance(workers, bool)
+                                or not 1 <= workers <= MAX_PROXY_WORKERS):
+            raise ClusterError(f'proxyWorkers {workers!r}: must be 1-{MAX_PROXY_WORKERS} or "auto"')
+        if workers != AUTO and workers > 1 and self.backend != "loopback":
             raise ClusterError(f"proxyWorkers {self.proxy_workers}: needs the loopback backend (the {self.backend} "
                                "backend's proxy runs in one process)")
         if self.cni_bin_dir:

@@ -20,7 +20,7 @@ The connection log holds one record per hop: a connection to a load-balancer ing
 ``load-balancer`` record (the NodePort it went to) and a ``node-port`` record (the pod).
 A group is made, used and closed on one running event loop (uvloop in production).
 
-With worker processes (``workers``: ``proxy_workers`` > 1, loopback backend) the group forwards
+With worker processes (``workers``: ``proxy_workers`` > 1 or ``auto``, loopback backend) the group forwards
 each of its handler calls, nodes and impairments to them, its TCP listeners set SO_REUSEPORT,
 ``settle`` waits for the workers too, and their connection records join this group's log.
 """
@@ -114,7 +114,8 @@ class ProxyGroup:
         self._sync_later = False  # the planned sync waits for MIN_SYNC_INTERVAL
         self._unapplied: dict[ServiceKey, Any] = {}  # changes a sync slice left for the next turn
         self._reconcile_task: asyncio.Task | None = None
-        self.workers: Any = None  # proxy.workers.ProxyWorkers: processes fed the same calls
+        self.workers: Any = None  # proxy.workers.ProxyWorkers: processes fed the same calls (none yet
+                                  # with ``auto``: falsy, so nothing is encoded for them)
 
     # ------------------------------------------------------------------ nodes
 
@@ -122,7 +123,7 @@ class ProxyGroup:
         """Start proxying on ``node``; its proxier catches up with the services already synced."""
         if node.name in self.proxiers:
             return self.proxiers[node.name]
-        if self.workers is not None:
+        if self.workers:
             self.workers.add_node(node)
         proxier = Proxier(self, node)
         self.proxiers[node.name] = proxier
@@ -137,7 +138,7 @@ class ProxyGroup:
         proxier = self.proxiers.pop(name, None)
         if proxier is None:
             return
-        if self.workers is not None:
+        if self.workers:
             self.workers.remove_node(name)
         proxier.release_all()
         self.nodes.pop(name, None)
@@ -154,23 +155,28 @@ class ProxyGroup:
 
     # ------------------------------------------------------------------ handler interface
 
+    @property
+    def synced(self) -> bool:
+        """``on_synced`` has been called: changes are being applied."""
+        return self._synced
+
     def on_service(self, old: Any, new: Any) -> None:
         if self.tracker.service_update(old, new):
             self._schedule_sync()
-            if self.workers is not None:
+            if self.workers:
                 self.workers.on_service(old, new)
 
     def on_endpointslice(self, old: Any, new: Any) -> None:
         if self.tracker.slice_update(old, new):
             self._schedule_sync(at_once=_withdraws(old, new))
-            if self.workers is not None:
+            if self.workers:
                 self.workers.on_endpointslice(old, new)
 
     def on_synced(self) -> None:
         """Services and EndpointSlices have all been delivered once: start applying them."""
         self._synced = True
         self._schedule_sync()
-        if self.workers is not None:
+        if self.workers:
             self.workers.on_synced()
 
     def _schedule_sync(self, *, at_once: bool = False) -> None:
@@ -213,7 +219,7 @@ class ProxyGroup:
     async def settle(self) -> None:
         """Apply pending changes now and wait until every listener matches them (the worker
         processes' listeners too)."""
-        if self.workers is not None:
+        if self.workers:
             await self.workers.settle()
         while True:
             if self._sync_handle is not None:
@@ -254,7 +260,7 @@ class ProxyGroup:
             namespace, _, name = service.rpartition("/")
             service = (namespace or "default", name)
         self.impairments.set(impairment, service=service, node=node)
-        if self.workers is not None:
+        if self.workers:
             self.workers.set_impairment(impairment, service=service, node=node)
 
     # ------------------------------------------------------------------ claims (called by proxiers)
@@ -466,7 +472,7 @@ class ProxyGroup:
         """Close every listener and every relay, and stop the worker processes; the group
         cannot be used afterwards."""
         self._closed = True
-        if self.workers is not None:
+        if self.workers:
             await self.workers.close()
         if self._sync_handle is not None:
             self._sync_handle.cancel()

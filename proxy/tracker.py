@@ -22,6 +22,7 @@ class ChangeTracker:
     """Current services (as port infos) and slices, plus the services changed since the last take."""
 
     def __init__(self) -> None:
+        self._services: dict[ServiceKey, Service] = {}  # the last object of each proxied service
         self._ports: dict[ServiceKey, dict[ServicePortName, ServicePortInfo]] = {}
         self._slices: dict[ServiceKey, dict[str, EndpointSlice]] = {}
         self._views: dict[ServiceKey, PortView] = {}
@@ -40,8 +41,10 @@ class ChangeTracker:
             return False
         if ports:
             self._ports[key] = ports
+            self._services[key] = new  # type: ignore[assignment]
         else:
             self._ports.pop(key, None)
+            self._services.pop(key, None)
         self._dirty.add(key)
         return True
 
@@ -89,6 +92,12 @@ class ChangeTracker:
                 self._views.pop(key, None)
             out[key] = view
         return out
+
+    def objects(self) -> tuple[list[Service], list[EndpointSlice]]:
+        """The services and slices this tracker holds, as last given (for a process that starts
+        late: fed them, its own tracker reaches the same views)."""
+        return (list(self._services.values()),
+                [eps for owned in self._slices.values() for eps in owned.values()])
 
     def views(self) -> dict[ServiceKey, PortView]:
         """Every current view (to bring a newly added node up to date)."""

@@ -1,9 +1,11 @@
-"""Worker processes of a cluster's proxy (``proxy_workers`` > 1, loopback backend).
+"""Worker processes of a cluster's proxy (``proxy_workers`` > 1 or ``auto``, loopback backend).
 
 One Python process relays at most one core's worth of connections. With ``proxy_workers: N``
-the cluster starts N-1 worker processes (``worker``), each running a ``ProxyGroup`` of its own
-on uvloop; the cluster's group forwards them every call it gets (services, EndpointSlices, nodes,
-impairments, ``on_synced``) over a socketpair (``channel``). TCP listeners in every process set
+the cluster starts N-1 worker processes (``worker``) as it starts; with ``auto`` they start while
+the proxy is busy (``autoscale``). Each runs a ``ProxyGroup`` of its own on uvloop; the cluster's
+group forwards them every call it gets (services, EndpointSlices, nodes, impairments,
+``on_synced``) over a socketpair (``channel``), and a worker that starts late is first given the
+calls that bring it to where the group is (``_catch_up``). TCP listeners in every process set
 SO_REUSEPORT before they bind: the processes run as the same user, so the kernel puts their
 sockets for one address in one group and spreads new connections over them by a hash of the
 4-tuple. No privilege is needed.
@@ -122,27 +124,32 @@ class _Worker:
 class ProxyWorkers:
     """The worker processes of one proxy group: the group's calls, forwarded to each."""
 
-    def __init__(self, workers: list[_Worker]) -> None:
-        self.workers = workers
-        self._seq = 0
-
-    @classmethod
-    async def start(cls, group: Any, count: int, *, env: Mapping[str, str], record: Callable[[int], None],
-                    log_path: Path) -> "ProxyWorkers":
-        """Start ``count`` workers for ``group`` (whose options say ``reuse_port``); each gets
-        ``env`` added to this process's environment and calls ``record`` with its pid before
-        it runs Python."""
+    def __init__(self, group: Any, *, env: Mapping[str, str], record: Callable[[int], None],
+                 log_path: Path) -> None:
+        """No process yet (``add`` starts them). Each gets ``env`` added to this process's
+        environment and calls ``record`` with its pid before it runs Python."""
         import dataclasses
+        self.group = group
+        self.workers: list[_Worker] = []
+        self._seq = 0
         options = dataclasses.replace(group.options, reuse_port=True, secondary=True)
-        hello = channel.frame(["options", channel.encode_options(options)])
-        workers: list[_Worker] = []
-        try:
-            for _ in range(count):
-                workers.append(await _start_one(group, hello, env=env, record=record, log_path=log_path))
-        except BaseException:
-            await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
-            raise
-        return cls(workers)
+        self._hello = channel.frame(["options", channel.encode_options(options)])
+        self._env = env
+        self._record = record
+        self._log_path = log_path
+
+    async def add(self) -> int:
+        """Start one more worker; it is brought up to date with the group (its nodes, services,
+        slices and impairments) and gets every call from then on. Returns its pid."""
+        worker = await _start_one(self.group, self._hello, env=self._env, record=self._record,
+                                  log_path=self._log_path)
+        for message in _catch_up(self.group):  # in one turn of the loop: no call is missed or repeated
+            worker.send(channel.frame(message))
+        self.workers.append(worker)
+        return worker.pid
+
+    def __len__(self) -> int:
+        return len(self.workers)
 
     @property
     def pids(self) -> list[int]:
@@ -194,6 +201,21 @@ class ProxyWorkers:
 
     async def close(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers))
+
+
+def _catch_up(group: Any) -> list[list[Any]]:
+    """The calls that bring a new worker to where ``group`` is now."""
+    messages = [channel.encode_node(node) for node in group.nodes.values()]
+    services, slices = group.tracker.objects()
+    messages += [["service", None, channel.encode_object(svc)] for svc in services]
+    messages += [["slice", None, channel.encode_object(eps)] for eps in slices]
+    impairments = group.impairments
+    messages += [["impair", channel.encode_impairment(imp), list(key), None]
+                 for key, imp in impairments.by_service.items()]
+    messages += [["impair", channel.encode_impairment(imp), None, node] for node, imp in impairments.by_node.items()]
+    if group.synced:
+        messages.append(["synced"])
+    return messages
 
 
 async def _start_one(group: Any, hello: bytes, *, env: Mapping[str, str], record: Callable[[int], None],

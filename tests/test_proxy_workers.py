@@ -115,19 +115,61 @@ def socket_fds() -> set[str]:
 def test_more_than_one_worker_needs_the_loopback_backend():
     with pytest.raises(ClusterError, match=r"^proxyWorkers 2: needs the loopback backend"):
         ClusterConfig(backend="netns", proxy_workers=2).validate()
-    with pytest.raises(ClusterError, match=r"^proxyWorkers 0: must be 1-16"):
+    with pytest.raises(ClusterError, match=r'^proxyWorkers 0: must be 1-16 or "auto"$'):
         ClusterConfig(proxy_workers=0).validate()
+    with pytest.raises(ClusterError, match=r"^proxyWorkers 'many': must be 1-16"):
+        ClusterConfig(proxy_workers="many").validate()
+    assert ClusterConfig().proxy_workers == "auto"  # the default, on both backends
+    ClusterConfig(backend="netns").validate()     # where it means one process
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--backend", "netns", "--proxy-workers", "2"],
      "error: proxyWorkers 2: needs the loopback backend (the netns backend's proxy runs in one process)\n"),
-    (["--proxy-workers", "0"], "error: proxyWorkers 0: must be 1-16\n"),
+    (["--proxy-workers", "0"], 'error: proxyWorkers 0: must be 1-16 or "auto"\n'),
 ])
 def test_up_refuses_a_proxy_workers_flag_it_cannot_honour_in_one_line(tmp_path, flags, message):
     env = {**os.environ, "NETEMU_STATE_DIR": str(tmp_path / "state"), "KUBECONFIG": str(tmp_path / "kubeconfig")}
     r = subprocess.run([NETEMU, "up", *flags], capture_output=True, text=True, env=env, timeout=60)
     assert (r.returncode, r.stderr, r.stdout) == (1, message, "")
+
+
+def test_up_names_what_proxy_workers_takes(tmp_path):
+    env = {**os.environ, "NETEMU_STATE_DIR": str(tmp_path / "state"), "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    r = subprocess.run([NETEMU, "up", "--proxy-workers", "lots"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines()[-1].endswith("argument --proxy-workers: 'lots': a number of processes or \"auto\"")
+
+
+async def test_auto_starts_a_worker_once_the_proxy_is_busy_and_brings_it_up_to_date(make_cluster):
+    cluster = await make_cluster(nodes=1, dns_upstreams=())  # proxy_workers "auto", the default
+    await cluster.apply(pod("web", "web"), service("web", "web"), pod("other", "other"), service("flaky", "other"))
+    await cluster.wait_ready(timeout=20)
+    cluster.impair(service="flaky", reset=1.0)  # set before the worker exists: it must learn of it
+    await cluster.settle()
+    ip, url = cluster.service_ip("web"), f"http://{cluster.service_ip('web')}/hostname"
+    assert await answers(url, 30) == {"web": 30}  # light traffic: one process
+    assert cluster.proxy.workers.pids == [] and listening_pids(ip, 80) == {os.getpid()}
+    scaler = cluster.proxy_autoscaler
+    scaler.busy_cpu, scaler.busy_events, scaler.check_interval = 0.0, 100, 0.1  # "busy" within reach of curl
+    while not cluster.proxy.workers.pids:
+        assert await answers(url, 100) == {"web": 100}
+        await asyncio.sleep(0)
+    worker = worker_pid(cluster)
+    await cluster.settle()
+    assert listening_pids(ip, 80) == {os.getpid(), worker}  # the worker was given the services there were
+    before = cluster.proxy.workers.connections()[worker]
+    assert await answers(url, 60) == {"web": 60}  # and their endpoints
+    await cluster.settle()
+    assert cluster.proxy.workers.connections()[worker] > before
+    before = cluster.proxy.workers.connections()[worker]
+    flaky = f"http://{cluster.service_ip('flaky')}/hostname"
+    results = [await asyncio.to_thread(subprocess.run, ["curl", "-sS", "--max-time", "5", flaky],
+                                       capture_output=True, text=True) for _ in range(30)]
+    assert {r.returncode for r in results} <= {7, 55, 56}, [r.stderr for r in results]  # and the impairment
+    await cluster.settle()
+    assert cluster.proxy.workers.connections()[worker] > before, "the worker took none of the resets"
+    assert {r.outcome for r in cluster.connection_log("flaky")} == {"reset"}
 
 
 async def test_connections_through_a_cluster_ip_spread_over_both_processes(make_cluster):
