@@ -47,6 +47,7 @@ from .proxier import Proxier
 from .route import RelayContext, Route
 from .serviceport import ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict
 from .sockopts import attach_filter
+from .splice import RELAY_CONGESTION
 from .tcp import TCPListener
 from .tracker import ChangeTracker
 from .udp import UDPListener
@@ -96,7 +97,8 @@ class ProxyGroup:
         self.loop = asyncio.get_running_loop()
         self.ctx = RelayContext(self.loop, fabric, dial_timeouts=options.dial_timeouts,
                                 udp_idle_timeout=options.udp_idle_timeout, udp_max_flows=options.udp_max_flows,
-                                in_process_udp=self.shared_stack)
+                                in_process_udp=self.shared_stack,
+                                congestion=RELAY_CONGESTION if self.shared_stack else None)
         self.tracker = ChangeTracker()
         self.impairments = Impairments()
         self.log = ConnectionLog(options.connection_log_size)

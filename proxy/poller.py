@@ -36,6 +36,14 @@ _WAKES_READER = _IN | _ERR | _HUP | _RDHUP
 _WAKES_WRITER = _OUT | _ERR | _HUP
 
 
+def _hung_up(fd: int) -> bool:
+    """Whether ``fd`` itself has an error or hang-up pending (not a closed descriptor's event
+    reported under its number, see ``Poller.closing``)."""
+    probe = select.poll()
+    probe.register(fd, 0)  # errors and hang-ups are always reported
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in probe.poll(0))
+
+
 class _Watch:
     __slots__ = ("reader", "writer", "on_error", "mask", "since")
 
@@ -55,6 +63,7 @@ class Poller:
         self._epoll = select.epoll()   # close-on-exec
         self._watches: dict[int, _Watch] = {}
         self._dispatches = 0
+        self.events = 0                # readiness events handled so far (how busy the proxy is)
         loop.add_reader(self._epoll.fileno(), self._dispatch)
 
     def __len__(self) -> int:
@@ -113,6 +122,13 @@ class Poller:
         if watch is not None and watch.mask is not None:
             self._unregister(fd)
 
+    def closing(self, fd: int) -> None:
+        """Drop every callback of ``fd``, which the caller closes at once: closing a descriptor
+        takes it out of the epoll set (no system call here). Should a forked child still hold
+        it for a moment, its events come under the same number; being level-triggered and
+        checked, a callback woken by them for a new socket under that number finds nothing."""
+        self._watches.pop(fd, None)
+
     def close(self) -> None:
         if self._epoll.closed:
             return
@@ -156,6 +172,7 @@ class Poller:
         except (InterruptedError, ValueError):  # ValueError: closed under us
             return
         self._dispatches += 1
+        self.events += len(events)
         this = self._dispatches
         watches = self._watches
         for fd, ev in events:
@@ -179,6 +196,6 @@ class Poller:
                 watch.on_error()
                 if watches.get(fd) is not watch:
                     continue
-            if watch.reader is None and watch.writer is None and watch.mask is not None:
+            if watch.reader is None and watch.writer is None and watch.mask is not None and _hung_up(fd):
                 self._unregister(fd)  # park: a hang-up stays reported until a callback is added
                 watch.mask = None

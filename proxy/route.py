@@ -47,6 +47,7 @@ class RelayContext:
     udp_idle_timeout: float = 30.0
     udp_max_flows: int = 4096
     in_process_udp: bool = False                  # flows may call in-process UDP servers (``local``)
+    congestion: bytes | None = None               # TCP congestion control of relayed sockets (None: the system's)
     rng: random.Random = field(default_factory=random.Random)
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
     pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay

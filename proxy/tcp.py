@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _ACCEPT_BATCH = 64                   # connections accepted per readiness callback
 _ACCEPT_PAUSE = 0.5                  # seconds to stop accepting when out of file descriptors
+_AF_INET, _SOCK_STREAM = socket.AF_INET, socket.SOCK_STREAM
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -52,7 +53,7 @@ class TCPListener:
         self.sock = sock
         self.dispatch = dispatch
         sock.setblocking(False)
-        tune_for_relay(sock)  # inherited by every accepted socket: no call per connection
+        tune_for_relay(sock, ctx.congestion)  # inherited by every accepted socket: no call per connection
         self._fd = sock.fileno()
         ctx.poller.add_reader(self._fd, self._accept)
 
@@ -76,7 +77,9 @@ class TCPListener:
         sock, ctx, dispatch = self.sock, self.ctx, self.dispatch
         for _ in range(_ACCEPT_BATCH):
             try:
-                client, peer = sock.accept()
+                # ``socket.accept`` without its wrapper, which looks up the listener's family and
+                # type as enums for every connection
+                fd, peer = sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -86,6 +89,7 @@ class TCPListener:
                     ctx.loop.call_later(_ACCEPT_PAUSE, self._resume)
                     return
                 continue  # ECONNABORTED and the like: that client is gone already
+            client = socket.socket(_AF_INET, _SOCK_STREAM, 0, fd)
             client.setblocking(False)
             _serve(ctx, client, dispatch(peer))  # AF_INET: (ip, port)
 
@@ -181,7 +185,7 @@ class _Dial:
                 log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
                 break
             try:
-                tune_for_relay(sock)  # before connecting: the window it offers follows the buffer
+                tune_for_relay(sock, ctx.congestion)  # before connecting: the window it offers follows the buffer
                 bind_source(sock, route.source_ip, stream=True)
                 # A plain non-blocking connect: loop.sock_connect would resolve the address and
                 # add a future per connection.
@@ -209,8 +213,16 @@ class _Dial:
         self._give_up()
 
     def _writable(self) -> None:
-        sock = self._stop_waiting()
+        sock = self.sock
+        assert sock is not None
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:  # connected, or a wake-up that was not this socket's (see Poller.closing)
+            err = sock.connect_ex(self.address)
+            if err == errno.EALREADY:
+                return
+            if err == errno.EISCONN:
+                err = 0
+        self._stop_waiting()
         if err == 0:
             self.ctx.live.discard(self)
             self._link(sock)

@@ -245,6 +245,37 @@ def test_the_poller_reports_errors_and_hang_ups_that_nothing_reads(loop_factory)
     run(loop_factory, main)
 
 
+@LOOPS
+def test_a_closed_descriptors_events_never_unwatch_the_socket_that_takes_its_number(loop_factory):
+    """A relay closes its sockets without telling epoll (``Poller.closing``). Should a forked child
+    hold one of them a moment longer, epoll goes on reporting it under the old number, which a new
+    socket may have taken; a hang-up reported so must not end the new socket's watch."""
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        old_client, old_side = tcp_pair()
+        number = old_side.fileno()
+        poller.watch_errors(number, lambda: None)
+        held = socket.socket(fileno=os.dup(number))  # the child's copy
+        poller.closing(number)
+        old_side.close()
+        new_client, new_side = tcp_pair()
+        new_side = socket.socket(fileno=os.dup2(new_side.detach(), number))  # the new socket under that number
+        errors: list[int] = []
+        try:
+            poller.watch_errors(number, lambda: errors.append(new_side.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)))
+            held.shutdown(socket.SHUT_WR)
+            old_client.close()  # the old socket hangs up: reported under ``number``
+            await until(lambda: errors, "the old socket's hang-up reported under its number")
+            held.close()  # the child lets go: the old socket leaves the epoll set
+            reset_close(new_client)
+            await until(lambda: any(errors), "the new socket's reset reported")
+        finally:
+            poller.close()
+            new_side.close()
+            held.close()
+    run(loop_factory, main)
+
+
 # ---------------------------------------------------------------------------- harness
 
 def run(loop_factory: Any, main: Callable[[], Any]) -> Any:

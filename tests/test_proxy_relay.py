@@ -16,6 +16,7 @@ import random
 import socket
 import struct
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import asyncio_dgram
@@ -301,6 +302,25 @@ def test_cluster_ip_relays_and_backend_sees_the_client_pod(loop_factory, tmp_pat
                 b.outside(9), "cluster-ip", "node-1", f"{b.pod(1, 5)}:9376")
             assert record.bytes_up > 0 and record.bytes_down > 0
     run(loop_factory, main)
+
+
+@pytest.mark.parametrize("shared_stack", [True, False], ids=["shared-stack", "stack-per-node"])
+async def test_relayed_sockets_use_reno_inside_one_stack_and_the_systems_choice_across(tmp_path, shared_stack):
+    system = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip().encode()
+    async with Harness(tmp_path, shared_stack=shared_stack) as h:
+        b = h.block
+        await h.tcp_pod(b.pod(1, 5))
+        await h.apply(service(b), endpoint_slice([(b.pod(1, 5), "node-1")]))
+        reader, writer = await asyncio.open_connection(b.cluster_ip(), 80, local_addr=(b.outside(), 0))
+        try:
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            (relay,) = [item for item in h.group.ctx.live if hasattr(item, "upstream")]
+            used = {sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+                    for sock in (relay.client, relay.upstream)}
+            assert used == ({b"reno"} if shared_stack else {system})
+        finally:
+            writer.close()
 
 
 async def test_multi_port_service_routes_each_port_to_its_target(tmp_path):
