@@ -2,8 +2,10 @@
 
     scripts/isolated .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 3] [--proxy-workers N]
 
-A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it) holds
-one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
+A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it, with
+the default ``proxy_workers: auto``: a second proxy process starts once the load makes the proxy
+busy, usually during the warm-up; the number of proxy processes is printed before and after the
+measurements) holds one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
 a temporary directory, one worker, a 3-byte keep-alive answer). Three load generators, each run at
 most 5 s:
 
@@ -15,12 +17,12 @@ most 5 s:
 Each against four targets, which take turns within each of ``--rounds`` rounds: the pod IP
 directly; the Service's ClusterIP (netemu's proxy); HAProxy (``nbthread 2``, ``mode tcp``); and a
 bare uvloop relay in a process of its own (``bench/_bare_relay.py``), the ceiling for a userspace
-relay on this machine. With ``--proxy-workers N`` (N > 1) a second one-node cluster, started
-with ``proxy_workers: N`` and holding the same pod, is a fifth target ("netemu ClusterIP, N
-workers"), measured in the same rounds as the one-process proxy. Ratios are taken within a
-round and the medians printed, with the CPU time the proxy spent per GB and per 1,000 requests
-(this process and any helper process it starts, proxy workers included; HAProxy's and the
-relay's from /proc/<pid>/stat). Then each goal of issue 15 with ✓/✗, for each proxy target.
+relay on this machine. With ``--proxy-workers N`` a second one-node cluster, started with
+``proxy_workers: N`` (N processes from the start; 1: never more than one) and holding the same
+pod, is a fifth target ("netemu ClusterIP, proxy_workers N"), measured in the same rounds. Ratios
+are taken within a round and the medians printed, with the CPU time the proxy spent per GB and
+per 1,000 requests (this process and any helper process it starts, proxy workers included;
+HAProxy's and the relay's from /proc/<pid>/stat). Then each goal of issue 15 with ✓/✗, for each proxy target.
 
 Only 127.x addresses are used. Every child gets SIGTERM if this driver dies (PR_SET_PDEATHSIG)
 and is stopped by pid at the end; the temporary directory is removed.
@@ -155,6 +157,10 @@ def report(results: list, seconds: float, rounds: int, titles: dict[str, str]) -
                                           spread=series.ratios(proxy, reference)))
 
 
+def proxy_processes(cluster) -> int:
+    return 1 + len(cluster.proxy.workers or ())
+
+
 async def main(seconds: float, rounds: int, workers: int) -> None:
     from netemu import Cluster
     from netemu.scenario.clusters import slot_ranges
@@ -170,7 +176,7 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
             await cluster.wait_ready(timeout=30)
             pod_ip, cluster_ip = cluster.pod_ip("backend"), cluster.service_ip("backend")
             more = {}
-            if workers > 1:  # the same pod behind a cluster whose proxy runs in `workers` processes
+            if workers:  # the same pod behind a cluster whose proxy runs in `workers` processes
                 (tmp / "n").mkdir()
                 cluster_n = await stack.enter_async_context(Cluster(
                     nodes=1, name="bench-proxy-n", kube_api=False, state_dir=tmp / "state", proxy_workers=workers,
@@ -179,7 +185,7 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
                 await cluster_n.wait_ready(timeout=30)
                 more = {"proxy-n": (cluster_n.service_ip("backend"), IPERF_PORT, SERVICE_HTTP_PORT)}
                 titles = {"direct": TITLES["direct"], "proxy": TITLES["proxy"],
-                          "proxy-n": f"{TITLES['proxy']}, {workers} workers",
+                          "proxy-n": f"{TITLES['proxy']}, proxy_workers {workers}",
                           **{name: TITLES[name] for name in TARGETS[2:]}}
             haproxy = _tools.start(["haproxy", "-db", "-f", str(haproxy_config(tmp, pod_ip))])
             bare = _tools.start([sys.executable, str(Path(__file__).with_name("_bare_relay.py")), BARE_IP, pod_ip,
@@ -201,10 +207,13 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
                       "bare": lambda: _tools.process_cpu(bare.pid)}
             print(f"pod {pod_ip} (iperf3 :{IPERF_PORT}, nginx :{HTTP_PORT}), ClusterIP {cluster_ip}, "
                   f"HAProxy {HAPROXY_IP} (2 threads, mode tcp), bare relay {BARE_IP}", flush=True)
-            print("proxy workers: 1" + (f" and {workers} (ClusterIP {more['proxy-n'][0]}, its own pod "
-                                         f"{cluster_n.pod_ip('backend')})" if more else ""), flush=True)
+            if more:
+                print(f"and a cluster with proxy_workers {workers} (ClusterIP {more['proxy-n'][0]}, its own pod "
+                      f"{cluster_n.pod_ip('backend')})", flush=True)
+            print(f"proxy processes after the warm-up: {proxy_processes(cluster)}", flush=True)
             began = time.monotonic()
             results = await measure(targets, cpu_of, seconds, rounds)
+            print(f"proxy processes after the measurements: {proxy_processes(cluster)}", flush=True)
         report(results, seconds, rounds, titles)
         print(f"\n({time.monotonic() - began:.0f} s of measurements)")
     finally:
@@ -216,8 +225,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
     parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken")
-    parser.add_argument("--proxy-workers", type=int, default=1, metavar="N",
-                        help="also measure a cluster whose proxy runs in N processes (N > 1), next to 1")
+    parser.add_argument("--proxy-workers", type=int, default=0, metavar="N",
+                        help="also measure a cluster whose proxy runs in N processes, next to the default (auto)")
     options = parser.parse_args()
     import uvloop
-    uvloop.run(main(min(options.seconds, MAX_SECONDS), max(1, options.rounds), max(1, options.proxy_workers)))
+    uvloop.run(main(min(options.seconds, MAX_SECONDS), max(1, options.rounds), max(0, options.proxy_workers)))

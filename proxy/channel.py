@@ -11,7 +11,8 @@ The first element names the call; API objects travel in their manifest shape (ne
 - ``["impair", {Impairment fields} or None, [namespace, name] or None, node or None]``;
 - ``["settle", seq]``: apply everything so far, send the connection records, answer.
 
-From a worker: ``["records", [row, …]]`` (new connections, see ``record_row``),
+From a worker: ``["records", [row, …], skipped]`` (new connections, see ``record_row``, at most
+the connection log's size per service; ``skipped``: older ones of the batch, counted only),
 ``["ended", [[id, outcome, bytes_up, bytes_down, ended, node, endpoint], …]]`` (connections sent
 open that have ended since) and ``["settled", seq]``.
 """

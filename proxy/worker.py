@@ -10,6 +10,7 @@ the channel closes (the cluster stopped or closed it) and dies with the cluster'
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import sys
@@ -23,7 +24,7 @@ from .group import ProxyGroup, ProxyOptions
 from .serviceport import ServiceKey
 
 log = logging.getLogger("netemu.proxy.worker")
-REPORT_INTERVAL = 0.1  # seconds between batches of connection records
+REPORT_INTERVAL = 0.25  # seconds between batches of connection records
 
 
 class SharedStackSockets:
@@ -40,10 +41,12 @@ class RecordReporter(ConnectionLog):
     """The worker's connection log: records go to the cluster, not into a log here.
 
     A record is sent with the next batch as it is then; one still open is sent again, as an
-    ``ended`` row, with the batch after it ends."""
+    ``ended`` row, with the batch after it ends. A batch holds at most the newest ``size``
+    records of each service (the cluster's log keeps no more of one service); the others are
+    only counted, so that under a load of new connections the reports stay a small cost."""
 
-    def __init__(self, send: Callable[[list[Any]], None]) -> None:
-        super().__init__(0)
+    def __init__(self, send: Callable[[list[Any]], None], size: int) -> None:
+        super().__init__(size)
         self._send = send
         self._new: list[tuple[ServiceKey, ConnectionRecord]] = []
         self._open: dict[int, ConnectionRecord] = {}
@@ -67,14 +70,19 @@ class RecordReporter(ConnectionLog):
         for row in ended:
             del self._open[row[0]]
         rows = []
-        for service, record in self._new:
+        new, self._new = self._new, []
+        kept = collections.Counter()
+        for service, record in reversed(new):  # the newest first
+            if kept[service] >= self.size:
+                continue
+            kept[service] += 1
             ident = self._next_id = self._next_id + 1
             rows.append(channel.record_row(ident, service, record))
             if record.outcome is None:
                 self._open[ident] = record
-        self._new.clear()
-        if rows:
-            self._send(["records", rows])
+        if new:
+            rows.reverse()
+            self._send(["records", rows, len(new) - len(rows)])
         if ended:
             self._send(["ended", ended])
         if self._open:  # look again for those that end
@@ -86,7 +94,7 @@ class Worker:
         self.reader = reader
         self.writer = writer
         self.group = ProxyGroup(SharedStackSockets(), options)  # type: ignore[arg-type]
-        self.reporter = self.group.log = RecordReporter(self.send)
+        self.reporter = self.group.log = RecordReporter(self.send, options.connection_log_size)
 
     def send(self, message: list[Any]) -> None:
         if not self.writer.is_closing():

@@ -71,9 +71,9 @@ class _Worker:
     async def _receive(self) -> None:
         try:
             while (message := await channel.read_message(self.reader)) is not None:
-                op, payload = message
+                op, payload, *more = message
                 if op == "records":
-                    self._records(payload)
+                    self._records(payload, more[0])
                 elif op == "ended":
                     for row in payload:
                         record = self.open.pop(row[0], None)
@@ -96,14 +96,14 @@ class _Worker:
                     future.set_result(None)
             self.settles.clear()
 
-    def _records(self, rows: list[list[Any]]) -> None:
+    def _records(self, rows: list[list[Any]], skipped: int) -> None:
         add = self.group.log.add
         for row in rows:
             ident, service, record = channel.row_record(row)
             add(service, record)
             if record.outcome is None:
                 self.open[ident] = record
-        self.connections += len(rows)
+        self.connections += len(rows) + skipped
 
     async def stop(self) -> None:
         """Close the channel for writing; the worker closes its group, sends its last records

@@ -23,6 +23,9 @@ import pytest
 
 from netemu.config import ClusterConfig
 from netemu.errors import ClusterError
+from netemu.proxy import channel
+from netemu.proxy.connlog import ConnectionRecord
+from netemu.proxy.worker import RecordReporter
 from netemu.reaper import TOKEN_VARIABLE
 
 OUTSIDE = "127.77.0.9"  # a client outside every node
@@ -132,6 +135,29 @@ def test_up_refuses_a_proxy_workers_flag_it_cannot_honour_in_one_line(tmp_path, 
     env = {**os.environ, "NETEMU_STATE_DIR": str(tmp_path / "state"), "KUBECONFIG": str(tmp_path / "kubeconfig")}
     r = subprocess.run([NETEMU, "up", *flags], capture_output=True, text=True, env=env, timeout=60)
     assert (r.returncode, r.stderr, r.stdout) == (1, message, "")
+
+
+async def test_a_report_holds_the_newest_records_the_log_keeps_and_counts_the_rest():
+    sent: list[list[Any]] = []
+    reporter = RecordReporter(sent.append, size=2)
+    web = [ConnectionRecord(("127.0.0.1", 1000 + i), "default/web:80/TCP", "cluster-ip", "node-1") for i in range(5)]
+    db = ConnectionRecord(("127.0.0.1", 2000), "default/db:5432/TCP", "cluster-ip", "node-1")
+    for record in web[:4] + [db]:
+        record.finish("ok", 10, 20)
+    for record in web:
+        reporter.add(("default", "web"), record)
+    reporter.add(("default", "db"), db)
+    reporter.flush()
+    (message,) = sent
+    assert message[0] == "records" and message[2] == 3  # web's three oldest: counted, not sent
+    rows = [channel.row_record(row) for row in message[1]]
+    assert [(service, record.client[1], record.outcome) for _, service, record in rows] == [
+        (("default", "web"), 1003, "ok"), (("default", "web"), 1004, None), (("default", "db"), 2000, "ok")]
+    web[4].finish("reset", 1, 0)  # the one sent open ends: the next batch says so
+    reporter.flush()
+    assert sent[1] == ["ended", [[rows[1][0], "reset", 1, 0, web[4].ended, "node-1", None]]]
+    reporter.flush()
+    assert len(sent) == 2  # nothing new, nothing open
 
 
 def test_up_names_what_proxy_workers_takes(tmp_path):
