@@ -47,6 +47,8 @@ import os
 import socket
 from typing import Any
 
+import _socket
+
 from .connlog import OK, RESET
 from .poller import Poller
 from .sockopts import reset_socket
@@ -62,7 +64,9 @@ RECEIVE_BUFFER = 1 << 20  # SO_RCVBUF of both sockets (the kernel doubles it): b
 RELAY_CONGESTION = b"reno"  # relays inside one network stack (see above)
 _KEEP_IDLE = 32       # pipes the pool keeps for the next burst
 
-_splice = os.splice
+_splice = os.splice  # called with positional arguments: no keyword parsing per call
+_close = _socket.socket.close  # socket.socket.close without its Python layers (no makefile() here)
+_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
 
 
 def tune_for_relay(sock: socket.socket, congestion: bytes | None = None) -> None:
@@ -152,8 +156,10 @@ class SpliceRelay:
         """Relay (both sockets tuned by ``tune_for_relay`` already)."""
         self.live.add(self)
         self.pool.join()
-        self.up.start()
-        self.down.start()
+        watch = self.poller.watch
+        for direction in (self.up, self.down):
+            watch(direction.src_fd, direction.readable, direction.source_failed)
+            direction.reading = True
 
     def check(self, sock: socket.socket) -> bool:
         """Fail the relay if ``sock`` has a pending error (a reset); True if it had."""
@@ -164,11 +170,6 @@ class SpliceRelay:
             return False
         self.fail(OSError(err, os.strerror(err)))
         return True
-
-    def ended(self) -> None:
-        """A direction has ended cleanly; when both have, the connection closes."""
-        if self.up.ended and self.down.ended:
-            self._finish(OK, reset=False)
 
     def fail(self, exc: OSError) -> None:
         log.debug("%s: relay reset: %s", self.record.service_port, exc)
@@ -183,16 +184,16 @@ class SpliceRelay:
             return
         self.done = True
         self.live.discard(self)
-        up, down, poller = self.up, self.down, self.poller
-        up.stop()
-        down.stop()
+        up, down, closing = self.up, self.down, self.poller.closing
+        for direction in (up, down):
+            direction.stop()
         self.pool.leave()
         for sock, fd in ((self.client, up.src_fd), (self.upstream, down.src_fd)):
-            poller.closing(fd)
+            closing(fd)
             if reset:
                 reset_socket(sock)
             else:
-                sock.close()
+                _close(sock)
         self.record.finish(outcome, up.nbytes, down.nbytes)
 
 
@@ -217,10 +218,6 @@ class _Direction:
         self.writing = False
         self.ended = False
 
-    def start(self) -> None:
-        self.poller.watch(self.src_fd, self.readable, self.source_failed)
-        self.reading = True
-
     def source_failed(self) -> None:
         """An error or hang-up on the source while nothing reads it."""
         if self.relay is not None:
@@ -239,7 +236,7 @@ class _Direction:
             relay.fail(exc)
             return
         try:
-            n = _splice(self.src_fd, pipe[1], PIPE_SIZE, flags=_FLAGS)
+            n = _splice(self.src_fd, pipe[1], PIPE_SIZE, None, None, _FLAGS)
         except BlockingIOError:
             pool.give(pipe)
             return
@@ -249,11 +246,11 @@ class _Direction:
             return
         if n == 0:
             pool.give(pipe)
-            self._eof()
+            self._eof(relay)
             return
         self.nbytes += n
         try:  # the common case: the destination takes it all at once
-            sent = _splice(pipe[0], self.dst_fd, n, flags=_FLAGS)
+            sent = _splice(pipe[0], self.dst_fd, n, None, None, _FLAGS)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -286,7 +283,7 @@ class _Direction:
         assert pipe is not None
         while self.queued:
             try:
-                n = _splice(pipe[0], self.dst_fd, self.queued, flags=_FLAGS)
+                n = _splice(pipe[0], self.dst_fd, self.queued, None, None, _FLAGS)
             except BlockingIOError:
                 if not self.writing:  # hold the source until the destination drains
                     self.reading = False
@@ -301,14 +298,14 @@ class _Direction:
         self.pool.give(pipe)
         self.pipe = None
 
-    def _eof(self) -> None:
-        relay = self.relay
-        assert relay is not None
-        if relay.check(self.src):  # not a FIN: the source reset
+    def _eof(self, relay: SpliceRelay) -> None:
+        err = self.src.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        if err:  # not a FIN: the source reset
+            relay.fail(OSError(err, os.strerror(err)))
             return
         self.ended = True
         if relay.up.ended and relay.down.ended:  # the last direction: closing both sends the FIN
-            relay.ended()
+            relay._finish(OK, reset=False)
             return
         self.reading = False
         self.poller.remove_reader(self.src_fd)

@@ -106,7 +106,16 @@ def _serve(ctx: RelayContext, client: socket.socket, route: Route) -> None:
             route.record.finish(RESET)
             reset_socket(client)
             return
-        _Dial(ctx, client, route).attempt()
+        if imp is not None or not ctx.dial_timeouts:
+            _Dial(ctx, client, route).attempt()
+            return
+        sock, err = _connect(ctx, route, route.address)  # type: ignore[arg-type]
+        if sock is not None and err == 0:  # the usual case: relayed with no _Dial made
+            SpliceRelay(ctx.poller, ctx.pipes, route.record, ctx.live, client, sock).start()
+            return
+        dial = _Dial(ctx, client, route)  # the first attempt did not connect at once
+        if dial.went(sock, err):
+            dial.attempt()
     elif verdict is Verdict.DROP:
         _Held(ctx, client, route.record)
     else:
@@ -151,6 +160,31 @@ class _Held:
         self.record.finish(TIMEOUT)
 
 
+def _connect(ctx: RelayContext, route: Route, address: tuple[str, int]) -> tuple[socket.socket | None, int]:
+    """One connect attempt: (socket, 0) connected, (socket, EALREADY) still connecting, (socket,
+    errno) failed, (None, errno) no socket to be had."""
+    try:
+        sock = ctx.sockets.socket(route.where, _AF_INET, _SOCK_STREAM)
+    except OSError as exc:
+        log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
+        return None, exc.errno or errno.EMFILE
+    try:
+        tune_for_relay(sock, ctx.congestion)  # before connecting: the window it offers follows the buffer
+        bind_source(sock, route.source_ip, stream=True)
+        # A plain non-blocking connect: loop.sock_connect would resolve the address and add a
+        # future per connection.
+        err = sock.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            # Over loopback or veth the handshake is usually done by now: connecting again says
+            # so (0), says it is still going on (EALREADY), or gives the error.
+            err = sock.connect_ex(address)
+            if err == errno.EISCONN:
+                err = 0
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+    return sock, err
+
+
 class _Dial:
     """An accepted client while its upstream connection is being made (one attempt at a time)."""
 
@@ -173,44 +207,36 @@ class _Dial:
         return self.route.record.node
 
     def attempt(self) -> None:
-        """Start connect attempts until one connects, one is in progress, or none is left."""
-        ctx, route = self.ctx, self.route
-        timeouts = ctx.dial_timeouts
-        while self.attempts < len(timeouts):
-            timeout = timeouts[self.attempts]
-            self.attempts += 1
-            try:
-                sock = ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_STREAM)
-            except OSError as exc:
-                log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
-                break
-            try:
-                tune_for_relay(sock, ctx.congestion)  # before connecting: the window it offers follows the buffer
-                bind_source(sock, route.source_ip, stream=True)
-                # A plain non-blocking connect: loop.sock_connect would resolve the address and
-                # add a future per connection.
-                err = sock.connect_ex(self.address)
-                if err == errno.EINPROGRESS:
-                    # Over loopback or veth the handshake is usually done by now: connecting
-                    # again says so (0), says it is still going on (EALREADY), or gives the error.
-                    err = sock.connect_ex(self.address)
-                    if err == errno.EISCONN:
-                        err = 0
-            except OSError as exc:
-                err = exc.errno or errno.EIO
-            if err == 0:
-                self._link(sock)
+        """Make connect attempts until one connects, one is in progress, or none is left."""
+        ctx = self.ctx
+        while self.attempts < len(ctx.dial_timeouts):
+            if not self.went(*_connect(ctx, self.route, self.address)):
                 return
-            if err == errno.EALREADY:
-                self.sock = sock
-                ctx.live.add(self)
-                ctx.poller.add_writer(sock.fileno(), self._writable)
-                self.timer = ctx.loop.call_later(timeout, self._timed_out)
-                return
-            sock.close()
-            if not self._failed(err, timed_out=False):
-                break
         self._give_up()
+
+    def went(self, sock: socket.socket | None, err: int) -> bool:
+        """Take the outcome of one attempt (``_connect``'s); True when another should follow."""
+        ctx = self.ctx
+        timeout = ctx.dial_timeouts[self.attempts]
+        self.attempts += 1
+        if err == 0:
+            self._link(sock)  # type: ignore[arg-type]
+            return False
+        if err == errno.EALREADY:
+            assert sock is not None
+            self.sock = sock
+            ctx.live.add(self)
+            ctx.poller.add_writer(sock.fileno(), self._writable)
+            self.timer = ctx.loop.call_later(timeout, self._timed_out)
+            return False
+        if sock is None:  # no socket to try with
+            self._give_up()
+            return False
+        sock.close()
+        if self._failed(err, timed_out=False):
+            return True
+        self._give_up()
+        return False
 
     def _writable(self) -> None:
         sock = self.sock
