@@ -3,9 +3,9 @@
     scripts/isolated .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 3] [--proxy-workers N]
 
 A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it, with
-the default ``proxy_workers: auto``: a second proxy process starts once the load makes the proxy
-busy, usually during the warm-up; the number of proxy processes is printed before and after the
-measurements) holds one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
+the default ``proxy_workers: auto``, which starts more proxy processes while the load keeps the
+proxy busy: the warm-up loads the ClusterIP until it has them, at most 10 s, and the number of
+proxy processes is printed before and after the measurements) holds one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
 a temporary directory, one worker, a 3-byte keep-alive answer). Three load generators, each run at
 most 5 s:
 
@@ -45,6 +45,7 @@ import _tools  # noqa: E402
 HAPROXY_IP, BARE_IP = "127.96.250.2", "127.96.250.3"
 IPERF_PORT, HTTP_PORT, SERVICE_HTTP_PORT = 5201, 8080, 80
 MAX_SECONDS = 5.0
+WARM_UP = 10.0  # seconds of load at most before the rounds, for the proxy to reach its process count
 TARGETS = ("direct", "proxy", "haproxy", "bare")
 TITLES = {"direct": "direct", "proxy": "netemu ClusterIP", "haproxy": "HAProxy", "bare": "bare uvloop relay"}
 POD_PROGRAMS = frozenset({"iperf3", "nginx", "sh"})     # the pod's processes: not the proxy's CPU
@@ -161,6 +162,16 @@ def proxy_processes(cluster) -> int:
     return 1 + len(cluster.proxy.workers or ())
 
 
+async def warm_up(cluster, target: tuple[str, int, int]) -> None:
+    """Load the ClusterIP until the proxy has as many processes as ``auto`` gives this machine
+    (it starts them while busy), at most WARM_UP seconds: the rounds then measure the steady state
+    a sustained load reaches, not the first second of it."""
+    scaler = cluster.proxy_autoscaler
+    deadline = time.monotonic() + WARM_UP
+    while scaler is not None and proxy_processes(cluster) < scaler.limit and time.monotonic() < deadline:
+        await _tools.wrk(target[0], target[2], 1, close=False)
+
+
 async def main(seconds: float, rounds: int, workers: int) -> None:
     from netemu import Cluster
     from netemu.scenario.clusters import slot_ranges
@@ -199,6 +210,7 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
             for host, _, port in targets.values():
                 await _tools.wait_listening(host, port)
                 await _tools.wrk(host, port, 1, close=False)  # each answers, and warm-up
+            await warm_up(cluster, targets["proxy"])
             helpers = {haproxy.pid, bare.pid}
             cpu_of = {"direct": lambda: 0.0,
                       "proxy": lambda: _tools.cluster_cpu(helpers, POD_PROGRAMS | set(TOOLS)),

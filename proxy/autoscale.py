@@ -23,7 +23,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_PROCESSES = 4        # what ``auto`` grows to at most (the cluster's process included)
-CHECK_INTERVAL = 0.5     # seconds between looks at the load
+CHECK_INTERVAL = 0.25    # seconds between looks at the load
 BUSY_CPU = 0.6           # share of a core the cluster's process used in a busy interval
 BUSY_EVENTS = 5000       # readiness events a second the proxy handled in a busy interval
 BUSY_CHECKS = 2          # busy intervals in a row before a worker starts

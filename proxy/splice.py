@@ -34,7 +34,8 @@ bottleneck, and left a fifth of both cores idle in a bulk transfer (``bench/prox
 backend, where the wire between nodes can delay and lose, the upstream hop keeps the system's.
 Per connection the relay costs one epoll registration per socket (reader and error watch at
 once); when the second direction ends, the relay just closes both sockets (the close sends the
-FIN a ``shutdown`` would, and neither socket holds unread data then); its directions then let go
+FIN a ``shutdown`` would, neither socket holds unread data then, and closing takes a socket out of
+the epoll set: ``Poller.closing``, no ``epoll_ctl``); its directions then let go
 of it, so an ended relay is freed at once rather than left, a reference cycle, to the collector.
 Byte counts are kept per direction (one addition per splice) and go to the connection record
 when the relay ends.
