@@ -179,6 +179,11 @@ class Poller:
             watch = watches.get(fd)
             if watch is None or watch.since == this:
                 continue
+            if ev == _IN:  # the usual event, readable and nothing else: its reader, if any
+                reader = watch.reader
+                if reader is not None:
+                    reader()
+                continue
             woken = False
             if ev & _WAKES_READER and watch.reader is not None:
                 woken = True

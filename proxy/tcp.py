@@ -170,7 +170,9 @@ def _connect(ctx: RelayContext, route: Route, address: tuple[str, int]) -> tuple
         log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
         return None, exc.errno or errno.EMFILE
     try:
-        tune_for_relay(sock, ctx.congestion)  # before connecting: the window it offers follows the buffer
+        # before connecting: the window it offers follows the buffer, and a congestion control
+        # changed later leaves the socket paced if it started as BBR (sk_pacing_status stays)
+        tune_for_relay(sock, ctx.congestion)
         bind_source(sock, route.source_ip, stream=True)
         # A plain non-blocking connect: loop.sock_connect would resolve the address and add a
         # future per connection.
