@@ -5,7 +5,8 @@ the cluster starts N-1 worker processes (``worker``) as it starts; with ``auto``
 the proxy is busy (``autoscale``). Each runs a ``ProxyGroup`` of its own on uvloop; the cluster's
 group forwards them every call it gets (services, EndpointSlices, nodes, impairments,
 ``on_synced``) over a socketpair (``channel``), and a worker that starts late is first given the
-calls that bring it to where the group is (``_catch_up``). TCP listeners in every process set
+calls that bring it to where the group is (``_catch_up``), encoded a slice of the loop's time at
+a time so that the proxy keeps serving meanwhile; calls forwarded during the catch-up follow it. TCP listeners in every process set
 SO_REUSEPORT before they bind: the processes run as the same user, so the kernel puts their
 sockets for one address in one group and spreads new connections over them by a hash of the
 4-tuple. No privilege is needed.
@@ -26,10 +27,12 @@ connection. A worker is recorded in the cluster's ledger and carries the cluster
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,6 +46,7 @@ from .serviceport import ServiceKey
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 2.0  # seconds a worker has to end after its channel closes, before SIGKILL
+WORK_SLICE = 0.02  # seconds of a late worker's catch-up before the loop gets a turn
 
 
 class _Worker:
@@ -58,6 +62,7 @@ class _Worker:
         self.open: dict[int, ConnectionRecord] = {}    # records it sent open, by its id
         self.connections = 0                           # records it has sent
         self.stopping = False
+        self.backlog: list[bytes] | None = None      # calls that wait while it catches up
         self.task = asyncio.get_running_loop().create_task(self._receive())
 
     @property
@@ -65,8 +70,25 @@ class _Worker:
         return self.proc.pid
 
     def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
+        if self.backlog is not None:  # still being brought up to date: after that
+            self.backlog.append(data)
+        elif not self.writer.is_closing():
             self.writer.write(data)
+
+    async def catch_up(self, messages: list[Callable[[], list[Any]]]) -> None:
+        """Send ``messages`` (each made when its turn comes), in slices of the loop's time; calls
+        forwarded meanwhile wait in the backlog and follow them."""
+        self.backlog = []
+        deadline = time.monotonic() + WORK_SLICE
+        for make in messages:
+            if not self.writer.is_closing():
+                self.writer.write(channel.frame(make()))
+            if time.monotonic() > deadline:
+                await asyncio.sleep(0)
+                deadline = time.monotonic() + WORK_SLICE
+        backlog, self.backlog = self.backlog, None
+        for data in backlog:
+            self.send(data)
 
     async def _receive(self) -> None:
         try:
@@ -143,9 +165,11 @@ class ProxyWorkers:
         slices and impairments) and gets every call from then on. Returns its pid."""
         worker = await _start_one(self.group, self._hello, env=self._env, record=self._record,
                                   log_path=self._log_path)
-        for message in _catch_up(self.group):  # in one turn of the loop: no call is missed or repeated
-            worker.send(channel.frame(message))
+        # Where the group is now, and from then on every call: nothing missed or repeated. A big
+        # cluster's objects are encoded a slice at a time, so the proxy keeps serving meanwhile.
+        messages = _catch_up(self.group)
         self.workers.append(worker)
+        await worker.catch_up(messages)
         return worker.pid
 
     def __len__(self) -> int:
@@ -203,19 +227,26 @@ class ProxyWorkers:
         await asyncio.gather(*(w.stop() for w in self.workers))
 
 
-def _catch_up(group: Any) -> list[list[Any]]:
-    """The calls that bring a new worker to where ``group`` is now."""
-    messages = [channel.encode_node(node) for node in group.nodes.values()]
+def _catch_up(group: Any) -> list[Callable[[], list[Any]]]:
+    """The calls that bring a new worker to where ``group`` is now, each encoded when sent (the
+    objects are immutable: what is taken now is what is sent)."""
+    messages: list[Callable[[], list[Any]]] = [functools.partial(channel.encode_node, node)
+                                               for node in group.nodes.values()]
     services, slices = group.tracker.objects()
-    messages += [["service", None, channel.encode_object(svc)] for svc in services]
-    messages += [["slice", None, channel.encode_object(eps)] for eps in slices]
+    messages += [functools.partial(_added, "service", svc) for svc in services]
+    messages += [functools.partial(_added, "slice", eps) for eps in slices]
     impairments = group.impairments
-    messages += [["impair", channel.encode_impairment(imp), list(key), None]
+    messages += [functools.partial(list, ["impair", channel.encode_impairment(imp), list(key), None])
                  for key, imp in impairments.by_service.items()]
-    messages += [["impair", channel.encode_impairment(imp), None, node] for node, imp in impairments.by_node.items()]
+    messages += [functools.partial(list, ["impair", channel.encode_impairment(imp), None, node])
+                 for node, imp in impairments.by_node.items()]
     if group.synced:
-        messages.append(["synced"])
+        messages.append(functools.partial(list, ["synced"]))
     return messages
+
+
+def _added(kind: str, obj: Any) -> list[Any]:
+    return [kind, None, channel.encode_object(obj)]
 
 
 async def _start_one(group: Any, hello: bytes, *, env: Mapping[str, str], record: Callable[[int], None],

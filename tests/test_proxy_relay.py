@@ -9,6 +9,7 @@ that exercise the data path run on both asyncio's loop and uvloop (what netemu r
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -29,6 +30,8 @@ from netemu.config import ClusterConfig
 from netemu.fabric.base import NodeNetwork
 from netemu.fabric.loopback import LoopbackFabric
 from netemu.proxy import Impairment, ProxyGroup, ProxyOptions
+from netemu.proxy import workers as workers_module
+from netemu.proxy.workers import ProxyWorkers
 from netemu.state import ClusterState
 
 FIREHOSE = 64 * 1024 * 1024
@@ -321,6 +324,33 @@ async def test_relayed_sockets_use_reno_inside_one_stack_and_the_systems_choice_
             assert used == ({b"reno"} if shared_stack else {system})
         finally:
             writer.close()
+
+
+async def test_a_worker_that_starts_late_is_caught_up_and_then_gets_what_changed_meanwhile(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers_module, "WORK_SLICE", 0.0)  # the catch-up yields after every message
+    async with Harness(tmp_path, reuse_port=True) as h:
+        b = h.block
+        await h.tcp_pod(b.pod(1, 5), mode="ident")
+        await h.tcp_pod(b.pod(1, 6), mode="ident")
+        fillers = [service(b, f"filler-{i}", cluster_ip=b.cluster_ip(10 + i)) for i in range(200)]
+        await h.apply(service(b), endpoint_slice([(b.pod(1, 5), "node-1")]), *fillers)
+        workers = h.group.workers = ProxyWorkers(h.group, env={}, record=lambda pid: None,
+                                                 log_path=tmp_path / "proxy-workers.log")
+        adding = asyncio.create_task(workers.add())
+        while not workers.workers or workers.workers[0].backlog is None:
+            assert not adding.done(), "the catch-up ended before it could be watched"
+            await asyncio.sleep(0)
+        worker = workers.workers[0]
+        moved = endpoint_slice([(b.pod(1, 6), "node-1")])  # the endpoint moves during the catch-up
+        h.group.on_endpointslice(h.slices["web-abcde"], moved)
+        h.slices["web-abcde"] = moved
+        assert worker.backlog, "the change did not wait for the catch-up"
+        await adding  # sent after the catch-up, so the worker's last word on "web" is the moved endpoint
+        await h.group.settle()
+        seen = collections.Counter([await exchange(b.cluster_ip(), 80, b.outside(), b"") for _ in range(60)])
+        assert seen == {f"{b.pod(1, 6)}:9376\n".encode(): 60}
+        await h.group.settle()
+        assert workers.connections()[worker.pid] > 0, "the worker took none of the connections"
 
 
 async def test_multi_port_service_routes_each_port_to_its_target(tmp_path):
