@@ -58,11 +58,16 @@ class Autoscaler:
     def processes(self) -> int:
         return 1 + len(self.workers)
 
+    @property
+    def starting(self) -> bool:
+        """A worker is being started."""
+        return self._adding is not None
+
     def _mark(self) -> None:
         self._at, self._cpu, self._events = self.loop.time(), time.process_time(), self.group.ctx.poller.events
 
     def _plan(self) -> None:
-        if not self._closed and self._adding is None and self.processes < self.limit:
+        if not self._closed and self._adding is None:  # at the limit too: ``limit`` may change
             self._timer = self.loop.call_later(self.check_interval, self._check)
 
     def _check(self) -> None:
@@ -73,7 +78,7 @@ class Autoscaler:
         busy = (span > 0 and self._cpu - cpu >= self.busy_cpu * span
                 and self._events - events >= self.busy_events * span)
         self._busy = self._busy + 1 if busy else 0
-        if self._busy >= self.busy_checks:
+        if self._busy >= self.busy_checks and self.processes < self.limit:
             self._busy = 0
             self._adding = self.loop.create_task(self._add())
             return

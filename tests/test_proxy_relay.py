@@ -31,6 +31,7 @@ from netemu.fabric.base import NodeNetwork
 from netemu.fabric.loopback import LoopbackFabric
 from netemu.proxy import Impairment, ProxyGroup, ProxyOptions
 from netemu.proxy import workers as workers_module
+from netemu.proxy.autoscale import Autoscaler
 from netemu.proxy.workers import ProxyWorkers
 from netemu.state import ClusterState
 
@@ -351,6 +352,24 @@ async def test_a_worker_that_starts_late_is_caught_up_and_then_gets_what_changed
         assert seen == {f"{b.pod(1, 6)}:9376\n".encode(): 60}
         await h.group.settle()
         assert workers.connections()[worker.pid] > 0, "the worker took none of the connections"
+
+
+async def test_the_autoscaler_starts_workers_up_to_its_limit_and_no_more(tmp_path):
+    async with Harness(tmp_path, reuse_port=True) as h:
+        workers = h.group.workers = ProxyWorkers(h.group, env={}, record=lambda pid: None,
+                                                 log_path=tmp_path / "proxy-workers.log")
+        scaler = Autoscaler(h.group, workers, limit=2)
+        scaler.busy_cpu = scaler.busy_events = 0  # every check finds the proxy busy
+        scaler.check_interval = 0.01
+        try:
+            await poll(lambda: len(workers) == 1 and not scaler.starting, "a worker started", timeout=30)
+            checks = 0
+            while checks < 50:  # busy at every check since, but at the limit
+                await asyncio.sleep(scaler.check_interval)
+                checks += 1
+                assert not scaler.starting and len(workers) == 1
+        finally:
+            await scaler.close()
 
 
 async def test_multi_port_service_routes_each_port_to_its_target(tmp_path):
