@@ -805,9 +805,11 @@ class _CyclePause:
     def release(self, *, big: bool) -> None:
         if not self._held:
             return
-        if big and self._resume is None:
+        if self._resume is not None:  # a big apply's wait goes on through later applies
+            return
+        if big:
             self._resume = asyncio.ensure_future(self._resume_when_quiet())
-        elif not big and self._resume is None:  # a big apply's wait goes on through small ones
+        else:
             self._give_back(freeze=False)
 
     async def _resume_when_quiet(self) -> None:

@@ -236,12 +236,12 @@ def _catch_up(group: Any) -> list[Callable[[], list[Any]]]:
     messages += [functools.partial(_added, "service", svc) for svc in services]
     messages += [functools.partial(_added, "slice", eps) for eps in slices]
     impairments = group.impairments
-    messages += [functools.partial(list, ["impair", channel.encode_impairment(imp), list(key), None])
+    messages += [_ready(["impair", channel.encode_impairment(imp), list(key), None])
                  for key, imp in impairments.by_service.items()]
-    messages += [functools.partial(list, ["impair", channel.encode_impairment(imp), None, node])
+    messages += [_ready(["impair", channel.encode_impairment(imp), None, node])
                  for node, imp in impairments.by_node.items()]
     if group.synced:
-        messages.append(functools.partial(list, ["synced"]))
+        messages.append(_ready(["synced"]))
     return messages
 
 
@@ -249,8 +249,15 @@ def _added(kind: str, obj: Any) -> list[Any]:
     return [kind, None, channel.encode_object(obj)]
 
 
+def _ready(message: list[Any]) -> Callable[[], list[Any]]:
+    """A message made already (small: nothing to spread over the loop's turns)."""
+    return lambda: message
+
+
 async def _start_one(group: Any, hello: bytes, *, env: Mapping[str, str], record: Callable[[int], None],
                      log_path: Path) -> _Worker:
+    # Not spawn.spawn_helper: that runs a module of netemu's own directory first on the path
+    # (``-I``), where netemu.proxy, installed from proxy/, is not; and the channel is a stream.
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # both close-on-exec
     try:
         with open(log_path, "ab") as logf:

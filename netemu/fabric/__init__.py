@@ -25,9 +25,7 @@ def make_fabric(config, state, sandbox=None) -> Fabric:  # noqa: ANN001 - Cluste
     from netemu.errors import ClusterError
     if config.backend == "loopback":
         from .loopback import LoopbackFabric
-        fabric = LoopbackFabric(config, state)
-        fabric.sandbox = sandbox
-        return fabric
+        return LoopbackFabric(config, state, sandbox)
     if config.backend == "netns":
         from .netns import NetnsFabric
         return NetnsFabric(config, state)

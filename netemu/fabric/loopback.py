@@ -26,12 +26,12 @@ class LoopbackFabric:
     name = "loopback"
     shared_stack = True
 
-    def __init__(self, config: ClusterConfig, state: ClusterState):
+    def __init__(self, config: ClusterConfig, state: ClusterState, sandbox: SandboxHelper | None = None):
         self.config = config
         self.state = state
         self.nodes: dict[str, NodeNetwork] = {}
         self._cni_dir = state.path("cni")
-        self.sandbox: SandboxHelper | None = None  # runs the plugin in a process of its own (netemu.sandbox)
+        self.sandbox = sandbox  # runs the plugin in a process of its own (netemu.sandbox), when given
 
     async def start(self) -> None:
         self._cni_dir.mkdir(exist_ok=True)
