@@ -38,8 +38,16 @@ def ensure_tools(script: str, pairs: dict[str, str]) -> None:
 
 
 def die_with_parent() -> None:
-    """In a child before exec: SIGTERM when the driver dies, however it dies (PR_SET_PDEATHSIG)."""
+    """In a child before exec: lead a session of its own, and get SIGTERM when the driver dies,
+    however it dies (PR_SET_PDEATHSIG).
+
+    Its own session, as a program started from another terminal or by a service manager has: with
+    the kernel's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by
+    default) the CPU is shared fairly between sessions first, so a load generator left in the
+    driver's session would share one fair share with the cluster it measures (whose process is the
+    driver) and with the reference server (HAProxy, dnsmasq), and take its CPU from them."""
     import ctypes
+    os.setsid()
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
