@@ -1,20 +1,22 @@
 """ClusterDNS: netemu's cluster DNS server, UDP and TCP on asyncio.
 
 The hot path is the cache: answers are kept as wire bytes (ID left out) per query form, so a
-repeated query costs ``datagram_received`` → one dict lookup on the raw packet after its ID →
-ID patch → ``sendto``. A query whose raw form is not a key yet (first time, EDNS options such as
+repeated query costs one dict lookup on the raw packet after its ID, and the answer is written
+over the query, after its ID, where it was received: the UDP socket is read and answered in
+batches (``netemu.proxy.datagrams``: one recvmmsg for up to 64 queries, one sendmmsg for their
+answers; no bytes object or address tuple is made for a query answered from the cache). A query whose raw form is not a key yet (first time, EDNS options such as
 cookies, trailing bytes) is parsed (``wire.parse_query``), looked up under its normalised key,
 and only on a miss answered by ``records.Resolver`` and packed. The index's listeners clear the
 cache on every real change, synchronously, so a change is visible to the very next query.
 
 Sockets are never made by address alone: ``start`` takes the ``start_server`` and
-``create_datagram_endpoint`` callables of a fabric (``functools.partial(fabric.start_server,
-where)``) or, by default, asyncio's own; upstream sockets come from ``make_socket``.
+``datagram_socket`` callables of a fabric (``functools.partial(fabric.start_server, where)``) or,
+by default, asyncio's server and a plain bound socket; upstream sockets come from ``make_socket``.
 
 The UDP socket's address is registered with the service proxy as an in-process endpoint
 (``netemu.proxy.local``): on the loopback backend a query sent to the kube-dns ClusterIP is answered
-by the proxy's flow from this server's UDP cache (the same dict ``datagram_received`` reads), or
-handed to ``_UDPProtocol.serve_local``, and the answer leaves the ClusterIP's socket, instead of
+by the proxy's flow from this server's UDP cache (the same dict the socket's reader reads), or
+handed to ``UDPSocket.serve_local``, and the answer leaves the ClusterIP's socket, instead of
 crossing a relay socket and this one. It is answered exactly as a datagram that arrives here is;
 the flow stops using the server once its socket is closing, and the registration ends with the
 socket.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from typing import Any, Self
 from netemu.api.objects import EndpointSlice, Namespace, Pod, Service
 from netemu.errors import DNSError
 from netemu.proxy import local
+from netemu.proxy.datagrams import SLOT_SIZE, DatagramBatch, bound_socket
 
 from .config import DNSConfig
 from .forward import Forwarder, SocketFactory
@@ -45,7 +49,7 @@ from .wire import BADVERS, REFUSED, SERVFAIL, Drop, Query, Reject, header_only, 
 log = logging.getLogger(__name__)
 
 StartServer = Callable[..., Awaitable[asyncio.AbstractServer]]
-CreateDatagramEndpoint = Callable[..., Awaitable[tuple[Any, Any]]]
+DatagramSocket = Callable[[tuple[str, int]], Awaitable[socket.socket]]  # bound, non-blocking
 MAX_PENDING = 128  # concurrent upstream exchanges (each holds a socket); beyond that, SERVFAIL at once
 ENTRY_OVERHEAD = 120  # bytes a cache entry costs besides its key and answer (dict slot, object headers)
 
@@ -166,29 +170,52 @@ class Responder:
                              authoritative=answer.authoritative, limit=limit, truncated=truncated)
 
 
-class _UDPProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: ClusterDNS) -> None:
+class UDPSocket:
+    """The server's UDP socket, read in batches (``DatagramBatch``): a datagram whose answer is
+    cached is answered in its slot, and a batch's answers leave together; any other goes to
+    ``ClusterDNS._udp_miss``. Closed like a datagram transport (``close``, ``is_closing``,
+    ``get_extra_info("sockname")``), which is how its owner treats it."""
+
+    def __init__(self, server: ClusterDNS, sock: socket.socket) -> None:
         self._server = server
+        self._sock = sock
+        self._fd = sock.fileno()
         self._cached = server.responder.udp_cache.entries.get
-        self._transport: asyncio.DatagramTransport | None = None
-        self._sendto: Callable[..., None] = lambda *a: None
-        self._unregister: Callable[[], None] = lambda: None
+        self._batch = DatagramBatch(sock.family)
+        self._sockname = sock.getsockname()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._readable)
+        self._unregister = local.register(self._sockname[:2], local.Server(
+            self.serve_local, ready=self._cached, closing=self.is_closing))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        self._sendto = transport.sendto  # type: ignore[attr-defined]
-        self._unregister = local.register(transport.get_extra_info("sockname")[:2], local.Server(
-            self.serve_local, ready=self._cached, closing=transport.is_closing))
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": self._sockname, "socket": self._sock}.get(name, default)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def is_closing(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._loop.remove_reader(self._fd)
+        self._fd = -1
         self._unregister()
+        self._sock.close()
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """An answer not sent from a slot (a miss, a forwarded query); dropped if the socket's
+        buffer is full, as a full link drops it."""
+        if self._fd >= 0:
+            try:
+                self._sock.sendto(data, addr)
+            except OSError:
+                pass
 
     def serve_local(self, data: bytes, addr: Any, reply: local.Reply) -> bytes | None:
-        """A query the proxy took on the service address, answered as ``datagram_received``
-        answers: a cached answer is returned, any other goes to ``reply``; nothing once this socket
-        is closing."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        """A query the proxy took on the service address, answered as one that arrives here:
+        a cached answer is returned, any other goes to ``reply``; nothing once this socket is
+        closing."""
+        if self._fd < 0:
             return None
         hit = self._cached(data[2:])
         if hit is not None:
@@ -196,15 +223,27 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         self._server._udp_miss(data, addr, reply)
         return None
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        hit = self._cached(data[2:])
-        if hit is not None:
-            self._sendto(data[:2] + hit, addr)
+    def _readable(self) -> None:
+        batch, fd, cached = self._batch, self._fd, self._cached
+        try:
+            lengths = batch.receive(fd)
+        except OSError as exc:
+            log.debug("dns: udp error: %r", exc)
             return
-        self._server._udp_miss(data, addr, self._sendto)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("dns: udp error: %r", exc)
+        data, answer = batch.data, batch.answer
+        first = 0  # the first slot of the run of answers not sent yet
+        for i, length in enumerate(lengths):
+            at = i * SLOT_SIZE
+            hit = cached(bytes(data[at + 2:at + length]))
+            if hit is not None:
+                answer(i, hit)
+                continue
+            batch.send(fd, first, i)  # the answers before it first: one client's stay in order
+            first = i + 1
+            self._server._udp_miss(batch.datagram(i, length), batch.address(i), self.sendto)
+            if self._fd < 0:  # closed meanwhile
+                return
+        batch.send(fd, first, len(lengths))
 
 
 class ClusterDNS:
@@ -218,7 +257,7 @@ class ClusterDNS:
         self.index.add_listener(self.responder.clear)
         self.host = ""
         self.port = 0
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: UDPSocket | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,19 +280,18 @@ class ClusterDNS:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, start_server: StartServer | None = None,
-                    create_datagram_endpoint: CreateDatagramEndpoint | None = None,
+                    datagram_socket: DatagramSocket | None = None,
                     host: str = "127.0.0.1", port: int = 53, *,
                     make_socket: SocketFactory | None = None) -> None:
         """Listen on ``host:port`` over UDP and TCP (port 0: one free port for both)."""
-        loop = asyncio.get_running_loop()
-        create_datagram_endpoint = create_datagram_endpoint or loop.create_datagram_endpoint
+        datagram_socket = datagram_socket or bound_socket
         start_server = start_server or asyncio.start_server
         if self.config.upstream_addrs:
             self.responder.forwarder = Forwarder(self.config.upstream_addrs, self.config.upstream_timeout,
                                                  make_socket)
         for _ in range(16 if port == 0 else 1):
             try:
-                udp, _protocol = await create_datagram_endpoint(lambda: _UDPProtocol(self), local_addr=(host, port))
+                udp = UDPSocket(self, await datagram_socket((host, port)))
             except OSError as exc:
                 raise DNSError(f"dns: cannot listen on {host}:{port}/udp: {exc.strerror or exc}") from exc
             bound = udp.get_extra_info("sockname")[1]
@@ -273,8 +311,8 @@ class ClusterDNS:
         raise DNSError(f"dns: no free port on {host} for both udp and tcp")
 
     @property
-    def udp_transport(self) -> asyncio.DatagramTransport | None:
-        """The UDP socket's transport while serving (its owner may close it)."""
+    def udp_transport(self) -> UDPSocket | None:
+        """The UDP socket while serving (its owner may close it, as a transport)."""
         return self._udp
 
     @property

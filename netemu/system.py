@@ -80,7 +80,7 @@ class ClusterDNSImage(EmulationBase):
         from netemu.dns import ClusterDNS
         running = RunningEmulation(self.name)
         server = ClusterDNS(self.config, self.index)
-        await server.start(ctx.start_server, ctx.create_datagram_endpoint, host=ctx.pod_ip, port=self.port,
+        await server.start(ctx.start_server, ctx.datagram_socket, host=ctx.pod_ip, port=self.port,
                            make_socket=self.upstream_socket)
         ctx.log(f"[INFO] plugin/kubernetes: serving {self.config.zone} on {ctx.pod_ip}:{self.port} (udp, tcp)")
         running.add_datagram(server.udp_transport)  # closed with the container, however it ends

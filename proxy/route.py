@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .connlog import ConnectionRecord
+from .datagrams import DatagramBatch
 from .impair import Impairment
 from .poller import Poller
 from .serviceport import Verdict
@@ -52,9 +53,18 @@ class RelayContext:
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
     pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay
     poller: Poller = field(init=False)            # readiness of every raw socket (listeners, relays, flows)
+    _datagrams: DatagramBatch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.poller = Poller(self.loop)
+
+    @property
+    def datagrams(self) -> DatagramBatch:
+        """The UDP listeners' batch (made when the first is): one at a time reads into it, and
+        empties it before it returns."""
+        if self._datagrams is None:
+            self._datagrams = DatagramBatch()
+        return self._datagrams
 
     def close_all(self, node: str | None = None) -> None:
         """Close every live relay (of one node, or all)."""

@@ -15,8 +15,10 @@ connected socket is watched by the proxy's ``poller.Poller``, which, unlike uvlo
 ``add_reader``, keeps calling its reader after an ICMP error (so a flow whose endpoint refused a
 datagram still gets the replies once it answers again). The listener's socket is not connected, so
 the kernel reports no ICMP errors on it: it is watched by the event loop itself, which saves a
-second epoll call per wakeup. A flow is set up synchronously, and a datagram costs one ``recv``
-and one ``send``. A datagram that does not fit in a socket buffer is dropped, as a full link would
+second epoll call per wakeup, and read in batches (``datagrams.DatagramBatch``, one recvmmsg for
+what is waiting, up to 64 datagrams); flows are found by the client's address as the kernel
+wrote it, so a datagram of a known flow costs no address tuple. A flow is set up synchronously;
+a relayed datagram costs its share of the batch's receive and one ``send``. A datagram that does not fit in a socket buffer is dropped, as a full link would
 drop it. Impaired flows lose and delay datagrams per direction; jitter may reorder them, as on a
 real link.
 
@@ -24,8 +26,10 @@ On a shared-stack backend an unimpaired flow whose endpoint is an in-process ser
 the cluster DNS) has no upstream socket: an answer the server has at hand (its cache) is looked up
 by the flow itself, any other datagram goes to the server's handler, and the answers leave the
 listener's socket, as relayed ones do, so the client sees the same exchange and the connection log
-the same flow; the two hops through the kernel it saves halve the cost of a cached DNS answer. If
-that server stops, the flow's datagrams are lost, as they would be refused, until a server listens
+the same flow; the two hops through the kernel it saves halve the cost of a cached DNS answer.
+An answer at hand is written over its query in the batch's slot, and a batch's answers leave
+together (one sendmmsg), before any datagram of the batch that is not answered so. If that
+server stops, the flow's datagrams are lost, as they would be refused, until a server listens
 at the address again.
 """
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 from . import local
 from .connlog import OK, REFUSED, TIMEOUT
+from .datagrams import SLOT_SIZE
 from .impair import Shaper
 from .route import Dispatch, RelayContext, Route
 from .serviceport import Verdict
@@ -45,7 +50,7 @@ from .sockopts import attach_filter, bind_source
 log = logging.getLogger(__name__)
 
 _MAX_DATAGRAM = 65535
-_BATCH = 64                 # datagrams read per readiness callback
+_BATCH = 64                 # datagrams read per readiness callback of a flow's socket
 _MAX_BACKLOG = 0.25         # rate-capped flows drop datagrams that would wait longer than this (s)
 _monotonic = time.monotonic
 
@@ -55,7 +60,7 @@ class UDPListener:
         self.ctx = ctx
         self.sock = sock
         self.dispatch = dispatch
-        self.flows: dict[tuple[str, int], _Flow | _LocalFlow] = {}
+        self.flows: dict[bytes, _Flow | _LocalFlow] = {}  # by the client's address as the kernel gives it
         self._sweeper: Any = None
         self._fd = sock.fileno()
         ctx.loop.add_reader(self._fd, self._readable)  # not the poller: see the module's docstring
@@ -82,8 +87,8 @@ class UDPListener:
 
     def ended(self, flow: Any) -> None:
         """A flow has closed: it leaves the table and its connection record ends."""
-        if self.flows.get(flow.client) is flow:
-            del self.flows[flow.client]
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
         self.ctx.live.discard(flow)
         flow.record.finish(OK if flow.down else TIMEOUT, flow.up, flow.down)
 
@@ -94,36 +99,41 @@ class UDPListener:
             pass
 
     def _readable(self) -> None:
-        sock, flows = self.sock, self.flows
-        recvfrom, sendto = sock.recvfrom, sock.sendto
+        batch, fd, flows = self.ctx.datagrams, self._fd, self.flows
+        try:
+            lengths = batch.receive(fd)
+        except OSError:
+            return
         now = _monotonic()  # one reading per batch: when each flow last carried a datagram
-        for _ in range(_BATCH):
-            try:
-                data, client = recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            flow = flows.get(client)
+        data, answer, sender = batch.data, batch.answer, batch.sender
+        first = 0  # the first slot of the run of answers not sent yet
+        for i, length in enumerate(lengths):
+            key = sender(i)
+            flow = flows.get(key)
             if flow is None:
-                flow = self._open_flow(client)
+                flow = self._open_flow(key, batch.address(i))
                 if flow is None:
+                    batch.send(fd, first, i)
+                    first = i + 1
                     continue
             flow.last = now
             ready = flow.ready
             if ready is not None and not flow.closing():
-                hit = ready(data[2:])
+                at = i * SLOT_SIZE
+                hit = ready(bytes(data[at + 2:at + length]))
                 if hit is not None:  # an in-process server's answer at hand (the cluster DNS's cache)
-                    flow.up += len(data)
+                    flow.up += length
                     flow.down += len(hit) + 2
-                    try:
-                        sendto(data[:2] + hit, client)
-                    except OSError:
-                        pass
+                    answer(i, hit)
                     continue
-            flow.forward(data)
+            batch.send(fd, first, i)  # the answers before it first: one client's stay in order
+            first = i + 1
+            flow.forward(batch.datagram(i, length))
+            if self._fd < 0:  # closed meanwhile
+                return
+        batch.send(fd, first, len(lengths))
 
-    def _open_flow(self, client: tuple[str, int]) -> "_Flow | _LocalFlow | None":
+    def _open_flow(self, key: bytes, client: tuple[str, int]) -> "_Flow | _LocalFlow | None":
         route = self.dispatch(client)
         if route.verdict is not Verdict.SERVE or route.address is None:
             route.record.finish(REFUSED if route.verdict is Verdict.REJECT else TIMEOUT)
@@ -134,7 +144,7 @@ class UDPListener:
         impaired = imp is not None and (imp.udp_loss or imp.shapes)
         server = local.lookup(route.address) if not impaired and self.ctx.in_process_udp else None
         if server is not None:
-            return self._add(client, _LocalFlow(self, client, route, server))
+            return self._add(_LocalFlow(self, key, client, route, server))
         sock = self.ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_DGRAM)
         try:
             bind_source(sock, route.source_ip, stream=False)
@@ -144,10 +154,10 @@ class UDPListener:
             log.debug("%s: UDP flow to %s:%s failed: %s", route.record.service_port, *route.address, exc)
             route.record.finish(REFUSED)
             return None
-        return self._add(client, (_ImpairedFlow if impaired else _Flow)(self, sock, client, route))
+        return self._add((_ImpairedFlow if impaired else _Flow)(self, sock, key, client, route))
 
-    def _add(self, client: tuple[str, int], flow: "_Flow | _LocalFlow") -> "_Flow | _LocalFlow":
-        self.flows[client] = flow
+    def _add(self, flow: "_Flow | _LocalFlow") -> "_Flow | _LocalFlow":
+        self.flows[flow.key] = flow
         self.ctx.live.add(flow)
         if self._sweeper is None:
             self._schedule_sweep()
@@ -172,10 +182,11 @@ class _FlowState:
     """What every flow keeps: its listener, client, endpoint and connection record, when it last
     carried a datagram, and the bytes each way."""
 
-    __slots__ = ("listener", "client", "endpoint", "record", "last", "up", "down")
+    __slots__ = ("listener", "key", "client", "endpoint", "record", "last", "up", "down")
 
-    def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route) -> None:
+    def __init__(self, listener: UDPListener, key: bytes, client: tuple[str, int], route: Route) -> None:
         self.listener = listener
+        self.key = key
         self.client = client
         self.endpoint = route.address
         self.record = route.record
@@ -194,8 +205,9 @@ class _Flow(_FlowState):
     __slots__ = ("sock", "fd")
     ready = None  # relayed: no answers at hand (see _LocalFlow)
 
-    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
-        super().__init__(listener, client, route)
+    def __init__(self, listener: UDPListener, sock: socket.socket, key: bytes, client: tuple[str, int],
+                 route: Route) -> None:
+        super().__init__(listener, key, client, route)
         self.sock = sock
         self.fd = sock.fileno()
         listener.ctx.poller.add_reader(self.fd, self.readable)
@@ -241,8 +253,9 @@ class _Flow(_FlowState):
 class _ImpairedFlow(_Flow):
     __slots__ = ("loss", "rng", "loop", "shaper_up", "shaper_down")
 
-    def __init__(self, listener: UDPListener, sock: socket.socket, client: tuple[str, int], route: Route) -> None:
-        super().__init__(listener, sock, client, route)
+    def __init__(self, listener: UDPListener, sock: socket.socket, key: bytes, client: tuple[str, int],
+                 route: Route) -> None:
+        super().__init__(listener, sock, key, client, route)
         imp = route.impairment
         assert imp is not None
         ctx = listener.ctx
@@ -292,8 +305,9 @@ class _LocalFlow(_FlowState):
 
     __slots__ = ("open", "server", "ready", "closing", "answer_to")
 
-    def __init__(self, listener: UDPListener, client: tuple[str, int], route: Route, server: local.Server) -> None:
-        super().__init__(listener, client, route)
+    def __init__(self, listener: UDPListener, key: bytes, client: tuple[str, int], route: Route,
+                 server: local.Server) -> None:
+        super().__init__(listener, key, client, route)
         self.open = True
         self.answer_to = self.answer          # bound once, not per datagram
         self._use(server)

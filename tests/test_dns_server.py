@@ -600,9 +600,12 @@ async def test_sockets_come_from_the_fabric_callables() -> None:
         calls.append(("tcp", where, host))
         return await asyncio.start_server(client_connected_cb, host, port, **kw)
 
-    async def create_datagram_endpoint(where, protocol_factory, local_addr, **kw):
+    async def datagram_socket(where, local_addr):
         calls.append(("udp", where, local_addr[0]))
-        return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(local_addr)
+        return sock
 
     def make_socket(where, family, type):
         calls.append(("socket", where, socket.SocketKind(type).name))
@@ -615,7 +618,7 @@ async def test_sockets_come_from_the_fabric_callables() -> None:
         fill(server)
         host = free_loopback()
         await server.start(functools.partial(start_server, "dns-pod"),
-                           functools.partial(create_datagram_endpoint, "dns-pod"), host, 0,
+                           functools.partial(datagram_socket, "dns-pod"), host, 0,
                            make_socket=functools.partial(make_socket, "dns-pod"))
         try:
             for name in ("example.com.", "retry.example.com."):

@@ -53,6 +53,11 @@ class Fabric(Protocol):
     async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
                                        local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]: ...
 
+    async def datagram_socket(self, where: str, local_addr: tuple[str, int]) -> socket.socket:
+        """A non-blocking UDP socket bound to ``local_addr`` in the network of ``where``, for a
+        server that reads it itself (the cluster DNS, in batches)."""
+        ...
+
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         """A new non-blocking socket made in the network of ``where``: a node name, or "" for the
         host's own network (host-side listeners such as load-balancer ingress addresses).

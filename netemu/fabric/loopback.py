@@ -80,6 +80,15 @@ class LoopbackFabric:
                                        local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]:
         return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
 
+    async def datagram_socket(self, where: str, local_addr: tuple[str, int]) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.bind(local_addr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call
 

@@ -39,6 +39,16 @@ def _plain_socket(family: int, type: int) -> socket.socket:
     return sock
 
 
+async def _bound_datagram_socket(local_addr: tuple[str, int]) -> socket.socket:
+    sock = _plain_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(local_addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _discard_line(line: str) -> None:
     logger.debug("container log: %s", line)
 
@@ -61,6 +71,9 @@ class ContainerContext:
     create_datagram_endpoint: CreateDatagramEndpoint  # (protocol_factory, local_addr=(h, p))
     # (family, type) -> a non-blocking socket in the pod's network, for connections it makes
     new_socket: Callable[[int, int], socket.socket] = _plain_socket
+    # (host, port) -> a non-blocking UDP socket bound there in the pod's network, for a server
+    # that reads its socket itself (the cluster DNS)
+    datagram_socket: Callable[[tuple[str, int]], Awaitable[socket.socket]] = _bound_datagram_socket
 
     @classmethod
     def plain(cls, *, pod_ip: str, image: str, pod_name: str = "pod", namespace: str = "default",

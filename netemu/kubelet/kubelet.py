@@ -190,7 +190,8 @@ class ContainerWorker:
             start_server=lambda cb, host, port, **kw: kl.fabric.start_server(self.pw.uid, cb, host, port, **kw),
             create_datagram_endpoint=lambda factory, local_addr, **kw: kl.fabric.create_datagram_endpoint(
                 self.pw.uid, factory, local_addr, **kw),
-            new_socket=lambda family, type: kl.fabric.socket(self.pw.uid, family, type))
+            new_socket=lambda family, type: kl.fabric.socket(self.pw.uid, family, type),
+            datagram_socket=lambda local_addr: kl.fabric.datagram_socket(self.pw.uid, local_addr))
         return EmulatedContainer(emulation, ctx)
 
     async def run(self) -> None:

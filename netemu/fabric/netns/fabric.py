@@ -505,6 +505,9 @@ class NetnsFabric:
             sock.close()
             raise
 
+    async def datagram_socket(self, where: str, local_addr: tuple[str, int]) -> socket.socket:
+        return await self._bound_socket(where, socket.SOCK_DGRAM, tuple(local_addr), {})
+
     async def create_datagram_endpoint(self, where: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
                                        local_addr: tuple[str, int], **kw: Any) -> tuple[Any, Any]:
         remote = kw.pop("remote_addr", None)
