@@ -38,7 +38,7 @@ from typing import Any, Self
 from netemu.api.objects import EndpointSlice, Namespace, Pod, Service
 from netemu.errors import DNSError
 from netemu.proxy import local
-from netemu.proxy.datagrams import SLOT_SIZE, DatagramBatch, bound_socket
+from netemu.proxy.datagrams import ONE_BY_ONE, SLOT_SIZE, DatagramBatch, bound_socket
 
 from .config import DNSConfig
 from .forward import Forwarder, SocketFactory
@@ -224,17 +224,41 @@ class UDPSocket:
         return None
 
     def _readable(self) -> None:
-        batch, fd, cached = self._batch, self._fd, self._cached
+        # A few datagrams the plain way, each answered as soon as it is read: queries that come
+        # one or a few at a time never wait for a batch (recvmmsg looks for another datagram
+        # before it returns, and sendmmsg costs more than sendto: 1.5 µs more per exchange).
+        # More than that waiting is a queue: the rest is read in a batch.
+        sock, cached = self._sock, self._cached
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        for _ in range(ONE_BY_ONE):
+            try:
+                data, addr = recvfrom(SLOT_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("dns: udp error: %r", exc)
+                return
+            hit = cached(data[2:])
+            if hit is None:
+                self._server._udp_miss(data, addr, self.sendto)
+                if self._fd < 0:  # closed meanwhile
+                    return
+                continue
+            try:
+                sendto(data[:2] + hit, addr)
+            except OSError:  # a full buffer: dropped, as a full link drops it
+                pass
+        batch, fd = self._batch, self._fd
         try:
             lengths = batch.receive(fd)
         except OSError as exc:
             log.debug("dns: udp error: %r", exc)
             return
-        data, answer = batch.data, batch.answer
+        slots, answer = batch.data, batch.answer
         first = 0  # the first slot of the run of answers not sent yet
         for i, length in enumerate(lengths):
             at = i * SLOT_SIZE
-            hit = cached(bytes(data[at + 2:at + length]))
+            hit = cached(bytes(slots[at + 2:at + length]))
             if hit is not None:
                 answer(i, hit)
                 continue

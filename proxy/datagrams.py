@@ -28,6 +28,7 @@ import socket
 import sys
 
 SLOTS = 64            # datagrams per batch: what one readiness callback reads at most
+ONE_BY_ONE = 2        # datagrams a reader takes the plain way (recvfrom, sendto) before a batch
 SLOT_SIZE = 1 << 16   # bytes per slot: the largest UDP datagram fits
 _MSG_DONTWAIT = 0x40  # MSG_DONTWAIT (Linux)
 _NAME_SIZES = {socket.AF_INET: 16, socket.AF_INET6: 28}  # sizeof(struct sockaddr_in / _in6)
@@ -149,6 +150,17 @@ class DatagramBatch:
             return socket.inet_ntop(socket.AF_INET, name[4:8]), port
         return (socket.inet_ntop(socket.AF_INET6, name[8:24]), port, int.from_bytes(name[4:8], "big"),
                 int.from_bytes(name[24:28], sys.byteorder))
+
+
+def sender_name(address: tuple) -> bytes:
+    """``address`` (as ``recvfrom`` gives it) as the kernel writes a sender's name into a batch
+    (``DatagramBatch.sender``): struct sockaddr_in or sockaddr_in6."""
+    if len(address) == 2:
+        return (socket.AF_INET.to_bytes(2, sys.byteorder) + address[1].to_bytes(2, "big")
+                + socket.inet_pton(socket.AF_INET, address[0]) + bytes(8))
+    host, port, flowinfo, scope_id = address
+    return (socket.AF_INET6.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + flowinfo.to_bytes(4, "big")
+            + socket.inet_pton(socket.AF_INET6, host.partition("%")[0]) + scope_id.to_bytes(4, sys.byteorder))
 
 
 async def bound_socket(address: tuple[str, int]) -> socket.socket:

@@ -41,7 +41,7 @@ from typing import Any
 
 from . import local
 from .connlog import OK, REFUSED, TIMEOUT
-from .datagrams import SLOT_SIZE
+from .datagrams import ONE_BY_ONE, SLOT_SIZE, sender_name
 from .impair import Shaper
 from .route import Dispatch, RelayContext, Route
 from .serviceport import Verdict
@@ -60,7 +60,8 @@ class UDPListener:
         self.ctx = ctx
         self.sock = sock
         self.dispatch = dispatch
-        self.flows: dict[bytes, _Flow | _LocalFlow] = {}  # by the client's address as the kernel gives it
+        self.flows: dict[bytes, _Flow | _LocalFlow] = {}  # by the client's address as the kernel writes it
+        self.clients: dict[tuple[str, int], _Flow | _LocalFlow] = {}  # the same, by address tuple
         self._sweeper: Any = None
         self._fd = sock.fileno()
         ctx.loop.add_reader(self._fd, self._readable)  # not the poller: see the module's docstring
@@ -89,6 +90,7 @@ class UDPListener:
         """A flow has closed: it leaves the table and its connection record ends."""
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
+            del self.clients[flow.client]
         self.ctx.live.discard(flow)
         flow.record.finish(OK if flow.down else TIMEOUT, flow.up, flow.down)
 
@@ -99,6 +101,31 @@ class UDPListener:
             pass
 
     def _readable(self) -> None:
+        # A few datagrams the plain way, so that exchanges that come one or a few at a time never
+        # wait for a batch (``dns.server.UDPSocket._readable`` says why); more waiting than that is
+        # a queue, and the rest is read in a batch.
+        recvfrom, clients = self.sock.recvfrom, self.clients
+        for _ in range(ONE_BY_ONE):
+            try:
+                data, client = recvfrom(_MAX_DATAGRAM)
+            except OSError:  # nothing waiting (BlockingIOError) or an error: nothing to read now
+                return
+            flow = clients.get(client)
+            if flow is None:
+                flow = self._open_flow(sender_name(client), client)
+                if flow is None:
+                    continue
+            flow.last = _monotonic()
+            ready = flow.ready
+            hit = ready(data[2:]) if ready is not None and not flow.closing() else None
+            if hit is not None:  # an in-process server's answer at hand (the cluster DNS's cache)
+                flow.up += len(data)
+                flow.down += len(hit) + 2
+                self.reply(data[:2] + hit, client)
+                continue
+            flow.forward(data)
+            if self._fd < 0:  # closed meanwhile
+                return
         batch, fd, flows = self.ctx.datagrams, self._fd, self.flows
         try:
             lengths = batch.receive(fd)
@@ -157,7 +184,7 @@ class UDPListener:
         return self._add((_ImpairedFlow if impaired else _Flow)(self, sock, key, client, route))
 
     def _add(self, flow: "_Flow | _LocalFlow") -> "_Flow | _LocalFlow":
-        self.flows[flow.key] = flow
+        self.flows[flow.key] = self.clients[flow.client] = flow
         self.ctx.live.add(flow)
         if self._sweeper is None:
             self._schedule_sweep()

@@ -9,7 +9,7 @@ import socket
 from dnslib import DNSRecord
 
 from netemu.proxy.connlog import ConnectionRecord
-from netemu.proxy.datagrams import SLOT_SIZE, DatagramBatch
+from netemu.proxy.datagrams import ONE_BY_ONE, SLOT_SIZE, DatagramBatch, sender_name
 from netemu.proxy.route import RelayContext, Route
 from netemu.proxy.serviceport import Verdict
 from netemu.proxy.udp import UDPListener
@@ -38,6 +38,7 @@ def test_a_batch_takes_what_is_waiting_and_answers_each_sender_in_place():
         lengths = batch.receive(server.fileno())
         assert [(batch.datagram(i, n), batch.address(i)) for i, n in enumerate(lengths)] == sent
         assert batch.sender(0) != batch.sender(1) and batch.sender(0) == batch.sender(3)
+        assert [batch.sender(i) for i in range(len(sent))] == [sender_name(address) for _, address in sent]
         for i, (data, _) in enumerate(sent):
             batch.answer(i, b"answer to " + data[2:])
         batch.send(server.fileno(), 0, len(sent))
@@ -77,6 +78,7 @@ def test_a_batch_names_ipv6_senders_as_recvfrom_does():
         batch = DatagramBatch(socket.AF_INET6)
         (length,) = batch.receive(server.fileno())
         assert batch.address(0) == client.getsockname()
+        assert batch.sender(0) == sender_name(client.getsockname())
         batch.answer(0, b"hi")
         batch.send(server.fileno(), 0, 1)
         client.settimeout(5)
@@ -87,8 +89,9 @@ def test_a_batch_names_ipv6_senders_as_recvfrom_does():
 
 
 async def test_one_clients_answers_keep_their_order_around_a_query_not_in_the_cache():
-    """Three queries read in one batch: the first and last answered from the cache in their slots,
-    the middle one answered on its own; the client gets them in the order it asked."""
+    """Ten queries waiting together: the first few read the plain way, the rest in a batch, where
+    one not in the cache is answered on its own between answers from the cache written in their
+    slots; the client gets them in the order it asked."""
     async with running() as server:
         client = udp_socket(free_loopback())
         client.setblocking(False)
@@ -97,9 +100,10 @@ async def test_one_clients_answers_keep_their_order_around_a_query_not_in_the_ca
             cached = question("my-service.default.svc.cluster.local").pack()
             client.sendto(cached, (server.host, server.port))
             await asyncio.wait_for(loop.sock_recv(client, 65535), 30)  # now in the cache
-            queries = [bytes([0x10 + n]) + cached[1:] for n in range(3)]
-            queries[1] = bytes([0x11]) + question("other.default.svc.cluster.local", "AAAA").pack()[1:]
-            for query in queries:  # all three wait in the socket before the server reads
+            queries = [bytes([0x10 + n]) + cached[1:] for n in range(10)]
+            assert ONE_BY_ONE < 7
+            queries[7] = bytes([0x17]) + question("other.default.svc.cluster.local", "AAAA").pack()[1:]
+            for query in queries:  # all ten wait in the socket before the server reads
                 client.sendto(query, (server.host, server.port))
             answers = [await asyncio.wait_for(loop.sock_recv(client, 65535), 30) for _ in queries]
             assert [DNSRecord.parse(a).header.id for a in answers] == [DNSRecord.parse(q).header.id for q in queries]
@@ -148,3 +152,44 @@ async def test_a_relayed_flow_carries_the_largest_datagram_and_keeps_one_flow_pe
         ctx.close_all()
         listener.close()
         ctx.close()
+
+
+async def test_queries_waiting_at_a_service_address_are_answered_in_order_and_counted():
+    """Queries that wait together at the proxy's listener for an in-process DNS server: the first
+    read the plain way, the rest in a batch (answers from the cache written in their slots, one
+    not in the cache answered on its own); the client gets every answer in order, from the
+    service address, and the flow counts every byte."""
+    async with running() as server:
+        loop = asyncio.get_running_loop()
+        ctx = RelayContext(loop, SharedStackSockets(), in_process_udp=True)
+        service = udp_socket(free_loopback())
+        service.setblocking(False)
+        record = lambda client: ConnectionRecord(client=client, service_port="kube-system/kube-dns:53/UDP",  # noqa: E731
+                                                 frontend="cluster-ip", node="node-1")
+        listener = UDPListener(ctx, service, lambda client: Route(Verdict.SERVE, record(client),
+                                                                 address=(server.host, server.port)))
+        client = udp_socket(free_loopback())
+        client.setblocking(False)
+        try:
+            cached = question("my-service.default.svc.cluster.local").pack()
+            client.sendto(cached, service.getsockname())
+            first = await asyncio.wait_for(loop.sock_recv(client, 65535), 30)
+            queries = [bytes([n]) + cached[1:] for n in range(40)]
+            queries[20] = bytes([20]) + question("other.default.svc.cluster.local", "AAAA").pack()[1:]
+            for query in queries:
+                client.sendto(query, service.getsockname())
+            answers = []
+            for _ in queries:
+                data, source = await asyncio.wait_for(loop.sock_recvfrom(client, 65535), 30)
+                answers.append(data)
+                assert source == service.getsockname()
+            assert [a[0] for a in answers] == list(range(40))
+            assert {a[1:] for n, a in enumerate(answers) if n != 20} == {first[1:]}
+            (flow,) = listener.flows.values()
+            assert flow.up == len(cached) + sum(map(len, queries))
+            assert flow.down == len(first) + sum(map(len, answers))
+        finally:
+            client.close()
+            ctx.close_all()
+            listener.close()
+            ctx.close()
