@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _tools  # bench/, the script's directory, is on the path
+
 HAPROXY_IP, HAPROXY_PORT = "127.96.251.2", 8080
 BACKEND_PORT = 8080
 MAX_SECONDS = 5.0
@@ -117,7 +119,7 @@ async def wrk(host: str, port: int, seconds: float, pid: int | None = None) -> t
     before = cpu_seconds(pid)
     proc = await asyncio.create_subprocess_exec(
         "wrk", "-t2", "-c50", f"-d{seconds:g}s", "-H", "Host: bench.test", f"http://{host}:{port}/api/items",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_tools.die_with_parent)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
     except asyncio.TimeoutError:
@@ -167,7 +169,8 @@ async def main(seconds: float, rounds: int) -> None:
         controller_ip = controller_pod().status.pod_ip
         lb_ip = cluster.store.get("Ingress", "default", "bench").status.load_balancer.ingress[0].ip
         haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(haproxy_config(tmp, backend_ip))],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   preexec_fn=_tools.die_with_parent)
         try:
             targets = {"ingress (pod)": (controller_ip, system.container_port(), None),
                        "ingress (LB)": (lb_ip, 80, None), "haproxy": (HAPROXY_IP, HAPROXY_PORT, haproxy.pid)}

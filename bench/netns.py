@@ -163,12 +163,6 @@ def report_bringup(state_dir: Path) -> int:
 
 # ---------------------------------------------------------------------------- iperf3
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when this script dies, however it dies."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 async def wait_listening(prefix: list[str], port: int) -> None:
     deadline = time.monotonic() + 5
     while True:
@@ -187,13 +181,13 @@ async def iperf(server: list[str], client: list[str], server_ip: str, seconds: f
     enter them): received Gbit/s and the sender's retransmits."""
     server_proc = await asyncio.create_subprocess_exec(
         *server, "iperf3", "-s", "-1", "-B", server_ip, "-p", str(IPERF_PORT),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, preexec_fn=_tools.die_with_parent)
     client_proc = None
     try:
         await wait_listening(server, IPERF_PORT)
         client_proc = await asyncio.create_subprocess_exec(
             *client, "iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "-J",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_tools.die_with_parent)
         out, err = await asyncio.wait_for(client_proc.communicate(), seconds + 10)
         result = json.loads(out or b"{}")
         if client_proc.returncode != 0 or "error" in result:
