@@ -1,12 +1,14 @@
 """ClusterDNS: netemu's cluster DNS server, UDP and TCP on asyncio.
 
 The hot path is the cache: answers are kept as wire bytes (ID left out) per query form, so a
-repeated query costs one dict lookup on the raw packet after its ID, and the answer is written
-over the query, after its ID, where it was received: the UDP socket is read and answered in
-batches (``netemu.proxy.datagrams``: one recvmmsg for up to 64 queries, one sendmmsg for their
-answers; no bytes object or address tuple is made for a query answered from the cache). A query whose raw form is not a key yet (first time, EDNS options such as
-cookies, trailing bytes) is parsed (``wire.parse_query``), looked up under its normalised key,
-and only on a miss answered by ``records.Resolver`` and packed. The index's listeners clear the
+repeated query costs one dict lookup on the raw packet after its ID, then the ID and the cached
+answer go back. The first two queries of a wake-up are read and answered one by one; a queue
+beyond them is read and answered in a batch (``netemu.proxy.datagrams``: one recvmmsg for up to
+64 queries, answers written over their queries and sent with one sendmmsg, no bytes object or
+address tuple made for a query answered from the cache). A query whose raw form is not a key yet
+(first time, EDNS options such as cookies, trailing bytes) is parsed (``wire.parse_query``),
+looked up under its normalised key, and only on a miss answered by ``records.Resolver`` and
+packed. The index's listeners clear the
 cache on every real change, synchronously, so a change is visible to the very next query.
 
 Sockets are never made by address alone: ``start`` takes the ``start_server`` and
@@ -38,7 +40,8 @@ from typing import Any, Self
 from netemu.api.objects import EndpointSlice, Namespace, Pod, Service
 from netemu.errors import DNSError
 from netemu.proxy import local
-from netemu.proxy.datagrams import ONE_BY_ONE, SLOT_SIZE, DatagramBatch, bound_socket
+from netemu.fabric.base import bound_datagram_socket
+from netemu.proxy.datagrams import ONE_BY_ONE, SLOT_SIZE, DatagramBatch
 
 from .config import DNSConfig
 from .forward import Forwarder, SocketFactory
@@ -170,9 +173,14 @@ class Responder:
                              authoritative=answer.authoritative, limit=limit, truncated=truncated)
 
 
+async def _plain_datagram_socket(address: tuple[str, int]) -> socket.socket:
+    return bound_datagram_socket(address)
+
+
 class UDPSocket:
-    """The server's UDP socket, read in batches (``DatagramBatch``): a datagram whose answer is
-    cached is answered in its slot, and a batch's answers leave together; any other goes to
+    """The server's UDP socket: the first ``ONE_BY_ONE`` datagrams of a wake-up read and answered
+    one by one, a queue beyond them in a batch (``DatagramBatch``), where a datagram whose answer
+    is cached is answered in its slot and the batch's answers leave together; any other goes to
     ``ClusterDNS._udp_miss``. Closed like a datagram transport (``close``, ``is_closing``,
     ``get_extra_info("sockname")``), which is how its owner treats it."""
 
@@ -308,7 +316,7 @@ class ClusterDNS:
                     host: str = "127.0.0.1", port: int = 53, *,
                     make_socket: SocketFactory | None = None) -> None:
         """Listen on ``host:port`` over UDP and TCP (port 0: one free port for both)."""
-        datagram_socket = datagram_socket or bound_socket
+        datagram_socket = datagram_socket or _plain_datagram_socket
         start_server = start_server or asyncio.start_server
         if self.config.upstream_addrs:
             self.responder.forwarder = Forwarder(self.config.upstream_addrs, self.config.upstream_timeout,

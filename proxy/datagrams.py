@@ -162,15 +162,3 @@ def sender_name(address: tuple) -> bytes:
     return (socket.AF_INET6.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + flowinfo.to_bytes(4, "big")
             + socket.inet_pton(socket.AF_INET6, host.partition("%")[0]) + scope_id.to_bytes(4, sys.byteorder))
 
-
-async def bound_socket(address: tuple[str, int]) -> socket.socket:
-    """A non-blocking UDP socket bound to ``address`` in this process's network (IPv6 for a host
-    with a colon)."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-    try:
-        sock.bind(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -15,12 +15,13 @@ connected socket is watched by the proxy's ``poller.Poller``, which, unlike uvlo
 ``add_reader``, keeps calling its reader after an ICMP error (so a flow whose endpoint refused a
 datagram still gets the replies once it answers again). The listener's socket is not connected, so
 the kernel reports no ICMP errors on it: it is watched by the event loop itself, which saves a
-second epoll call per wakeup, and read in batches (``datagrams.DatagramBatch``, one recvmmsg for
-what is waiting, up to 64 datagrams); flows are found by the client's address as the kernel
-wrote it, so a datagram of a known flow costs no address tuple. A flow is set up synchronously;
-a relayed datagram costs its share of the batch's receive and one ``send``. A datagram that does not fit in a socket buffer is dropped, as a full link would
-drop it. Impaired flows lose and delay datagrams per direction; jitter may reorder them, as on a
-real link.
+second epoll call per wakeup. The first two datagrams of a wake-up are read one by one
+(``recvfrom``); a queue beyond them is read in a batch (``datagrams.DatagramBatch``: one recvmmsg
+for up to 64 datagrams), where flows are found by the client's address as the kernel wrote it,
+so a datagram of a known flow costs no address tuple. A flow is set up synchronously; a relayed
+datagram costs one receive (or its share of a batch's) and one ``send``. A datagram that does not
+fit in a socket buffer is dropped, as a full link would drop it. Impaired flows lose and delay
+datagrams per direction; jitter may reorder them, as on a real link.
 
 On a shared-stack backend an unimpaired flow whose endpoint is an in-process server (``local``:
 the cluster DNS) has no upstream socket: an answer the server has at hand (its cache) is looked up
@@ -90,6 +91,7 @@ class UDPListener:
         """A flow has closed: it leaves the table and its connection record ends."""
         if self.flows.get(flow.key) is flow:
             del self.flows[flow.key]
+        if self.clients.get(flow.client) is flow:
             del self.clients[flow.client]
         self.ctx.live.discard(flow)
         flow.record.finish(OK if flow.down else TIMEOUT, flow.up, flow.down)

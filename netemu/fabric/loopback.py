@@ -20,7 +20,7 @@ from netemu.sandbox import SandboxHelper
 from netemu.sandboxd import loopback_cni
 from netemu.state import ClusterState
 
-from .base import NodeNetwork, PodNetwork
+from .base import NodeNetwork, PodNetwork, bound_datagram_socket
 
 class LoopbackFabric:
     name = "loopback"
@@ -81,13 +81,7 @@ class LoopbackFabric:
         return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
 
     async def datagram_socket(self, where: str, local_addr: tuple[str, int]) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-        try:
-            sock.bind(local_addr)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return bound_datagram_socket(local_addr)
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from netemu.errors import BackendError, ConflictError, InvalidError, NetemuError, NotFoundError
+from netemu.fabric.base import bound_datagram_socket
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,7 @@ def _plain_socket(family: int, type: int) -> socket.socket:
 
 
 async def _bound_datagram_socket(local_addr: tuple[str, int]) -> socket.socket:
-    sock = _plain_socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind(local_addr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bound_datagram_socket(local_addr)
 
 
 def _discard_line(line: str) -> None:
