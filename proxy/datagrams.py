@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import socket
 import sys
 
@@ -110,7 +111,7 @@ class DatagramBatch:
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
                 return []
             if err not in _RETRY:
-                raise OSError(err, errno.errorcode.get(err, "error"))
+                raise OSError(err, os.strerror(err))
         lengths, index, stride = self._lengths, _LEN_INDEX, _LEN_STRIDE
         return [lengths[i * stride + index] for i in range(n)]
 
