@@ -5,9 +5,9 @@
 A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it, with
 the default ``proxy_workers: auto``, which starts more proxy processes while the load keeps the
 proxy busy: the warm-up loads the ClusterIP until it has them, at most 10 s, and the number of
-proxy processes is printed before and after the measurements) holds one pod whose two containers are real programs: ``iperf3 -s`` and nginx-light (a minimal config in
-a temporary directory, one worker, a 3-byte keep-alive answer). Three load generators, each run at
-most 5 s:
+proxy processes is printed before and after the measurements) holds one pod whose two containers
+are real programs: ``iperf3 -s`` and nginx-light (a minimal config in a temporary directory, one
+worker, a 3-byte keep-alive answer). Three load generators, each run at most 5 s:
 
 - bulk: ``iperf3 -c -P1 -t N`` (one TCP stream, Gbit/s the server received);
 - keep-alive: ``wrk -t2 -c50`` (HTTP/1.1 requests per second on 50 open connections);
@@ -18,11 +18,11 @@ Each against four targets, which take turns within each of ``--rounds`` rounds: 
 directly; the Service's ClusterIP (netemu's proxy); HAProxy (``nbthread 2``, ``mode tcp``); and a
 bare uvloop relay in a process of its own (``bench/_bare_relay.py``), the ceiling for a userspace
 relay on this machine. With ``--proxy-workers N`` a second one-node cluster, started with
-``proxy_workers: N`` (N processes from the start; 1: never more than one) and holding the same
-pod, is a fifth target ("netemu ClusterIP, proxy_workers N"), measured in the same rounds. Ratios
-are taken within a round and the medians printed, with the CPU time the proxy spent per GB and
-per 1,000 requests (this process and any helper process it starts, proxy workers included;
-HAProxy's and the relay's from /proc/<pid>/stat). Then each goal of issue 15 with ✓/✗, for each proxy target.
+``proxy_workers: N`` (N processes from the start; 1: never more than one) and holding the same pod,
+is a fifth target ("netemu ClusterIP, proxy_workers N"), measured in the same rounds. Ratios are
+taken within a round and the medians printed, with the CPU time the proxy spent per GB and per
+1,000 requests (this process and any helper process it starts, proxy workers included; HAProxy's
+and the relay's from /proc/<pid>/stat). Then each goal of issue 15 with ✓/✗, for each proxy target.
 
 Only 127.x addresses are used. Every child gets SIGTERM if this driver dies (PR_SET_PDEATHSIG)
 and is stopped by pid at the end; the temporary directory is removed.

@@ -173,10 +173,6 @@ class Responder:
                              authoritative=answer.authoritative, limit=limit, truncated=truncated)
 
 
-async def _plain_datagram_socket(address: tuple[str, int]) -> socket.socket:
-    return bound_datagram_socket(address)
-
-
 class UDPSocket:
     """The server's UDP socket: the first ``ONE_BY_ONE`` datagrams of a wake-up read and answered
     one by one, a queue beyond them in a batch (``DatagramBatch``), where a datagram whose answer
@@ -256,26 +252,24 @@ class UDPSocket:
                 sendto(data[:2] + hit, addr)
             except OSError:  # a full buffer: dropped, as a full link drops it
                 pass
-        batch, fd = self._batch, self._fd
+        batch = self._batch
         try:
-            lengths = batch.receive(fd)
+            lengths = batch.receive(self._fd)
         except OSError as exc:
             log.debug("dns: udp error: %r", exc)
             return
         slots, answer = batch.data, batch.answer
-        first = 0  # the first slot of the run of answers not sent yet
         for i, length in enumerate(lengths):
             at = i * SLOT_SIZE
             hit = cached(bytes(slots[at + 2:at + length]))
             if hit is not None:
                 answer(i, hit)
                 continue
-            batch.send(fd, first, i)  # the answers before it first: one client's stay in order
-            first = i + 1
+            batch.pass_over(i)  # the answers before it first: one client's stay in order
             self._server._udp_miss(batch.datagram(i, length), batch.address(i), self.sendto)
             if self._fd < 0:  # closed meanwhile
                 return
-        batch.send(fd, first, len(lengths))
+        batch.send_answers()
 
 
 class ClusterDNS:
@@ -316,7 +310,7 @@ class ClusterDNS:
                     host: str = "127.0.0.1", port: int = 53, *,
                     make_socket: SocketFactory | None = None) -> None:
         """Listen on ``host:port`` over UDP and TCP (port 0: one free port for both)."""
-        datagram_socket = datagram_socket or _plain_datagram_socket
+        datagram_socket = datagram_socket or bound_datagram_socket
         start_server = start_server or asyncio.start_server
         if self.config.upstream_addrs:
             self.responder.forwarder = Forwarder(self.config.upstream_addrs, self.config.upstream_timeout,

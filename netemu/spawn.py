@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import fcntl
+import logging
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_CLOSE_RANGE = 436  # x86-64, arm64 and every other architecture of the unified table
@@ -112,11 +115,13 @@ async def spawn_helper(module: str, *args: str, record: Callable[[int], None], l
     return process, ours
 
 
-async def end_helper(process: asyncio.subprocess.Process) -> None:
+async def end_helper(process: asyncio.subprocess.Process, wait: float = HELPER_EXIT_WAIT) -> None:
     """Wait for a helper whose socket has been closed to exit (it reads the end of its input),
-    killing it after ``HELPER_EXIT_WAIT`` seconds."""
+    killing it by pid after ``wait`` seconds."""
     try:
-        await asyncio.wait_for(process.wait(), HELPER_EXIT_WAIT)
+        await asyncio.wait_for(process.wait(), wait)
     except asyncio.TimeoutError:
-        process.kill()
+        log.warning("helper process %s did not end in %g s; killing it", process.pid, wait)
+        if process.returncode is None:
+            process.kill()
         await process.wait()

@@ -9,8 +9,8 @@ its query's ID, the slot's first two bytes). Consecutive answered slots then lea
 ``sendmmsg``, each to the address its query came from, which is reused as the kernel wrote it
 (no address tuple is made). A datagram the caller does not answer at once is taken out as bytes
 and its sender as an address tuple, as ``recvfrom`` gives them; answers to it are sent on the
-socket as usual, after the answered slots before it (``send``), so one client's answers keep their
-order. ``bench/dns.py``, queries per second against dnsmasq's: the server itself 0.99 before,
+socket as usual, after the answered slots before it (``pass_over``), so one client's answers keep
+their order. ``bench/dns.py``, queries per second against dnsmasq's: the server itself 0.99 before,
 1.42–1.46 after; through the kube-dns ClusterIP (the proxy's listener) 0.97–0.99 before, 1.21
 after.
 
@@ -66,11 +66,11 @@ class DatagramBatch:
     """``slots`` slots for datagrams on sockets of ``family``.
 
     ``receive(fd)`` fills them and returns the datagrams' lengths; slot ``i`` is
-    ``data[i * SLOT_SIZE:]``. ``answer(i, tail)`` writes ``tail`` after the slot's first two bytes
-    and marks it answered; ``send(fd, first, end)`` sends the answers of slots ``first`` to
-    ``end - 1`` (all answered) to their senders. ``datagram(i)``, ``sender(i)`` and ``address(i)``
-    give a slot's datagram as bytes, its sender's address as the kernel wrote it (bytes: a
-    key) and as an address tuple."""
+    ``data[i * SLOT_SIZE:]``. Each slot is then either answered, ``answer(i, tail)`` writing
+    ``tail`` after the slot's first two bytes, or passed over, ``pass_over(i)``, before it is
+    taken out and handled otherwise; ``send_answers()`` sends what is left to send, each answer
+    to its sender. ``datagram(i)``, ``sender(i)`` and ``address(i)`` give a slot's datagram as
+    bytes, its sender's address as the kernel wrote it (bytes: a key) and as an address tuple."""
 
     def __init__(self, family: int = socket.AF_INET, slots: int = SLOTS) -> None:
         if family not in _NAME_SIZES:
@@ -99,6 +99,9 @@ class DatagramBatch:
         self.names = memoryview(self._names).cast("B")
         self._lengths = memoryview(self._in).cast("B").cast("I")
         self._answer_lengths = memoryview(self._out_iov).cast("B").cast("Q")  # [2 * i + 1]: iov_len
+        self._fd = -1       # the socket of the batch received last: its answers leave there
+        self._received = 0  # datagrams in that batch
+        self._unsent = 0    # its first slot whose answer has not been sent
 
     def receive(self, fd: int) -> list[int]:
         """Read what is waiting on ``fd``, up to ``slots`` datagrams, without blocking: their
@@ -112,6 +115,7 @@ class DatagramBatch:
                 return []
             if err not in _RETRY:
                 raise OSError(err, os.strerror(err))
+        self._fd, self._received, self._unsent = fd, n, 0
         lengths, index, stride = self._lengths, _LEN_INDEX, _LEN_STRIDE
         return [lengths[i * stride + index] for i in range(n)]
 
@@ -121,10 +125,21 @@ class DatagramBatch:
         self.data[at:at + len(tail)] = tail
         self._answer_lengths[2 * i + 1] = len(tail) + 2
 
-    def send(self, fd: int, first: int, end: int) -> None:
+    def pass_over(self, i: int) -> None:
+        """Slot ``i`` gets no answer here (it is taken out and handled otherwise): the answers
+        before it leave now, so that one client's answers keep their order."""
+        self._send(self._unsent, i)
+        self._unsent = i + 1
+
+    def send_answers(self) -> None:
+        """The answers not sent yet leave (every slot since the last passed over is answered)."""
+        self._send(self._unsent, self._received)
+        self._unsent = self._received
+
+    def _send(self, first: int, end: int) -> None:
         """Send the answers of slots ``first`` … ``end - 1``, each to its sender. One the socket
         cannot take (a full buffer) is dropped, as a full link drops it; the others still go."""
-        out = self._out
+        out, fd = self._out, self._fd
         while first < end:
             sent = _sendmmsg(fd, out[first], end - first, _MSG_DONTWAIT)
             if sent > 0:

@@ -20,9 +20,10 @@ The connection log holds one record per hop: a connection to a load-balancer ing
 ``load-balancer`` record (the NodePort it went to) and a ``node-port`` record (the pod).
 A group is made, used and closed on one running event loop (uvloop in production).
 
-With worker processes (``workers``: ``proxy_workers`` > 1 or ``auto``, loopback backend) the
-group forwards each of its handler calls, nodes and impairments to them, its TCP listeners set SO_REUSEPORT,
-``settle`` waits for the workers too, and their connection records join this group's log.
+With worker processes (``workers``: ``proxy_workers`` > 1 or ``auto``, loopback backend) the group
+forwards each of its handler calls, nodes and impairments to them, its TCP listeners set
+SO_REUSEPORT, ``settle`` waits for the workers too, and their connection records join this group's
+log.
 """
 from __future__ import annotations
 

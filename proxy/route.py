@@ -60,8 +60,8 @@ class RelayContext:
 
     @property
     def datagrams(self) -> DatagramBatch:
-        """The UDP listeners' batch (made when the first is): one at a time reads into it, and
-        empties it before it returns."""
+        """The UDP listeners' batch (made with the first listener): one listener at a time reads
+        into it, and is done with it before its callback returns."""
         if self._datagrams is None:
             self._datagrams = DatagramBatch()
         return self._datagrams

@@ -14,14 +14,14 @@ accepts what is waiting and asks the dispatch function once per connection for a
   Once connected, the two sockets are relayed by ``splice.SpliceRelay`` (zero-copy, in the
   kernel) or, when the route's impairment shapes traffic, by ``shaped.relay_shaped``.
 
-Accepting without an asyncio server keeps the client socket raw, as the zero-copy relay needs,
-and costs less per connection than making a transport for it; connects are callbacks, not
-tasks, and usually complete at once over loopback (a second ``connect`` then says so, with no
-wait for writability): such a connection makes no object but its relay, and ``_Dial`` takes over
-only when the first attempt did not connect at once. The listening socket carries the relay's socket options
-(``splice.tune_for_relay``), which accepted sockets inherit, so a connection costs no call for
-them on the client side. Listener changes never touch relays: closing
-a listener leaves established connections running, as the userspace proxy did.
+Accepting without an asyncio server keeps the client socket raw, as the zero-copy relay needs, and
+costs less per connection than making a transport for it; connects are callbacks, not tasks, and
+usually complete at once over loopback (a second ``connect`` then says so, with no wait for
+writability): such a connection makes no object but its relay, and ``_Dial`` takes over only when
+the first attempt did not connect at once. The listening socket carries the relay's socket options
+(``splice.tune_for_relay``), which accepted sockets inherit, so a connection costs no call for them
+on the client side. Listener changes never touch relays: closing a listener leaves established
+connections running, as the userspace proxy did.
 """
 from __future__ import annotations
 

@@ -65,6 +65,7 @@ class UDPListener:
         self.clients: dict[tuple[str, int], _Flow | _LocalFlow] = {}  # the same, by address tuple
         self._sweeper: Any = None
         self._fd = sock.fileno()
+        self._batch = ctx.datagrams  # shared by the group's listeners
         ctx.loop.add_reader(self._fd, self._readable)  # not the poller: see the module's docstring
 
     def set_filter(self, program: bytes | None) -> None:
@@ -128,22 +129,20 @@ class UDPListener:
             flow.forward(data)
             if self._fd < 0:  # closed meanwhile
                 return
-        batch, fd, flows = self.ctx.datagrams, self._fd, self.flows
+        batch, flows = self._batch, self.flows
         try:
-            lengths = batch.receive(fd)
+            lengths = batch.receive(self._fd)
         except OSError:
             return
         now = _monotonic()  # one reading per batch: when each flow last carried a datagram
         data, answer, sender = batch.data, batch.answer, batch.sender
-        first = 0  # the first slot of the run of answers not sent yet
         for i, length in enumerate(lengths):
             key = sender(i)
             flow = flows.get(key)
             if flow is None:
                 flow = self._open_flow(key, batch.address(i))
                 if flow is None:
-                    batch.send(fd, first, i)
-                    first = i + 1
+                    batch.pass_over(i)
                     continue
             flow.last = now
             ready = flow.ready
@@ -155,12 +154,11 @@ class UDPListener:
                     flow.down += len(hit) + 2
                     answer(i, hit)
                     continue
-            batch.send(fd, first, i)  # the answers before it first: one client's stay in order
-            first = i + 1
+            batch.pass_over(i)  # the answers before it first: one client's stay in order
             flow.forward(batch.datagram(i, length))
             if self._fd < 0:  # closed meanwhile
                 return
-        batch.send(fd, first, len(lengths))
+        batch.send_answers()
 
     def _open_flow(self, key: bytes, client: tuple[str, int]) -> "_Flow | _LocalFlow | None":
         route = self.dispatch(client)

@@ -1,14 +1,14 @@
 """Worker processes of a cluster's proxy (``proxy_workers`` > 1 or ``auto``, loopback backend).
 
-One Python process relays at most one core's worth of connections. With ``proxy_workers: N``
-the cluster starts N-1 worker processes (``worker``) as it starts; with ``auto`` they start while
-the proxy is busy (``autoscale``). Each runs a ``ProxyGroup`` of its own on uvloop; the cluster's
-group forwards them every call it gets (services, EndpointSlices, nodes, impairments,
-``on_synced``) over a socketpair (``channel``), and a worker that starts late is first given the
-calls that bring it to where the group is (``_catch_up``), encoded a slice of the loop's time at
-a time so that the proxy keeps serving meanwhile; calls forwarded during the catch-up follow it. TCP listeners in every process set
-SO_REUSEPORT before they bind: the processes run as the same user, so the kernel puts their
-sockets for one address in one group and spreads new connections over them by a hash of the
+One Python process relays at most one core's worth of connections. With ``proxy_workers: N`` the
+cluster starts N-1 worker processes (``worker``) as it starts; with ``auto`` they start while the
+proxy is busy (``autoscale``). Each runs a ``ProxyGroup`` of its own on uvloop; the cluster's group
+forwards them every call it gets (services, EndpointSlices, nodes, impairments, ``on_synced``) over
+a socketpair (``channel``), and a worker that starts late is first given the calls that bring it to
+where the group is (``_catch_up``), encoded a slice of the loop's time at a time so that the proxy
+keeps serving meanwhile; calls forwarded during the catch-up follow it. TCP listeners in every
+process set SO_REUSEPORT before they bind: the processes run as the same user, so the kernel puts
+their sockets for one address in one group and spreads new connections over them by a hash of the
 4-tuple. No privilege is needed.
 
 What is not shared stays in the cluster's process: UDP listeners (a flow's datagrams would be
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from netemu.fabric.base import NodeNetwork
-from netemu.spawn import cluster_child_setup, spawn
+from netemu.spawn import cluster_child_setup, end_helper, spawn
 
 from . import channel
 from .connlog import ConnectionRecord
@@ -133,13 +133,7 @@ class _Worker:
         self.stopping = True
         if not self.writer.is_closing():
             self.writer.write_eof()
-        try:
-            await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
-        except asyncio.TimeoutError:
-            log.warning("proxy worker %s did not end in %g s; killing it", self.pid, STOP_GRACE)
-            if self.proc.returncode is None:
-                self.proc.kill()
-            await self.proc.wait()
+        await end_helper(self.proc, STOP_GRACE)
         await self.task  # it has read to the end: the worker's side is closed
 
 

@@ -41,7 +41,7 @@ def test_a_batch_takes_what_is_waiting_and_answers_each_sender_in_place():
         assert [batch.sender(i) for i in range(len(sent))] == [sender_name(address) for _, address in sent]
         for i, (data, _) in enumerate(sent):
             batch.answer(i, b"answer to " + data[2:])
-        batch.send(server.fileno(), 0, len(sent))
+        batch.send_answers()
         for c, client in enumerate(clients):
             client.settimeout(5)
             # each client gets its answers, in order, from the server's address, each with its ID
@@ -80,7 +80,7 @@ def test_a_batch_names_ipv6_senders_as_recvfrom_does():
         assert batch.address(0) == client.getsockname()
         assert batch.sender(0) == sender_name(client.getsockname())
         batch.answer(0, b"hi")
-        batch.send(server.fileno(), 0, 1)
+        batch.send_answers()
         client.settimeout(5)
         assert client.recvfrom(100) == (b"\x00\x07hi", server.getsockname())
     finally:

@@ -361,13 +361,19 @@ async def test_the_autoscaler_starts_workers_up_to_its_limit_and_no_more(tmp_pat
         scaler = Autoscaler(h.group, workers, limit=2)
         scaler.busy_cpu = scaler.busy_events = 0  # every check finds the proxy busy
         scaler.check_interval = 0.01
+        checks = 0
+        check = scaler._check
+
+        def counted() -> None:
+            nonlocal checks
+            checks += 1
+            check()
+        scaler._check = counted  # type: ignore[method-assign]
         try:
             await poll(lambda: len(workers) == 1 and not scaler.starting, "a worker started", timeout=30)
-            checks = 0
-            while checks < 50:  # busy at every check since, but at the limit
-                await asyncio.sleep(scaler.check_interval)
-                checks += 1
-                assert not scaler.starting and len(workers) == 1
+            since = checks
+            await poll(lambda: checks >= since + 50, "50 more checks", timeout=30)
+            assert not scaler.starting and len(workers) == 1  # busy at every one of them, but at the limit
         finally:
             await scaler.close()
 

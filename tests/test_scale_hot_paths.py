@@ -243,8 +243,11 @@ async def test_the_collector_waits_for_a_big_apply_to_settle_and_comes_back() ->
         pause.hold()
         built = [object()]  # what the apply built
         pause.release(big=True)
-        while not gc.isenabled():  # quiet: it comes back
+        for _ in range(3000):  # quiet: it comes back
+            if gc.isenabled():
+                break
             await asyncio.sleep(0.01)
+        assert gc.isenabled(), "the collector did not come back once the cluster was quiet"
         assert not any(obj is built for obj in gc.get_objects())  # frozen: no collection walks it
     finally:
         pause.close()

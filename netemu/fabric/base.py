@@ -69,7 +69,7 @@ class Fabric(Protocol):
         """argv to put in front of a command so that it runs in the network of ``where``."""
 
 
-def bound_datagram_socket(local_addr: tuple[str, int]) -> socket.socket:
+async def bound_datagram_socket(local_addr: tuple[str, int]) -> socket.socket:
     """A non-blocking UDP socket bound to ``local_addr`` in this process's network (IPv6 for a host
     with a colon): what a fabric whose networks are the host's own hands out."""
     family = socket.AF_INET6 if ":" in local_addr[0] else socket.AF_INET

@@ -81,7 +81,7 @@ class LoopbackFabric:
         return await asyncio.get_running_loop().create_datagram_endpoint(protocol_factory, local_addr=local_addr, **kw)
 
     async def datagram_socket(self, where: str, local_addr: tuple[str, int]) -> socket.socket:
-        return bound_datagram_socket(local_addr)
+        return await bound_datagram_socket(local_addr)
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call

@@ -40,10 +40,6 @@ def _plain_socket(family: int, type: int) -> socket.socket:
     return sock
 
 
-async def _bound_datagram_socket(local_addr: tuple[str, int]) -> socket.socket:
-    return bound_datagram_socket(local_addr)
-
-
 def _discard_line(line: str) -> None:
     logger.debug("container log: %s", line)
 
@@ -68,7 +64,7 @@ class ContainerContext:
     new_socket: Callable[[int, int], socket.socket] = _plain_socket
     # (host, port) -> a non-blocking UDP socket bound there in the pod's network, for a server
     # that reads its socket itself (the cluster DNS)
-    datagram_socket: Callable[[tuple[str, int]], Awaitable[socket.socket]] = _bound_datagram_socket
+    datagram_socket: Callable[[tuple[str, int]], Awaitable[socket.socket]] = bound_datagram_socket
 
     @classmethod
     def plain(cls, *, pod_ip: str, image: str, pod_name: str = "pod", namespace: str = "default",
