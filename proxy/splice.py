@@ -18,10 +18,13 @@ Half-close is relayed: EOF from one side (a splice that returns 0) becomes ``shu
 on the other (the pipe is always empty by then: a direction reads only when it has nothing
 queued) and the reverse direction keeps flowing; the relay ends once both directions have
 ended. An error on either socket (a reset, or writing to a peer that has closed) resets both,
-whenever it comes: a reset reads as EOF to splice once the data before it is taken, so an EOF
-with a pending socket error counts as the reset it is, and both sockets stay watched for errors
-while no direction reads them (after EOF, or while the other socket drains), so a peer that
-resets then is noticed at once rather than when the other side next speaks.
+whenever it comes. Both sockets stay watched for errors while no direction reads them (after
+EOF, or while the other socket drains), so a peer that resets then is noticed at once rather than
+when the other side next speaks. A reset that follows a FIN reads as EOF to splice (the FIN came
+first) and is met by that watch right after: the other peer sees the FIN, then the reset, as it
+would through a DNAT. A socket on which the relay sent its FIN first and then read the peer's
+is in TIME_WAIT, and a reset after that never reaches it (through a DNAT it would meet the other
+peer's socket in TIME_WAIT the same way).
 Both sockets get a fixed receive buffer, so that what a relay holds for a client that does not
 read stays a few megabytes (the pipe, two socket buffers) rather than what autotuning allows, and
 TCP_NODELAY (``tune_for_relay``): the listener is tuned once and its accepted sockets inherit the
@@ -67,7 +70,6 @@ _KEEP_IDLE = 32       # pipes the pool keeps for the next burst
 
 _splice = os.splice  # called with positional arguments: no keyword parsing per call
 _close = _socket.socket.close  # socket.socket.close without its Python layers (no makefile() here)
-_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
 
 
 def tune_for_relay(sock: socket.socket, congestion: bytes | None = None) -> None:
@@ -300,10 +302,6 @@ class _Direction:
         self.pipe = None
 
     def _eof(self, relay: SpliceRelay) -> None:
-        err = self.src.getsockopt(_SOL_SOCKET, _SO_ERROR)
-        if err:  # not a FIN: the source reset
-            relay.fail(OSError(err, os.strerror(err)))
-            return
         self.ended = True
         if relay.up.ended and relay.down.ended:  # the last direction: closing both sends the FIN
             relay._finish(OK, reset=False)

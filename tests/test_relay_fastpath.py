@@ -12,12 +12,13 @@ import gc
 import hashlib
 import os
 import socket
+import struct
 from typing import Any, Awaitable, Callable
 
 import pytest
 import uvloop
 
-from netemu.proxy.connlog import OK, REFUSED, ConnectionRecord
+from netemu.proxy.connlog import OK, REFUSED, RESET, ConnectionRecord
 from netemu.proxy.route import RelayContext, Route
 from netemu.proxy.serviceport import Verdict
 from netemu.proxy.splice import SpliceRelay, tune_for_relay
@@ -252,3 +253,46 @@ def test_half_close_either_way_first_is_byte_exact(loop_factory, first):
             relay.close()
             server.close()
     run(loop_factory, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("when", ["after the relay saw the FIN", "with the FIN"])
+def test_a_reset_after_the_clients_fin_reaches_the_backend_as_a_reset(loop_factory, when):
+    """A client that half-closes and then resets (SO_LINGER 0): the backend, still sending, sees
+    its connection reset, as through a DNAT, whether the reset reaches the relay after it relayed
+    the FIN or together with it (splice reads EOF either way; the error watch meets the reset)."""
+    async def main() -> None:
+        backend_eof = asyncio.Event()
+        backend_reset: list[BaseException] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await read_to_eof(reader)  # the reset may come before the EOF's shutdown does
+                backend_eof.set()
+                while True:  # keep talking until the reset comes through
+                    writer.write(b"x" * 1024)
+                    await writer.drain()
+                    await asyncio.sleep(0.005)
+            except ConnectionError as exc:
+                backend_reset.append(exc)
+            finally:
+                writer.close()
+        server, address = await backend(serve)
+        relay = Relay([address])
+        try:
+            client = socket.create_connection(relay.address)
+            client.sendall(b"request")
+            client.shutdown(socket.SHUT_WR)
+            if when == "after the relay saw the FIN":
+                await asyncio.wait_for(backend_eof.wait(), DEADLINE)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            await until(lambda: bool(backend_reset), "the backend's connection reset")
+            await until(lambda: relay.records[0].outcome is not None, "the relay ended")
+            assert relay.records[0].outcome == RESET
+            assert not relay.ctx.live and len(relay.ctx.poller) == 1
+        finally:
+            relay.close()
+            server.close()
+    run(loop_factory, main)
+
