@@ -35,6 +35,7 @@ _EOF = None  # queued in place of data: the source sent EOF
 async def relay_shaped(ctx: RelayContext, record: Any, impairment: Impairment, client: Any, upstream: Any) -> None:
     """Relay between two connected sockets with ``impairment``'s timing, until both sides end."""
     loop = ctx.loop
+    client, upstream = _python_socket(client), _python_socket(upstream)
     relay = _Relay(record, ctx.live, ctx.poller)
     client_pump = _Pump(relay, loop, Shaper(impairment, ordered=True, rng=ctx.rng))
     upstream_pump = _Pump(relay, loop, Shaper(impairment, ordered=True, rng=ctx.rng))
@@ -60,6 +61,14 @@ async def relay_shaped(ctx: RelayContext, record: Any, impairment: Impairment, c
                 pump.transport.abort()
         return
     relay.link()
+
+
+def _python_socket(sock: Any) -> socket.socket:
+    """``sock`` as a ``socket.socket``, which the event loops take over (a bare ``_socket.socket``
+    from the listener's fast path is rewrapped: uvloop detaches only the former when it closes)."""
+    if isinstance(sock, socket.socket):
+        return sock
+    return socket.socket(sock.family, sock.type, sock.proto, sock.detach())
 
 
 class _Relay:

@@ -18,7 +18,9 @@ Accepting without an asyncio server keeps the client socket raw, as the zero-cop
 costs less per connection than making a transport for it; connects are callbacks, not tasks, and
 usually complete at once over loopback (a second ``connect`` then says so, with no wait for
 writability): such a connection makes no object but its relay, and ``_Dial`` takes over only when
-the first attempt did not connect at once. The listening socket carries the relay's socket options
+the first attempt did not connect at once. An accepted socket is a bare ``_socket.socket`` (what
+``socket.socket`` builds on, without its Python layer); a shaped relay gets a ``socket.socket`` for
+the event loop. The listening socket carries the relay's socket options
 (``splice.tune_for_relay``), which accepted sockets inherit, so a connection costs no call for them
 on the client side. Listener changes never touch relays: closing a listener leaves established
 connections running, as the userspace proxy did.
@@ -30,6 +32,8 @@ import logging
 import os
 import socket
 from typing import Any
+
+import _socket
 
 from .connlog import REFUSED, RESET, TIMEOUT
 from .route import Dispatch, RelayContext, Route
@@ -90,7 +94,7 @@ class TCPListener:
                     ctx.loop.call_later(_ACCEPT_PAUSE, self._resume)
                     return
                 continue  # ECONNABORTED and the like: that client is gone already
-            client = socket.socket(_AF_INET, _SOCK_STREAM, 0, fd)
+            client = _socket.socket(_AF_INET, _SOCK_STREAM, 0, fd)  # without socket.socket's Python layer
             client.setblocking(False)
             _serve(ctx, client, dispatch(peer))  # AF_INET: (ip, port)
 
