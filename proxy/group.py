@@ -98,7 +98,7 @@ class ProxyGroup:
         self.loop = asyncio.get_running_loop()
         self.ctx = RelayContext(self.loop, fabric, dial_timeouts=options.dial_timeouts,
                                 udp_idle_timeout=options.udp_idle_timeout, udp_max_flows=options.udp_max_flows,
-                                in_process_udp=self.shared_stack,
+                                in_process_udp=self.shared_stack, shared_stack=self.shared_stack,
                                 congestion=RELAY_CONGESTION if self.shared_stack else None)
         self.tracker = ChangeTracker()
         self.impairments = Impairments()

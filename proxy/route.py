@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -36,6 +37,8 @@ class Route:
 
 
 Dispatch = Callable[[tuple[str, int]], Route]
+_MAX_SOURCES = 65536  # kernel_source's cache: more and it starts over
+_DISCARD_PORT = 9     # any port does for the route lookup
 
 
 @dataclass
@@ -52,11 +55,37 @@ class RelayContext:
     rng: random.Random = field(default_factory=random.Random)
     live: set[Any] = field(default_factory=set)   # open relays, held connections, UDP listeners
     pipes: PipePool = field(default_factory=PipePool)  # for the zero-copy relay
+    shared_stack: bool = False                    # one network stack for every node (loopback backend)
     poller: Poller = field(init=False)            # readiness of every raw socket (listeners, relays, flows)
+    sources: dict[Any, str] = field(init=False, default_factory=dict)  # see ``kernel_source``
     _datagrams: DatagramBatch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.poller = Poller(self.loop)
+
+    def kernel_source(self, where: str, ip: str) -> str:
+        """The source address the kernel gives a connection to ``ip`` made in ``where``'s network
+        ("" if none), learned once per address and kept in ``sources``: connecting a UDP socket
+        makes the kernel choose it, and sends nothing. A relay binds its upstream socket to the
+        address the backend should see only when that is another address."""
+        key = ip if self.shared_stack else (where, ip)
+        source = self.sources.get(key)
+        if source is None:
+            if len(self.sources) >= _MAX_SOURCES:  # addresses of endpoints long gone
+                self.sources.clear()
+            try:
+                probe = self.sockets.socket(where, socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError:
+                return ""
+            try:
+                probe.connect((ip, _DISCARD_PORT))
+                source = probe.getsockname()[0]
+            except OSError:
+                source = ""
+            finally:
+                probe.close()
+            self.sources[key] = source
+        return source
 
     @property
     def datagrams(self) -> DatagramBatch:

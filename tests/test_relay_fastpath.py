@@ -47,9 +47,11 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
 class Relay:
     """A listener on 127.0.0.1 relaying to ``addresses`` in turn (the first, then each retry)."""
 
-    def __init__(self, addresses: list[tuple[str, int]]) -> None:
-        self.ctx = RelayContext(asyncio.get_running_loop(), SharedStackSockets(), dial_timeouts=(0.5, 0.5, 0.5))
+    def __init__(self, addresses: list[tuple[str, int]], source: str = "127.0.0.1") -> None:
+        self.ctx = RelayContext(asyncio.get_running_loop(), SharedStackSockets(), dial_timeouts=(0.5, 0.5, 0.5),
+                                shared_stack=True)
         self.addresses = addresses
+        self.source = source
         self.records: list[ConnectionRecord] = []
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -65,7 +67,7 @@ class Relay:
 
         def retry(tried: list[tuple[str, int]]) -> tuple[str, int] | None:
             return next((a for a in candidates if a not in tried), None)
-        return Route(Verdict.SERVE, record, address=candidates[0], source_ip="127.0.0.1", where="node-1",
+        return Route(Verdict.SERVE, record, address=candidates[0], source_ip=self.source, where="node-1",
                      retry=retry)
 
     def relays(self) -> list[SpliceRelay]:
@@ -135,6 +137,33 @@ def test_the_listener_is_tuned_once_and_accepted_and_upstream_sockets_carry_the_
 
 
 # ---------------------------------------------------------------------------- connecting
+
+
+@LOOPS
+@pytest.mark.parametrize("source", ["127.0.0.1", "127.0.0.9"])
+def test_the_backend_sees_the_source_whether_or_not_the_relay_binds_it(loop_factory, source):
+    """127.0.0.1 is the address the kernel gives a connection to a 127.x backend anyway, so the
+    relay does not bind it; another source address is bound. The backend sees each."""
+    async def main() -> None:
+        peers: list[str] = []
+
+        async def note_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer.get_extra_info("peername")[0])
+            writer.close()
+        server, address = await backend(note_peer)
+        relay = Relay([address], source=source)
+        try:
+            assert relay.ctx.kernel_source("node-1", address[0]) == "127.0.0.1"
+            assert relay.ctx.sources == {address[0]: "127.0.0.1"}  # one stack: by address alone
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection(*relay.address)
+                assert await reader.read() == b""
+                writer.close()
+            assert peers == [source] * 3
+        finally:
+            relay.close()
+            server.close()
+    run(loop_factory, main)
 
 
 @LOOPS
