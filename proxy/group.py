@@ -46,7 +46,7 @@ from .frontend import Frontend, FrontendKey, NodeRanges, describe, desired, is_s
 from .impair import Impairment, Impairments
 from .proxier import Proxier
 from .route import RelayContext, Route
-from .serviceport import ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict
+from .serviceport import EXTERNAL, INTERNAL, REJECT, SERVE, ServiceKey, ServicePortInfo, ServicePortName, Verdict
 from .sockopts import attach_filter
 from .splice import RELAY_CONGESTION
 from .tcp import TCPListener
@@ -419,9 +419,9 @@ class ProxyGroup:
     def _dispatch(self, fe: Frontend, client: tuple[str, int]) -> Route:
         kind = fe.kind
         if kind == CLUSTER_IP:
-            node, traffic = fe.node or self.ranges.node_of(client[0]) or self.default_node, Traffic.INTERNAL
+            node, traffic = fe.node or self.ranges.node_of(client[0]) or self.default_node, INTERNAL
         elif kind == NODE_PORT:
-            node, traffic = fe.node, Traffic.EXTERNAL
+            node, traffic = fe.node, EXTERNAL
         else:
             return self._balance(fe, client)
         claims = fe.claims
@@ -444,7 +444,7 @@ class ProxyGroup:
             fe.turn += 1
         node = eligible[index]
         if info.node_port is None:  # no node ports allocated: hand the connection to the node
-            return self.proxiers[node].route(fe.owner, Traffic.EXTERNAL, client, LOAD_BALANCER)
+            return self.proxiers[node].route(fe.owner, EXTERNAL, client, LOAD_BALANCER)
         address = (self.nodes[node].ip, info.node_port)
         where = "" if self.shared_stack else node  # a node's own IP is reachable inside its network only
         record = ConnectionRecord(client=client, service_port=info.label, frontend=LOAD_BALANCER, node=node,
@@ -462,12 +462,12 @@ class ProxyGroup:
         # On separate stacks a host client's 127.x address cannot leave the node's network: the
         # hop to the NodePort then comes from the node itself.
         source = client[0] if self.shared_stack else None
-        return Route(Verdict.SERVE, record, address=address, source_ip=source, where=where, retry=retry)
+        return Route(SERVE, record, address=address, source_ip=source, where=where, retry=retry)
 
     def _unrouted(self, fe: Frontend, client: tuple[str, int], kind: str) -> Route:
         record = ConnectionRecord(client=client, service_port=fe.info.label, frontend=kind, node="")
         self.log.add(fe.owner.service, record)
-        return Route(Verdict.REJECT, record)
+        return Route(REJECT, record)
 
     # ------------------------------------------------------------------ shutdown
 

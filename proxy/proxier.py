@@ -27,8 +27,8 @@ from .frontend import FrontendKey
 from .impair import Impairment
 from .nftables_render import host_backed
 from .route import Route
-from .serviceport import (EndpointInfo, ServiceKey, ServicePortInfo, ServicePortName, Traffic, Verdict,
-                          categorize)
+from .serviceport import (INTERNAL, REJECT, SERVE, EndpointInfo, ServiceKey, ServicePortInfo, ServicePortName,
+                          Traffic, Verdict, categorize)
 from .tracker import PortView
 
 if TYPE_CHECKING:
@@ -182,21 +182,21 @@ class Proxier:
         if state is None:
             record = ConnectionRecord(client, str(spn), frontend, self.name)
             self.group.log.add(spn.service, record)
-            return Route(Verdict.REJECT, record)
+            return Route(REJECT, record)
         record = ConnectionRecord(client, state.info.label, frontend, self.name)
         self.group.log.add(spn.service, record)
-        lane = state.internal if traffic is Traffic.INTERNAL else state.external
+        lane = state.internal if traffic is INTERNAL else state.external
         if lane is None:  # external traffic to a port that no longer has an external frontend
-            return Route(Verdict.REJECT, record)
-        if lane.verdict is not Verdict.SERVE:
+            return Route(REJECT, record)
+        if lane.verdict is not SERVE:
             return Route(lane.verdict, record)
         client_ip = client[0]
         balancer = lane.balancer
         endpoint = balancer.pick(client_ip)
         if endpoint is None:
-            return Route(Verdict.REJECT, record)
+            return Route(REJECT, record)
         record.endpoint = endpoint.text
-        source = client_ip if traffic is Traffic.INTERNAL or state.info.external_local else self.node.ip
+        source = client_ip if traffic is INTERNAL or state.info.external_local else self.node.ip
         where = self.name
         if not self.shared_stack:
             if endpoint.ip.startswith("127."):
@@ -213,7 +213,7 @@ class Proxier:
         impairments = self.impairments
         impairment = (impairments.lookup(spn.service, (self.name, endpoint.node))
                       if impairments.by_service or impairments.by_node else None)
-        return Route(Verdict.SERVE, record, endpoint.address, source, where, impairment,
+        return Route(SERVE, record, endpoint.address, source, where, impairment,
                      functools.partial(self._retry, balancer, client_ip, record))
 
     @staticmethod

@@ -37,6 +37,12 @@ class Traffic(enum.Enum):
     EXTERNAL = "external"
 
 
+# A member read through its class costs an enum lookup (~75 ns on Python 3.11, several per
+# connection); the per-connection path (routing, the listeners) reads these module names instead.
+SERVE, DROP, REJECT = Verdict.SERVE, Verdict.DROP, Verdict.REJECT
+INTERNAL, EXTERNAL = Traffic.INTERNAL, Traffic.EXTERNAL
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePortName:
     """Identity of one service port: namespace, service name, port name ("" if unnamed), protocol.

@@ -39,7 +39,7 @@ import _socket
 
 from .connlog import REFUSED, RESET, TIMEOUT
 from .route import Dispatch, RelayContext, Route
-from .serviceport import Verdict
+from .serviceport import DROP, SERVE
 from .shaped import relay_shaped
 from .sockopts import attach_filter, bind_source, reset_socket
 from .splice import SpliceRelay, tune_for_relay
@@ -107,7 +107,7 @@ class TCPListener:
 
 def _serve(ctx: RelayContext, client: socket.socket, route: Route) -> None:
     verdict = route.verdict
-    if verdict is Verdict.SERVE:
+    if verdict is SERVE:
         imp = route.impairment
         if imp is not None and imp.tcp_reset and ctx.rng.random() < imp.tcp_reset:
             route.record.finish(RESET)
@@ -123,7 +123,7 @@ def _serve(ctx: RelayContext, client: socket.socket, route: Route) -> None:
         dial = _Dial(ctx, client, route)  # the first attempt did not connect at once
         if dial.went(sock, err):
             dial.attempt()
-    elif verdict is Verdict.DROP:
+    elif verdict is DROP:
         _Held(ctx, client, route.record)
     else:
         route.record.finish(REFUSED)
