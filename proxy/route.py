@@ -13,6 +13,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+import _socket
+
 from .connlog import ConnectionRecord
 from .datagrams import DatagramBatch
 from .impair import Impairment
@@ -39,6 +41,7 @@ class Route:
 Dispatch = Callable[[tuple[str, int]], Route]
 _MAX_SOURCES = 65536  # kernel_source's cache: more and it starts over
 _DISCARD_PORT = 9     # any port does for the route lookup
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 @dataclass
@@ -62,6 +65,14 @@ class RelayContext:
 
     def __post_init__(self) -> None:
         self.poller = Poller(self.loop)
+
+    def stream_socket(self, where: str) -> Any:
+        """A new non-blocking TCP socket in ``where``'s network, for an upstream connection. On one
+        shared stack it is a bare ``_socket.socket``: ``socket.socket``'s Python layer costs 0.3 µs
+        a connection, and the relays need none of it."""
+        if self.shared_stack:
+            return _socket.socket(socket.AF_INET, _STREAM_NONBLOCK)
+        return self.sockets.socket(where, socket.AF_INET, socket.SOCK_STREAM)
 
     def kernel_source(self, where: str, ip: str) -> str:
         """The source address the kernel gives a connection to ``ip`` made in ``where``'s network

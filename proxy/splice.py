@@ -248,7 +248,11 @@ class _Direction:
             relay.fail(exc)
             return
         if n == 0:
-            pool.give(pipe)
+            idle = pool._idle  # ``give``, inline: twice per connection
+            if len(idle) < pool.keep:
+                idle.append(pipe)
+            else:
+                pool.give(pipe)
             self._eof(relay)
             return
         self.nbytes += n

@@ -171,7 +171,7 @@ def _connect(ctx: RelayContext, route: Route, address: tuple[str, int]) -> tuple
     """One connect attempt: (socket, 0) connected, (socket, EALREADY) still connecting, (socket,
     errno) failed, (None, errno) no socket to be had."""
     try:
-        sock = ctx.sockets.socket(route.where, _AF_INET, _SOCK_STREAM)
+        sock = ctx.stream_socket(route.where)
     except OSError as exc:
         log.warning("%s: no socket for the upstream: %s", route.record.service_port, exc)
         return None, exc.errno or errno.EMFILE
