@@ -68,6 +68,8 @@ def _dump(sock: socket.socket, request: bytes, template: str, found: dict[int, s
                 return
             if kind == _NLMSG_ERROR:
                 err = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
+                if not err:  # an acknowledgement: nothing more comes
+                    return
                 raise OSError(err, os.strerror(err))
             body = offset + _HEADER.size
             port = _PORT.unpack_from(data, body + 4)[0]
