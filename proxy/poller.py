@@ -10,6 +10,10 @@ holding both of its sockets. Here every socket is registered in one epoll set of
 hang-up wakes the socket's reader and writer like readiness does, so their next call meets the
 error; the proxy behaves the same on asyncio's loop and on uvloop.
 
+A relay's socket (``watch``) is registered for EPOLLRDHUP too: when its peer's data and FIN are
+both waiting (an answer followed by a close, the usual end of a short connection), the reader is
+called a second time in the same wake-up and meets the EOF there, instead of on the next one.
+
 A socket can also be watched for errors alone (``watch_errors``): a relay whose source has sent
 EOF, or whose direction waits for the other socket to drain, still learns at once that the peer
 reset. An error or hang-up with nothing to wake is reported to that callback once; the socket is
@@ -33,6 +37,7 @@ _BATCH = 256
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _ERR, _HUP, _RDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
 _WAKES_READER = _IN | _ERR | _HUP | _RDHUP
+_IN_RDHUP = _IN | _RDHUP
 _WAKES_WRITER = _OUT | _ERR | _HUP
 
 
@@ -101,16 +106,17 @@ class Poller:
         self._apply(fd, watch)
 
     def watch(self, fd: int, reader: Callback, on_error: Callback) -> None:
-        """``add_reader`` and ``watch_errors`` at once (one system call: a relay's new socket)."""
+        """``add_reader`` and ``watch_errors`` at once (one system call: a relay's new socket), with
+        EPOLLRDHUP: data and the peer's FIN are read to the EOF in one wake-up (see above)."""
         watch = self._watches.get(fd)
         if watch is None:  # the usual case, twice per connection: a new socket, registered here
             watch = self._watches[fd] = _Watch(self._dispatches)
             watch.reader, watch.on_error = reader, on_error
             try:
-                self._epoll.register(fd, _IN)
+                self._epoll.register(fd, _IN_RDHUP)
             except FileExistsError:  # registered under a socket closed without ``forget``
-                self._epoll.modify(fd, _IN)
-            watch.mask = _IN
+                self._epoll.modify(fd, _IN_RDHUP)
+            watch.mask = _IN_RDHUP
             return
         watch.reader = reader
         watch.on_error = on_error
@@ -185,11 +191,16 @@ class Poller:
                     reader()
                 continue
             woken = False
-            if ev & _WAKES_READER and watch.reader is not None:
+            reader = watch.reader
+            if ev & _WAKES_READER and reader is not None:
                 woken = True
-                watch.reader()
+                reader()
                 if watches.get(fd) is not watch:
                     continue
+                if ev & _RDHUP and watch.reader is reader:  # data, then the peer's FIN: on to the EOF
+                    reader()
+                    if watches.get(fd) is not watch:
+                        continue
             if ev & _WAKES_WRITER and watch.writer is not None:
                 woken = True
                 watch.writer()

@@ -219,6 +219,39 @@ def test_the_poller_wakes_a_reader_when_its_peer_resets(loop_factory):
 
 
 @LOOPS
+@pytest.mark.parametrize("fin", [True, False], ids=["data and FIN", "data alone"])
+def test_a_watched_socket_whose_peer_sent_data_and_its_fin_is_read_to_the_eof_in_one_wake_up(loop_factory, fin):
+    """``Poller.watch`` (a relay's socket) asks for EPOLLRDHUP: when the data and the peer's FIN
+    are both there, the reader is called again at once and meets the EOF, one wake-up instead of
+    two; data alone calls it once."""
+    async def main() -> None:
+        poller = Poller(asyncio.get_running_loop())
+        client, server = tcp_pair()
+        reads: list[tuple[int, bytes]] = []  # (events the poller has handled, what one call read)
+
+        def readable() -> None:
+            data = server.recv(100)
+            reads.append((poller.events, data))
+            if not data:
+                poller.forget(server.fileno())
+        try:
+            poller.watch(server.fileno(), readable, lambda: None)
+            client.sendall(b"answer")
+            if fin:
+                client.shutdown(socket.SHUT_WR)
+            await until(lambda: bool(reads), "the reader was called")
+            if fin:
+                assert reads == [(1, b"answer"), (1, b"")]
+            else:
+                assert reads == [(1, b"answer")]
+        finally:
+            poller.close()
+            server.close()
+            client.close()
+    run(loop_factory, main)
+
+
+@LOOPS
 def test_the_poller_reports_errors_and_hang_ups_that_nothing_reads(loop_factory):
     async def main() -> None:
         poller = Poller(asyncio.get_running_loop())
