@@ -20,6 +20,7 @@ from .datagrams import DatagramBatch
 from .impair import Impairment
 from .poller import Poller
 from .serviceport import Verdict
+from .sockopts import bind_source
 from .splice import PipePool
 
 
@@ -74,11 +75,19 @@ class RelayContext:
             return _socket.socket(socket.AF_INET, _STREAM_NONBLOCK)
         return self.sockets.socket(where, socket.AF_INET, socket.SOCK_STREAM)
 
+    def bind_upstream(self, sock: Any, route: Route, address: tuple[str, int], *, stream: bool) -> None:
+        """Bind a relay's upstream socket, before it connects to ``address``, to the source address
+        the backend should see (``route.source_ip``), unless the kernel gives it that address
+        anyway (``kernel_source``): a connection from 127.0.0.1, a host client's or a pod program's
+        that binds no address on the loopback backend, then costs no call for it."""
+        source = route.source_ip
+        if source and source != self.kernel_source(route.where, address[0]):
+            bind_source(sock, source, stream=stream)
+
     def kernel_source(self, where: str, ip: str) -> str:
         """The source address the kernel gives a connection to ``ip`` made in ``where``'s network
         ("" if none), learned once per address and kept in ``sources``: connecting a UDP socket
-        makes the kernel choose it, and sends nothing. A relay binds its upstream socket to the
-        address the backend should see only when that is another address."""
+        makes the kernel choose it, and sends nothing."""
         key = ip if self.shared_stack else (where, ip)
         source = self.sources.get(key)
         if source is None:

@@ -9,7 +9,7 @@ accepts what is waiting and asks the dispatch function once per connection for a
   the client sends is discarded) until the client gives up;
 - ``SERVE``: an upstream socket is made in the route's network, bound to the source address the
   backend should see (unless the kernel gives it that address anyway, as it gives 127.0.0.1, a
-  host client's usual address, on the loopback backend: ``RelayContext.kernel_source``), and
+  host client's usual address, on the loopback backend: ``RelayContext.bind_upstream``), and
   connected. As in the userspace proxy, each attempt gets the next of the
   escalating ``dial_timeouts`` and a failed attempt moves on to another endpoint (a timed-out
   one is tried again when there is no other); when the attempts run out the client gets an RST.
@@ -41,7 +41,7 @@ from .connlog import REFUSED, RESET, TIMEOUT
 from .route import Dispatch, RelayContext, Route
 from .serviceport import DROP, SERVE
 from .shaped import relay_shaped
-from .sockopts import attach_filter, bind_source, reset_socket
+from .sockopts import attach_filter, reset_socket
 from .splice import SpliceRelay, tune_for_relay
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,7 @@ def _connect(ctx: RelayContext, route: Route, address: tuple[str, int]) -> tuple
         # before connecting: the window it offers follows the buffer, and a congestion control
         # changed later leaves the socket paced if it started as BBR (sk_pacing_status stays)
         tune_for_relay(sock, ctx.congestion)
-        source = route.source_ip
-        if source and source != ctx.kernel_source(route.where, address[0]):
-            bind_source(sock, source, stream=True)
+        ctx.bind_upstream(sock, route, address, stream=True)
         # A plain non-blocking connect: loop.sock_connect would resolve the address and add a
         # future per connection.
         err = sock.connect_ex(address)

@@ -45,8 +45,8 @@ from .connlog import OK, REFUSED, TIMEOUT
 from .datagrams import ONE_BY_ONE, SLOT_SIZE, sender_name
 from .impair import Shaper
 from .route import Dispatch, RelayContext, Route
-from .serviceport import Verdict
-from .sockopts import attach_filter, bind_source
+from .serviceport import REJECT, SERVE
+from .sockopts import attach_filter
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ class UDPListener:
 
     def _open_flow(self, key: bytes, client: tuple[str, int]) -> "_Flow | _LocalFlow | None":
         route = self.dispatch(client)
-        if route.verdict is not Verdict.SERVE or route.address is None:
-            route.record.finish(REFUSED if route.verdict is Verdict.REJECT else TIMEOUT)
+        if route.verdict is not SERVE or route.address is None:
+            route.record.finish(REFUSED if route.verdict is REJECT else TIMEOUT)
             return None
         if len(self.flows) >= self.ctx.udp_max_flows:
             self._sweep(make_room=True)
@@ -174,7 +174,7 @@ class UDPListener:
             return self._add(_LocalFlow(self, key, client, route, server))
         sock = self.ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            bind_source(sock, route.source_ip, stream=False)
+            self.ctx.bind_upstream(sock, route, route.address, stream=False)
             sock.connect(route.address)
         except OSError as exc:
             sock.close()
