@@ -27,6 +27,8 @@ from .splice import PipePool
 class SocketMaker(Protocol):
     def socket(self, where: str, family: int, type: int) -> Any: ...
 
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[Any]: ...
+
 
 @dataclass(slots=True)
 class Route:
@@ -43,6 +45,7 @@ Dispatch = Callable[[tuple[str, int]], Route]
 _MAX_SOURCES = 65536  # kernel_source's cache: more and it starts over
 _DISCARD_PORT = 9     # any port does for the route lookup
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+SPARE_BATCH = 64      # the most sockets ``spare_socket`` makes in one trip into a node's network
 
 
 @dataclass
@@ -62,6 +65,8 @@ class RelayContext:
     shared_stack: bool = False                    # one network stack for every node (loopback backend)
     poller: Poller = field(init=False)            # readiness of every raw socket (listeners, relays, flows)
     sources: dict[Any, str] = field(init=False, default_factory=dict)  # see ``kernel_source``
+    spares: dict[tuple[str, int], list[Any]] = field(init=False, default_factory=dict)  # see ``spare_socket``
+    _batches: dict[tuple[str, int], int] = field(init=False, default_factory=dict)
     _datagrams: DatagramBatch | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -73,7 +78,38 @@ class RelayContext:
         a connection, and the relays need none of it."""
         if self.shared_stack:
             return _socket.socket(socket.AF_INET, _STREAM_NONBLOCK)
-        return self.sockets.socket(where, socket.AF_INET, socket.SOCK_STREAM)
+        return self.spare_socket(where, socket.SOCK_STREAM)
+
+    def datagram_socket(self, where: str) -> Any:
+        """A new non-blocking UDP socket in ``where``'s network, for a flow's upstream."""
+        if self.shared_stack:
+            return self.sockets.socket(where, socket.AF_INET, socket.SOCK_DGRAM)
+        return self.spare_socket(where, socket.SOCK_DGRAM)
+
+    def spare_socket(self, where: str, kind: int) -> Any:
+        """A new socket of ``kind`` made in ``where``'s network, where each node has a network
+        stack of its own (netns backend). Making one there takes a thread that enters the
+        namespace and comes back (``namespaces.call_in``): 70 µs and several thread hand-offs,
+        which a busy machine stretches, all of it on the event loop. So sockets are made in
+        batches and kept as spares: a batch is one socket the first time, and twice the last one
+        each time the spares run out, up to ``SPARE_BATCH``, so a node that opens few
+        connections holds few spares, and one under load goes into its namespace once every
+        64 connections. A spare is an unconnected socket (a descriptor and a few hundred bytes);
+        a node's spares are closed when the node goes away (``close_all``), all of them with
+        the proxy (``close``)."""
+        key = (where, kind)
+        spares = self.spares.get(key)
+        if not spares:
+            batch = self._batches.get(key, 1)
+            spares = self.spares[key] = self.sockets.sockets(where, socket.AF_INET, kind, batch)
+            self._batches[key] = min(2 * batch, SPARE_BATCH)
+        return spares.pop()
+
+    def _close_spares(self, node: str | None) -> None:
+        for key in [k for k in self.spares if node is None or k[0] == node]:
+            for sock in self.spares.pop(key):
+                sock.close()
+            self._batches.pop(key, None)
 
     def bind_upstream(self, sock: Any, route: Route, address: tuple[str, int], *, stream: bool) -> None:
         """Bind a relay's upstream socket, before it connects to ``address``, to the source address
@@ -120,8 +156,10 @@ class RelayContext:
         for item in list(self.live):
             if node is None or item.node == node:
                 item.close()
+        self._close_spares(node)
 
     def close(self) -> None:
         """After ``close_all``: release what the relays shared."""
+        self._close_spares(None)
         self.pipes.close()
         self.poller.close()

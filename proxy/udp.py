@@ -172,7 +172,7 @@ class UDPListener:
         server = local.lookup(route.address) if not impaired and self.ctx.in_process_udp else None
         if server is not None:
             return self._add(_LocalFlow(self, key, client, route, server))
-        sock = self.ctx.sockets.socket(route.where, socket.AF_INET, socket.SOCK_DGRAM)
+        sock = self.ctx.datagram_socket(route.where)
         try:
             self.ctx.bind_upstream(sock, route, route.address, stream=False)
             sock.connect(route.address)

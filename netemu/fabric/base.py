@@ -65,6 +65,9 @@ class Fabric(Protocol):
         Code that must work on every backend (the service proxy) never makes sockets by address
         alone: on the netns backend a socket belongs to the namespace it was made in."""
 
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
+        """``count`` such sockets at once: on the netns backend one trip into the namespace."""
+
     def process_prefix(self, where: str) -> list[str]:
         """argv to put in front of a command so that it runs in the network of ``where``."""
 

@@ -465,6 +465,12 @@ class NetnsFabric:
         sock.setblocking(False)
         return sock
 
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
+        netns = self.namespace_of(where)
+        if not netns:
+            return [socket.socket(family, type | socket.SOCK_NONBLOCK) for _ in range(count)]
+        return namespaces.call_in(netns, _new_sockets, family, type | socket.SOCK_NONBLOCK, count)
+
     async def _bound_socket(self, where: str, type: int, address: tuple[Any, ...],
                             options: dict[str, Any]) -> socket.socket:
         """A socket bound in ``where``'s namespace. A server asked for a pod's own IP listens on
@@ -519,6 +525,18 @@ class NetnsFabric:
         except BaseException:
             sock.close()
             raise
+
+
+def _new_sockets(family: int, type: int, count: int) -> list[socket.socket]:
+    made: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            made.append(socket.socket(family, type))
+    except BaseException:
+        for sock in made:
+            sock.close()
+        raise
+    return made
 
 
 def _nsenter() -> str:
