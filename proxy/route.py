@@ -96,7 +96,8 @@ class RelayContext:
         connections holds few spares, and one under load goes into its namespace once every
         64 connections. A spare is an unconnected socket (a descriptor and a few hundred bytes);
         a node's spares are closed when the node goes away (``close_all``), all of them with
-        the proxy (``close``)."""
+        the proxy (``close``), and every spare as soon as a listener runs out of descriptors
+        (``release_spares``)."""
         key = (where, kind)
         spares = self.spares.get(key)
         if not spares:
@@ -104,6 +105,10 @@ class RelayContext:
             spares = self.spares[key] = self.sockets.sockets(where, socket.AF_INET, kind, batch)
             self._batches[key] = min(2 * batch, SPARE_BATCH)
         return spares.pop()
+
+    def release_spares(self) -> None:
+        """Close every spare socket: descriptors are short."""
+        self._close_spares(None)
 
     def _close_spares(self, node: str | None) -> None:
         for key in [k for k in self.spares if node is None or k[0] == node]:

@@ -92,6 +92,7 @@ class TCPListener:
             except OSError as exc:
                 if exc.errno in _OUT_OF_RESOURCES:
                     log.warning("%s:%s: cannot accept: %s; pausing", *sock.getsockname(), exc.strerror)
+                    ctx.release_spares()
                     ctx.poller.remove_reader(self._fd)
                     ctx.loop.call_later(_ACCEPT_PAUSE, self._resume)
                     return

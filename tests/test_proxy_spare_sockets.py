@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,3 +152,61 @@ async def test_a_netns_node_proxy_makes_its_upstream_sockets_in_its_namespace_in
     assert len(spares) == 63 - connections
     await cluster.stop()
     assert all(s.fileno() == -1 for s in spares)
+
+
+# ---------------------------------------------------------------------------- out of descriptors
+
+OUT_OF_DESCRIPTORS = r"""
+import asyncio, os, resource, socket, sys
+sys.path.insert(0, sys.argv[1])
+from test_proxy_spare_sockets import NotingSockets
+from netemu.fabric.netns.fabric import _new_sockets
+from netemu.proxy.route import RelayContext, Route
+from netemu.proxy.tcp import TCPListener
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+# a batch of 64 with room for 5 more descriptors: the 5, not an error
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 5, hard))
+made = _new_sockets(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 64)
+print("batch", len(made))
+for s in made:
+    s.close()
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+async def main():
+    ctx = RelayContext(asyncio.get_running_loop(), NotingSockets(), shared_stack=False)
+    taken = [ctx.stream_socket("node-1") for _ in range(8)]  # batches of 1, 2, 4 and 8: 7 spares
+    print("spares", len(ctx.spares[("node-1", socket.SOCK_STREAM)]))
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listener = await TCPListener.open(ctx, listening, lambda peer: Route(None, None), 16)
+    client = socket.socket()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds(), hard))  # no descriptor left to accept with
+    client.connect(listening.getsockname())
+    watch = ctx.poller._watches[listener._fd]
+    while watch.reader is not None:  # until the listener pauses accepting
+        await asyncio.sleep(0.01)
+    print("spares", sum(len(spares) for spares in ctx.spares.values()))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for s in taken + [client]:
+        s.close()
+    ctx.close_all()
+    ctx.close()
+
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_a_batch_is_what_can_be_made_and_a_listener_releases_the_spares() -> None:
+    """A batch made with few descriptors left is as many sockets as fit (not an error), and a
+    listener that cannot accept for want of descriptors closes every spare at once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    result = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS, str(Path(__file__).parent)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["batch 5", "spares 7", "spares 0"], result.stdout

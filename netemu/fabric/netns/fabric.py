@@ -528,14 +528,16 @@ class NetnsFabric:
 
 
 def _new_sockets(family: int, type: int, count: int) -> list[socket.socket]:
+    """Up to ``count`` new sockets: as many as there are descriptors for, at least one (or the
+    error)."""
     made: list[socket.socket] = []
-    try:
-        for _ in range(count):
+    for _ in range(count):
+        try:
             made.append(socket.socket(family, type))
-    except BaseException:
-        for sock in made:
-            sock.close()
-        raise
+        except OSError:
+            if made:
+                break
+            raise
     return made
 
 
