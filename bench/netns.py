@@ -25,11 +25,12 @@ process, so the underlay wire between its nodes shares this event loop, as under
 Service path (``bench/_netns_service.py``): iperf3 and nginx-light as a pod on node-1, a ClusterIP
 Service in front, iperf3 -P1 / wrk -t2 -c50 keep-alive / wrk with ``Connection: close`` from a
 client pod on the same node and one on the other node, direct to the pod IP against through the
-ClusterIP, targets taking turns, ratios per round, medians (``--rounds``, 3 unless given); in
+ClusterIP, targets taking turns, ratios per round, medians (``--rounds``, 5 unless given: with
+3, a goal's median moved by more than the DNAT costs from one run to the next); in
 ``proxyMode: nftables`` and, as the comparison row, ``userspace``; then 20 endpoint changes and how
 long each took to reach every node's kernel. Each goal of issue 15 with ✓/✗.
 
-Not a test: no pass/fail (only a failed bring-up makes the exit status 1). About 5 minutes in all
+Not a test: no pass/fail (only a failed bring-up makes the exit status 1). About 7 minutes in all
 on a 2-core machine.
 """
 from __future__ import annotations
@@ -330,7 +331,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
     parser.add_argument("--rounds", type=int, help="times each throughput is measured (default: 1 for the "
-                        "veth comparison, 3 for the service path)")
+                        "veth comparison, 5 for the service path)")
     parser.add_argument("--only", choices=("bringup", "throughput", "service"), help="run one part")
     options = parser.parse_args()
     refuse_outside_isolation()
@@ -345,7 +346,7 @@ def main() -> int:
             if options.only in (None, "throughput"):
                 report_throughput(seconds, max(1, options.rounds or 1))
             if options.only in (None, "service"):
-                report_service_path(seconds, max(1, options.rounds or 3))
+                report_service_path(seconds, max(1, options.rounds or 5))
         finally:
             collect_leftovers(Path(state))
     return 1 if failed else 0

@@ -1,6 +1,6 @@
 """Benchmark netemu's userspace service proxy with C load generators against C servers.
 
-    scripts/isolated .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 3] [--proxy-workers N]
+    scripts/isolated .venv/bin/python bench/proxy.py [--seconds 3] [--rounds 5] [--proxy-workers N]
 
 A one-node cluster (loopback backend, in this process, on uvloop, as ``netemu run`` runs it, with
 the default ``proxy_workers: auto``, which starts more proxy processes while the load keeps the
@@ -236,7 +236,7 @@ async def main(seconds: float, rounds: int, workers: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (at most 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="times each measurement is taken")
+    parser.add_argument("--rounds", type=int, default=5, help="times each measurement is taken")
     parser.add_argument("--proxy-workers", type=int, default=0, metavar="N",
                         help="also measure a cluster whose proxy runs in N processes, next to the default (auto)")
     options = parser.parse_args()
