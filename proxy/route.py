@@ -46,6 +46,7 @@ _MAX_SOURCES = 65536  # kernel_source's cache: more and it starts over
 _DISCARD_PORT = 9     # any port does for the route lookup
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 SPARE_BATCH = 64      # the most sockets ``spare_socket`` makes in one trip into a node's network
+SPARE_LIMIT = 256     # the most spares all nodes together keep (descriptors: often 1,024 a process)
 
 
 @dataclass
@@ -95,14 +96,19 @@ class RelayContext:
         each time the spares run out, up to ``SPARE_BATCH``, so a node that opens few
         connections holds few spares, and one under load goes into its namespace once every
         64 connections. A spare is an unconnected socket (a descriptor and a few hundred bytes);
-        a node's spares are closed when the node goes away (``close_all``), all of them with
+        all nodes together keep at most ``SPARE_LIMIT`` (a batch is cut to what is left, one
+        socket at least), so a big cluster busy on every node does not spend a process's
+        descriptors on spares; a node's spares are closed when the node goes away
+        (``close_all``), all of them with
         the proxy (``close``), and every spare as soon as a listener runs out of descriptors
         (``release_spares``)."""
         key = (where, kind)
         spares = self.spares.get(key)
         if not spares:
             batch = self._batches.get(key, 1)
-            spares = self.spares[key] = self.sockets.sockets(where, socket.AF_INET, kind, batch)
+            kept = sum(len(others) for others in self.spares.values())
+            count = max(1, min(batch, SPARE_LIMIT + 1 - kept))  # the one taken now is no spare
+            spares = self.spares[key] = self.sockets.sockets(where, socket.AF_INET, kind, count)
             self._batches[key] = min(2 * batch, SPARE_BATCH)
         return spares.pop()
 

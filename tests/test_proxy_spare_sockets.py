@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from netemu.fabric import routes_outside_loopback
-from netemu.proxy.route import SPARE_BATCH, RelayContext
+from netemu.proxy.route import SPARE_BATCH, SPARE_LIMIT, RelayContext
 from test_netns_helpers import netns_ready  # noqa: F401 - fixture
 
 
@@ -84,6 +84,25 @@ def test_spares_are_kept_per_node_and_kind_and_closed_with_their_node_and_the_pr
     assert ctx.spares == {}
     for sock in made:
         sock.close()
+
+
+def test_all_nodes_together_keep_at_most_the_spare_limit() -> None:
+    maker = NotingSockets()
+    ctx = context(maker)
+    taken = []
+    try:
+        for node in range(1, 8):  # each node busy enough for batches of 64
+            taken += [ctx.stream_socket(f"node-{node}") for _ in range(128)]
+            assert sum(len(spares) for spares in ctx.spares.values()) <= SPARE_LIMIT
+        assert SPARE_LIMIT == 256
+        assert all(count >= 1 for _, _, count in maker.batches)
+        assert maker.batches[-1][2] < SPARE_BATCH  # cut to what the limit leaves
+        assert len({s.fileno() for s in taken}) == len(taken) == 7 * 128
+    finally:
+        for sock in taken:
+            sock.close()
+        ctx.close()
+        ctx.loop.close()
 
 
 def test_a_shared_stack_makes_each_socket_when_asked() -> None:
