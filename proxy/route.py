@@ -66,6 +66,7 @@ class RelayContext:
     shared_stack: bool = False                    # one network stack for every node (loopback backend)
     poller: Poller = field(init=False)            # readiness of every raw socket (listeners, relays, flows)
     sources: dict[Any, str] = field(init=False, default_factory=dict)  # see ``kernel_source``
+    foreign: set[tuple[str, str]] = field(init=False, default_factory=set)  # see ``bind_upstream``
     spares: dict[tuple[str, int], list[Any]] = field(init=False, default_factory=dict)  # see ``spare_socket``
     _batches: dict[tuple[str, int], int] = field(init=False, default_factory=dict)
     _datagrams: DatagramBatch | None = field(init=False, default=None)
@@ -126,10 +127,18 @@ class RelayContext:
         """Bind a relay's upstream socket, before it connects to ``address``, to the source address
         the backend should see (``route.source_ip``), unless the kernel gives it that address
         anyway (``kernel_source``): a connection from 127.0.0.1, a host client's or a pod program's
-        that binds no address on the loopback backend, then costs no call for it."""
+        that binds no address on the loopback backend, then costs no call for it. A source the
+        network does not own (a client pod's address in a netns node) is bound transparently once
+        a plain bind is refused, and remembered in ``foreign``, so that the next connection from
+        it binds transparently at once rather than failing first."""
         source = route.source_ip
         if source and source != self.kernel_source(route.where, address[0]):
-            bind_source(sock, source, stream=stream)
+            key = (route.where, source)
+            foreign = self.foreign
+            if bind_source(sock, source, stream=stream, transparent=key in foreign) and key not in foreign:
+                if len(foreign) >= _MAX_SOURCES:
+                    foreign.clear()
+                foreign.add(key)
 
     def kernel_source(self, where: str, ip: str) -> str:
         """The source address the kernel gives a connection to ``ip`` made in ``where``'s network

@@ -89,20 +89,22 @@ def attach_filter(sock: Any, program: bytes | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
 
 
-def bind_source(sock: socket.socket, ip: str | None, *, stream: bool) -> None:
+def bind_source(sock: socket.socket, ip: str, *, stream: bool, transparent: bool = False) -> bool:
     """Bind ``sock`` to ``ip`` (for a stream, the port is chosen at connect time) so the peer
-    sees that address."""
-    if not ip:
-        return
+    sees that address; with IP_TRANSPARENT when the address is not local, or at once when the
+    caller knows it is not (``transparent``). True when the bind was transparent."""
     if stream:
         sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-    try:
-        sock.bind((ip, 0))
-    except OSError as exc:
-        if exc.errno != errno.EADDRNOTAVAIL:
-            raise
-        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-        sock.bind((ip, 0))
+    if not transparent:
+        try:
+            sock.bind((ip, 0))
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+    sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    sock.bind((ip, 0))
+    return True
 
 
 def reset(transport: Any) -> None:

@@ -21,6 +21,7 @@ import uvloop
 from netemu.proxy.connlog import OK, REFUSED, RESET, ConnectionRecord
 from netemu.proxy.route import RelayContext, Route
 from netemu.proxy.serviceport import Verdict
+from netemu.proxy.sockopts import IP_TRANSPARENT
 from netemu.proxy.splice import SpliceRelay, tune_for_relay
 from netemu.proxy.tcp import TCPListener
 from netemu.proxy.worker import SharedStackSockets
@@ -164,6 +165,43 @@ def test_the_backend_sees_the_source_whether_or_not_the_relay_binds_it(loop_fact
             relay.close()
             server.close()
     run(loop_factory, main)
+
+
+class NotedBinds(socket.socket):
+    """A real socket that notes each address it is asked to bind, and whether IP_TRANSPARENT
+    was on by then."""
+
+    binds: list[tuple[str, int]] = []
+
+    def bind(self, address: Any) -> None:
+        NotedBinds.binds.append((address[0], self.getsockopt(socket.SOL_IP, IP_TRANSPARENT)))
+        super().bind(address)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="IP_TRANSPARENT needs CAP_NET_ADMIN (make test runs as root)")
+def test_an_address_found_not_local_is_bound_transparently_at_once_the_next_time() -> None:
+    """A source the network does not own (a client pod's address, in a netns node) is bound with
+    IP_TRANSPARENT after a plain bind is refused; the relay remembers it, so the next connection
+    from there binds transparently at once instead of failing first."""
+    async def main() -> None:
+        ctx = RelayContext(asyncio.get_running_loop(), SharedStackSockets(), shared_stack=True)
+        route = Route(Verdict.SERVE, None, source_ip="10.244.7.9", where="node-1")
+        local = Route(Verdict.SERVE, None, source_ip="127.0.0.9", where="node-1")
+        NotedBinds.binds = []
+        made = [NotedBinds(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+        try:
+            for sock, how in zip(made, (route, route, local)):
+                ctx.bind_upstream(sock, how, ("127.0.0.1", 80), stream=True)
+            assert NotedBinds.binds == [("10.244.7.9", 0), ("10.244.7.9", 1),  # refused, then transparent
+                                        ("10.244.7.9", 1),                     # transparent at once
+                                        ("127.0.0.9", 0)]                      # local: plain
+            assert ctx.foreign == {("node-1", "10.244.7.9")}
+            assert made[1].getsockname()[0] == "10.244.7.9"
+        finally:
+            for sock in made:
+                sock.close()
+            ctx.close()
+    run(None, main)
 
 
 @LOOPS
