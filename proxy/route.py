@@ -27,7 +27,8 @@ from .splice import PipePool
 class SocketMaker(Protocol):
     def socket(self, where: str, family: int, type: int) -> Any: ...
 
-    def sockets(self, where: str, family: int, type: int, count: int) -> list[Any]: ...
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[Any]:
+        """Asked only where ``shared_stack`` is False (see ``Fabric.sockets``)."""
 
 
 @dataclass(slots=True)
@@ -135,7 +136,9 @@ class RelayContext:
         if source and source != self.kernel_source(route.where, address[0]):
             key = (route.where, source)
             foreign = self.foreign
-            if bind_source(sock, source, stream=stream, transparent=key in foreign) and key not in foreign:
+            if key in foreign:
+                bind_source(sock, source, stream=stream, transparent=True)
+            elif bind_source(sock, source, stream=stream):
                 if len(foreign) >= _MAX_SOURCES:
                     foreign.clear()
                 foreign.add(key)

@@ -248,11 +248,7 @@ class _Direction:
             relay.fail(exc)
             return
         if n == 0:
-            idle = pool._idle  # ``give``, inline: twice per connection
-            if len(idle) < pool.keep:
-                idle.append(pipe)
-            else:
-                pool.give(pipe)
+            pool.give(pipe)
             self._eof(relay)
             return
         self.nbytes += n

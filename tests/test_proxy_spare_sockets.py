@@ -19,6 +19,7 @@ import pytest
 
 from netemu.fabric import routes_outside_loopback
 from netemu.proxy.route import SPARE_BATCH, SPARE_LIMIT, RelayContext
+from test_netns_cluster import CLIENTS  # a curl pod on node-1, netexec behind a Service on node-2
 from test_netns_helpers import netns_ready  # noqa: F401 - fixture
 
 
@@ -117,57 +118,26 @@ def test_a_shared_stack_makes_each_socket_when_asked() -> None:
         ctx.loop.close()
 
 
-SERVED = """
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  nodeName: node-1
-  containers:
-  - {name: client, image: "radial/busyboxplus:curl"}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: netexec, labels: {app: netexec}}
-spec:
-  nodeName: node-1
-  containers:
-  - name: netexec
-    image: registry.k8s.io/e2e-test-images/agnhost:2.47
-    args: ["netexec", "--http-port=8080"]
----
-apiVersion: v1
-kind: Service
-metadata: {name: netexec}
-spec:
-  selector: {app: netexec}
-  ports:
-  - {port: 80, targetPort: 8080}
-"""
-
-
 @pytest.mark.netns
 @pytest.mark.skipif(bool(routes_outside_loopback()),
                     reason="the netns backend runs only in a namespace without outside routes (make test)")
 async def test_a_netns_node_proxy_makes_its_upstream_sockets_in_its_namespace_in_batches(
         netns_ready, make_cluster) -> None:  # noqa: F811
-    cluster = await make_cluster(nodes=1, backend="netns")
-    await cluster.apply(SERVED)
+    cluster = await make_cluster(nodes=2, backend="netns")
+    await cluster.apply(CLIENTS)
     await cluster.wait_ready(timeout=30)
     await cluster.settle()
     ctx = cluster.proxy.ctx
     url = f"http://{cluster.service_ip('netexec')}/clientip"
     connections = 40  # each curl its own connection: 1 + 2 + 4 + 8 + 16 + 32 sockets made, 6 trips
     script = f'for i in $(seq {connections}); do curl -sS --max-time 10 {url} || exit 1; echo; done'
-    result = await cluster.exec("client", ["sh", "-c", script])
+    result = await cluster.exec("curl", ["sh", "-c", script])
     assert result.returncode == 0, result.stderr
-    client_ip = cluster.get("Pod", "client").status.pod_ip
+    client_ip = cluster.get("Pod", "curl").status.pod_ip
     answers = result.stdout.split()
     assert len(answers) == connections
     assert all(a.rsplit(":", 1)[0] == client_ip for a in answers)  # transparent: the backend sees the pod
-    key = ("node-1", socket.SOCK_STREAM)
-    assert ctx._batches[key] == 64  # the sixth batch (32) was the last one made
-    spares = list(ctx.spares[key])
+    spares = list(ctx.spares[("node-1", socket.SOCK_STREAM)])  # the client's node made them
     assert len(spares) == 63 - connections
     await cluster.stop()
     assert all(s.fileno() == -1 for s in spares)
@@ -222,9 +192,6 @@ asyncio.run(main())
 def test_out_of_descriptors_a_batch_is_what_can_be_made_and_a_listener_releases_the_spares() -> None:
     """A batch made with few descriptors left is as many sockets as fit (not an error), and a
     listener that cannot accept for want of descriptors closes every spare at once."""
-    import subprocess
-    import sys
-    from pathlib import Path
     result = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS, str(Path(__file__).parent)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

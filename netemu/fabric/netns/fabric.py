@@ -460,15 +460,12 @@ class NetnsFabric:
         return namespaces.exec_prefix(netns) if netns else []
 
     def socket(self, where: str, family: int, type: int) -> socket.socket:
-        netns = self.namespace_of(where)
-        sock = namespaces.call_in(netns, socket.socket, family, type) if netns else socket.socket(family, type)
-        sock.setblocking(False)
-        return sock
+        return self.sockets(where, family, type, 1)[0]
 
     def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
         netns = self.namespace_of(where)
         if not netns:
-            return [socket.socket(family, type | socket.SOCK_NONBLOCK) for _ in range(count)]
+            return _new_sockets(family, type | socket.SOCK_NONBLOCK, count)
         return namespaces.call_in(netns, _new_sockets, family, type | socket.SOCK_NONBLOCK, count)
 
     async def _bound_socket(self, where: str, type: int, address: tuple[Any, ...],
