@@ -66,9 +66,9 @@ class Fabric(Protocol):
         alone: on the netns backend a socket belongs to the namespace it was made in."""
 
     def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
-        """``count`` such sockets at once, in one trip into the namespace. Only a fabric whose
-        nodes have network stacks of their own (``shared_stack`` False) is asked for it (the
-        proxy's spare sockets, ``RelayContext.spare_socket``)."""
+        """``count`` such sockets at once: on the netns backend one trip into the namespace. The
+        proxy asks for them where nodes have stacks of their own (``shared_stack`` False; its
+        spare sockets, ``RelayContext.spare_socket``)."""
 
     def process_prefix(self, where: str) -> list[str]:
         """argv to put in front of a command so that it runs in the network of ``where``."""

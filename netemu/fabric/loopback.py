@@ -86,5 +86,8 @@ class LoopbackFabric:
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call
 
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
+        return [self.socket(where, family, type) for _ in range(count)]
+
     def process_prefix(self, where: str) -> list[str]:
         return []
