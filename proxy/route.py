@@ -28,8 +28,7 @@ class SocketMaker(Protocol):
     def socket(self, where: str, family: int, type: int) -> Any: ...
 
     def sockets(self, where: str, family: int, type: int, count: int) -> list[Any]:
-        """Asked only where ``shared_stack`` is False (see ``Fabric.sockets``): a fabric's; the
-        proxy worker's maker, always on one shared stack, has none."""
+        """Asked only where ``shared_stack`` is False (see ``Fabric.sockets``)."""
 
 
 @dataclass(slots=True)

@@ -36,6 +36,9 @@ class SharedStackSockets:
     def socket(self, where: str, family: int, type: int) -> socket.socket:
         return socket.socket(family, type | socket.SOCK_NONBLOCK)  # non-blocking in one call
 
+    def sockets(self, where: str, family: int, type: int, count: int) -> list[socket.socket]:
+        return [self.socket(where, family, type) for _ in range(count)]
+
 
 class RecordReporter(ConnectionLog):
     """The worker's connection log: records go to the cluster, not into a log here.
