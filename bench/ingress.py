@@ -151,10 +151,15 @@ async def main(seconds: float, rounds: int) -> None:
     missing = [tool for tool in ("haproxy", "wrk") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {' and '.join(missing)}: apt-get install {' '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="netemu-bench-ingress-") as directory:
+        await measure(Path(directory), seconds, rounds)
+
+
+async def measure(tmp: Path, seconds: float, rounds: int) -> None:
+    """The rounds, on a cluster whose state (and HAProxy's configuration) goes in ``tmp``."""
     from netemu import Cluster
     from netemu.ingress import system
 
-    tmp = Path(tempfile.mkdtemp(prefix="netemu-bench-ingress-"))
     async with Cluster(nodes=1, name="bench-ingress", state_dir=tmp / "state") as cluster:
         await cluster.apply(manifests())
         await cluster.wait_ready(timeout=60)

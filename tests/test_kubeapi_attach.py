@@ -17,7 +17,7 @@ from kubeapi_support import KUBECTL, TICKER, api_fixtures
 
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
-# Says "waiting", then "done-now" once /tmp/go-<pod uid> exists, and exits.
+# Says "waiting", then "done-now" once /tmp/go-<pod name>-<namespace> exists (it removes it), and exits.
 WAITER = """
 apiVersion: v1
 kind: Pod
@@ -28,7 +28,7 @@ spec:
   - name: main
     image: busybox
     stdin: %s
-    command: [sh, -c, "echo waiting; while [ ! -e /tmp/go-$HOSTNAME-$NS ]; do sleep 0.1; done; echo done-now"]
+    command: [sh, -c, "echo waiting; while [ ! -e /tmp/go-$HOSTNAME-$NS ]; do sleep 0.1; done; rm /tmp/go-$HOSTNAME-$NS; echo done-now"]
     env:
     - name: NS
       valueFrom: {fieldRef: {fieldPath: metadata.namespace}}

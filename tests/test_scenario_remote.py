@@ -197,7 +197,10 @@ steps:
 
 def test_cleanup_after_kill_9_removes_what_the_run_created(kubeconfig, env, core, tmp_path):
     (tmp_path / "slow.yaml").write_text(SLOW)
-    runner = subprocess.Popen([NETEMU, "run", "--kubeconfig", str(kubeconfig), "slow.yaml"], env=env, cwd=tmp_path,
+    temporary = tmp_path / "tmp"   # the runner's temporary directory: a killed run leaves no credentials in it
+    temporary.mkdir()
+    runner = subprocess.Popen([NETEMU, "run", "--kubeconfig", str(kubeconfig), "slow.yaml"],
+                              env={**env, "TMPDIR": str(temporary)}, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -210,10 +213,14 @@ def test_cleanup_after_kill_9_removes_what_the_run_created(kubeconfig, env, core
         deadline = time.monotonic() + 30   # until the manifests are in: the ConfigMap exists
         while time.monotonic() < deadline and not core.list_namespaced_config_map(own, label_selector="").items:
             time.sleep(0.1)
+        held = {os.readlink(f"/proc/{runner.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{runner.pid}/fd")}
+        assert {"/memfd:netemu-kubeconfig-ssl_ca_cert (deleted)", "/memfd:netemu-kubeconfig-cert_file (deleted)",
+                "/memfd:netemu-kubeconfig-key_file (deleted)"} <= held, held
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.communicate(timeout=30)
     assert set(scenario_namespaces(core)) == set(created), "a killed run deletes nothing"
+    assert list(temporary.iterdir()) == [], "the kubeconfig's key and certificates outlived the run"
 
     cleaned = netemu_run(env, tmp_path, "--kubeconfig", str(kubeconfig), "--cleanup")
     assert cleaned.returncode == 0, cleaned.stderr

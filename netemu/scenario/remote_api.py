@@ -1,7 +1,8 @@
 """A blocking client of any Kubernetes cluster's API, for ``netemu run --kubeconfig``.
 
 It is built on the official Python client (``kubernetes``): the kubeconfig (one file, one
-context) gives the server and the credentials; requests go through the client's own
+context) gives the server and the credentials (kept in memory, never left on disk:
+``kubeconfig_client``); requests go through the client's own
 ``ApiClient`` by resource path, so every kind netemu knows (``netemu.kubeapi.resources``) is
 reached the same way, and answers are decoded into netemu's own types (``decode``) so that the
 scenario steps, references and matchers work on them unchanged. ``pods/exec`` goes through
@@ -20,6 +21,7 @@ import time
 from typing import Any
 
 from netemu.errors import ClusterError, ConflictError, NetemuError, NotFoundError, WaitTimeoutError
+from netemu.scenario.kubeconfig_client import KubeconfigClient
 
 FIELD_MANAGER = "netemu"
 REQUEST_TIMEOUT = 30.0
@@ -116,23 +118,22 @@ class KubeTarget:
     """One cluster's API, from a kubeconfig file (and a context in it)."""
 
     def __init__(self, kubeconfig: str, context: str | None = None):
-        from kubernetes import config as kube_config
         from kubernetes.config.config_exception import ConfigException
         self.kubeconfig = kubeconfig
         try:
-            self.client = kube_config.new_client_from_config(config_file=kubeconfig, context=context,
-                                                             persist_config=False)
+            self._loaded = KubeconfigClient(kubeconfig, context)
         except ConfigException as exc:
             raise ClusterError(f"kubeconfig {kubeconfig}: {exc}") from None
         except OSError as exc:
             raise ClusterError(f"kubeconfig {kubeconfig}: {exc.strerror or exc}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a file that is not a kubeconfig
             raise ClusterError(f"kubeconfig {kubeconfig}: not a kubeconfig ({exc})") from None
+        self.client = self._loaded.api_client
         self.host = self.client.configuration.host
         self.context = context
 
     def close(self) -> None:
-        self.client.close()
+        self._loaded.close()
 
     # ------------------------------------------------------------------ raw requests
 
