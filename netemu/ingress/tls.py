@@ -7,9 +7,9 @@ without hosts covers the Ingress's rule hosts) and a Secret in the Ingress's nam
 a changed Secret or Ingress reaches new connections without a restart. A handshake for a host
 without a usable certificate (or without SNI) gets the default certificate, a self-signed one made
 at start like ingress-nginx's "Kubernetes Ingress Controller Fake Certificate". The oldest Ingress
-wins a host claimed twice. ``ssl.SSLContext`` loads certificates only from files, so each distinct
-certificate is written to a private temporary directory once, loaded, and removed; contexts are
-reused across tables while their Secret's bytes stay the same.
+wins a host claimed twice. ``ssl.SSLContext`` loads certificates only from paths, so each distinct
+certificate is loaded once from memory files (``netemu.memfiles``: the key is never on disk);
+contexts are reused across tables while their Secret's bytes stay the same.
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import datetime
 import functools
 import hashlib
 import logging
-import os
 import ssl
-import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from netemu.api.ingress import Ingress
 from netemu.api.objects import Secret
+from netemu.memfiles import memory_path
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,9 @@ def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context holding one certificate chain and its key (PEM bytes); ssl.SSLError if invalid."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.set_alpn_protocols(["http/1.1"])
-    with tempfile.TemporaryDirectory(prefix="netemu-ingress-tls-") as private:
-        cert_path, key_path = os.path.join(private, "tls.crt"), os.path.join(private, "tls.key")
-        for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-                out.write(data)
+    # load_cert_chain reads only paths: memory files, never on disk
+    with memory_path("netemu-ingress-tls.crt", cert_pem) as cert_path, \
+            memory_path("netemu-ingress-tls.key", key_pem) as key_path:
         context.load_cert_chain(cert_path, key_path)
     return context
 

@@ -5,8 +5,8 @@ embeds (``certificate-authority-data``, ``client-certificate-data``, ``client-ke
 files of its own in the temporary directory and deletes them at interpreter exit. A run that is
 killed (``kill -9``, a CI runner's timeout, SIGTERM) never gets there, and the cluster's admin key
 stays in /tmp. Here the client writes them into a private directory (mode 0700) that is removed at
-once: each file is copied first into an anonymous memory file (``memfd_create``), which the client
-reaches as ``/proc/self/fd/N``, and which goes with the process however it ends.
+once, each file first copied into a memory file (``netemu.memfiles``), which the client reaches as
+``/proc/self/fd/N`` and which goes with the process however it ends.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 from typing import Any
+
+from netemu.memfiles import memory_file, path_of
 
 # The Configuration fields the kubeconfig loader sets to file paths (data written to files).
 _PATH_FIELDS = ("ssl_ca_cert", "cert_file", "key_file")
@@ -45,13 +47,9 @@ class KubeconfigClient:
 
     def _in_memory(self, field: str, path: str) -> str:
         with open(path, "rb") as written:
-            content = written.read()
-        fd = os.memfd_create(f"netemu-kubeconfig-{field}", os.MFD_CLOEXEC)
+            fd = memory_file(f"netemu-kubeconfig-{field}", written.read())
         self._memory_files.append(fd)
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view):]
-        return f"/proc/self/fd/{fd}"
+        return path_of(fd)
 
     def _close_memory_files(self) -> None:
         for fd in self._memory_files:
