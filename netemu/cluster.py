@@ -326,8 +326,10 @@ class Cluster:
         kubelets = list(self.kubelets.values())
         self.kubelets.clear()
         # The fabric's stop and the state directory's removal (next on the stack) take every pod's
-        # network at once: no CNI DEL per pod (10,000 of them were a second of a shutdown).
-        await asyncio.gather(*(k.stop(release_networks=False) for k in kubelets), return_exceptions=True)
+        # network and log at once: no CNI DEL per pod (10,000 of them were a second of a
+        # shutdown), no last lines written into logs about to go.
+        await asyncio.gather(*(k.stop(release_networks=False, keep_logs=False) for k in kubelets),
+                             return_exceptions=True)
 
     # ------------------------------------------------------------------ nodes
 

@@ -38,3 +38,30 @@ def test_the_tree_goes_and_what_links_point_to_stays(tmp_path: Path, monkeypatch
 def test_a_missing_directory_is_no_error(tmp_path: Path) -> None:
     remove_tree(tmp_path / "never-made")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_big_tree_is_removed_by_several_rm_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import subprocess
+
+    from netemu import treeremoval
+    outside = tmp_path / "keep" / "file"
+    outside.parent.mkdir()
+    outside.write_text("kept")
+    directory = tree(tmp_path, outside)
+    monkeypatch.setattr(treeremoval, "PARALLEL_FROM", 10)   # 51 entries under pods/
+    monkeypatch.setattr(treeremoval, "_ARGV_BYTES", 100)    # about 10 paths a command
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    started: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def popen(args, **kwargs):
+        started.append(list(args))
+        return real_popen(args, **kwargs)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    remove_tree(directory)
+    assert not directory.exists()
+    assert outside.read_text() == "kept"
+    shares = [args[args.index("--") + 1:] for args in started if args[-1] != str(directory)]  # then the rest
+    assert len(shares) >= 5 and sorted(p for s in shares for p in s) == sorted(
+        [f"pods/pod-{i}" for i in range(50)] + ["pods/dir-link"])
