@@ -49,13 +49,17 @@ def env(kubeconfig, tmp_path):
     """The runner's environment: this test's kubeconfig only, and a netemu state root of its own
     (empty: the runner reaches the cluster through the API alone)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NETEMU_")}
+    (tmp_path / "tmp").mkdir()
     return {**clean, "KUBECONFIG": str(kubeconfig), "NETEMU_STATE_DIR": str(tmp_path / "no-state"),
-            "HOME": str(tmp_path)}
+            "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")}
 
 
 def netemu_run(env, tmp_path, *args, timeout=300):
-    return subprocess.run([NETEMU, "run", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout)
+    """``netemu run ARGS``, which leaves nothing in its temporary directory (no credentials)."""
+    result = subprocess.run([NETEMU, "run", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=timeout)
+    assert list(Path(env["TMPDIR"]).iterdir()) == [], "the run left files in its temporary directory"
+    return result
 
 
 def scenario_namespaces(core) -> dict[str, str]:
@@ -197,10 +201,8 @@ steps:
 
 def test_cleanup_after_kill_9_removes_what_the_run_created(kubeconfig, env, core, tmp_path):
     (tmp_path / "slow.yaml").write_text(SLOW)
-    temporary = tmp_path / "tmp"   # the runner's temporary directory: a killed run leaves no credentials in it
-    temporary.mkdir()
-    runner = subprocess.Popen([NETEMU, "run", "--kubeconfig", str(kubeconfig), "slow.yaml"],
-                              env={**env, "TMPDIR": str(temporary)}, cwd=tmp_path,
+    temporary = Path(env["TMPDIR"])   # a killed run leaves no credentials in it either
+    runner = subprocess.Popen([NETEMU, "run", "--kubeconfig", str(kubeconfig), "slow.yaml"], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

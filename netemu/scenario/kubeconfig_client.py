@@ -30,7 +30,9 @@ class KubeconfigClient:
         from kubernetes.config import load_kube_config
         configuration = Configuration()
         self._memory_files: list[int] = []
-        private = tempfile.mkdtemp(prefix="netemu-kubeconfig-")
+        # A credential plugin's refreshed certificate is written here later (the loader makes
+        # the directory again), and goes at ``close`` or, like the loader's files, at exit.
+        self._private = private = tempfile.mkdtemp(prefix="netemu-kubeconfig-")
         try:
             load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration,
                              persist_config=False, temp_file_path=private)
@@ -59,3 +61,4 @@ class KubeconfigClient:
     def close(self) -> None:
         self.api_client.close()
         self._close_memory_files()
+        shutil.rmtree(self._private, ignore_errors=True)
