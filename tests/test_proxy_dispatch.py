@@ -138,3 +138,26 @@ def test_balancer_without_a_clock_keeps_affinity_and_rotation():
     assert picks[:2] == picks[2:4] == picks[4:] and set(picks) == set(PODS)
     plain.update([EndpointInfo(PODS[0], 8080)])  # fewer endpoints: the position starts over
     assert [plain.pick("c").ip for _ in range(3)] == [PODS[0]] * 3
+
+
+def test_only_the_nodes_that_route_give_their_balancer_the_endpoints(tmp_path):
+    """A sync hands a service's endpoints to every node's proxier; a node's balancer takes them
+    at that node's next connection (20 nodes while 10,000 pods start: most never route one)."""
+    async def main() -> None:
+        group, dispatch = await cluster_ip_group(tmp_path)
+        try:
+            group.add_node(NodeNetwork("node-2", "127.10.253.2", "127.244.253.64/26"))
+            await group.settle()
+            spn = next(iter(group.proxiers["node-1"]._ports))
+            lanes = {name: p._ports[spn].internal for name, p in group.proxiers.items()}
+            assert lanes["node-2"].pending is not None and lanes["node-2"].balancer.endpoints == []
+            dispatch(HOST_CLIENT)     # a host client's connection is node-1's
+            assert lanes["node-1"].pending is None and len(lanes["node-1"].balancer.endpoints) == 2
+            assert lanes["node-2"].pending is not None and lanes["node-2"].balancer.endpoints == []
+            route = dispatch(("127.244.253.70", 40002))   # from a pod of node-2
+            assert route.address in {(ip, 8080) for ip in PODS}
+            assert lanes["node-2"].pending is None and len(lanes["node-2"].balancer.endpoints) == 2
+        finally:
+            await group.close()
+
+    asyncio.run(main())
