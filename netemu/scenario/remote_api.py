@@ -121,19 +121,19 @@ class KubeTarget:
         from kubernetes.config.config_exception import ConfigException
         self.kubeconfig = kubeconfig
         try:
-            self._loaded = KubeconfigClient(kubeconfig, context)
+            self._kubeconfig_client = KubeconfigClient(kubeconfig, context)
         except ConfigException as exc:
             raise ClusterError(f"kubeconfig {kubeconfig}: {exc}") from None
         except OSError as exc:
             raise ClusterError(f"kubeconfig {kubeconfig}: {exc.strerror or exc}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a file that is not a kubeconfig
             raise ClusterError(f"kubeconfig {kubeconfig}: not a kubeconfig ({exc})") from None
-        self.client = self._loaded.api_client
+        self.client = self._kubeconfig_client.api_client
         self.host = self.client.configuration.host
         self.context = context
 
     def close(self) -> None:
-        self._loaded.close()
+        self._kubeconfig_client.close()
 
     # ------------------------------------------------------------------ raw requests
 
