@@ -57,10 +57,11 @@ class _Lane:
     """One kind of traffic of one service port on this node.
 
     The balancer takes a new endpoint set when it is next asked for an endpoint (``route``
-    calls ``follow`` first when one is ``pending``), not at once: a sync hands every service's changes to every node (20 of them while 10,000
-    pods start), and only the nodes whose clients connect need their balancer to follow. An
-    unchanged set keeps its order and position either way; sets a node never routed with are
-    skipped, as kube-proxy's batched syncs skip the states between two of them."""
+    calls ``follow`` first when one is ``pending``), not at once: a sync hands every service's
+    changes to every node (20 of them while 10,000 pods start), and only the nodes whose clients
+    connect need their balancer to follow. An unchanged set keeps its order and position either
+    way; sets a node never routed with are skipped, as kube-proxy's batched syncs skip the states
+    between two of them."""
 
     __slots__ = ("verdict", "balancer", "pending")
 
@@ -74,10 +75,10 @@ class _Lane:
         self.pending = (endpoints, affinity_timeout)
 
     def follow(self) -> None:
-        """Give the balancer the pending endpoint set."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            self.balancer.update(*pending)
+        """Give the balancer the ``pending`` endpoint set (there is one)."""
+        endpoints, affinity_timeout = self.pending  # type: ignore[misc]
+        self.pending = None
+        self.balancer.update(endpoints, affinity_timeout)
 
 
 class _PortState:
