@@ -122,7 +122,10 @@ def imported_once():
                    "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "30"],
                                             "readinessProbe": {"tcpSocket": {"port": 9}}}]}}
     with NetemuCluster(1, name="plugin-warm-up", manifests=[ECHO_YAML, command_pod], ready=False) as cluster:
-        cluster.wait_for(lambda: bool(cluster.cluster.get("pod", "echo").status.pod_ip), 10)
+        def echo_running() -> bool:  # exec needs the container running, not only the pod's IP
+            status = cluster.cluster.get("pod", "echo").status
+            return bool(status.pod_ip) and any(c.state.running for c in status.container_statuses or ())
+        cluster.wait_for(echo_running, 10)
         cluster.exec("echo", ["true"])
         cluster.http_get(f"http://{cluster.pod_ip('echo')}:5678/")
 
