@@ -271,25 +271,29 @@ class ProxyGroup:
     def claim(self, key: FrontendKey, kind: str, info: ServicePortInfo, scope: str | None, node: str,
               verdict: Verdict) -> None:
         fe = self._frontends.get(key)
+        owner = info.name
         if fe is None:
-            fe = self._frontends[key] = Frontend(key=key, kind=kind, owner=info.name, info=info, node=scope)
-        elif fe.owner != info.name and not fe.claims:
+            fe = self._frontends[key] = Frontend(key=key, kind=kind, owner=owner, info=info, node=scope)
+        elif fe.owner is not owner and fe.owner != owner and not fe.claims:
             # The owner has let go and its listener is not closed yet (the reconcile is pending, or
             # the release came earlier in this sync): the address is free, so take it over at once,
             # listener included, rather than wait for a release that has already happened.
             _, claims = fe.waiting.pop(info.name, (info, {}))
             fe.owner, fe.info, fe.claims, fe.kind, fe.node = info.name, info, claims, kind, scope
             self._clear_error(info.name.service, key)
-        if fe.owner != info.name:
+        if fe.owner is not owner and fe.owner != owner:
             claims = fe.waiting.setdefault(info.name, (info, {}))[1]
             fe.waiting[info.name] = (info, claims)
             claims[node] = verdict
             self._set_error(info.name.service, key,
                             f"port conflict on {describe(key)}: held by service port {fe.owner}")
             return
-        shared_before = shareable(fe)
-        fe.info = info
-        if fe.claims.get(node) is not verdict or shareable(fe) != shared_before:
+        reshared = False
+        if fe.info is not info:  # whether workers may share it follows the info
+            shared_before = shareable(fe)
+            fe.info = info
+            reshared = shareable(fe) != shared_before
+        if fe.claims.get(node) is not verdict or reshared:
             fe.claims[node] = verdict
             self._mark(key)
 

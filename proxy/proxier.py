@@ -123,9 +123,14 @@ class Proxier:
 
     def apply(self, key: ServiceKey, view: PortView) -> None:
         """Bring one service in line with ``view`` (empty: the service is gone)."""
-        states = self._services.get(key, {})
-        for spn in [s for s in states if s not in view]:
-            self._remove(spn, states.pop(spn))
+        states = self._services.get(key)
+        if states is None:
+            if not view:
+                return
+            states = {}
+        else:
+            for spn in [s for s in states if s not in view]:
+                self._remove(spn, states.pop(spn))
         for spn, (info, endpoints) in view.items():
             state = states.get(spn)
             if state is None:
@@ -150,37 +155,41 @@ class Proxier:
 
     def _update(self, state: _PortState, info: ServicePortInfo, endpoints: tuple[EndpointInfo, ...]) -> None:
         spn = info.name
+        protocol = spn.protocol
         gone = ({e.address for e in state.endpoints} - {e.address for e in endpoints}
-                if info.protocol == "UDP" else None)
+                if protocol == "UDP" else None)
         state.info, state.endpoints = info, endpoints
-        group = self.group
-        wanted: dict[FrontendKey, tuple[str, Verdict, str | None]] = {}
-        verdict, usable = _categorized(endpoints, self.name, info.internal_local)
+        group, name = self.group, self.name
+        verdict, usable = _categorized(endpoints, name, info.internal_local)
         state.internal.set(verdict, usable, info.affinity_timeout)
+        wanted: dict[FrontendKey, tuple[str, Verdict, str | None]]
         if group.shared_stack:
-            wanted[("", info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, None)
+            wanted = {("", protocol, info.cluster_ip, info.port): (CLUSTER_IP, verdict, None)}
         else:
-            wanted[(self.name, info.protocol, info.cluster_ip, info.port)] = (CLUSTER_IP, verdict, self.name)
+            wanted = {(name, protocol, info.cluster_ip, info.port): (CLUSTER_IP, verdict, name)}
         if info.node_port is not None or info.load_balancer_ips:
-            verdict, usable = _categorized(endpoints, self.name, info.external_local)
+            verdict, usable = _categorized(endpoints, name, info.external_local)
             if state.external is None:
                 state.external = _Lane(group.options.balance)
             state.external.set(verdict, usable, info.affinity_timeout)
             if info.node_port is not None and self.node.ip:
-                wanted[(self.name, info.protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, self.name)
+                wanted[(name, protocol, self.node.ip, info.node_port)] = (NODE_PORT, verdict, name)
             host_ip = getattr(self.node, "host_ip", "")  # netns: the node's address as the host sees it
             if info.node_port is not None and host_ip and host_ip != self.node.ip:
-                wanted[("", info.protocol, host_ip, info.node_port)] = (NODE_PORT, verdict, self.name)
+                wanted[("", protocol, host_ip, info.node_port)] = (NODE_PORT, verdict, name)
             for ip in info.load_balancer_ips:
-                wanted[("", info.protocol, ip, info.port)] = (LOAD_BALANCER, verdict, None)
+                wanted[("", protocol, ip, info.port)] = (LOAD_BALANCER, verdict, None)
         if group.options.kernel_data_path and not host_backed(endpoints):
             # proxyMode nftables (nftables_proxier): inside node namespaces the kernel serves
             wanted = {key: claim for key, claim in wanted.items() if not key[0]}
-        for key in state.frontends - wanted.keys():
-            group.release(key, spn, self.name)
+        frontends = state.frontends
+        if frontends:
+            for key in frontends - wanted.keys():
+                group.release(key, spn, name)
         for key, (kind, verdict, scope) in wanted.items():
-            group.claim(key, kind, info, scope, self.name, verdict)
-        state.frontends = set(wanted)
+            group.claim(key, kind, info, scope, name, verdict)
+        if frontends != wanted.keys():  # unchanged (every sync after the first, mostly): kept
+            state.frontends = set(wanted)
         if gone:
             group.drop_udp_endpoints(state.frontends, gone)
 
