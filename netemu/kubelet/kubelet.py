@@ -40,7 +40,7 @@ from .volumes import VOLUMES_ENV, PodVolumes, TokenSource, VolumeError
 from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
 from .logfiles import LogFiles
 from .serviceenv import ServiceEnvIndex
-from .sockets import wildcard_listeners
+from .sockets import held_listeners, wildcard_sockets_this_turn
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,8 @@ class ContainerWorker:
             elapsed += step
             await asyncio.sleep(step)
             for pid in self.runtime.pids:
-                found = await asyncio.to_thread(wildcard_listeners, pid)
+                listening = await wildcard_sockets_this_turn()  # one look for every container due now
+                found = await asyncio.to_thread(held_listeners, pid, listening) if listening else []
                 if found:
                     await self._kill(
                         "WildcardBind",

@@ -16,6 +16,7 @@ connections is 100,000s of lines for every check.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ _INODE_OFFSET = 68                                # of idiag_inode in inet_diag_
 _WILDCARDS = ((socket.AF_INET, bytes(4), "0.0.0.0:{}"), (socket.AF_INET6, bytes(16), "[::]:{}"))
 
 _sock_diag_works = True                           # until the kernel says otherwise
+_turn: "tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[int, str]]] | None" = None  # this turn's look
 
 
 def _request(family: int, address: bytes, sequence: int) -> bytes:
@@ -103,6 +105,40 @@ def _wildcard_sockets_proc() -> dict[int, str]:
     return found
 
 
+def wildcard_sockets_this_turn() -> "asyncio.Future[dict[int, str]]":
+    """``wildcard_sockets`` as a future shared by every caller during one turn of the running
+    event loop: the guards of all the containers whose checks fall due together (a thousand
+    process pods start within seconds, each checked six times in its first five) share one look,
+    a fact about the network namespace that every cluster of this process shares. With sock_diag
+    the look is made at once, on the loop: it costs less than handing it to a thread. Reading
+    /proc/net/tcp instead is done in a thread."""
+    global _sock_diag_works, _turn
+    loop = asyncio.get_running_loop()
+    if _turn is not None and _turn[0] is loop:
+        return _turn[1]
+    future: asyncio.Future[dict[int, str]] | None = None
+    if _sock_diag_works:
+        try:
+            found = _wildcard_sockets_diag()
+        except OSError as exc:
+            log.debug("sock_diag: %s; reading /proc/net/tcp instead", exc)
+            _sock_diag_works = False
+        else:
+            future = loop.create_future()
+            future.set_result(found)
+    if future is None:
+        future = asyncio.ensure_future(asyncio.to_thread(_wildcard_sockets_proc))
+    _turn = (loop, future)
+    loop.call_soon(_end_turn, future)
+    return future
+
+
+def _end_turn(future: "asyncio.Future[dict[int, str]]") -> None:
+    global _turn
+    if _turn is not None and _turn[1] is future:
+        _turn = None
+
+
 def wildcard_sockets() -> dict[int, str]:
     """The TCP sockets of this network namespace listening on 0.0.0.0 or ::, by inode:
     ``0.0.0.0:PORT`` or ``[::]:PORT``."""
@@ -149,7 +185,11 @@ def _socket_inodes(pids: Iterable[int]) -> set[int]:
 
 def wildcard_listeners(pid: int) -> list[str]:
     """``host:port`` of every wildcard TCP listener held by ``pid`` or its descendants."""
-    listening = wildcard_sockets()
+    return held_listeners(pid, wildcard_sockets())
+
+
+def held_listeners(pid: int, listening: dict[int, str]) -> list[str]:
+    """Which of ``listening`` (``wildcard_sockets``) ``pid`` or its descendants hold."""
     if not listening:
         return []
     held = _socket_inodes(_descendants(pid))
