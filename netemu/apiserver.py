@@ -557,8 +557,8 @@ class ApiServer:
 
     @staticmethod
     def _complete_ref(ref: ObjectRef, obj: Any) -> ObjectRef:
-        return evolve(
-            ref, kind=ref.kind or obj.KIND, name=ref.name or obj.metadata.name,
+        return ref._replace(
+            kind=ref.kind or obj.KIND, name=ref.name or obj.metadata.name,
             namespace=ref.namespace or (obj.metadata.namespace if obj.NAMESPACED else ""))
 
     def _plan(self, obj: Any, overlay: _Overlay, txn: Transaction, *, validated: bool = False) -> _Planned:

@@ -6,15 +6,17 @@ boundaries with ``raise ... from exc``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
+# Named tuples rather than dataclasses: every netemu process imports this module, the fork server
+# among them (netemu.forkserverd), and dataclasses brings in inspect and ast.
 
 
 class NetemuError(Exception):
     """Root of every error netemu raises on purpose."""
 
 
-@dataclass(frozen=True)
-class FieldProblem:
+class FieldProblem(NamedTuple):
     """One problem with one field, in Kubernetes' words (``spec.ports[1].name: Required value``)."""
 
     path: str
@@ -24,8 +26,7 @@ class FieldProblem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-@dataclass
-class ObjectRef:
+class ObjectRef(NamedTuple):
     """Where an object came from: file, document index (1-based), kind, namespace/name."""
 
     source: str = ""

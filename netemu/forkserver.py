@@ -118,7 +118,7 @@ class ForkServer:
 
     async def _start(self) -> None:
         self._server, self._sock = await spawn_helper("netemu.forkserverd", str(self.ledger), record=self.record,
-                                                      log_path=self.log_path, env=self.env)
+                                                      log_path=self.log_path, env=self.env, site=False)
         asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
 
     async def _send(self, sock: socket.socket, message: bytes, fds: list[int]) -> None:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from netemu.errors import NetemuError
 
@@ -44,8 +43,7 @@ class StepError(NetemuError):
     """A setup step failed (the message names it and the system's reason)."""
 
 
-@dataclass(frozen=True)
-class Bind:
+class Bind(NamedTuple):
     """A volume (or its subPath) bound at ``target``; ``make``: "" (the target exists), "d" (make
     a directory) or "f" (make a file), in the new root."""
     source: str
@@ -54,8 +52,7 @@ class Bind:
     make: str = ""
 
 
-@dataclass(frozen=True)
-class NewRoot:
+class NewRoot(NamedTuple):
     """The copy-on-write root in ``scratch`` (a tmpfs): an overlay of each of ``overlays`` (mount
     points, parents first), the host's mounts inside them on the way to a new mount point (top-level
     names ``tops``) bound in, and ``write_through`` (top-level directories) bound in recursively."""
@@ -65,8 +62,7 @@ class NewRoot:
     write_through: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class PodSetup:
+class PodSetup(NamedTuple):
     resolv_conf: str
     hosts: str
     hostname: str
@@ -74,7 +70,9 @@ class PodSetup:
     binds: tuple[Bind, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"resolv_conf": self.resolv_conf, "hosts": self.hosts, "hostname": self.hostname,
+                "root": self.root._asdict() if self.root is not None else None,
+                "binds": [b._asdict() for b in self.binds]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PodSetup:
@@ -88,16 +86,14 @@ class PodSetup:
 # ------------------------------------------------------------------------ the new root's mounts
 
 
-@dataclass(frozen=True)
-class Overlay:
+class Overlay(NamedTuple):
     lower: str
     upper: str
     work: str
     target: str
 
 
-@dataclass(frozen=True)
-class RecursiveBind:
+class RecursiveBind(NamedTuple):
     source: str
     target: str
 

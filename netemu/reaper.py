@@ -60,13 +60,6 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(pid, int(fields[1]), int(fields[3]), int(fields[19]), fields[0] in (b"Z", b"X"))
 
 
-def process_line(pid: int) -> str | None:
-    """The ledger line of a process, ``process PID STARTTIME SID`` (what ``parse_ledger`` reads),
-    or None when ``pid`` is gone."""
-    st = read_stat(pid)
-    return None if st is None else f"process {pid} {st.start_time} {st.session}\n"
-
-
 def parse_ledger(lines: Iterable[str]) -> list[RecordedProcess]:
     """The ``process PID STARTTIME [SID]`` lines (SID defaults to PID: containers lead their own
     session); malformed lines are skipped."""

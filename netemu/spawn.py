@@ -20,8 +20,6 @@ containers are therefore started by a small fork server instead (netemu.forkserv
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import fcntl
 import logging
 import os
 import signal
@@ -30,32 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from netemu.childproc import close_inherited_fds, set_parent_death_signal
+
 log = logging.getLogger(__name__)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_CLOSE_RANGE = 436  # x86-64, arm64 and every other architecture of the unified table
-_CLOSE_RANGE_CLOEXEC = 1 << 2
-_ALL = 0xFFFFFFFF
-_PR_SET_PDEATHSIG = 1
-
-
-def close_inherited_fds() -> None:
-    """Mark every descriptor above 2 of this process close-on-exec."""
-    if _libc.syscall(_SYS_CLOSE_RANGE, 3, _ALL, _CLOSE_RANGE_CLOEXEC) == 0:
-        return
-    for entry in os.listdir("/proc/self/fd"):
-        fd = int(entry)
-        if fd > 2:
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
-            except OSError:
-                pass  # the descriptor listing the directory itself, closed by now
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Have the kernel send ``sig`` to this process when its parent (the thread that forked it) ends."""
-    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
 
 def cluster_child_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
     """The ``setup`` of a process the cluster runs (a container's, a proxy worker): lead a new
@@ -92,17 +67,20 @@ HELPER_EXIT_WAIT = 5.0  # seconds for a helper to exit once its socket is closed
 
 
 async def spawn_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
-                       env: Mapping[str, str] | None = None) -> tuple[asyncio.subprocess.Process, socket.socket]:
+                       env: Mapping[str, str] | None = None,
+                       site: bool = True) -> tuple[asyncio.subprocess.Process, socket.socket]:
     """One of the cluster's helper processes (the fork server, the sandbox helper): ``main()`` of
     ``module`` in a fresh interpreter (``-I``) with ``args``, its standard input a SOCK_SEQPACKET
     socket to this process (returned, non-blocking), its standard error appended to ``log_path``,
     started as a process of the cluster (``cluster_child_setup``: its own session, dead with the
-    cluster, in the ledger through ``record``)."""
+    cluster, in the ledger through ``record``). ``site`` False: without the site packages (``-S``),
+    for a helper that needs only the standard library and netemu (found through its own path)."""
     code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
+    flags = ["-I"] if site else ["-I", "-S"]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         with open(log_path or os.devnull, "ab") as log:
-            process = await spawn(sys.executable, "-I", "-c", code, *args, stdin=theirs.fileno(),
+            process = await spawn(sys.executable, *flags, "-c", code, *args, stdin=theirs.fileno(),
                                   stdout=asyncio.subprocess.DEVNULL, stderr=log,
                                   **({"env": dict(env)} if env is not None else {}),
                                   setup=cluster_child_setup(os.getpid(), record))

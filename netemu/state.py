@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from netemu import reaper, statedir
+from netemu.childproc import process_line
 from netemu.config import ClusterConfig
 from netemu.errors import ClusterError, RangeConflictError
 from netemu.treeremoval import remove_tree
@@ -168,7 +169,7 @@ class ClusterState:
     def record_process(self, pid: int) -> None:
         """``process PID STARTTIME SID``. Containers call it from the child itself, between fork
         and exec (ProcessContainer), so the line is there before the program can start anything."""
-        line = reaper.process_line(pid)
+        line = process_line(pid)
         if line is not None:
             self._append(line)
 

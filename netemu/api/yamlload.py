@@ -25,7 +25,6 @@ The only I/O here is reading the named files.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -496,7 +495,7 @@ def join_parts(*parts: tuple[list[Manifest], int]) -> list[Manifest]:
     before = 0
     for manifests, documents in parts:
         out += manifests if not before else [
-            Manifest(obj=m.obj, ref=dataclasses.replace(m.ref, doc=m.ref.doc + before)) for m in manifests]
+            Manifest(obj=m.obj, ref=m.ref._replace(doc=m.ref.doc + before)) for m in manifests]
         before += documents
     return out
 
