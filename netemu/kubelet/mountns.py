@@ -166,7 +166,7 @@ def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
     """What gives a process the pod's files and hostname and ``mounts`` at their mountPaths (see
     the module's docstring), as data (netemu.podsetup). MountPointError when a mountPath cannot be
     presented."""
-    host = host_mounts()
+    host: list[_HostMount] | None = None  # read when a mount point must be made (few pods need it)
     binds: list[Bind] = []
     overlays: set[str] = set()
     chain: set[str] = set()
@@ -183,13 +183,16 @@ def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
         else:
             make = "d" if is_dir else "f"
             existing = _deepest_existing(posixpath.dirname(target))
+            if host is None:
+                host = host_mounts()
             where = _containing(existing, host)
             if where.fstype in PSEUDO_FILESYSTEMS:
                 raise MountPointError(f'cannot make mount point "{m.target}" for volume "{m.volume}": it lies in '
                                       f"the host's {where.point} ({where.fstype})")
             chain.update(_chain(existing))
         binds.append(Bind(str(m.source), target, m.read_only, make))
-    for directory in chain:
+    for directory in chain:  # not empty only once ``host`` has been read
+        assert host is not None
         where = _containing(directory, host)
         overlays.update(_ancestors(where.point, host))
     if overlays and overlay_problem():
