@@ -13,7 +13,8 @@ leaves the runtime's own error pipe working until the ``exec``, so a missing pro
 reported as such.
 
 ``spawn`` is ``asyncio.create_subprocess_exec`` with that step (and any ``setup`` of the caller's)
-run in the child; ``close_inherited_fds`` is the step itself, for a process about to ``exec``.
+run in the child; ``close_inherited_fds`` (netemu.childproc) is the step itself, for a process
+about to ``exec``.
 That forks the whole cluster process, which costs milliseconds per start once it is large;
 containers are therefore started by a small fork server instead (netemu.forkserver).
 """
@@ -31,6 +32,7 @@ from typing import Any, Callable, Mapping
 from netemu.childproc import close_inherited_fds, set_parent_death_signal
 
 log = logging.getLogger(__name__)
+
 
 def cluster_child_setup(parent: int, record: Callable[[int], None]) -> Callable[[], None]:
     """The ``setup`` of a process the cluster runs (a container's, a proxy worker): lead a new

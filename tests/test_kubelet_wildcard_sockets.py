@@ -3,6 +3,7 @@ filter answers with the namespace's wildcard TCP listeners and nothing else, agr
 /proc/net/tcp, and says which of them a process holds."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -83,3 +84,23 @@ def test_without_sock_diag_proc_net_tcp_is_read(listeners, monkeypatch) -> None:
     monkeypatch.setattr(sockets, "_sock_diag_works", True)
     assert f"0.0.0.0:{wild4.getsockname()[1]}" in sockets.wildcard_listeners(os.getpid())
     assert sockets._sock_diag_works is False
+
+
+def test_one_look_per_turn_of_the_loop(listeners) -> None:
+    """The guards whose checks fall due in one turn of the event loop share one look; the next
+    turn looks again and sees a listener opened meanwhile."""
+    wild4, _, _, _ = listeners
+
+    async def main() -> None:
+        first = sockets.wildcard_sockets_this_turn()
+        assert sockets.wildcard_sockets_this_turn() is first
+        assert _inode(wild4) in await first
+        with socket.socket() as later:
+            later.bind(("0.0.0.0", 0))
+            later.listen()
+            assert _inode(later) not in await sockets.wildcard_sockets_this_turn()  # still this turn
+            await asyncio.sleep(0)
+            again = sockets.wildcard_sockets_this_turn()
+            assert again is not first and _inode(later) in await again
+
+    asyncio.run(main())
