@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,26 @@ def test_setup_goes_through_json_unchanged():
                               (podsetup.Bind("/p/volumes/config", "/etc/config", True, "d"),))
     assert podsetup.PodSetup.from_json(setup.to_json()) == setup
     assert mountns.shell_argv(setup)[-5:] == ["/tmp", "/p/volumes/config", "/etc/config", "rd", "--"]
+
+
+def test_the_top_level_directories_are_listed_again_when_the_root_changes(tmp_path: Path) -> None:
+    """What stays the host's own in a new root (``_write_through``) comes from a listing of "/"
+    kept while its mtime stays the same and is at least a second old (a change in the same clock
+    tick may leave the mtime as it was). Here on a directory of the test's own."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr").mkdir()
+    (tmp_path / "file").touch()
+    (tmp_path / "link").symlink_to(tmp_path / "usr")
+    (tmp_path / "with space").mkdir()
+    old = time.time() - 10
+    os.utime(tmp_path, (old, old))
+    assert mountns._top_directories(str(tmp_path)) == ("etc", "usr")
+    os.utime(tmp_path / "usr", (old, old))  # not the root: the listing is kept
+    assert mountns._top_directories(str(tmp_path)) == ("etc", "usr")
+    (tmp_path / "home").mkdir()  # the root's mtime moves (now: too fresh to keep a listing)
+    assert mountns._top_directories(str(tmp_path)) == ("etc", "home", "usr")
+    (tmp_path / "srv").mkdir()
+    assert mountns._top_directories(str(tmp_path)) == ("etc", "home", "srv", "usr")
+    (tmp_path / "home").rmdir()
+    os.utime(tmp_path, (old, old))  # the first listing's mtime again: that listing is gone, so listed again
+    assert mountns._top_directories(str(tmp_path)) == ("etc", "srv", "usr")

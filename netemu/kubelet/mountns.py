@@ -32,6 +32,7 @@ import functools
 import os
 import posixpath
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -153,12 +154,33 @@ def _chain(path: str) -> list[str]:
 def _write_through(tops: set[str]) -> list[str]:
     """The host's top-level directories (not symlinks) that stay the host's own in the new root:
     all but those on the way to a new mount point."""
+    return ["/" + n for n in _top_directories() if n not in tops]
+
+
+_TRUSTED_AGE_NS = 1_000_000_000  # a directory's mtime this old can no longer hide a change made in its tick
+_tops_seen: tuple[tuple[int, int, int], tuple[str, ...]] | None = None  # ((dev, ino, mtime), names)
+
+
+def _top_directories(root: str = "/") -> tuple[str, ...]:
+    """The names of the host's top-level directories (of ``root``, for tests) (not symlinks; none with a space or a
+    quote), sorted. Listed again only when "/" has changed (its mtime moves with every entry
+    added, removed or renamed; a type cannot change in place): a pod whose volume needs a new
+    root asked for 20 stat calls. A listing is kept only once the mtime it saw is a second old,
+    since a change within the same clock tick can leave the mtime as it was."""
+    global _tops_seen
+    base = root.rstrip("/") + "/"
     try:
-        names = sorted(os.listdir("/"))
+        st = os.stat(base)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if _tops_seen is not None and _tops_seen[0] == key:
+            return _tops_seen[1]
+        names = tuple(n for n in sorted(os.listdir(base)) if " " not in n and "'" not in n
+                      and os.path.isdir(base + n) and not os.path.islink(base + n))
     except OSError:
-        return []
-    return ["/" + n for n in names if n not in tops and " " not in n and "'" not in n
-            and os.path.isdir("/" + n) and not os.path.islink("/" + n)]
+        return ()
+    # the newest listing only: one whose mtime comes back (set back by hand) is not trusted again
+    _tops_seen = (key, names) if time.time_ns() - st.st_mtime_ns > _TRUSTED_AGE_NS else None
+    return names
 
 
 def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
