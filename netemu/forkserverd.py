@@ -4,11 +4,11 @@ Run as ``python -I -S -c 'from netemu.forkserverd import main; main()' LEDGER`` 
 input a SOCK_SEQPACKET socket to the cluster process. It is started like any process of the
 cluster (netemu.spawn.cluster_child_setup: own session, dies with the cluster, recorded in the
 ledger), while the cluster process is still small, and it stays small: it imports this, the
-standard library modules it names and netemu.podsetup, netemu.childproc and netemu.errors (none
-of them dataclasses, inspect or asyncio), and not even the site packages (``-S``). Each fork
+standard library modules it names, and netemu.podsetup, netemu.childproc and netemu.errors, none
+of which brings in dataclasses, inspect or asyncio; not even the site packages (``-S``). Each fork
 copies the server's page tables and marks its pages copy-on-write, and every page the child or
 the server then writes is copied: with the 11 MiB that netemu.spawn's imports made, a start cost
-the child and the server about 1.2 ms more than with the 4 MiB of now.
+the child and the server about 1.2 ms more than with the 6 MiB of now.
 
 Each request is one JSON message ``{"id", "argv", "env", "cwd", "setup"}`` carrying three
 descriptors (SCM_RIGHTS) that become the child's 0, 1 and 2. The child leads a new session, dies
