@@ -43,12 +43,12 @@ def process_line(pid: int) -> str | None:
     ``parse_ledger`` reads), or None when ``pid`` is gone."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    try:
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
     # The command name may hold spaces and parentheses: fields resume after the last ')'.
     fields = data[data.rindex(b")") + 2:].split()
     return f"process {pid} {int(fields[19])} {int(fields[3])}\n"

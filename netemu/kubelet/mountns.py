@@ -162,11 +162,11 @@ _tops_seen: tuple[tuple[int, int, int], tuple[str, ...]] | None = None  # ((dev,
 
 
 def _top_directories(root: str = "/") -> tuple[str, ...]:
-    """The names of the host's top-level directories (of ``root``, for tests) (not symlinks; none with a space or a
-    quote), sorted. Listed again only when "/" has changed (its mtime moves with every entry
-    added, removed or renamed; a type cannot change in place): a pod whose volume needs a new
-    root asked for 20 stat calls. A listing is kept only once the mtime it saw is a second old,
-    since a change within the same clock tick can leave the mtime as it was."""
+    """The names of the host's top-level directories (``root``'s, for tests), sorted: no symlinks,
+    none with a space or a quote. Listed again only when "/" has changed (its mtime moves with
+    every entry added, removed or renamed; a type cannot change in place): a pod whose volume
+    needs a new root asked for 20 stat calls. A listing is kept only once the mtime it saw is a
+    second old, since a change within the same clock tick can leave the mtime as it was."""
     global _tops_seen
     base = root.rstrip("/") + "/"
     try:
