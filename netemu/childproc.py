@@ -38,9 +38,9 @@ def set_parent_death_signal(sig: int) -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def process_line(pid: int) -> str | None:
-    """The ledger line of a process, ``process PID STARTTIME SID`` (what ``netemu.reaper``'s
-    ``parse_ledger`` reads), or None when ``pid`` is gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (the state is the first), or None
+    when ``pid`` is gone."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -50,5 +50,11 @@ def process_line(pid: int) -> str | None:
     except OSError:
         return None
     # The command name may hold spaces and parentheses: fields resume after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    return f"process {pid} {int(fields[19])} {int(fields[3])}\n"
+    return data[data.rindex(b")") + 2:].split()
+
+
+def process_line(pid: int) -> str | None:
+    """The ledger line of a process, ``process PID STARTTIME SID`` (what ``netemu.reaper``'s
+    ``parse_ledger`` reads), or None when ``pid`` is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else f"process {pid} {int(fields[19])} {int(fields[3])}\n"

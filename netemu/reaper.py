@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from netemu.childproc import stat_fields
+
 TOKEN_VARIABLE = "NETEMU_CLUSTER_TOKEN"
 ROUNDS = 20  # scans at most: each kills what the previous one found, and what they forked meanwhile
 EXIT_WAIT = 5.0  # seconds to wait for killed processes to be gone
@@ -50,13 +52,9 @@ class RecordedProcess:
 
 
 def read_stat(pid: int) -> ProcStat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    # The command name may hold spaces and parentheses: fields resume after the last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
     return ProcStat(pid, int(fields[1]), int(fields[3]), int(fields[19]), fields[0] in (b"Z", b"X"))
 
 

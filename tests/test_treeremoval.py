@@ -1,11 +1,14 @@
 """``remove_tree``: a state directory goes whole, links are not followed, and without ``rm`` the
-Python fallback does the same."""
+Python fallback does the same; a big one is shared out between several ``rm`` at once."""
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from netemu import treeremoval
 from netemu.treeremoval import remove_tree
 
 
@@ -41,10 +44,6 @@ def test_a_missing_directory_is_no_error(tmp_path: Path) -> None:
 
 
 def test_a_big_tree_is_removed_by_several_rm_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-    import subprocess
-
-    from netemu import treeremoval
     outside = tmp_path / "keep" / "file"
     outside.parent.mkdir()
     outside.write_text("kept")

@@ -1,8 +1,9 @@
 """Which wildcard addresses a container's processes listen on.
 
 On the loopback backend every pod shares the host's network stack, so a program that binds the
-wildcard address (0.0.0.0 or ::) would take the port on every pod IP at once. The kubelet uses
-``wildcard_listeners`` to catch that and report it plainly instead of letting pods collide.
+wildcard address (0.0.0.0 or ::) would take the port on every pod IP at once. The kubelet catches
+that (``wildcard_sockets_this_turn``, then ``held_listeners`` for a container's processes) and
+reports it plainly instead of letting pods collide.
 
 The kernel is asked for the wildcard TCP listeners of the network namespace with sock_diag
 (``NETLINK_SOCK_DIAG``, as ``ss -lt 'src 0.0.0.0'`` does): the request asks for listening sockets
@@ -112,21 +113,14 @@ def wildcard_sockets_this_turn() -> "asyncio.Future[dict[int, str]]":
     a fact about the network namespace that every cluster of this process shares. With sock_diag
     the look is made at once, on the loop: it costs less than handing it to a thread. Reading
     /proc/net/tcp instead is done in a thread."""
-    global _sock_diag_works, _turn
+    global _turn
     loop = asyncio.get_running_loop()
     if _turn is not None and _turn[0] is loop:
         return _turn[1]
-    future: asyncio.Future[dict[int, str]] | None = None
-    if _sock_diag_works:
-        try:
-            found = _wildcard_sockets_diag()
-        except OSError as exc:
-            log.debug("sock_diag: %s; reading /proc/net/tcp instead", exc)
-            _sock_diag_works = False
-        else:
-            future = loop.create_future()
-            future.set_result(found)
-    if future is None:
+    if _sock_diag_works:  # should the kernel refuse it now, the /proc read it falls back to is made here, once
+        future: asyncio.Future[dict[int, str]] = loop.create_future()
+        future.set_result(wildcard_sockets())
+    else:
         future = asyncio.ensure_future(asyncio.to_thread(_wildcard_sockets_proc))
     _turn = (loop, future)
     loop.call_soon(_end_turn, future)
