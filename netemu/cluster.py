@@ -87,6 +87,7 @@ class Cluster:
         self.network_policy: Any = None  # netemu.networkpolicy's enforcer (netns backend)
         self.kernel_proxy: Any = None  # proxyMode nftables: netemu.proxy.nftables_proxier.NftablesProxier
         self.service_env: Any = None  # netemu.kubelet.serviceenv.ServiceEnvIndex, shared by the kubelets
+        self.host_mounts: Any = None  # netemu.kubelet.mountns.HostMountTable, shared by the kubelets
 
     @property
     def name(self) -> str:
@@ -306,6 +307,10 @@ class Cluster:
             from netemu.kubelet.serviceenv import ServiceEnvIndex
             self.service_env = ServiceEnvIndex(self.store)
             self._stack.callback(self._close_service_env)
+        if self.host_mounts is None:  # one look at the host's mounts for every kubelet
+            from netemu.kubelet.mountns import HostMountTable
+            self.host_mounts = HostMountTable()
+            self._stack.callback(self._close_host_mounts)
         self.kubelets[net.name] = Kubelet(
             net, self.store, self.fabric, log_dir=self.state.path("logs"), record_process=self.state.record_process,
             process_env=self.state.process_env,
@@ -313,9 +318,14 @@ class Cluster:
             pod_dir=self.state.path("pods"),
             dns=PodDNS(self.config.dns_ip, self.config.cluster_domain, _host_resolv_conf()),
             extra_images={system.DNS_IMAGE: self.dns_image, **self.ingress_images}, service_env=self.service_env,
-            forkserver=self.forkserver, sandbox=self.sandbox)
+            forkserver=self.forkserver, sandbox=self.sandbox, host_mounts=self.host_mounts)
         if self.in_cluster is not None:
             self.in_cluster.equip(self.kubelets[net.name])
+
+    def _close_host_mounts(self) -> None:
+        if self.host_mounts is not None:
+            self.host_mounts.close()
+            self.host_mounts = None
 
     def _close_service_env(self) -> None:
         if self.service_env is not None:

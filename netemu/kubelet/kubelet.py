@@ -35,7 +35,7 @@ from netemu.sandbox import SandboxHelper
 from netemu.store import DELETED, Event, Store, now_rfc3339
 
 from . import envvars, podfiles, probes
-from .mountns import MountPointError
+from .mountns import HostMountTable, MountPointError
 from .volumes import VOLUMES_ENV, PodVolumes, TokenSource, VolumeError
 from .runtime import ContainerStartError, EmulatedContainer, ProcessContainer
 from .logfiles import LogFiles
@@ -656,7 +656,7 @@ class PodWorker:
         try:
             if container is not None and self.volumes is not None and self.volumes.mounted:
                 mounts = self.volumes.mounts_for(container.spec, container.env, renew=renew)
-            setup = podfiles.enter_setup(self.files, mounts)
+            setup = podfiles.enter_setup(self.files, mounts, self.kubelet.host_mounts)
         except (VolumeError, MountPointError) as exc:
             raise ContainerStartError("CreateContainerError", str(exc)) from exc
         return {"prefix": self.kubelet.fabric.process_prefix(self.uid), "setup": setup}
@@ -772,7 +772,8 @@ class Kubelet:
                  restart_backoff: float = 10.0,
                  restart_backoff_max: float = 300.0, pod_dir: Path | None = None, dns: PodDNS | None = None,
                  extra_images: Mapping[str, Any] | None = None, service_env: ServiceEnvIndex | None = None,
-                 forkserver: ForkServer | None = None, sandbox: SandboxHelper | None = None):
+                 forkserver: ForkServer | None = None, sandbox: SandboxHelper | None = None,
+                 host_mounts: HostMountTable | None = None):
         self.node = node
         self.store = store
         self.fabric = fabric
@@ -789,6 +790,9 @@ class Kubelet:
         # The service variables of each namespace (shared by the cluster's kubelets when it passes one).
         self._own_service_env = service_env is None
         self.service_env = service_env if service_env is not None else ServiceEnvIndex(store)
+        # The host's mounts, for volumes whose mount points must be made (shared by the cluster's kubelets).
+        self._own_host_mounts = host_mounts is None
+        self.host_mounts = host_mounts if host_mounts is not None else HostMountTable()
         # Mints a projected serviceAccountToken (set by the cluster's token issuer); without it
         # such a volume cannot be mounted.
         self.service_account_token: TokenSource | None = None
@@ -905,6 +909,8 @@ class Kubelet:
             self._logs.close()
         if self._own_service_env:
             self.service_env.close()
+        if self._own_host_mounts:
+            self.host_mounts.close()
         workers = list(self.workers.values())
         self.workers.clear()
         for w in workers:

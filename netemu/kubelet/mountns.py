@@ -9,22 +9,29 @@ first, so a mount inside another volume's mountPath lands in that volume, as in 
 - When every mountPath exists on the host (a directory for a directory, a file for a file), the
   volume is bound straight over it, in the private namespace only.
 - When one does not (``/data``, ``/etc/config``, the service account token's
-  ``/var/run/secrets/...``), the command runs chrooted in a new root made in the pod's scratch
-  directory (a tmpfs there, in the private namespace only): an overlay of the host's ``/`` (and
-  of any host mount on the way to a new mount point) whose writable layer is in that tmpfs, with
-  every other top-level directory of the host (``/tmp``, ``/home``, ``/proc``, ``/dev``, ...)
-  and every host mount on the way bound in recursively. The missing mount points are made in the
-  overlay, so nothing is created in the host's filesystem; what the process writes in the
-  directories on the way (``/etc`` for ``/etc/config``, ``/run`` for ``/var/run/secrets``) is
-  discarded when it exits, like a container's writable layer, while what it writes anywhere else
-  reaches the host's files as any process of a pod does. It starts in its working directory.
+  ``/var/run/secrets/...``), the missing mount points are made in copy-on-write layers built in
+  the pod's scratch directory (a tmpfs there, in the private namespace only), so nothing is
+  created in the host's filesystem. Each top-level directory on the way to a new mount point
+  (``/etc`` for ``/etc/config``, ``/run`` for ``/var/run/secrets``) gets an overlay whose
+  writable layer is in that tmpfs, as does every host mount on the way inside it; the host's
+  mounts in it are bound back in, and the whole is moved over the host's directory. What the
+  process writes in those directories is discarded when it exits, like a container's writable
+  layer, while what it writes anywhere else reaches the host's files as any process of a pod
+  does.
+- When a new mount point lies right in ``/`` (``/data``), ``/`` itself needs the overlay: the
+  command then runs chrooted in a new root made of an overlay of the host's ``/`` with every
+  other top-level directory of the host (``/tmp``, ``/home``, ``/proc``, ``/dev``, ...) bound in
+  recursively, and the directories on the way overlaid as above. That costs a start about a
+  millisecond more than moving one directory over (tens of mounts instead of a few). Either way
+  the process starts in its working directory.
 
 ``enter_setup`` decides all of this once, as data (netemu.podsetup.PodSetup); it is carried out
 either by the shell prefix ``shell_argv`` renders (exec, probes, the netns backend) or by the fork
-server's child itself (netemu.podsetup.apply: the same steps as system calls). Both read
-``/proc/self/mountinfo`` where they run (the netns backend's ``ip netns exec`` has made its own
-mounts by then): the shell prefix with an awk program, podsetup.root_mounts in Python, the same
-mounts in the same order (a test compares them).
+server's child itself (netemu.podsetup.apply: the same steps as system calls). Both go by
+``/proc/self/mountinfo`` as it is where they run (the netns backend's ``ip netns exec`` has made
+its own mounts by then): the shell prefix with an awk program, podsetup.root_mounts in Python
+(from the fork server's copy of the table, planned before it forks), the same mounts in the same
+order (tests compare them).
 """
 from __future__ import annotations
 
@@ -33,12 +40,11 @@ import os
 import posixpath
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from netemu.errors import NetemuError
-from netemu.podsetup import Bind, NewRoot, PodSetup
+from netemu.podsetup import Bind, MountEntry, MountTable, NewRoot, PodSetup, read_mountinfo
 
 from .volumes import Mount
 
@@ -47,28 +53,30 @@ PSEUDO_FILESYSTEMS = frozenset({
     "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "debugfs", "tracefs", "securityfs",
     "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc", "nsfs", "autofs", "efivarfs"})
 
-# awk over /proc/self/mountinfo: shell commands that mount, for each mount point in `o` (parents
-# first), an overlay of it at r/r<point>, and bind in every mount it holds that lies in a
-# directory on the way to a new mount point (top-level name in `c`); then each write-through
-# top-level directory of `w`, recursively.
+# awk over /proc/self/mountinfo: shell commands that mount, for each mount point or top-level
+# directory in `o` (parents first), an overlay of it at r/r<point>, and bind in every mount that
+# sits right on one of them or on "/" and lies in a directory on the way to a new mount point
+# (top-level name in `c`); then each write-through top-level directory of `w`, recursively.
 _AWK = (r'function q(s) { return "\047" s "\047" } '
         r'index($5, "\\") == 0 && index($5, "\047") == 0 { mp[$1] = $5; par[NR] = $2; pt[NR] = $5 } '
         r'END { n = split(o, L, " "); for (k = 1; k <= n; k++) { m = L[k]; t = (m == "/") ? "" : m; '
-        r'print "mkdir " q(r "/u" k) " " q(r "/w" k) " && mount -t overlay netemu -o " '
+        r'print "mkdir -p " q(r "/u" k) " " q(r "/w" k) " " q(r "/r" t) " && mount -t overlay netemu -o " '
         r'q("lowerdir=" m ",upperdir=" r "/u" k ",workdir=" r "/w" k) " " q(r "/r" t) " || exit 127" } '
         r'for (i = 1; i <= NR; i++) { p = pt[i]; split(p, a, "/"); '
-        r'if (p != "" && index(o, " " mp[par[i]] " ") && !index(o, " " p " ") && index(c, " " a[2] " ")) '
+        r'if (p != "" && (index(o, " " mp[par[i]] " ") || mp[par[i]] == "/") && !index(o, " " p " ") && '
+        r'index(c, " " a[2] " ")) '
         r'print "mount --rbind " q(p) " " q(r "/r" p) " || exit 127" } '
         r'n = split(w, D, " "); for (k = 1; k <= n; k++) '
         r'print "mount --rbind " q(D[k]) " " q(r "/r" D[k]) " || exit 127" }')
 
 # $1 resolv.conf, $2 hosts, $3 hostname, $4 scratch directory ("" without the overlay), $5 the
-# mount points to overlay, $6 the top-level names on the way to new mount points, $7 the
-# top-level directories to bind in; then (source, target, flags) triples up to "--", then the
-# command. flags: "r" or "w", then "-" (target exists), "d" (make a directory) or "f" (a file).
+# mount points and top-level directories to overlay ("/" among them: a new root, chrooted into),
+# $6 the top-level names on the way to new mount points (without a new root: each moved over the
+# host's), $7 the top-level directories to bind in a new root; then (source, target, flags)
+# triples up to "--", then the command. flags: "r" or "w", then "-" (target exists), "d" (make a directory) or "f" (a file).
 _ENTER = r'''W=$PWD
 mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && hostname "$3" || exit 127
-R=$4 P=
+R=$4 P= O=" $5 " T=$6 C=" $6 "
 if [ -n "$R" ]; then
   S=$(awk -v o=" $5 " -v c=" $6 " -v w="$7" -v r="$R" '__AWK__' /proc/self/mountinfo) &&
   mount -t tmpfs netemu "$R" && mkdir "$R/r" && eval "$S" || exit 127
@@ -76,14 +84,18 @@ if [ -n "$R" ]; then
 fi
 shift 7
 while [ "$1" != -- ]; do
-  t=$P$2
+  t=$2 x=${2#/}
+  case $O$C in *" / "*|*" ${x%%/*} "*) t=$P$2 ;; esac
   case $3 in ?d) mkdir -p "$t" ;; ?f) mkdir -p "${t%/*}" && : >>"$t" ;; esac &&
   mount --bind "$1" "$t" && { [ "${3%?}" = w ] || mount -o remount,bind,ro "$t"; } || exit 127
   shift 3
 done
 shift
 [ -z "$R" ] && exec "$@"
-cd "$P" && exec chroot . /bin/sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$W" "$@"'''.replace("__AWK__", _AWK)
+case $O in *" / "*) cd "$P" && exec chroot . /bin/sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$W" "$@" ;; esac
+for t in $T; do mount --move "$P/$t" "/$t" || exit 127; done
+cd "$W" 2>/dev/null || cd /
+exec "$@"'''.replace("__AWK__", _AWK)
 
 
 class MountPointError(NetemuError):
@@ -91,8 +103,7 @@ class MountPointError(NetemuError):
     it has the wrong type), in the container runtime's words."""
 
 
-@dataclass(frozen=True)
-class _HostMount:
+class _HostMount(NamedTuple):
     point: str
     fstype: str
 
@@ -102,34 +113,61 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def host_mounts() -> list[_HostMount]:
-    """The mounts this process sees, from /proc/self/mountinfo."""
-    found = []
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                before, _, after = line.partition(" - ")
-                fields = before.split()
-                if len(fields) >= 5 and after:
-                    found.append(_HostMount(_unescape(fields[4]), after.split()[0]))
-    except OSError:
-        pass
-    return found
+class HostMounts:
+    """The mounts this process sees at one moment, in /proc/self/mountinfo's order, with what
+    ``enter_setup`` asks of them kept per path (the same few paths come up for every pod)."""
+
+    def __init__(self, entries: Sequence[MountEntry]) -> None:
+        self.entries = tuple(_HostMount(_unescape(e.point), e.fstype) for e in entries)
+        self._containing: dict[str, _HostMount] = {}
+        self._ancestors: dict[str, tuple[str, ...]] = {}
+
+    def containing(self, path: str) -> _HostMount:
+        """The mount ``path`` lies in (the last one mounted at the deepest mount point above it)."""
+        found = self._containing.get(path)
+        if found is None:
+            found = _HostMount("/", "")
+            for m in self.entries:
+                if (path == m.point or path.startswith(m.point.rstrip("/") + "/")) and len(m.point) >= len(found.point):
+                    found = m
+            self._containing[path] = found
+        return found
+
+    def ancestors(self, point: str) -> tuple[str, ...]:
+        """``point`` and every mount point above it, parents first."""
+        found = self._ancestors.get(point)
+        if found is None:
+            points = {m.point for m in self.entries
+                      if point == m.point or point.startswith(m.point.rstrip("/") + "/")}
+            found = self._ancestors[point] = tuple(sorted(points | {"/", point}, key=_parents_first))
+        return found
 
 
-def _containing(path: str, mounts: Sequence[_HostMount]) -> _HostMount:
-    """The mount ``path`` lies in (the last one mounted at the deepest mount point above it)."""
-    best = _HostMount("/", "")
-    for m in mounts:
-        if (path == m.point or path.startswith(m.point.rstrip("/") + "/")) and len(m.point) >= len(best.point):
-            best = m
-    return best
+def _parents_first(point: str) -> tuple[bool, int, str]:
+    return point != "/", point.count("/"), point
 
 
-def _ancestors(point: str, mounts: Sequence[_HostMount]) -> list[str]:
-    """``point`` and every mount point above it, parents first."""
-    points = {m.point for m in mounts if point == m.point or point.startswith(m.point.rstrip("/") + "/")}
-    return sorted(points | {"/", point}, key=lambda p: (p != "/", p.count("/"), p))
+class HostMountTable:
+    """This process's mounts as ``HostMounts``, looked at through a netemu.podsetup.MountTable
+    (read again only when they have changed) and made again only then. The cluster keeps one for
+    its kubelets (every pod with the service account's token needs a look, and reading and
+    parsing the file each time took a fifth of a millisecond of the cluster's loop); ``close``
+    gives its file up. For the cluster's loop."""
+
+    def __init__(self) -> None:
+        self._table = MountTable()
+        self._seen: tuple[MountEntry, ...] | None = None
+        self._mounts = HostMounts(())
+
+    def mounts(self) -> HostMounts:
+        entries = self._table.entries()
+        if entries is not self._seen:
+            self._seen = entries
+            self._mounts = HostMounts(entries)
+        return self._mounts
+
+    def close(self) -> None:
+        self._table.close()
 
 
 @functools.cache
@@ -184,14 +222,15 @@ def _top_directories(root: str = "/") -> tuple[str, ...]:
 
 
 def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
-                mounts: Sequence[Mount]) -> PodSetup:
+                mounts: Sequence[Mount], host_mounts: HostMountTable | None = None) -> PodSetup:
     """What gives a process the pod's files and hostname and ``mounts`` at their mountPaths (see
-    the module's docstring), as data (netemu.podsetup). MountPointError when a mountPath cannot be
-    presented."""
-    host: list[_HostMount] | None = None  # read when a mount point must be made (few pods need it)
+    the module's docstring), as data (netemu.podsetup), with the host's mounts looked at through
+    ``host_mounts`` (or read here). MountPointError when a mountPath cannot be presented."""
+    host: HostMounts | None = None  # looked at when a mount point must be made (few pods need it)
     binds: list[Bind] = []
     overlays: set[str] = set()
     chain: set[str] = set()
+    in_root = False  # a new mount point right in "/": the whole root is overlaid, and chrooted into
     for m in sorted(mounts, key=lambda m: posixpath.normpath("/" + m.target).count("/")):
         target = os.path.realpath(posixpath.normpath("/" + m.target.lstrip("/")))
         is_dir = m.source.is_dir()
@@ -206,22 +245,26 @@ def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
             make = "d" if is_dir else "f"
             existing = _deepest_existing(posixpath.dirname(target))
             if host is None:
-                host = host_mounts()
-            where = _containing(existing, host)
+                host = host_mounts.mounts() if host_mounts is not None else HostMounts(read_mountinfo())
+            where = host.containing(existing)
             if where.fstype in PSEUDO_FILESYSTEMS:
                 raise MountPointError(f'cannot make mount point "{m.target}" for volume "{m.volume}": it lies in '
                                       f"the host's {where.point} ({where.fstype})")
             chain.update(_chain(existing))
+            in_root = in_root or existing == "/"
         binds.append(Bind(str(m.source), target, m.read_only, make))
-    for directory in chain:  # not empty only once ``host`` has been read
-        assert host is not None
-        where = _containing(directory, host)
-        overlays.update(_ancestors(where.point, host))
-    if overlays and overlay_problem():
-        raise MountPointError(f"cannot make mount points for volumes: {overlay_problem()}")
-    ordered = sorted(overlays, key=lambda p: (p != "/", p.count("/"), p))
+    if not chain:
+        return PodSetup(str(resolv_conf), str(hosts), hostname, None, tuple(binds))
+    assert host is not None  # looked at for every new mount point
     tops = {d.split("/")[1] for d in chain if d != "/"}
-    root = NewRoot(str(scratch), tuple(ordered), tuple(sorted(tops)), tuple(_write_through(tops))) if chain else None
+    for directory in chain:
+        overlays.update(host.ancestors(host.containing(directory).point))
+    if not in_root:  # the top-level directories on the way are overlaid where they are; "/" stays
+        overlays = {p for p in overlays if p != "/"} | {"/" + t for t in tops}
+    if overlay_problem():
+        raise MountPointError(f"cannot make mount points for volumes: {overlay_problem()}")
+    root = NewRoot(str(scratch), tuple(sorted(overlays, key=_parents_first)), tuple(sorted(tops)),
+                   tuple(_write_through(tops)) if in_root else ())
     return PodSetup(str(resolv_conf), str(hosts), hostname, root, tuple(binds))
 
 

@@ -86,15 +86,18 @@ def prefix_problem() -> str:
     return ""
 
 
-def enter_setup(files: PodFiles | None, mounts: Sequence[Mount] = ()) -> PodSetup | None:
+def enter_setup(files: PodFiles | None, mounts: Sequence[Mount] = (),
+                host_mounts: mountns.HostMountTable | None = None) -> PodSetup | None:
     """What gives a process the pod's files and hostname, and ``mounts`` (a container's volumes)
-    at their mountPaths (None when it cannot be done here, see ``prefix_problem``);
-    mountns.MountPointError when a mountPath cannot be presented."""
+    at their mountPaths (None when it cannot be done here, see ``prefix_problem``), the host's
+    mounts looked at through ``host_mounts`` when given; mountns.MountPointError when a mountPath
+    cannot be presented."""
     if files is None or prefix_problem():
         return None
     if mounts:
         files.scratch.mkdir(exist_ok=True)
-        return mountns.enter_setup(files.resolv_conf, files.hosts, files.hostname, files.scratch, mounts)
+        return mountns.enter_setup(files.resolv_conf, files.hosts, files.hostname, files.scratch, mounts,
+                                   host_mounts)
     return PodSetup(str(files.resolv_conf), str(files.hosts), files.hostname)
 
 
