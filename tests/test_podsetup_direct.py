@@ -154,7 +154,7 @@ MOUNTINFO = """\
     # no new root: the top-level directories themselves are overlaid (and moved over the host's)
     (("/etc",), ("etc",), ()), (("/etc", "/run"), ("etc", "run"), ()), (("/run", "/run/lock"), ("run",), ())])
 def test_new_root_mounts_are_the_awk_programs(overlays, tops, write_through):
-    root = podsetup.NewRoot("/scratch/root", overlays, tops, write_through)
+    root = podsetup.NewRoot("/scratch/pod", overlays, tops, write_through)
     for mountinfo in (MOUNTINFO, Path("/proc/self/mountinfo").read_text()):
         mounts = podsetup.parse_mountinfo(mountinfo)
         assert [_as_shell(m) for m in podsetup.root_mounts(root, mounts)] == _awk_lines(root, mountinfo)
@@ -163,15 +163,15 @@ def test_new_root_mounts_are_the_awk_programs(overlays, tops, write_through):
 def test_without_a_new_root_the_top_level_directories_are_overlaid_where_they_are():
     """Mounts in the host's /run and /etc that sit on "/" or on an overlaid mount are bound back
     in; one that sits on another host mount comes with it; one with an escape is left out."""
-    r = "/scratch/root/r"
+    r = "/scratch/pod/r"
     MOUNTS = podsetup.parse_mountinfo(MOUNTINFO)
-    assert podsetup.root_mounts(podsetup.NewRoot("/scratch/root", ("/etc",), ("etc",), ()), MOUNTS) == [
-        podsetup.Overlay("/etc", "/scratch/root/u1", "/scratch/root/w1", f"{r}/etc"),
+    assert podsetup.root_mounts(podsetup.NewRoot("/scratch/pod", ("/etc",), ("etc",), ()), MOUNTS) == [
+        podsetup.Overlay("/etc", "/scratch/pod/u1", "/scratch/pod/w1", f"{r}/etc"),
         podsetup.RecursiveBind("/etc/resolv.conf", f"{r}/etc/resolv.conf"),
         podsetup.RecursiveBind("/etc/hosts", f"{r}/etc/hosts")]
-    assert podsetup.root_mounts(podsetup.NewRoot("/scratch/root", ("/run", "/run/lock"), ("run",), ()), MOUNTS) == [
-        podsetup.Overlay("/run", "/scratch/root/u1", "/scratch/root/w1", f"{r}/run"),
-        podsetup.Overlay("/run/lock", "/scratch/root/u2", "/scratch/root/w2", f"{r}/run/lock"),
+    assert podsetup.root_mounts(podsetup.NewRoot("/scratch/pod", ("/run", "/run/lock"), ("run",), ()), MOUNTS) == [
+        podsetup.Overlay("/run", "/scratch/pod/u1", "/scratch/pod/w1", f"{r}/run"),
+        podsetup.Overlay("/run/lock", "/scratch/pod/u2", "/scratch/pod/w2", f"{r}/run/lock"),
         podsetup.RecursiveBind("/run/lock/deeper", f"{r}/run/lock/deeper")]
 
 
