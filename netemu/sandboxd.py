@@ -110,12 +110,8 @@ def read_manifests(text_path: str, source: str, namespace: str | None, out_path:
     return True
 
 
-def ping() -> None:
-    """Nothing: the first request, whose answer shows that the helper serves."""
-
-
 OPERATIONS: dict[str, Callable[..., Any]] = {
-    "loopback_cni": loopback_cni, "pod_files": pod_files, "volume_files": volume_files, "ping": ping,
+    "loopback_cni": loopback_cni, "pod_files": pod_files, "volume_files": volume_files,
     "set_signing_key": set_signing_key, "read_manifests": read_manifests}
 
 

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -68,6 +69,11 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 HELPER_EXIT_WAIT = 5.0  # seconds for a helper to exit once its socket is closed
 
 
+def _helper_argv(module: str, args: tuple[str, ...], site: bool) -> list[str]:
+    code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
+    return [sys.executable, *(["-I"] if site else ["-I", "-S"]), "-c", code, *args]
+
+
 async def spawn_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
                        env: Mapping[str, str] | None = None,
                        site: bool = True) -> tuple[asyncio.subprocess.Process, socket.socket]:
@@ -77,12 +83,10 @@ async def spawn_helper(module: str, *args: str, record: Callable[[int], None], l
     started as a process of the cluster (``cluster_child_setup``: its own session, dead with the
     cluster, in the ledger through ``record``). ``site`` False: without the site packages (``-S``),
     for a helper that needs only the standard library and netemu (found through its own path)."""
-    code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
-    flags = ["-I"] if site else ["-I", "-S"]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         with open(log_path or os.devnull, "ab") as log:
-            process = await spawn(sys.executable, *flags, "-c", code, *args, stdin=theirs.fileno(),
+            process = await spawn(*_helper_argv(module, args, site), stdin=theirs.fileno(),
                                   stdout=asyncio.subprocess.DEVNULL, stderr=log,
                                   **({"env": dict(env)} if env is not None else {}),
                                   setup=cluster_child_setup(os.getpid(), record))
@@ -95,13 +99,57 @@ async def spawn_helper(module: str, *args: str, record: Callable[[int], None], l
     return process, ours
 
 
-async def end_helper(process: asyncio.subprocess.Process, wait: float = HELPER_EXIT_WAIT) -> None:
+def start_helper(module: str, *args: str, record: Callable[[int], None],
+                 log_path: Path | None) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """``spawn_helper`` done in this call, without the event loop: the fork and exec take a few
+    milliseconds, and the helper can be sent requests once it returns. For a helper wanted while
+    the loop is busy: awaiting ``spawn_helper`` then waits for whole turns of the loop, which
+    take seconds when thousands of pods are being set up (OSError when it cannot start)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        with open(log_path or os.devnull, "ab") as log:
+            process = subprocess.Popen(_helper_argv(module, args, True), stdin=theirs.fileno(),
+                                       stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                       preexec_fn=child_setup(cluster_child_setup(os.getpid(), record)))
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return process, ours
+
+
+async def end_helper(process: asyncio.subprocess.Process | subprocess.Popen[bytes],
+                     wait: float = HELPER_EXIT_WAIT) -> None:
     """Wait for a helper whose socket has been closed to exit (it reads the end of its input),
     killing it by pid after ``wait`` seconds."""
     try:
-        await asyncio.wait_for(process.wait(), wait)
+        await asyncio.wait_for(_exit_of(process), wait)
     except asyncio.TimeoutError:
         log.warning("helper process %s did not end in %g s; killing it", process.pid, wait)
         if process.returncode is None:
             process.kill()
+        await _exit_of(process)
+
+
+async def _exit_of(process: asyncio.subprocess.Process | subprocess.Popen[bytes]) -> None:
+    """Until ``process`` has exited (and been reaped): a Popen's through a pidfd, which becomes
+    readable when the process exits."""
+    if not isinstance(process, subprocess.Popen):
         await process.wait()
+        return
+    if process.poll() is not None:
+        return
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    process.wait()

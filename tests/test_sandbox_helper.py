@@ -150,6 +150,21 @@ async def test_a_request_too_big_for_one_message_is_done_here(tmp_path):
         await helper.close()
 
 
+async def test_the_helper_serves_the_piece_of_work_that_starts_it(tmp_path):
+    """Started then and there (a fork and exec), not in the background: the ``start_after``-th
+    piece of work is already the helper's, whatever the loop has to do meanwhile."""
+    helper = SandboxHelper(record=lambda pid: None, start_after=2)
+    try:
+        await sandbox.run(helper, "volume_files", str(tmp_path / "first"), 0o755, {"a": (b"1", 0o644)})
+        assert not helper.ready and helper.pid is None and helper.answered == 0  # done here
+        await sandbox.run(helper, "volume_files", str(tmp_path / "second"), 0o755, {"a": (b"2", 0o644)})
+        assert helper.ready and helper.pid is not None and helper.answered == 1  # done by the helper
+        assert (tmp_path / "first" / "a").read_bytes() == b"1" and (tmp_path / "second" / "a").read_bytes() == b"2"
+    finally:
+        await helper.close()
+    assert helper.pid is None and not helper.ready
+
+
 def big_stream(count: int, bad: int | None = None) -> str:
     """Enough ConfigMaps for more than ``PARALLEL_READ`` bytes of YAML; ``bad`` gets a bad name."""
     filler = "x" * 400
