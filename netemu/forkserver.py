@@ -27,11 +27,12 @@ import json
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Callable, Mapping
 
 from netemu.podsetup import PodSetup
-from netemu.spawn import end_helper, spawn_helper
+from netemu.spawn import end_helper, start_helper
 
 MAX_MESSAGE = 1 << 20
 
@@ -63,9 +64,9 @@ class ForkServer:
         self.env = dict(env)          # the server's own environment (it carries the cluster's token)
         self.record = record          # records the server itself in the ledger (from its child)
         self.log_path = log_path
-        self._lock: asyncio.Lock | None = None
         self._send_lock: asyncio.Lock | None = None
-        self._server: asyncio.subprocess.Process | None = None
+        self._server: subprocess.Popen[bytes] | None = None
+        self._ending: set[asyncio.Future[None]] = set()  # servers that went away, being reaped
         self._sock: socket.socket | None = None
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[ServedProcess | dict]] = {}
@@ -74,7 +75,7 @@ class ForkServer:
     @property
     def pid(self) -> int | None:
         """The server's pid, while it runs."""
-        return self._server.pid if self._server is not None and self._server.returncode is None else None
+        return self._server.pid if self._server is not None and self._server.poll() is None else None
 
     async def spawn(self, argv: list[str], *, env: Mapping[str, str], cwd: str | None, stdin: int, stdout: int,
                     stderr: int, setup: PodSetup | None = None) -> ServedProcess:
@@ -106,19 +107,25 @@ class ForkServer:
             sock.close()
         if server is not None:
             await end_helper(server)
+        ending, self._ending = self._ending, set()
+        await asyncio.gather(*ending, return_exceptions=True)
 
     async def _connection(self) -> socket.socket:
-        if self._lock is None:
-            self._lock, self._send_lock = asyncio.Lock(), asyncio.Lock()
-        async with self._lock:
-            if self._sock is None:
-                await self._start()
-            assert self._sock is not None
-            return self._sock
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        if self._sock is None:
+            self._start()
+        assert self._sock is not None
+        return self._sock
 
-    async def _start(self) -> None:
-        self._server, self._sock = await spawn_helper("netemu.forkserverd", str(self.ledger), record=self.record,
-                                                      log_path=self.log_path, env=self.env, site=False)
+    def _start(self) -> None:
+        # Then and there (a fork and exec), not awaited: every container waiting for the server
+        # would then go on one turn of the loop after another, and while a thousand pods start
+        # a turn takes seconds.
+        if self._server is not None:  # one that went away (its end closed): reaped meanwhile
+            self._ending.add(asyncio.ensure_future(end_helper(self._server)))
+        self._server, self._sock = start_helper("netemu.forkserverd", str(self.ledger), record=self.record,
+                                                log_path=self.log_path, env=self.env, site=False)
         asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
 
     async def _send(self, sock: socket.socket, message: bytes, fds: list[int]) -> None:

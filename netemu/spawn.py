@@ -74,42 +74,26 @@ def _helper_argv(module: str, args: tuple[str, ...], site: bool) -> list[str]:
     return [sys.executable, *(["-I"] if site else ["-I", "-S"]), "-c", code, *args]
 
 
-async def spawn_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
-                       env: Mapping[str, str] | None = None,
-                       site: bool = True) -> tuple[asyncio.subprocess.Process, socket.socket]:
+def start_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
+                 env: Mapping[str, str] | None = None,
+                 site: bool = True) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """One of the cluster's helper processes (the fork server, the sandbox helper): ``main()`` of
     ``module`` in a fresh interpreter (``-I``) with ``args``, its standard input a SOCK_SEQPACKET
     socket to this process (returned, non-blocking), its standard error appended to ``log_path``,
     started as a process of the cluster (``cluster_child_setup``: its own session, dead with the
     cluster, in the ledger through ``record``). ``site`` False: without the site packages (``-S``),
-    for a helper that needs only the standard library and netemu (found through its own path)."""
+    for a helper that needs only the standard library and netemu (found through its own path).
+
+    Done in this call, without the event loop (OSError when it cannot start): the fork and exec
+    take milliseconds and the helper can be sent requests once it returns. Awaiting asyncio's
+    subprocess instead waits for turns of the loop, which take seconds while a thousand pods
+    are set up, and everything waiting for the helper meanwhile waits with it."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         with open(log_path or os.devnull, "ab") as log:
-            process = await spawn(*_helper_argv(module, args, site), stdin=theirs.fileno(),
-                                  stdout=asyncio.subprocess.DEVNULL, stderr=log,
-                                  **({"env": dict(env)} if env is not None else {}),
-                                  setup=cluster_child_setup(os.getpid(), record))
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
-    ours.setblocking(False)
-    return process, ours
-
-
-def start_helper(module: str, *args: str, record: Callable[[int], None],
-                 log_path: Path | None) -> tuple[subprocess.Popen[bytes], socket.socket]:
-    """``spawn_helper`` done in this call, without the event loop: the fork and exec take a few
-    milliseconds, and the helper can be sent requests once it returns. For a helper wanted while
-    the loop is busy: awaiting ``spawn_helper`` then waits for whole turns of the loop, which
-    take seconds when thousands of pods are being set up (OSError when it cannot start)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        with open(log_path or os.devnull, "ab") as log:
-            process = subprocess.Popen(_helper_argv(module, args, True), stdin=theirs.fileno(),
+            process = subprocess.Popen(_helper_argv(module, args, site), stdin=theirs.fileno(),
                                        stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                       env=dict(env) if env is not None else None,
                                        preexec_fn=child_setup(cluster_child_setup(os.getpid(), record)))
     except BaseException:
         ours.close()

@@ -250,7 +250,7 @@ def _ready(message: list[Any]) -> Callable[[], list[Any]]:
 
 async def _start_one(group: Any, hello: bytes, *, env: Mapping[str, str], record: Callable[[int], None],
                      log_path: Path) -> _Worker:
-    # Not spawn.spawn_helper: that runs a module of netemu's own directory first on the path
+    # Not spawn.start_helper: that runs a module of netemu's own directory first on the path
     # (``-I``), where netemu.proxy, installed from proxy/, is not; and the channel is a stream.
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # both close-on-exec
     try:
