@@ -21,7 +21,7 @@ first, so a mount inside another volume's mountPath lands in that volume, as in 
 - When a new mount point lies right in ``/`` (``/data``), ``/`` itself needs the overlay: the
   command then runs chrooted in a new root made of an overlay of the host's ``/`` with every
   other top-level directory of the host (``/tmp``, ``/home``, ``/proc``, ``/dev``, ...) bound in
-  recursively, and the directories on the way overlaid as above. That costs a start about a
+  recursively, and any host mount on the way overlaid as above. That costs a start about a
   millisecond more than moving one directory over (tens of mounts instead of a few). Either way
   the process starts in its working directory.
 
@@ -73,7 +73,9 @@ _AWK = (r'function q(s) { return "\047" s "\047" } '
 # mount points and top-level directories to overlay ("/" among them: a new root, chrooted into),
 # $6 the top-level names on the way to new mount points (without a new root: each moved over the
 # host's), $7 the top-level directories to bind in a new root; then (source, target, flags)
-# triples up to "--", then the command. flags: "r" or "w", then "-" (target exists), "d" (make a directory) or "f" (a file).
+# triples up to "--", then the command. flags: "r" or "w", then "-" (target exists), "d" (make a
+# directory) or "f" (a file). A target is made in the new layer ($P) when there is a new root or
+# its top-level directory is one of $6, where it is otherwise.
 _ENTER = r'''W=$PWD
 mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && hostname "$3" || exit 127
 R=$4 P= O=" $5 " T=$6 C=" $6 "
@@ -226,7 +228,7 @@ def enter_setup(resolv_conf: Path, hosts: Path, hostname: str, scratch: Path,
     """What gives a process the pod's files and hostname and ``mounts`` at their mountPaths (see
     the module's docstring), as data (netemu.podsetup), with the host's mounts looked at through
     ``host_mounts`` (or read here). MountPointError when a mountPath cannot be presented."""
-    host: HostMounts | None = None  # looked at when a mount point must be made (few pods need it)
+    host: HostMounts | None = None  # looked at once a mount point must be made
     binds: list[Bind] = []
     overlays: set[str] = set()
     chain: set[str] = set()
