@@ -122,11 +122,17 @@ class ForkServer:
         # Then and there (a fork and exec), not awaited: every container waiting for the server
         # would then go on one turn of the loop after another, and while a thousand pods start
         # a turn takes seconds.
-        if self._server is not None:  # one that went away (its end closed): reaped meanwhile
-            self._ending.add(asyncio.ensure_future(end_helper(self._server)))
+        self._reap()
         self._server, self._sock = start_helper("netemu.forkserverd", str(self.ledger), record=self.record,
                                                 log_path=self.log_path, env=self.env, site=False)
         asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
+
+    def _reap(self) -> None:
+        """The server has closed its end (it is gone, or going): its process is reaped meanwhile
+        (``close`` waits for that)."""
+        server, self._server = self._server, None
+        if server is not None:
+            self._ending.add(asyncio.ensure_future(end_helper(server)))
 
     async def _send(self, sock: socket.socket, message: bytes, fds: list[int]) -> None:
         # One sender at a time: the socket queues few messages, and a descriptor has one writer callback.
@@ -159,6 +165,7 @@ class ForkServer:
             if not data:
                 self._disconnect(ConnectionError("the fork server exited"))
                 sock.close()
+                self._reap()
                 return
             message = json.loads(data)
             if "id" in message:

@@ -62,6 +62,7 @@ class SandboxHelper:
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._started = False
+        self._ending: asyncio.Future[None] | None = None  # the helper's process being reaped
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._outbox: collections.deque[bytes] = collections.deque()
@@ -164,6 +165,7 @@ class SandboxHelper:
                 return
             except OSError as exc:
                 self._disconnect(Unavailable(f"the sandbox helper is gone: {exc}"))
+                self._reap()
                 return
             self._outbox.popleft()
         if self._writing and sock is not None:
@@ -180,6 +182,7 @@ class SandboxHelper:
                 data = b""
             if not data:
                 self._disconnect(Unavailable("the sandbox helper exited"))
+                self._reap()
                 return
             request_id, ok, value = pickle.loads(data)
             self.answered += 1
@@ -209,12 +212,19 @@ class SandboxHelper:
             if not future.done():
                 future.set_exception(Lost(str(reason)))
 
+    def _reap(self) -> None:
+        """The helper has closed its end (it is gone, or going): its process is reaped meanwhile
+        (``close`` waits for that)."""
+        process, self._process = self._process, None
+        if process is not None:
+            self._ending = asyncio.ensure_future(end_helper(process))
+
     async def close(self) -> None:
         self._started = True  # and never again
         self._disconnect(Unavailable("the sandbox helper was closed"))
-        process, self._process = self._process, None
-        if process is not None:
-            await end_helper(process)
+        self._reap()
+        if self._ending is not None:
+            await self._ending
 
 
 async def run(helper: SandboxHelper | None, operation: str, *args: Any,

@@ -126,8 +126,10 @@ async def test_the_helper_is_a_recorded_process_that_goes_with_the_cluster(make_
 
 async def test_once_the_helper_is_gone_the_cluster_does_the_work_itself(make_cluster):
     cluster = await helped(make_cluster)
-    os.kill(cluster.sandbox.pid, signal.SIGKILL)
+    pid = cluster.sandbox.pid
+    os.kill(pid, signal.SIGKILL)
     await cluster.wait_for(lambda: not cluster.sandbox.ready, 30, "the cluster to notice")
+    await cluster.wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, "its process to be reaped, not left a zombie")
     await cluster.apply(DEPLOYMENT)
     await cluster.wait_ready(timeout=30)
     assert len({p.status.pod_ip for p in cluster.pods()}) == 3

@@ -37,6 +37,12 @@ def wait_gone(pids: list[int]) -> list[int]:
     return [p for p in pids if not _gone(p)]
 
 
+async def _reaped(pid: int) -> None:
+    """Until ``pid`` has no /proc entry left, not even a zombie's (its parent reaped it)."""
+    while os.path.exists(f"/proc/{pid}"):
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     path = tmp_path / "ledger"
@@ -141,6 +147,8 @@ async def test_children_die_with_a_killed_server_and_a_new_one_takes_over(ledger
         codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), DEADLINE)
         assert codes == [-signal.SIGKILL] * 3
         assert wait_gone([p.pid for p in procs]) == []
+        await asyncio.wait_for(_reaped(first), DEADLINE)  # not left a zombie until the next start
+        assert server.pid is None
         code, out = await run(server, ["echo", "again"], tmp_path)
         assert (code, out) == (0, "again\n")
         assert server.pid not in (None, first)
