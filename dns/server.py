@@ -321,8 +321,11 @@ class ClusterDNS:
             except OSError as exc:
                 raise DNSError(f"dns: cannot listen on {host}:{port}/udp: {exc.strerror or exc}") from exc
             bound = udp.get_extra_info("sockname")[1]
+            # Shielded: a start cancelled inside asyncio.start_server (which awaits once more after
+            # making the server) would drop the listening socket for the garbage collector.
+            opening = asyncio.ensure_future(start_server(self._serve_tcp, host, bound))
             try:
-                tcp = await start_server(self._serve_tcp, host, bound)
+                tcp = await asyncio.shield(opening)
             except OSError as exc:
                 udp.close()
                 if port == 0 and exc.errno == errno.EADDRINUSE:
@@ -330,6 +333,7 @@ class ClusterDNS:
                 raise DNSError(f"dns: cannot listen on {host}:{bound}/tcp: {exc.strerror or exc}") from exc
             except BaseException:  # cancelled (the pod stopped while starting): keep no socket
                 udp.close()
+                opening.add_done_callback(_close_opened_server)
                 raise
             self._udp, self._tcp, self.host, self.port = udp, tcp, host, bound
             log.info("dns: serving %s on %s:%d (udp, tcp)", self.config.zone_fqdn, host, bound)
@@ -445,3 +449,9 @@ class ClusterDNS:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+def _close_opened_server(opening: asyncio.Future[asyncio.AbstractServer]) -> None:
+    """The TCP server a cancelled start went on to open: closed at once."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()

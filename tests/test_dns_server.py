@@ -635,3 +635,27 @@ def test_host_upstreams_reads_nameservers(tmp_path) -> None:
     conf.write_text("# generated\nsearch example\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n")
     assert host_upstreams(str(conf)) == ["127.0.0.53", "::1"]
     assert host_upstreams(str(tmp_path / "missing")) == []
+
+
+async def test_a_start_cancelled_while_the_tcp_server_opens_keeps_no_socket() -> None:
+    """The pod stops while its DNS server starts: a TCP listener already made (asyncio's
+    start_server awaits once more after making it) is closed, not left to the collector."""
+    made: list[asyncio.AbstractServer] = []
+    go_on = asyncio.Event()
+
+    async def slow_start_server(*args, **kwargs):
+        server = await asyncio.start_server(*args, **kwargs)
+        made.append(server)
+        await go_on.wait()  # where asyncio.start_server's own last await is
+        return server
+
+    server = ClusterDNS(config())
+    start = asyncio.ensure_future(server.start(slow_start_server, host=free_loopback(), port=0))
+    while not made:
+        await asyncio.sleep(0.01)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    go_on.set()
+    await asyncio.wait_for(made[0].wait_closed(), 5)
+    assert not made[0].is_serving() and not made[0].sockets
