@@ -326,12 +326,14 @@ async def test_scaling_3_to_1_to_3_under_a_request_loop_fails_no_request(make_cl
         await more_requests(20)
         await cluster.scale("myapp", 3)
         await cluster.wait_for(lambda: endpoints() == 3, 20, "three endpoints again")
+        # every phase is served: three first pods, then new ones (once the proxy has them: the
+        # EndpointSlice is written first, and on a slow machine 20 requests can come before)
+        await cluster.wait_for(lambda: len(set(done)) >= 4, 20, "a request served by a new pod")
         await more_requests(20)
     finally:
         stop.set()
         await loop_task
     assert failed == []
-    assert len(set(done)) >= 4   # every phase was served: three first pods, then new ones
 
 
 # ---------------------------------------------------------------------------- cluster DNS
