@@ -227,16 +227,23 @@ def planned_mounts(setup: PodSetup, mounts: Sequence[MountEntry]) -> list[Overla
     as they will then be in its /proc/self/mountinfo (the fork server plans before it forks, so
     the child reads and parses nothing)."""
     assert setup.root is not None
-    ours = [MountEntry(target, _deepest_mount_point(target, mounts), "none")
+    ours = [MountEntry(target, getattr(containing_mount(target, mounts), "point", "/"), "none")
             for target in ("/etc/resolv.conf", "/etc/hosts")]
     return root_mounts(setup.root, (*mounts, *ours))
 
 
-def _deepest_mount_point(path: str, mounts: Sequence[MountEntry]) -> str:
-    found = "/"
+def lies_in(path: str, point: str) -> bool:
+    """Whether ``path`` is the mount point ``point`` or lies under it."""
+    return path == point or path.startswith(point.rstrip("/") + "/")
+
+
+def containing_mount(path: str, mounts: Sequence[Any]) -> Any:
+    """Of ``mounts`` (anything with a ``point``), the one ``path`` lies in: the last one mounted
+    at the deepest mount point above it; None when there is none (no "/" among them)."""
+    found = None
     for m in mounts:
-        if (path == m.point or path.startswith(m.point.rstrip("/") + "/")) and len(m.point) > len(found):
-            found = m.point
+        if lies_in(path, m.point) and (found is None or len(m.point) >= len(found.point)):
+            found = m
     return found
 
 

@@ -69,11 +69,6 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 HELPER_EXIT_WAIT = 5.0  # seconds for a helper to exit once its socket is closed
 
 
-def _helper_argv(module: str, args: tuple[str, ...], site: bool) -> list[str]:
-    code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
-    return [sys.executable, *(["-I"] if site else ["-I", "-S"]), "-c", code, *args]
-
-
 def start_helper(module: str, *args: str, record: Callable[[int], None], log_path: Path | None,
                  env: Mapping[str, str] | None = None,
                  site: bool = True) -> tuple[subprocess.Popen[bytes], socket.socket]:
@@ -88,10 +83,12 @@ def start_helper(module: str, *args: str, record: Callable[[int], None], log_pat
     take milliseconds and the helper can be sent requests once it returns. Awaiting asyncio's
     subprocess instead waits for turns of the loop, which take seconds while a thousand pods
     are set up, and everything waiting for the helper meanwhile waits with it."""
+    code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from {module} import main; main()"
+    argv = [sys.executable, *(["-I"] if site else ["-I", "-S"]), "-c", code, *args]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         with open(log_path or os.devnull, "ab") as log:
-            process = subprocess.Popen(_helper_argv(module, args, site), stdin=theirs.fileno(),
+            process = subprocess.Popen(argv, stdin=theirs.fileno(),
                                        stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
                                        env=dict(env) if env is not None else None,
                                        preexec_fn=child_setup(cluster_child_setup(os.getpid(), record)))

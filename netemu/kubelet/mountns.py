@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from netemu.errors import NetemuError
-from netemu.podsetup import Bind, MountEntry, MountTable, NewRoot, PodSetup, read_mountinfo
+from netemu.podsetup import (Bind, MountEntry, MountTable, NewRoot, PodSetup, containing_mount, lies_in,
+                             read_mountinfo)
 
 from .volumes import Mount
 
@@ -128,19 +129,14 @@ class HostMounts:
         """The mount ``path`` lies in (the last one mounted at the deepest mount point above it)."""
         found = self._containing.get(path)
         if found is None:
-            found = _HostMount("/", "")
-            for m in self.entries:
-                if (path == m.point or path.startswith(m.point.rstrip("/") + "/")) and len(m.point) >= len(found.point):
-                    found = m
-            self._containing[path] = found
+            found = self._containing[path] = containing_mount(path, self.entries) or _HostMount("/", "")
         return found
 
     def ancestors(self, point: str) -> tuple[str, ...]:
         """``point`` and every mount point above it, parents first."""
         found = self._ancestors.get(point)
         if found is None:
-            points = {m.point for m in self.entries
-                      if point == m.point or point.startswith(m.point.rstrip("/") + "/")}
+            points = {m.point for m in self.entries if lies_in(point, m.point)}
             found = self._ancestors[point] = tuple(sorted(points | {"/", point}, key=_parents_first))
         return found
 
